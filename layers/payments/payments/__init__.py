@@ -1,0 +1,1 @@
+"""Shared package of the saved-card payments service: models, ePay client, store, use cases."""

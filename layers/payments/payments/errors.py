@@ -1,0 +1,140 @@
+"""One error hierarchy for the whole service.
+
+Each error carries facts (an API code, an HTTP status, whether a retry may help) and never a raw
+request or response body, so it is always safe to log.
+"""
+
+from __future__ import annotations
+
+
+class PaymentsError(Exception):
+    """Base of every error this service raises on purpose."""
+
+    code = "internal_error"
+    http_status = 500
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(PaymentsError):
+    """Settings or credentials are missing or invalid."""
+
+    code = "configuration_error"
+
+
+class ValidationError(PaymentsError):
+    """The request is malformed; `fields` maps each bad field to what is wrong with it."""
+
+    code = "validation_error"
+    http_status = 400
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = dict(fields or {})
+
+
+class NotFoundError(PaymentsError):
+    """The resource does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(PaymentsError):
+    """The request conflicts with the current state of a resource."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class IdempotencyInFlightError(ConflictError):
+    """A request with the same idempotency key is still being processed."""
+
+    code = "idempotency_in_flight"
+    retryable = True
+
+
+class IdempotencyMismatchError(PaymentsError):
+    """The idempotency key was used before with a different request body."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class InvalidTransitionError(ConflictError):
+    """The charge's status does not allow the requested operation."""
+
+    code = "invalid_state"
+
+
+class StaleStateError(ConflictError):
+    """A conditional write lost a race: the item changed since it was read."""
+
+    code = "concurrent_update"
+    retryable = True
+
+
+class StoreUnavailableError(PaymentsError):
+    """DynamoDB throttled or failed; nothing is known to have been written."""
+
+    code = "store_unavailable"
+    http_status = 503
+    retryable = True
+
+
+class GatewayError(PaymentsError):
+    """Base of ePay failures."""
+
+    code = "gateway_error"
+    http_status = 502
+
+    def __init__(self, message: str, *, operation: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.gateway_http_status = http_status
+
+
+class GatewayUnavailableError(GatewayError):
+    """ePay could not be reached and the request surely did not take effect."""
+
+    code = "gateway_unavailable"
+    http_status = 503
+    retryable = True
+
+
+class GatewayRejectedError(GatewayError):
+    """ePay refused the request with a 4xx and a code (a decline, or a failed operation)."""
+
+    code = "gateway_rejected"
+    http_status = 402
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        gateway_code: int | None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message, operation=operation, http_status=http_status)
+        self.gateway_code = gateway_code
+
+
+class GatewayUnknownOutcomeError(GatewayError):
+    """The request may or may not have taken effect at ePay (timeout, 5xx, broken body)."""
+
+    code = "gateway_unknown_outcome"
+    http_status = 502
+
+
+class DuplicateKeyError(ConflictError):
+    """A uniqueness guard already holds this value: `which` is idempotency, invoice or suffix."""
+
+    code = "duplicate"
+
+    def __init__(self, message: str, which: str) -> None:
+        super().__init__(message)
+        self.which = which

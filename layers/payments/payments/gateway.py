@@ -1,0 +1,141 @@
+"""What the use cases need from ePay: request and result types, and the Gateway port."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The moment (monotonic seconds) by which outbound work must be finished."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        """A deadline `seconds` from now."""
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at - time.monotonic())
+
+
+@dataclass(frozen=True)
+class Token:
+    """An ePay access token; the value never appears in repr()."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class InvoiceTokenRequest:
+    """The invoice fields a per-operation token is bound to (epay-api.md section 1)."""
+
+    invoice_id: str
+    amount: Decimal
+    currency: str
+    post_link: str
+    failure_post_link: str
+    secret_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """The body of POST /payments/cards/auth (epay-api.md section 2)."""
+
+    invoice_id: str
+    amount: Decimal
+    currency: str
+    card_id: str = field(repr=False)
+    account_id: str
+    description: str
+    language: str
+    recurrent: bool
+    post_link: str
+    failure_post_link: str
+    invoice_id_alt: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    back_link: str | None = None
+    failure_back_link: str | None = None
+
+
+@dataclass(frozen=True)
+class Secure3D:
+    """ePay's demand for 3-D Secure: where to send the customer and what to post there."""
+
+    pa_req: str = field(repr=False)
+    md: str = field(repr=False)
+    action: str
+    term_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A 200 answer of the auth endpoint: AUTH (held), CHARGE (taken) or 3D."""
+
+    status: str
+    transaction_id: str | None
+    invoice_id: str | None
+    reference: str | None = None
+    approval_code: str | None = None
+    card_mask: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    secure3d: Secure3D | None = None
+
+
+@dataclass(frozen=True)
+class TransactionStatus:
+    """The transaction part of a status answer (epay-api.md section 4)."""
+
+    transaction_id: str | None
+    invoice_id: str | None
+    status_name: str
+    amount: Decimal | None
+    currency: str | None
+    reference: str | None
+    approval_code: str | None
+    card_mask: str | None
+    reason: str | None
+    reason_code: int | None
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """An answer of the status API; `transaction` is set when resultCode is 100."""
+
+    result_code: str
+    message: str
+    transaction: TransactionStatus | None
+
+
+class Gateway(Protocol):
+    """The ePay operations the use cases call."""
+
+    def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
+        """A token bound to one invoice, amount and currency."""
+        ...
+
+    def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
+        """Charge a saved card; never retried."""
+        ...
+
+    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+        """Ask ePay what happened to an invoice."""
+        ...
+
+    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+        """Charge (capture) a held AUTH, wholly or partly."""
+        ...
+
+    def terminal_id(self) -> str:
+        """The merchant's terminal id, from the credentials."""
+        ...

@@ -1,0 +1,431 @@
+"""Charges, money, statuses and their transitions, and the validation rules of ePay's fields."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from payments.errors import ValidationError
+
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("999999999.99")
+CURRENCIES = frozenset({"KZT", "USD", "EUR", "RUB", "GBP", "CNY", "KGS", "UZS"})
+LANGUAGES = frozenset({"rus", "kaz", "eng"})
+DESCRIPTION_MAX_BYTES = 125
+INVOICE_ID_RE = re.compile(r"^[0-9]{6,15}$")
+CARD_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z .'-]{0,99}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+PHONE_RE = re.compile(r"^[0-9]{10,15}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_URL_LENGTH = 2048
+
+
+class ChargeStatus(StrEnum):
+    """Where a charge is in its life."""
+
+    PROCESSING = "PROCESSING"
+    REQUIRES_3DS = "REQUIRES_3DS"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"
+    DECLINED = "DECLINED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+S = ChargeStatus
+_SETTLED_BY_GATEWAY = {S.AUTHORIZED, S.CAPTURED, S.DECLINED, S.EXPIRED}
+TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
+    S.PROCESSING: frozenset({S.REQUIRES_3DS, S.UNKNOWN, S.FAILED, *_SETTLED_BY_GATEWAY}),
+    S.REQUIRES_3DS: frozenset({S.UNKNOWN, *_SETTLED_BY_GATEWAY}),
+    S.UNKNOWN: frozenset(
+        {S.REQUIRES_3DS, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
+    ),
+    S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED, S.EXPIRED, S.NEEDS_REVIEW}),
+    S.CAPTURED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
+    S.NEEDS_REVIEW: frozenset(
+        {S.AUTHORIZED, S.CAPTURED, S.CANCELLED, S.REFUNDED, S.DECLINED, S.EXPIRED, S.FAILED}
+    ),
+    S.REFUNDED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.DECLINED: frozenset({S.NEEDS_REVIEW}),
+    S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
+    S.FAILED: frozenset({S.NEEDS_REVIEW}),
+}
+
+
+def can_transition(current: ChargeStatus, target: ChargeStatus) -> bool:
+    """True when the state machine allows moving from `current` to `target`."""
+    return target in TRANSITIONS[current]
+
+
+class CaptureMode(StrEnum):
+    """Whether an ePay AUTH (money held) is charged at once or left for an explicit capture."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class DeclineCategory(StrEnum):
+    """What a decline means for retrying (epay-api.md section 7)."""
+
+    HARD = "hard"
+    SOFT = "soft"
+    AUTHENTICATION = "authentication"
+    OTHER = "other"
+
+
+_HARD = {465, 467, 471, 472, 478, 479, 481, 482, 483, 485, 489, 490}
+_SOFT = {456, 458, 459, 484, 488, 491, 493, 494, 497}
+_AUTHENTICATION = {455, 468, 473, 496}
+
+
+def decline_category(code: int | None) -> DeclineCategory:
+    """Classify an ePay decline code; unlisted codes are `other`."""
+    if code in _HARD:
+        return DeclineCategory.HARD
+    if code in _SOFT:
+        return DeclineCategory.SOFT
+    if code in _AUTHENTICATION:
+        return DeclineCategory.AUTHENTICATION
+    return DeclineCategory.OTHER
+
+
+def utc_now() -> datetime:
+    """The real clock; use cases take a clock so tests can replace it."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """An ISO-8601 UTC timestamp with milliseconds and a Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_money(value: Any) -> Decimal:
+    """Read an amount that may arrive as a number or a numeric string; never via float."""
+    if isinstance(value, bool):
+        raise ValueError("not an amount")
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError("not an amount") from exc
+    if not amount.is_finite():
+        raise ValueError("not an amount")
+    return amount
+
+
+def money_str(amount: Decimal) -> str:
+    """Format an amount with exactly two decimals, as sent to ePay and shown by the API."""
+    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def mask_card_id(card_id: str) -> str:
+    """Show only the last four characters of a saved-card id."""
+    return "****" + card_id[-4:] if len(card_id) > 4 else "****"
+
+
+@dataclass(frozen=True)
+class EpayRef:
+    """What ePay told us about the transaction behind a charge."""
+
+    transaction_id: str | None = None
+    reference: str | None = None
+    approval_code: str | None = None
+    card_mask: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeError:
+    """Why a charge did not succeed."""
+
+    code: str
+    message: str
+    category: str
+
+
+@dataclass(frozen=True)
+class ThreeDSData:
+    """What the 3-D Secure step needs: ePay's secure3D object and the charge's token."""
+
+    pa_req: str
+    md: str
+    action: str
+    access_token: str
+    token_expires_at: datetime
+    term_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """A validated request to charge a saved card."""
+
+    amount: Decimal
+    currency: str
+    card_id: str
+    account_id: str
+    description: str
+    capture: CaptureMode
+    recurrent: bool = True
+    language: str = "rus"
+    invoice_id: str | None = None
+    invoice_id_alt: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    back_link: str | None = None
+    failure_back_link: str | None = None
+
+    def fingerprint_fields(self) -> dict[str, str]:
+        """The request's fields as strings, for the idempotency fingerprint."""
+        return {
+            "amount": money_str(self.amount),
+            "currency": self.currency,
+            "cardId": self.card_id,
+            "accountId": self.account_id,
+            "description": self.description,
+            "capture": self.capture.value,
+            "recurrent": str(self.recurrent),
+            "language": self.language,
+            "invoiceId": self.invoice_id or "",
+            "invoiceIdAlt": self.invoice_id_alt or "",
+            "name": self.name or "",
+            "email": self.email or "",
+            "phone": self.phone or "",
+            "backLink": self.back_link or "",
+            "failureBackLink": self.failure_back_link or "",
+        }
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One attempt to charge a saved card, as stored."""
+
+    id: str
+    invoice_id: str
+    status: ChargeStatus
+    amount: Decimal
+    currency: str
+    account_id: str
+    card_id: str
+    description: str
+    capture: CaptureMode
+    recurrent: bool
+    language: str
+    idempotency_key: str
+    request_hash: str
+    secret_hash_digest: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    invoice_id_alt: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    back_link: str | None = None
+    failure_back_link: str | None = None
+    captured_amount: Decimal | None = None
+    epay: EpayRef = field(default_factory=EpayRef)
+    error: ChargeError | None = None
+    three_ds: ThreeDSData | None = None
+    needs_check: bool = False
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One transition of a charge, appended and never changed."""
+
+    from_status: ChargeStatus | None
+    to_status: ChargeStatus
+    at: datetime
+    source: str
+    detail: str = ""
+
+
+# --- validation of the public request -------------------------------------------------------
+
+_CHARGE_FIELDS = frozenset(
+    {
+        "amount",
+        "currency",
+        "cardId",
+        "accountId",
+        "description",
+        "invoiceId",
+        "invoiceIdAlt",
+        "name",
+        "email",
+        "phone",
+        "language",
+        "backLink",
+        "failureBackLink",
+        "recurrent",
+        "capture",
+    }
+)
+_REQUIRED = ("amount", "currency", "cardId", "accountId", "description")
+
+
+def validate_amount(value: Any) -> Decimal | str:
+    """Return the amount, or a message saying what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return "must be a JSON number"
+    amount = Decimal(value)
+    if not amount.is_finite() or amount <= 0:
+        return "must be greater than 0"
+    if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
+        return "must have at most 2 decimal places"
+    if amount > MAX_AMOUNT:
+        return f"must not exceed {MAX_AMOUNT}"
+    return amount.quantize(CENT)
+
+
+def _text(value: Any, *, max_len: int) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if len(value) > max_len or CONTROL_RE.search(value):
+        return None
+    return value
+
+
+def _https_url(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH or CONTROL_RE.search(value):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme == "https" and bool(parts.hostname)
+
+
+def parse_charge_request(body: Any, default_capture: CaptureMode) -> ChargeRequest:
+    """Validate a decoded JSON body into a ChargeRequest or raise ValidationError per field."""
+    if not isinstance(body, dict):
+        raise ValidationError("request body must be a JSON object")
+    errors: dict[str, str] = {}
+    for name in sorted(set(body) - _CHARGE_FIELDS):
+        errors[str(name)[:64]] = "unknown field"
+    for name in _REQUIRED:
+        if body.get(name) is None:
+            errors[name] = "is required"
+
+    amount = validate_amount(body["amount"]) if body.get("amount") is not None else None
+    if isinstance(amount, str):
+        errors["amount"] = amount
+
+    currency = body.get("currency")
+    if currency is not None and currency not in CURRENCIES:
+        errors["currency"] = "must be one of " + ", ".join(sorted(CURRENCIES))
+
+    card_id = body.get("cardId")
+    if card_id is not None and not (isinstance(card_id, str) and CARD_ID_RE.match(card_id)):
+        errors["cardId"] = "must be a saved-card id (8-64 letters, digits or dashes)"
+
+    account_id = body.get("accountId")
+    if account_id is not None and _text(account_id, max_len=100) is None:
+        errors["accountId"] = "must be a non-empty string of at most 100 characters"
+
+    description = body.get("description")
+    if description is not None:
+        if _text(description, max_len=DESCRIPTION_MAX_BYTES) is None:
+            errors["description"] = "must be a non-empty string without control characters"
+        elif len(description.encode("utf-8")) > DESCRIPTION_MAX_BYTES:
+            errors["description"] = f"must be at most {DESCRIPTION_MAX_BYTES} bytes in UTF-8"
+
+    for name in ("invoiceId", "invoiceIdAlt"):
+        value = body.get(name)
+        if value is not None and not (isinstance(value, str) and INVOICE_ID_RE.match(value)):
+            errors[name] = "must be a string of 6 to 15 digits"
+
+    name_value = body.get("name")
+    if name_value is not None and not (isinstance(name_value, str) and NAME_RE.match(name_value)):
+        errors["name"] = "must be Latin letters, spaces, dots, dashes or apostrophes (max 100)"
+
+    email = body.get("email")
+    if email is not None and not (
+        isinstance(email, str) and len(email) <= 254 and EMAIL_RE.match(email)
+    ):
+        errors["email"] = "must be an e-mail address"
+
+    phone = body.get("phone")
+    if phone is not None and not (isinstance(phone, str) and PHONE_RE.match(phone)):
+        errors["phone"] = "must be 10 to 15 digits, e.g. 77001234567"
+
+    language = body.get("language", "rus")
+    if language not in LANGUAGES:
+        errors["language"] = "must be one of eng, kaz, rus"
+
+    for name in ("backLink", "failureBackLink"):
+        value = body.get(name)
+        if value is not None and not _https_url(value):
+            errors[name] = f"must be an https URL of at most {MAX_URL_LENGTH} characters"
+
+    recurrent = body.get("recurrent", True)
+    if not isinstance(recurrent, bool):
+        errors["recurrent"] = "must be a boolean"
+
+    capture = body.get("capture", default_capture.value)
+    if capture not in {mode.value for mode in CaptureMode}:
+        errors["capture"] = "must be auto or manual"
+
+    if errors:
+        raise ValidationError("the request is invalid", errors)
+    assert isinstance(amount, Decimal)
+    return ChargeRequest(
+        amount=amount,
+        currency=str(currency),
+        card_id=str(card_id),
+        account_id=str(account_id),
+        description=str(description),
+        capture=CaptureMode(capture),
+        recurrent=bool(recurrent),
+        language=str(language),
+        invoice_id=body.get("invoiceId"),
+        invoice_id_alt=body.get("invoiceIdAlt"),
+        name=name_value,
+        email=email,
+        phone=phone,
+        back_link=body.get("backLink"),
+        failure_back_link=body.get("failureBackLink"),
+    )
+
+
+def parse_capture_request(body: Any) -> Decimal | None:
+    """Validate the optional body of a capture: `{"amount": <number>}` or nothing."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise ValidationError("request body must be a JSON object")
+    unknown = sorted(set(body) - {"amount"})
+    if unknown:
+        raise ValidationError("the request is invalid", dict.fromkeys(unknown, "unknown field"))
+    if body.get("amount") is None:
+        return None
+    amount = validate_amount(body["amount"])
+    if isinstance(amount, str):
+        raise ValidationError("the request is invalid", {"amount": amount})
+    return amount
+
+
+def validate_idempotency_key(value: str | None) -> str:
+    """Return the key or raise: 1-255 printable ASCII characters, no spaces."""
+    if value is None:
+        raise ValidationError(
+            "the Idempotency-Key header is required", {"Idempotency-Key": "is required"}
+        )
+    if not IDEMPOTENCY_KEY_RE.match(value):
+        raise ValidationError(
+            "the Idempotency-Key header is invalid",
+            {"Idempotency-Key": "must be 1-255 printable ASCII characters without spaces"},
+        )
+    return value
