@@ -161,10 +161,10 @@ class ChargeError:
 class ThreeDSData:
     """What the 3-D Secure step needs: ePay's secure3D object and the charge's token."""
 
-    pa_req: str
-    md: str
+    pa_req: str = field(repr=False)
+    md: str = field(repr=False)
     action: str
-    access_token: str
+    access_token: str = field(repr=False)
     token_expires_at: datetime
     term_url: str | None = None
 
@@ -220,7 +220,7 @@ class Charge:
     amount: Decimal
     currency: str
     account_id: str
-    card_id: str
+    card_id: str = field(repr=False)
     description: str
     capture: CaptureMode
     recurrent: bool

@@ -1,0 +1,164 @@
+"""In-memory fakes that record calls (no MagicMock): a store, a gateway, telemetry, a transport."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
+from payments.gateway import (
+    AuthRequest,
+    AuthResult,
+    Deadline,
+    InvoiceTokenRequest,
+    StatusResult,
+    Token,
+)
+from payments.models import Charge, ChargeStatus, HistoryEntry
+from payments.store import IdempotencyRecord
+
+
+class FakeStore:
+    """Keeps the store's guarantees: unique keys and conditional transitions, under a lock."""
+
+    def __init__(self) -> None:
+        self.charges: dict[str, Charge] = {}
+        self.history: dict[str, list[HistoryEntry]] = {}
+        self.keys: dict[str, IdempotencyRecord] = {}
+        self.invoices: set[str] = set()
+        self.counter = 0
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def allocate_invoice_number(self) -> int:
+        with self._lock:
+            self.writes += 1
+            self.counter += 1
+            return self.counter
+
+    def create(self, charge: Charge, entry: HistoryEntry) -> None:
+        with self._lock:
+            self.writes += 1
+            if charge.idempotency_key in self.keys:
+                raise DuplicateKeyError("taken", "idempotency")
+            if charge.invoice_id in self.invoices:
+                raise DuplicateKeyError("taken", "invoice")
+            self.charges[charge.id] = charge
+            self.keys[charge.idempotency_key] = IdempotencyRecord(
+                charge.idempotency_key, charge.id, charge.request_hash
+            )
+            self.invoices.add(charge.invoice_id)
+            self.history[charge.id] = [entry]
+
+    def get(self, charge_id: str) -> Charge | None:
+        return self.charges.get(charge_id)
+
+    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        return self.keys.get(key)
+
+    def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
+        with self._lock:
+            self.writes += 1
+            stored = self.charges[current.id]
+            if stored.status != current.status or stored.version != current.version:
+                raise StaleStateError("changed")
+            new = replace(updated, version=current.version + max(1, len(entries)))
+            self.charges[current.id] = new
+            self.history[current.id].extend(entries)
+            return new
+
+
+@dataclass
+class FakeGateway:
+    """Answers by script; records every call with the store's view at that moment."""
+
+    auth_outcome: AuthResult | GatewayError | None = None
+    token_error: GatewayError | None = None
+    capture_error: GatewayError | None = None
+    on_authorize: Callable[[AuthRequest], None] | None = None
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def terminal_id(self) -> str:
+        return "terminal-1"
+
+    def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
+        from datetime import UTC, datetime, timedelta
+
+        self.calls.append(("token", request))
+        if self.token_error is not None:
+            raise self.token_error
+        return Token("tok-secret-value", datetime.now(UTC) + timedelta(seconds=1200))
+
+    def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
+        self.calls.append(("auth", request))
+        if self.on_authorize is not None:
+            self.on_authorize(request)
+        outcome = self.auth_outcome
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+        self.calls.append(("status", invoice_id))
+        raise NotImplementedError
+
+    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+        self.calls.append(("capture", (transaction_id, amount)))
+        if self.capture_error is not None:
+            raise self.capture_error
+
+    def ops(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@dataclass
+class RecordingTelemetry:
+    """Records transitions and gateway failures."""
+
+    transitions: list[tuple[str | None, str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def bind_charge(self, charge: Charge) -> None:
+        return None
+
+    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
+        self.transitions.append((previous.value if previous else None, charge.status.value, source))
+
+    def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
+        self.failures.append(type(error).__name__)
+
+
+@dataclass
+class FakeResponse:
+    status: int
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    url: str
+    body: bytes | None
+    headers: dict[str, str]
+    timeout: Any
+
+
+class FakeTransport:
+    """Stands in for urllib3.PoolManager: answers scripted responses or raises, records requests."""
+
+    def __init__(self, answers: list[FakeResponse | Exception]) -> None:
+        self.answers = list(answers)
+        self.requests: list[RecordedRequest] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
+        self.requests.append(
+            RecordedRequest(method, url, kwargs.get("body"), kwargs["headers"], kwargs["timeout"])
+        )
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer

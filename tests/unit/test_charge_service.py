@@ -1,0 +1,252 @@
+"""The charge use case with in-memory fakes: outcomes, write-before-call and idempotency."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from payments.errors import (
+    ConflictError,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    GatewayUnknownOutcomeError,
+    IdempotencyInFlightError,
+    IdempotencyMismatchError,
+    InvalidTransitionError,
+)
+from payments.gateway import AuthRequest, AuthResult, Deadline, Secure3D
+from payments.models import CaptureMode, ChargeRequest, ChargeStatus
+from payments.service import ChargeService, secret_hash_digest
+from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
+
+AUTH = AuthResult(
+    "AUTH", "tx-1", "000000001", "123456789012", "A1B2C3", "440043******0178", Decimal("100")
+)
+
+
+def make(gateway: FakeGateway) -> tuple[ChargeService, FakeStore, RecordingTelemetry]:
+    store, telemetry = FakeStore(), RecordingTelemetry()
+    service = ChargeService(
+        store=store,
+        gateway=gateway,
+        telemetry=telemetry,
+        public_base_url="https://pay.example/v1",
+        new_secret=lambda: "the-secret-hash",
+    )
+    return service, store, telemetry
+
+
+def request(**overrides: object) -> ChargeRequest:
+    fields: dict[str, object] = {
+        "amount": Decimal("100.00"),
+        "currency": "KZT",
+        "card_id": "c0000000-0000-4000-8000-000000000001",
+        "account_id": "customer-42",
+        "description": "Order 42",
+        "capture": CaptureMode.AUTO,
+    }
+    fields.update(overrides)
+    return ChargeRequest(**fields)  # type: ignore[arg-type]
+
+
+def deadline() -> Deadline:
+    return Deadline.after(20)
+
+
+def test_charge_is_stored_before_epay_is_called() -> None:
+    # Given a gateway that looks into the store when the auth arrives
+    seen: list[tuple[str, ChargeStatus]] = []
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, store, _ = make(gateway)
+    gateway.on_authorize = lambda req: seen.extend(
+        (c.invoice_id, c.status) for c in store.charges.values()
+    )
+    # When a charge is created
+    service.create_charge(request(), "key-1", deadline())
+    # Then the charge, with the invoice id sent to ePay, was already PROCESSING in the store
+    auth: AuthRequest = gateway.calls[1][1]
+    assert seen == [(auth.invoice_id, ChargeStatus.PROCESSING)]
+    assert store.keys["key-1"].charge_id in store.charges
+
+
+def test_auto_capture_ends_captured_with_full_history_in_one_write() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, store, telemetry = make(gateway)
+    result = service.create_charge(request(), "key-1", deadline())
+    charge = result.charge
+    assert charge.status is ChargeStatus.CAPTURED
+    assert charge.captured_amount == Decimal("100.00")
+    assert charge.epay.transaction_id == "tx-1"
+    assert gateway.ops() == ["token", "auth", "capture"]
+    assert [(e.from_status, e.to_status) for e in store.history[charge.id]] == [
+        (None, ChargeStatus.PROCESSING),
+        (ChargeStatus.PROCESSING, ChargeStatus.AUTHORIZED),
+        (ChargeStatus.AUTHORIZED, ChargeStatus.CAPTURED),
+    ]
+    # counter + create + one final write
+    assert store.writes == 3
+    assert telemetry.transitions[-1][1] == "CAPTURED"
+
+
+def test_manual_capture_stays_authorized_then_captures_partially() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(capture=CaptureMode.MANUAL), "k", deadline()).charge
+    assert charge.status is ChargeStatus.AUTHORIZED
+    assert gateway.ops() == ["token", "auth"]
+    captured = service.capture_charge(charge.id, Decimal("60.00"), deadline())
+    assert captured.status is ChargeStatus.CAPTURED
+    assert captured.captured_amount == Decimal("60.00")
+    assert gateway.calls[-1] == ("capture", ("tx-1", Decimal("60.00")))
+    # capturing again is a no-op that does not reach ePay
+    again = service.capture_charge(charge.id, None, deadline())
+    assert again.status is ChargeStatus.CAPTURED
+    assert gateway.ops().count("capture") == 1
+
+
+def test_single_stage_charge_is_captured_directly() -> None:
+    gateway = FakeGateway(auth_outcome=AuthResult("CHARGE", "tx-9", "1", "r", "a", "m"))
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.status is ChargeStatus.CAPTURED
+    assert gateway.ops() == ["token", "auth"]
+
+
+def test_decline_keeps_code_message_and_category() -> None:
+    gateway = FakeGateway(
+        auth_outcome=GatewayRejectedError(
+            "Insufficient funds", operation="auth", gateway_code=484, http_status=400
+        )
+    )
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.status is ChargeStatus.DECLINED
+    assert charge.error is not None
+    assert (charge.error.code, charge.error.category) == ("484", "soft")
+    assert charge.error.message == "Insufficient funds"
+
+
+def test_ambiguous_answer_leaves_unknown_and_never_resends() -> None:
+    gateway = FakeGateway(auth_outcome=GatewayUnknownOutcomeError("timeout", operation="auth"))
+    service, _, telemetry = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.status is ChargeStatus.UNKNOWN
+    assert charge.needs_check is True
+    assert gateway.ops() == ["token", "auth"]
+    assert telemetry.failures == ["GatewayUnknownOutcomeError"]
+    # a replay of the same request does not send it again either
+    replay = service.create_charge(request(), "k", deadline())
+    assert replay.replayed is True
+    assert gateway.ops() == ["token", "auth"]
+
+
+def test_3d_answer_keeps_what_the_3ds_step_needs() -> None:
+    gateway = FakeGateway(
+        auth_outcome=AuthResult(
+            "3D", "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs.test/3ds")
+        )
+    )
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.status is ChargeStatus.REQUIRES_3DS
+    assert charge.three_ds is not None
+    assert charge.three_ds.access_token == "tok-secret-value"
+    assert (charge.three_ds.pa_req, charge.three_ds.md) == ("PAREQ", "MD")
+
+
+def test_token_failure_fails_the_charge_and_replays_the_503() -> None:
+    gateway = FakeGateway(token_error=GatewayUnavailableError("down", operation="token"))
+    service, store, _ = make(gateway)
+    with pytest.raises(GatewayUnavailableError):
+        service.create_charge(request(), "k", deadline())
+    (charge,) = store.charges.values()
+    assert charge.status is ChargeStatus.FAILED
+    assert gateway.ops() == ["token"]
+    with pytest.raises(GatewayUnavailableError):
+        service.create_charge(request(), "k", deadline())
+    assert gateway.ops() == ["token"]
+
+
+def test_same_key_replays_without_calling_epay() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    first = service.create_charge(request(), "k", deadline())
+    second = service.create_charge(request(), "k", deadline())
+    assert second.replayed is True
+    assert second.charge == first.charge
+    assert gateway.ops() == ["token", "auth", "capture"]
+
+
+def test_same_key_with_another_body_is_refused() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    service.create_charge(request(), "k", deadline())
+    with pytest.raises(IdempotencyMismatchError):
+        service.create_charge(request(amount=Decimal("101.00")), "k", deadline())
+
+
+def test_same_key_while_in_flight_is_a_conflict() -> None:
+    # Given a first request that is still waiting for ePay
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    answers: list[type[Exception]] = []
+
+    def second_request_arrives(_: AuthRequest) -> None:
+        try:
+            service.create_charge(request(), "k", deadline())
+        except IdempotencyInFlightError as exc:
+            answers.append(type(exc))
+
+    gateway.on_authorize = second_request_arrives
+    # When the same key arrives meanwhile / Then it is told to wait, and ePay saw one auth
+    service.create_charge(request(), "k", deadline())
+    assert answers == [IdempotencyInFlightError]
+    assert gateway.ops().count("auth") == 1
+
+
+def test_merchant_invoice_id_must_be_unused() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    service.create_charge(request(invoice_id="123456789"), "k1", deadline())
+    with pytest.raises(ConflictError):
+        service.create_charge(request(invoice_id="123456789"), "k2", deadline())
+    assert gateway.ops().count("auth") == 1
+
+
+def test_allocated_invoice_ids_are_zero_padded_digits() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.invoice_id == "000000001"
+
+
+def test_only_the_digest_of_secret_hash_is_kept_and_links_point_at_us() -> None:
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    token_request = gateway.calls[0][1]
+    assert token_request.secret_hash == "the-secret-hash"
+    assert charge.secret_hash_digest == secret_hash_digest("the-secret-hash")
+    assert "the-secret-hash" not in repr(charge)
+    assert token_request.post_link == "https://pay.example/v1/epay/postlink"
+
+
+def test_capture_refused_for_non_authorized_charges() -> None:
+    gateway = FakeGateway(
+        auth_outcome=GatewayRejectedError("x", operation="auth", gateway_code=483)
+    )
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    with pytest.raises(InvalidTransitionError):
+        service.capture_charge(charge.id, None, deadline())
+
+
+def test_failed_auto_capture_leaves_authorized_for_the_reconciler() -> None:
+    gateway = FakeGateway(
+        auth_outcome=AUTH, capture_error=GatewayUnknownOutcomeError("t", operation="capture")
+    )
+    service, _, _ = make(gateway)
+    charge = service.create_charge(request(), "k", deadline()).charge
+    assert charge.status is ChargeStatus.AUTHORIZED
+    assert charge.needs_check is True

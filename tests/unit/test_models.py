@@ -1,0 +1,169 @@
+"""Validation of charge requests, decline categories, the state machine and exact-money JSON."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from payments import jsonutil
+from payments.errors import ValidationError
+from payments.models import (
+    TRANSITIONS,
+    CaptureMode,
+    ChargeStatus,
+    DeclineCategory,
+    can_transition,
+    decline_category,
+    mask_card_id,
+    parse_capture_request,
+    parse_charge_request,
+    validate_idempotency_key,
+)
+
+VALID: dict[str, Any] = {
+    "amount": Decimal("1500.50"),
+    "currency": "KZT",
+    "cardId": "c0000000-0000-4000-8000-000000000001",
+    "accountId": "customer-42",
+    "description": "Order 42",
+}
+
+
+def test_valid_request_gets_defaults() -> None:
+    # Given a minimal valid body / When it is parsed
+    request = parse_charge_request(dict(VALID), CaptureMode.AUTO)
+    # Then the defaults of the API apply
+    assert request.amount == Decimal("1500.50")
+    assert request.recurrent is True
+    assert request.language == "rus"
+    assert request.capture is CaptureMode.AUTO
+
+
+def test_default_capture_comes_from_the_stack_setting_and_can_be_overridden() -> None:
+    assert parse_charge_request(dict(VALID), CaptureMode.MANUAL).capture is CaptureMode.MANUAL
+    body = {**VALID, "capture": "auto"}
+    assert parse_charge_request(body, CaptureMode.MANUAL).capture is CaptureMode.AUTO
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount", Decimal(0)),
+        ("amount", Decimal("-1")),
+        ("amount", Decimal("10.001")),
+        ("amount", "100"),
+        ("amount", True),
+        ("amount", Decimal("1000000000")),
+        ("currency", "XXX"),
+        ("currency", 398),
+        ("cardId", 12345),
+        ("cardId", "short"),
+        ("cardId", {"id": "c0000000-0000-4000-8000-000000000001"}),
+        ("accountId", ""),
+        ("accountId", "x" * 101),
+        ("description", "д" * 63),
+        ("description", ""),
+        ("description", "line\nbreak"),
+        ("invoiceId", "12345"),
+        ("invoiceId", "1234567890123456"),
+        ("invoiceId", 123456),
+        ("invoiceId", "12345a"),
+        ("invoiceIdAlt", "abc"),
+        ("name", "Иван"),
+        ("email", "not-an-email"),
+        ("phone", "+7 700 123"),
+        ("language", "en"),
+        ("backLink", "http://shop.example/ok"),
+        ("failureBackLink", "javascript:alert(1)"),
+        ("recurrent", "yes"),
+        ("capture", "later"),
+        ("surprise", 1),
+    ],
+)
+def test_each_invalid_field_is_named(field: str, value: Any) -> None:
+    # Given a valid body with one bad field
+    body = {**VALID, field: value}
+    # When it is parsed / Then the error names that field
+    with pytest.raises(ValidationError) as caught:
+        parse_charge_request(body, CaptureMode.AUTO)
+    assert field in caught.value.fields
+
+
+def test_description_limit_is_in_utf8_bytes() -> None:
+    # 62 Cyrillic letters are 124 bytes (accepted); 63 are 126 bytes (rejected)
+    ok = parse_charge_request({**VALID, "description": "д" * 62}, CaptureMode.AUTO)
+    assert ok.description == "д" * 62
+    with pytest.raises(ValidationError):
+        parse_charge_request({**VALID, "description": "д" * 63}, CaptureMode.AUTO)
+
+
+def test_missing_fields_are_each_reported() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_charge_request({}, CaptureMode.AUTO)
+    assert set(caught.value.fields) == {"amount", "currency", "cardId", "accountId", "description"}
+
+
+def test_body_must_be_an_object() -> None:
+    with pytest.raises(ValidationError):
+        parse_charge_request([VALID], CaptureMode.AUTO)
+
+
+def test_invoice_id_keeps_leading_zeros() -> None:
+    request = parse_charge_request({**VALID, "invoiceId": "000123456"}, CaptureMode.AUTO)
+    assert request.invoice_id == "000123456"
+
+
+def test_capture_body() -> None:
+    assert parse_capture_request(None) is None
+    assert parse_capture_request({"amount": Decimal("10.5")}) == Decimal("10.50")
+    with pytest.raises(ValidationError):
+        parse_capture_request({"amount": 0})
+    with pytest.raises(ValidationError):
+        parse_capture_request({"amount": 1, "extra": 1})
+
+
+@pytest.mark.parametrize("key", [None, "", "has space", "x" * 256, "ключ"])
+def test_bad_idempotency_keys(key: str | None) -> None:
+    with pytest.raises(ValidationError):
+        validate_idempotency_key(key)
+
+
+@pytest.mark.parametrize(
+    ("code", "category"),
+    [
+        (484, DeclineCategory.SOFT),
+        (493, DeclineCategory.SOFT),
+        (483, DeclineCategory.HARD),
+        (478, DeclineCategory.HARD),
+        (471, DeclineCategory.HARD),
+        (455, DeclineCategory.AUTHENTICATION),
+        (477, DeclineCategory.OTHER),
+        (None, DeclineCategory.OTHER),
+    ],
+)
+def test_decline_categories(code: int | None, category: DeclineCategory) -> None:
+    assert decline_category(code) is category
+
+
+def test_state_machine_never_moves_final_states_backwards() -> None:
+    S = ChargeStatus
+    assert can_transition(S.PROCESSING, S.UNKNOWN)
+    assert can_transition(S.UNKNOWN, S.CAPTURED)
+    assert not can_transition(S.CAPTURED, S.DECLINED)
+    assert not can_transition(S.DECLINED, S.CAPTURED)
+    assert not can_transition(S.UNKNOWN, S.PROCESSING)
+    assert TRANSITIONS[S.REFUNDED] == frozenset()
+    assert set(TRANSITIONS) == set(S)
+
+
+def test_money_json_is_a_number_with_two_decimals() -> None:
+    text = jsonutil.dumps({"amount": Decimal("1500.5"), "n": 1, "s": "ä", "z": None})
+    assert text == '{"amount":1500.50,"n":1,"s":"ä","z":null}'
+    assert jsonutil.loads(text)["amount"] == Decimal("1500.50")
+    with pytest.raises(TypeError):
+        jsonutil.dumps({"amount": 1.5})
+
+
+def test_card_ids_are_masked() -> None:
+    assert mask_card_id("c0000000-0000-4000-8000-000000000001") == "****0001"
