@@ -17,8 +17,7 @@ from payments.gateway import (
     StatusResult,
     Token,
 )
-from payments.models import Charge, ChargeStatus, HistoryEntry
-from payments.store import IdempotencyRecord
+from payments.models import Charge, ChargeStatus, HistoryEntry, IdempotencyRecord
 
 
 class FakeStore:

@@ -245,6 +245,15 @@ class Charge:
 
 
 @dataclass(frozen=True)
+class IdempotencyRecord:
+    """Which charge an idempotency key created, and the fingerprint of that request."""
+
+    key: str
+    charge_id: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One transition of a charge, appended and never changed."""
 

@@ -38,12 +38,12 @@ from payments.models import (
     ChargeStatus,
     EpayRef,
     HistoryEntry,
+    IdempotencyRecord,
     ThreeDSData,
     can_transition,
     decline_category,
     utc_now,
 )
-from payments.store import IdempotencyRecord
 
 S = ChargeStatus
 INVOICE_DIGITS = 9

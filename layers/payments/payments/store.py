@@ -12,7 +12,7 @@ Items (pk / sk):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from payments.models import (
     ChargeStatus,
     EpayRef,
     HistoryEntry,
+    IdempotencyRecord,
     ThreeDSData,
     iso,
 )
@@ -49,15 +50,6 @@ _UNAVAILABLE = frozenset(
         "TransactionInProgressException",
     }
 )
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    """Which charge an idempotency key created, and the fingerprint of that request."""
-
-    key: str
-    charge_id: str
-    request_hash: str
 
 
 def _charge_key(charge_id: str) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+# One place for every command; CI runs `make test` and `make build` through .ci/run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY313 := $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || command -v python3.13 || echo python3)
+PY311 := $(shell PYENV_VERSION=3.11.7 pyenv which python3.11 2>/dev/null || command -v python3.11 || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SAM := .venv-sam/bin/sam
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1:3.13.0
+export PYTHONPATH := layers/payments:.
+
+.PHONY: help setup run test unit integration lint format typecheck validate build bench deploy clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: requirements-dev.txt layers/payments/requirements.txt
+	test -x $(BIN)/python || $(PY313) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+.venv-sam/.installed:
+	test -x .venv-sam/bin/python || $(PY311) -m venv .venv-sam
+	.venv-sam/bin/pip install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0
+	touch $@
+
+setup: $(BIN)/.installed node_modules/.installed  ## create the venv and install DynamoDB Local
+
+run: setup  ## serve the API on http://127.0.0.1:3000 (ePay simulator, DynamoDB Local, moto)
+	$(BIN)/python -m local.run
+
+test: setup .venv-sam/.installed lint typecheck  ## lint, typecheck, then unit, integration, template and e2e tests
+	$(BIN)/pytest
+
+unit: setup  ## unit tests only (no sockets)
+	$(BIN)/pytest tests/unit -q
+
+integration: setup  ## integration tests only
+	$(BIN)/pytest tests/integration -q
+
+lint: setup  ## ruff lint and format check, import rules
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: setup  ## apply ruff's formatting and fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: setup  ## mypy strict on the layer and on each function (each has its own app.py)
+	$(BIN)/mypy layers/payments/payments
+	for dir in functions/*/; do $(BIN)/mypy "$$dir"app.py || exit 1; done
+
+validate: setup .venv-sam/.installed  ## cfn-lint (pinned) and sam validate --lint
+	$(BIN)/cfn-lint template.yaml
+	$(SAM_ENV) $(SAM) validate --lint
+
+build: .venv-sam/.installed  ## sam build (layer and functions, arm64, python3.13)
+	$(SAM_ENV) $(SAM) build
+
+bench: setup  ## benchmarks: cold import, warm overhead, calls per charge, RSS
+	$(BIN)/python bench/charge_bench.py
+
+deploy: build  ## sam deploy --guided (needs AWS credentials)
+	$(SAM_ENV) $(SAM) deploy --guided
+
+clean:  ## remove build output and caches
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache test-artifacts
