@@ -60,7 +60,7 @@ class DynamoDBLocal:
         if java is None:
             raise DynamoDBLocalError("java is not installed (DynamoDB Local needs Java 17+)")
         jar = find_jar()
-        self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, no shell
+        self._process = subprocess.Popen(
             [
                 java,
                 "-Xmx512m",

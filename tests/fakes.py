@@ -120,12 +120,16 @@ class RecordingTelemetry:
 
     transitions: list[tuple[str | None, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
 
     def bind_charge(self, charge: Charge) -> None:
         return None
 
     def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
         self.transitions.append((previous.value if previous else None, charge.status.value, source))
+
+    def outcome(self, charge: Charge) -> None:
+        self.outcomes.append(charge.status.value)
 
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         self.failures.append(type(error).__name__)

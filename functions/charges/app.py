@@ -23,7 +23,7 @@ def _json(status: int, body: dict[str, Any], **headers: str) -> Response[str]:
 def create_charge() -> Response[str]:
     """Charge a saved card once per Idempotency-Key."""
     event = app.current_event
-    key = validate_idempotency_key(event.get_header_value("Idempotency-Key"))
+    key = validate_idempotency_key(event.headers.get("Idempotency-Key"))
     body = web.parse_json_body(event.decoded_body)
     request = parse_charge_request(body, bootstrap.settings().capture_mode)
     result = bootstrap.charge_service().create_charge(

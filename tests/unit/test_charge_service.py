@@ -59,7 +59,7 @@ def test_charge_is_stored_before_epay_is_called() -> None:
     seen: list[tuple[str, ChargeStatus]] = []
     gateway = FakeGateway(auth_outcome=AUTH)
     service, store, _ = make(gateway)
-    gateway.on_authorize = lambda req: seen.extend(
+    gateway.on_authorize = lambda _req: seen.extend(
         (c.invoice_id, c.status) for c in store.charges.values()
     )
     # When a charge is created

@@ -8,6 +8,8 @@ from decimal import Decimal
 from urllib.parse import parse_qs
 
 import pytest
+from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
+
 from payments.epay import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import (
     GatewayRejectedError,
@@ -15,8 +17,6 @@ from payments.errors import (
     GatewayUnknownOutcomeError,
 )
 from payments.gateway import AuthRequest, Deadline, InvoiceTokenRequest, Token
-from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
-
 from tests.fakes import FakeResponse, FakeTransport
 
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=UTC)

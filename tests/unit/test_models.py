@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from payments import jsonutil
 from payments.errors import ValidationError
 from payments.models import (

@@ -11,8 +11,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from payments.errors import GatewayError
 from payments.models import Charge, ChargeStatus, mask_card_id
 
-logger = Logger()
-metrics = Metrics()
+# Named explicitly so the service never depends on an environment read at import time.
+logger = Logger(service="payments")
+metrics = Metrics(namespace="Payments", service="payments")
 
 _METRIC_NAMES = {
     ChargeStatus.AUTHORIZED: "ChargeAuthorized",
@@ -36,7 +37,7 @@ class PowertoolsTelemetry:
         logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
 
     def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
-        """Log the transition and count the outcome."""
+        """Log one transition."""
         logger.info(
             "charge transitioned",
             extra={
@@ -47,8 +48,11 @@ class PowertoolsTelemetry:
                 "error_code": charge.error.code if charge.error else None,
             },
         )
+
+    def outcome(self, charge: Charge) -> None:
+        """Count the status a charge settled in after one write (one metric per outcome)."""
         name = _METRIC_NAMES.get(charge.status)
-        if name is not None and previous is not charge.status:
+        if name is not None:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:

@@ -85,6 +85,10 @@ class Telemetry(Protocol):
         """A charge reached a new status."""
         ...
 
+    def outcome(self, charge: Charge) -> None:
+        """A write settled the charge in its current status."""
+        ...
+
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         """ePay failed in a way an operator may need to know about."""
         ...
@@ -408,8 +412,9 @@ class ChargeService:
             if latest is None:
                 raise
             return latest
-        previous = charge.status
         for entry in entries:
-            self._telemetry.transitioned(stored, previous, entry.source)
-            previous = entry.to_status
+            step = replace(stored, status=entry.to_status)
+            self._telemetry.transitioned(step, entry.from_status, entry.source)
+        if entries:
+            self._telemetry.outcome(stored)
         return stored

@@ -1,0 +1,232 @@
+"""Integration tier: handlers in-process on real API Gateway events, DynamoDB Local, moto's
+server for Secrets Manager, and the ePay simulator on loopback. Each test gets its own table and
+secret, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from local.dynamodb_local import DynamoDBLocal, free_port
+from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
+from local.template import load_template
+from payments import bootstrap
+from payments.observability import logger
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+PUBLIC_BASE_URL = "http://127.0.0.1:3000"
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    server = DynamoDBLocal().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[EpaySimulator]:
+    sim = EpaySimulator(host="127.0.0.1", port=0).start()
+    yield sim
+    sim.stop()
+
+
+def load_function(name: str) -> ModuleType:
+    """Import functions/<name>/app.py under a unique module name (every function has app.py)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"function_{name}_app", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Context:
+    """The parts of the Lambda context that handlers and Powertools read."""
+
+    function_name = "charges"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:charges"
+    memory_limit_in_mb = 256
+    aws_request_id = "req-1"
+    log_group_name = "/aws/lambda/charges"
+    log_stream_name = "local"
+
+    def __init__(self, timeout_seconds: float = 28.0) -> None:
+        import time
+
+        self._end = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        import time
+
+        return max(0, int((self._end - time.monotonic()) * 1000))
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+    raw: str
+
+
+@dataclass
+class Stack:
+    table: str
+    dynamodb: Any
+    simulator: EpaySimulator
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]]
+
+    def invoke(self, event: dict[str, Any]) -> Answer:
+        result = self.handler(event, Context())
+        raw = result.get("body") or ""
+        headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers[name.lower()] = ",".join(values)
+        body = json.loads(raw) if raw else None
+        return Answer(result["statusCode"], headers, body, raw)
+
+    def items(self) -> list[dict[str, Any]]:
+        return self.dynamodb.scan(TableName=self.table, ConsistentRead=True)["Items"]
+
+    def charge_items(self) -> list[dict[str, Any]]:
+        return [i for i in self.items() if i["sk"]["S"] == "CHARGE"]
+
+    def auths(self) -> list[Any]:
+        return [e for e in self.simulator.journal if e.op == "auth"]
+
+
+def create_table(client: Any, name: str) -> None:
+    """Create the table exactly as template.yaml defines PaymentsTable."""
+    props = load_template(ROOT / "template.yaml")["Resources"]["PaymentsTable"]["Properties"]
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props["BillingMode"],
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    client.create_table(**kwargs)
+    ttl = props["TimeToLiveSpecification"]
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+    )
+
+
+@pytest.fixture
+def stack(
+    monkeypatch: pytest.MonkeyPatch,
+    dynamodb_endpoint: str,
+    moto_endpoint: str,
+    simulator: EpaySimulator,
+) -> Iterator[Stack]:
+    suffix = uuid.uuid4().hex[:12]
+    table, secret = f"payments-{suffix}", f"epay-{suffix}"
+    env = {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_endpoint,
+        "EPAY_ENV": "test",
+        "EPAY_OAUTH_URL": simulator.oauth_url,
+        "EPAY_API_URL": simulator.api_url,
+        "EPAY_SECRET_ID": secret,
+        "PAYMENTS_TABLE": table,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "CAPTURE_MODE": "auto",
+        "POWERTOOLS_SERVICE_NAME": "payments",
+        "POWERTOOLS_METRICS_NAMESPACE": "Payments",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    dynamodb = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
+    create_table(dynamodb, table)
+    boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
+        Name=secret,
+        SecretString=json.dumps(
+            {
+                "client_id": TEST_CLIENT_ID,
+                "client_secret": TEST_CLIENT_SECRET,
+                "terminal_id": TEST_TERMINAL_ID,
+            }
+        ),
+    )
+    simulator.reset()
+    bootstrap.reset()
+    module = load_function("charges")
+    yield Stack(table, dynamodb, simulator, module.lambda_handler)
+    bootstrap.reset()
+
+
+def load_event(path: str, **changes: Any) -> dict[str, Any]:
+    """A canonical event from events/, with top-level fields replaced."""
+    event: dict[str, Any] = json.loads((EVENTS / path).read_text())
+    event = copy.deepcopy(event)
+    event.update(changes)
+    return event
+
+
+def create_event(body: Any, key: str | None = "key-1", *, raw: str | None = None) -> dict[str, Any]:
+    """POST /charges with a JSON body (or a raw string) and an Idempotency-Key."""
+    event = load_event("charges/create-charge.json")
+    event["body"] = raw if raw is not None else json.dumps(body)
+    headers = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    event["headers"] = headers
+    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    return event
+
+
+def get_event(charge_id: str) -> dict[str, Any]:
+    event = load_event("charges/get-charge.json")
+    event["path"] = f"/charges/{charge_id}"
+    event["pathParameters"] = {"chargeId": charge_id}
+    event["requestContext"]["path"] = f"/v1/charges/{charge_id}"
+    return event
+
+
+def capture_event(charge_id: str, body: Any = None) -> dict[str, Any]:
+    event = load_event("charges/capture-charge.json")
+    event["path"] = f"/charges/{charge_id}/capture"
+    event["pathParameters"] = {"chargeId": charge_id}
+    event["body"] = None if body is None else json.dumps(body)
+    return event
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test."""
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    handler.setStream(previous)  # type: ignore[attr-defined]
