@@ -1,0 +1,146 @@
+"""A faithful loopback simulator of Halyk Bank's ePay gateway (stdlib only).
+
+It embodies ePay as /work/shared/epay-api.md describes it and never imports the project's
+``payments`` layer. Use it in-process::
+
+    sim = EpaySimulator(host="127.0.0.1", port=0, clock=time.time).start()
+    sim.oauth_url, sim.api_url          # point the client here
+    sim.journal, sim.ledger             # what was asked, what really happened
+    sim.inject("auth", "timeout_after_commit", count=1, delay=2.0)
+    sim.reset(); sim.stop()
+
+or standalone: ``python -m local.epay_sim --host 127.0.0.1 --port 8081``.
+
+Endpoints (ePay's paths, names and casing)
+-----------------------------------------
+``POST /oauth2/token`` (form urlencoded or multipart), ``POST /payments/cards/auth``,
+``GET|POST /acs`` (the issuer's 3DS page), ``POST /payments/cards/confirmPayment?Access=<token>``,
+``GET /check-status/payment/transaction/{invoiceId}``,
+``POST /operation/{id}/charge|cancel|refund``, ``GET /cards/{accountId}``,
+``POST /card/deactivate/{cardId}``; ``GET /3ds/result`` is a plain page that the confirm redirect
+lands on when the auth carried no backLink.
+
+Test cards (``CARDS``; the card id in ``cardId.id`` decides the outcome)
+-----------------------------------------------------------------------
+=========================================  =========================================
+card id                                    outcome
+=========================================  =========================================
+``c0000000-0000-4000-8000-000000000001``   AUTH, money held (CHARGE if ``single_stage``)
+``c0000000-0000-4000-8000-000000000002``   CHARGE, money taken (single-stage answer)
+``c0000000-0000-4000-8000-000000000003``   3D: ``secure3D {paReq, md, action=<base>/acs}``
+``c0000000-0000-4000-8000-000000000004``   decline 484 insufficient funds
+``c0000000-0000-4000-8000-000000000005``   decline 483 stolen card
+``c0000000-0000-4000-8000-000000000006``   decline 478 expired card
+``c0000000-0000-4000-8000-000000000007``   decline 455 3-D Secure failed
+``c0000000-0000-4000-8000-000000000008``   decline 477 format error
+``c0000000-0000-4000-8000-000000000009``   decline 493 issuer unavailable
+``c0000000-0000-4000-8000-000000000010``   decline 471 no such card
+any other id, or a deactivated card        decline 471 no such card
+=========================================  =========================================
+
+Declines answer HTTP 400 ``{"code": <code>, "message": "<text>"}``; the ledger keeps status REJECT
+with ``reason_code``. A 3DS step ends at confirmPayment: approve -> ``three_ds_final_status``
+(AUTH, or CHARGE when ``single_stage``), fail -> REJECT 455.
+
+Request errors (HTTP 400 ``{"code", "message"}``, nothing committed unless said)
+--------------------------------------------------------------------------------
+* code 1 (``ERR_REQUEST``): malformed field: invoiceId not a string of 6-15 digits, amount not a
+  JSON number / not > 0 / more than 2 decimals, currency, description over 125 UTF-8 bytes,
+  paymentType != "cardId", cardId not an object with "id", name not Latin, phone not digits,
+  language not rus/kaz/eng, Content-Type not application/json; also unknown MD / bad PaRes.
+* code 2 (``ERR_TOKEN_BINDING``): invoiceId, amount, currency or terminalId differ from the
+  token's binding, or the token was requested without invoiceID; confirmPayment with another token.
+* code 3 (``ERR_INVOICE_USED``): the invoice already has a transaction (any status), or its last
+  6 digits clash with another invoice's (``unique_last6``). A reuse increments the existing
+  entry's ``auth_count`` so a client that re-sends an auth is caught (a correct client keeps 1).
+* code 100 (``OPERATION_FAILED``): charge/cancel/refund/deactivate refused, body
+  ``{"code": 100, "message": ""}``; the reason is in the ``X-Epay-Sim-Reason`` header.
+
+Token errors: 400 ``{"error": "invalid_request"|"unsupported_grant_type", ...}``, bad credentials
+401 ``{"error": "invalid_client"}``. API calls without a valid (known, unexpired) bearer token:
+401 ``{"error": "invalid_token", ...}``. Tokens expire by the injected clock (``advance_clock``).
+Status answers 200 with ``resultCode`` 100 (found), 102 (no such invoice), 104 (token without
+terminal), 106 (other terminal).
+
+Operations: charge only from AUTH (partial allowed, not above the held amount, ``?amount=`` or
+JSON ``{"amount"}``); cancel only from AUTH; refund only from CHARGE, at least 10, not above what
+is left, partial refunds keep CHARGE until fully refunded (then REFUND); a repeated
+``externalID`` is refused.
+
+Faults: ``inject(op, fault, count=1, delay=None)``, op in ``OPS`` (token, auth, status, charge,
+cancel, refund, cards, deactivate, confirm, acs), fault in ``FAULTS``: ``timeout_after_commit``
+(commit, hold the connection ``delay`` s, default 30, then close without answering),
+``500_after_commit``, ``500_before_commit`` (500 ``{"message": "Internal error"}``),
+``broken_body`` (commit, then 200 with truncated JSON), ``slow`` (sleep ``delay``, default 2 s,
+then answer), ``down`` (close the connection without answering, nothing committed). The journal
+records ``status`` 0 when no answer was sent.
+
+postLink: after each final outcome (auth or confirm), a JSON notification (epay-api.md section 6)
+goes from a daemon thread to the auth's postLink (or the token's), failures to failurePostLink
+when set; only to loopback hosts (anything else is logged in ``sim.postlinks`` and not sent).
+Knobs: ``postlink_delay``, ``postlink_duplicates`` (extra copies), ``postlink_drop``.
+
+Control endpoints (not journaled): ``GET /_sim/journal``, ``GET /_sim/ledger``,
+``GET /_sim/postlinks``, ``GET|POST /_sim/faults`` (``{"op","fault","count","delay"}``),
+``POST /_sim/reset``, ``POST /_sim/clock`` (``{"advance": seconds}``), ``POST /_sim/config``
+(postlink_*, single_stage, three_ds_final_status, expires_in, expires_in_as_string, ...).
+"""
+
+from __future__ import annotations
+
+from .cards import (
+    CARD_3DS,
+    CARD_3DS_FAILED,
+    CARD_AUTH,
+    CARD_CHARGE,
+    CARD_EXPIRED,
+    CARD_FORMAT_ERROR,
+    CARD_INSUFFICIENT_FUNDS,
+    CARD_ISSUER_UNAVAILABLE,
+    CARD_NO_SUCH_CARD,
+    CARD_STOLEN,
+    CARDS,
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    TEST_TERMINAL_ID,
+    CardProfile,
+)
+from .models import FAULTS, OPS, Fault, JournalEntry, LedgerEntry, PostLinkDelivery
+from .server import (
+    DEFAULT_SCOPE,
+    ERR_INVOICE_USED,
+    ERR_REQUEST,
+    ERR_TOKEN_BINDING,
+    OPERATION_FAILED,
+    EpaySimulator,
+)
+
+__all__ = [
+    "CARDS",
+    "CARD_3DS",
+    "CARD_3DS_FAILED",
+    "CARD_AUTH",
+    "CARD_CHARGE",
+    "CARD_EXPIRED",
+    "CARD_FORMAT_ERROR",
+    "CARD_INSUFFICIENT_FUNDS",
+    "CARD_ISSUER_UNAVAILABLE",
+    "CARD_NO_SUCH_CARD",
+    "CARD_STOLEN",
+    "DEFAULT_SCOPE",
+    "ERR_INVOICE_USED",
+    "ERR_REQUEST",
+    "ERR_TOKEN_BINDING",
+    "FAULTS",
+    "OPERATION_FAILED",
+    "OPS",
+    "TEST_CLIENT_ID",
+    "TEST_CLIENT_SECRET",
+    "TEST_TERMINAL_ID",
+    "CardProfile",
+    "EpaySimulator",
+    "Fault",
+    "JournalEntry",
+    "LedgerEntry",
+    "PostLinkDelivery",
+]

@@ -1,0 +1,70 @@
+"""The simulator's test cards: the card id chosen in an auth request decides its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Public sandbox merchant published by Halyk Bank (epay-api.md, "Hosts").
+TEST_CLIENT_ID = "test"
+TEST_CLIENT_SECRET = "yF587AV9Ms94qN2QShFzVR3vFnWkhjbAK3sG"
+TEST_TERMINAL_ID = "67e34d63-102f-4bd1-898e-370781d0074d"
+
+
+@dataclass(frozen=True, slots=True)
+class CardProfile:
+    """How the simulated issuer answers for one saved card.
+
+    ``outcome`` is ``"AUTH"`` (money held; ``CHARGE`` on a single-stage terminal), ``"CHARGE"``
+    (money taken), ``"3D"`` (3-D Secure required) or ``"REJECT"`` (declined with ``code``).
+    """
+
+    outcome: str
+    code: int
+    message: str
+    mask: str
+    payer_name: str = "TEST CARDHOLDER"
+    payment_available: bool = True
+    listed: bool = True  # shown by GET /cards/{accountId}
+
+
+CARD_AUTH = "c0000000-0000-4000-8000-000000000001"
+CARD_CHARGE = "c0000000-0000-4000-8000-000000000002"
+CARD_3DS = "c0000000-0000-4000-8000-000000000003"
+CARD_INSUFFICIENT_FUNDS = "c0000000-0000-4000-8000-000000000004"
+CARD_STOLEN = "c0000000-0000-4000-8000-000000000005"
+CARD_EXPIRED = "c0000000-0000-4000-8000-000000000006"
+CARD_3DS_FAILED = "c0000000-0000-4000-8000-000000000007"
+CARD_FORMAT_ERROR = "c0000000-0000-4000-8000-000000000008"
+CARD_ISSUER_UNAVAILABLE = "c0000000-0000-4000-8000-000000000009"
+CARD_NO_SUCH_CARD = "c0000000-0000-4000-8000-000000000010"
+
+NO_SUCH_CARD_CODE = 471
+
+DECLINE_MESSAGES: dict[int, str] = {
+    484: "Insufficient funds",
+    483: "Stolen card, pick up",
+    478: "Expired card",
+    455: "3-D Secure authentication failed",
+    477: "Format error",
+    493: "Issuer or switch is inoperative",
+    471: "No such card",
+}
+
+CARDS: dict[str, CardProfile] = {
+    CARD_AUTH: CardProfile("AUTH", 0, "", "440043******0178"),
+    CARD_CHARGE: CardProfile("CHARGE", 0, "", "440043******0186"),
+    CARD_3DS: CardProfile("3D", 0, "", "440043******0194"),
+    CARD_INSUFFICIENT_FUNDS: CardProfile("REJECT", 484, DECLINE_MESSAGES[484], "440043******0202"),
+    CARD_STOLEN: CardProfile(
+        "REJECT", 483, DECLINE_MESSAGES[483], "440043******0210", payment_available=False
+    ),
+    CARD_EXPIRED: CardProfile(
+        "REJECT", 478, DECLINE_MESSAGES[478], "440043******0228", payment_available=False
+    ),
+    CARD_3DS_FAILED: CardProfile("REJECT", 455, DECLINE_MESSAGES[455], "440043******0236"),
+    CARD_FORMAT_ERROR: CardProfile("REJECT", 477, DECLINE_MESSAGES[477], "440043******0244"),
+    CARD_ISSUER_UNAVAILABLE: CardProfile("REJECT", 493, DECLINE_MESSAGES[493], "440043******0251"),
+    CARD_NO_SUCH_CARD: CardProfile(
+        "REJECT", 471, DECLINE_MESSAGES[471], "", payment_available=False, listed=False
+    ),
+}

@@ -1,0 +1,57 @@
+"""Layout rules import-linter cannot see: the simulator embodies ePay, functions stay apart."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_simulator_never_imports_the_layer() -> None:
+    # Given every module of the simulator / Then none imports our payments package
+    files = list((ROOT / "local" / "epay_sim").rglob("*.py"))
+    assert files
+    for path in files:
+        assert not any(m.split(".")[0] == "payments" for m in imported_modules(path)), path
+
+
+def test_functions_never_import_each_other_and_hold_no_business_logic() -> None:
+    functions = sorted(p for p in (ROOT / "functions").iterdir() if p.is_dir())
+    names = {p.name for p in functions}
+    assert functions
+    for folder in functions:
+        for path in folder.rglob("*.py"):
+            modules = imported_modules(path)
+            assert not any(m.split(".")[0] in names | {"functions", "app"} for m in modules), path
+            # a handler never talks to AWS or ePay directly
+            assert not any(m.split(".")[0] in {"boto3", "botocore", "urllib3"} for m in modules)
+
+
+def test_layer_does_no_io_at_import_time() -> None:
+    # Given a fresh interpreter with no AWS or service environment at all
+    import os
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "layers" / "payments")}
+    code = (
+        "import payments.bootstrap, payments.service, payments.epay, payments.store, "
+        "payments.web, payments.config"
+    )
+    # When the whole layer is imported / Then nothing fails for lack of settings or network
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
