@@ -1,0 +1,399 @@
+"""Run the whole stack locally: ``python -m local.run`` (what ``make run`` calls).
+
+What starts, in order (each one skipped when the environment points elsewhere):
+
+1. AWS services: moto's threaded server on a free loopback port for Secrets Manager, SQS,
+   EventBridge (and DynamoDB when DynamoDB Local is not available), unless ``AWS_ENDPOINT_URL`` is
+   set. DynamoDB goes to DynamoDB Local (``local.dynamodb_local``; moto's DynamoDB is not
+   thread-safe for concurrent conditional writes) when Java and the jar are present, unless
+   ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_DYNAMODB`` is set.
+2. The ePay simulator on a free loopback port, unless ``EPAY_OAUTH_URL`` and ``EPAY_API_URL`` are
+   both set (then those, e.g. ePay's public test environment, are used).
+3. The template's table(s), secret(s), queues and buses, created from template.yaml's own
+   definitions (``local.aws.create_resources``).
+4. The local API Gateway (``local.apigw.LocalApiGateway``) on http://127.0.0.1:3000 serving
+   template.yaml's routes with the functions' environment: the template's parameter defaults,
+   overridden by the simulator's URLs, the created resource names, ``PUBLIC_BASE_URL`` (the local
+   API) and the AWS endpoint.
+
+:func:`start_stack` does all of it in-process and returns a :class:`LocalStack` to ``stop()``;
+tests use it with ``port=0``. :func:`main` only parses arguments, prints and waits for a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from local.apigw import LocalApiGateway
+from local.aws import create_resources
+from local.template import (
+    TemplateError,
+    function_environment,
+    load_template,
+    parameter_defaults,
+    resources_of_type,
+)
+
+__all__ = ["APPROVED_TEST_CARD_ID", "LocalStack", "main", "merged_environment", "start_stack"]
+
+logger = logging.getLogger("local.run")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+DEFAULT_PORT = 3000
+LOCAL_REGION = "us-east-1"
+#: The simulator's saved card that is approved without 3-D Secure.
+APPROVED_TEST_CARD_ID = "c0000000-0000-4000-8000-000000000001"
+_DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+DynamoDBChoice = Literal["auto", "dynamodb-local", "moto"]
+
+
+@dataclass
+class LocalStack:
+    """A running local stack. ``stop()`` ends everything :func:`start_stack` started."""
+
+    url: str
+    aws_endpoint: str
+    dynamodb_endpoint: str
+    simulator: Any | None  # local.epay_sim.EpaySimulator, or None when a real gateway is used
+    epay_oauth_url: str
+    epay_api_url: str
+    resource_names: dict[str, str]
+    env: dict[str, str]
+    gateway: LocalApiGateway
+    _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def stop(self) -> None:
+        """Stop the API, the simulator and the AWS emulators (in reverse start order)."""
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            try:
+                stopper()
+            except Exception:  # keep stopping the rest; report each failure
+                logger.exception("error while stopping the local stack")
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def merged_environment(
+    template: Mapping[str, Any], parameters: Mapping[str, str], resource_names: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment all functions share (os.environ is process-wide, see local.apigw).
+
+    Functions whose own variables disagree on a name are reported; the last function wins.
+    """
+    merged: dict[str, str] = {}
+    for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
+        for name, value in function_environment(
+            template, logical_id, parameters, resource_names
+        ).items():
+            if name in merged and merged[name] != value:
+                logger.warning(
+                    "%s sets %s differently from another function; the local stack shares one "
+                    "environment, %s's value is used",
+                    logical_id,
+                    name,
+                    logical_id,
+                )
+            merged[name] = value
+    return merged
+
+
+def _dynamodb_local_available() -> bool:
+    from local import dynamodb_local  # optional part of the stack
+
+    if shutil.which("java") is None:
+        return False
+    try:
+        dynamodb_local.find_jar()
+    except dynamodb_local.DynamoDBLocalError:
+        return False
+    return True
+
+
+def start_stack(
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    template_path: str | Path = TEMPLATE_PATH,
+    environ: Mapping[str, str] | None = None,
+    parameter_overrides: Mapping[str, str] | None = None,
+    dynamodb: DynamoDBChoice = "auto",
+    integration_timeout: float | None = None,
+) -> LocalStack:
+    """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
+
+    ``environ`` (default ``os.environ``) is read for ``AWS_ENDPOINT_URL``,
+    ``AWS_ENDPOINT_URL_DYNAMODB``, ``EPAY_OAUTH_URL`` and ``EPAY_API_URL``. ``dynamodb`` picks
+    DynamoDB Local or moto for DynamoDB when no endpoint is given ("auto": DynamoDB Local if Java
+    and the jar are there). Everything is bound to ``host`` (loopback).
+    """
+    import boto3  # lazily: keeps `--help` fast
+
+    outside = dict(os.environ if environ is None else environ)
+    template_path = Path(template_path).resolve()
+    template = load_template(template_path)
+    stoppers: list[Callable[[], None]] = []
+
+    def stop_all() -> None:
+        while stoppers:
+            stoppers.pop()()
+
+    try:
+        # 1. AWS endpoints ---------------------------------------------------------------
+        aws_env: dict[str, str] = {}
+        aws_endpoint = outside.get("AWS_ENDPOINT_URL", "")
+        if aws_endpoint:
+            region = outside.get("AWS_DEFAULT_REGION") or outside.get("AWS_REGION") or LOCAL_REGION
+            aws_env["AWS_DEFAULT_REGION"] = region
+            credentials: dict[str, str] = {}
+        else:
+            from moto.server import ThreadedMotoServer
+
+            moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+            moto.start()
+            stoppers.append(moto.stop)
+            moto_host, moto_port = moto.get_host_and_port()
+            aws_endpoint = f"http://{moto_host}:{moto_port}"
+            region = LOCAL_REGION
+            credentials = dict(_DUMMY_CREDENTIALS)
+            aws_env.update(credentials, AWS_DEFAULT_REGION=region, AWS_REGION=region)
+            logger.info("moto server on %s", aws_endpoint)
+        aws_env["AWS_ENDPOINT_URL"] = aws_endpoint
+
+        dynamodb_endpoint = outside.get("AWS_ENDPOINT_URL_DYNAMODB", "")
+        if not dynamodb_endpoint and not outside.get("AWS_ENDPOINT_URL"):
+            use_local = dynamodb == "dynamodb-local" or (
+                dynamodb == "auto" and _dynamodb_local_available()
+            )
+            if use_local:
+                from local.dynamodb_local import DynamoDBLocal
+
+                ddb = DynamoDBLocal(host=host).start()
+                stoppers.append(ddb.stop)
+                dynamodb_endpoint = ddb.url
+                logger.info("DynamoDB Local on %s", dynamodb_endpoint)
+            elif dynamodb == "auto":
+                logger.warning(
+                    "DynamoDB Local is not available (needs java and `make setup`): using moto's "
+                    "DynamoDB, which does not isolate concurrent conditional writes"
+                )
+        # Always set, so a stray AWS_ENDPOINT_URL_DYNAMODB in the process cannot win over ours.
+        aws_env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint or aws_endpoint
+
+        # 2. ePay ------------------------------------------------------------------------
+        simulator: Any | None = None
+        oauth_url, api_url = outside.get("EPAY_OAUTH_URL", ""), outside.get("EPAY_API_URL", "")
+        if not (oauth_url and api_url):
+            from local.epay_sim import (  # type: ignore[attr-defined, unused-ignore]
+                EpaySimulator,
+            )
+
+            simulator = EpaySimulator(host=host, port=0)
+            simulator.start()
+            stoppers.append(simulator.stop)
+            oauth_url, api_url = str(simulator.oauth_url), str(simulator.api_url)
+            logger.info("ePay simulator on %s", simulator.base_url)
+        else:
+            logger.info("using the ePay gateway at %s / %s", oauth_url, api_url)
+
+        # 3. resources -------------------------------------------------------------------
+        session = boto3.session.Session(region_name=region, **_session_credentials(credentials))
+        clients = {
+            "dynamodb": session.client("dynamodb", endpoint_url=dynamodb_endpoint or aws_endpoint),
+            "secretsmanager": session.client("secretsmanager", endpoint_url=aws_endpoint),
+            "sqs": session.client("sqs", endpoint_url=aws_endpoint),
+            "events": session.client("events", endpoint_url=aws_endpoint),
+        }
+        parameters = {**parameter_defaults(template), **(parameter_overrides or {})}
+        names = create_resources(template, clients, parameters=parameters)
+
+        # 4. API -------------------------------------------------------------------------
+        declared = template.get("Parameters") or {}
+        overrides = {
+            "EPAY_OAUTH_URL": oauth_url,
+            "EPAY_API_URL": api_url,
+            **_named(template, names, "AWS::DynamoDB::Table", "PAYMENTS_TABLE"),
+            **_named(template, names, "AWS::SecretsManager::Secret", "EPAY_SECRET_ID"),
+        }
+
+        def env_for(url: str) -> dict[str, str]:
+            # The API's own URL is known only once it is bound (port 0): it is the public base
+            # URL (TermUrl, postLink) unless the caller overrides the PublicBaseUrl parameter.
+            url_parameter = {"PublicBaseUrl": url} if "PublicBaseUrl" in declared else {}
+            params = {**url_parameter, **parameters}
+            if "PublicBaseUrl" not in (parameter_overrides or {}):
+                params.update(url_parameter)
+            function_env = merged_environment(template, params, names)
+            return {
+                **function_env,
+                **overrides,
+                "PUBLIC_BASE_URL": params.get("PublicBaseUrl", url),
+                **aws_env,
+            }
+
+        gateway_kwargs: dict[str, Any] = {}
+        if integration_timeout is not None:
+            gateway_kwargs["integration_timeout"] = integration_timeout
+        gateway = LocalApiGateway(template_path, env_for, host=host, port=port, **gateway_kwargs)
+        _reset_warm_state()
+        stoppers.append(_reset_warm_state)
+        gateway.start()
+        stoppers.append(gateway.stop)
+    except BaseException:
+        stop_all()
+        raise
+
+    return LocalStack(
+        url=gateway.url,
+        aws_endpoint=aws_endpoint,
+        dynamodb_endpoint=dynamodb_endpoint or aws_endpoint,
+        simulator=simulator,
+        epay_oauth_url=oauth_url,
+        epay_api_url=api_url,
+        resource_names=names,
+        env=dict(gateway.env),
+        gateway=gateway,
+        _stoppers=stoppers,
+    )
+
+
+def _reset_warm_state() -> None:
+    """Forget what a previous stack in this process cached (a new "container" per stack).
+
+    Handlers run in this process, so the layer's per-container singletons (settings, clients,
+    credentials) would otherwise outlive a stack and point the next one at dead endpoints.
+    """
+    bootstrap = sys.modules.get("payments.bootstrap")
+    reset = getattr(bootstrap, "reset", None)
+    if callable(reset):
+        reset()
+
+
+def _session_credentials(credentials: Mapping[str, str]) -> dict[str, str]:
+    if not credentials:
+        return {}  # the caller's own credential chain (a real endpoint)
+    return {
+        "aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"],
+        "aws_session_token": credentials["AWS_SESSION_TOKEN"],
+    }
+
+
+def _named(
+    template: Mapping[str, Any], names: Mapping[str, str], resource_type: str, variable: str
+) -> dict[str, str]:
+    # The variable already comes from `!Ref` in Globals; this only fills it in for templates that
+    # have exactly one such resource but do not pass it through the environment.
+    logical_ids = list(resources_of_type(template, resource_type))
+    if len(logical_ids) != 1:
+        return {}
+    return {variable: names[logical_ids[0]]}
+
+
+def curl_example(url: str) -> str:
+    """A ready-to-paste curl that charges the simulator's approved test card."""
+    return (
+        f"curl -s -X POST {url}/charges -H 'Content-Type: application/json' "
+        '-H "Idempotency-Key: $(uuidgen || date +%s%N)" '
+        '-d \'{"amount": 1500.00, "currency": "KZT", '
+        f'"cardId": "{APPROVED_TEST_CARD_ID}", "accountId": "customer-42", '
+        '"description": "Order 42"}\''
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.run",
+        description="Serve template.yaml's API locally over moto and the ePay simulator.",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API port (default 3000)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="SAM template")
+    parser.add_argument(
+        "--dynamodb",
+        choices=["auto", "dynamodb-local", "moto"],
+        default="auto",
+        help="DynamoDB emulator when AWS_ENDPOINT_URL is not set (default: auto)",
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a template parameter (repeatable), e.g. --parameter CaptureMode=manual",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the stack, print how to use it, run until SIGINT/SIGTERM."""
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    for noisy in ("botocore", "werkzeug", "urllib3"):  # endpoint discovery, moto's access log
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    overrides = dict(item.split("=", 1) for item in args.parameter if "=" in item)
+    try:
+        stack = start_stack(
+            args.port,
+            host=args.host,
+            template_path=args.template,
+            parameter_overrides=overrides,
+            dynamodb=args.dynamodb,
+        )
+    except (OSError, TemplateError) as error:
+        print(f"local stack did not start: {error}", file=sys.stderr)
+        return 1
+
+    done = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(
+            "\nLocal stack is up (SigV4 is not checked locally)\n"
+            f"  API          {stack.url}\n"
+            f"  ePay OAuth   {stack.epay_oauth_url}\n"
+            f"  ePay API     {stack.epay_api_url}\n"
+            f"  AWS endpoint {stack.aws_endpoint} (DynamoDB: {stack.dynamodb_endpoint})\n"
+            f"  table        {stack.env.get('PAYMENTS_TABLE', '-')}\n"
+            f"  secret       {stack.env.get('EPAY_SECRET_ID', '-')}\n"
+            "\nCharge the simulator's approved test card:\n\n"
+            f"  {curl_example(stack.url)}\n\n"
+            "Ctrl-C to stop.",
+            flush=True,
+        )
+        done.wait()
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
