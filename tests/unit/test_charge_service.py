@@ -132,7 +132,7 @@ def test_ambiguous_answer_leaves_unknown_and_never_resends() -> None:
     service, _, telemetry = make(gateway)
     charge = service.create_charge(request(), "k", deadline()).charge
     assert charge.status is ChargeStatus.UNKNOWN
-    assert charge.needs_check is True
+    assert charge.next_check_at is not None
     assert gateway.ops() == ["token", "auth"]
     assert telemetry.failures == ["GatewayUnknownOutcomeError"]
     # a replay of the same request does not send it again either
@@ -249,4 +249,4 @@ def test_failed_auto_capture_leaves_authorized_for_the_reconciler() -> None:
     service, _, _ = make(gateway)
     charge = service.create_charge(request(), "k", deadline()).charge
     assert charge.status is ChargeStatus.AUTHORIZED
-    assert charge.needs_check is True
+    assert charge.next_check_at is not None

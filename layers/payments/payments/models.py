@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -47,12 +47,14 @@ class ChargeStatus(StrEnum):
 S = ChargeStatus
 _SETTLED_BY_GATEWAY = {S.AUTHORIZED, S.CAPTURED, S.DECLINED, S.EXPIRED}
 TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
-    S.PROCESSING: frozenset({S.REQUIRES_3DS, S.UNKNOWN, S.FAILED, *_SETTLED_BY_GATEWAY}),
-    S.REQUIRES_3DS: frozenset({S.UNKNOWN, *_SETTLED_BY_GATEWAY}),
+    S.PROCESSING: frozenset(
+        {S.REQUIRES_3DS, S.UNKNOWN, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
+    ),
+    S.REQUIRES_3DS: frozenset({S.UNKNOWN, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}),
     S.UNKNOWN: frozenset(
         {S.REQUIRES_3DS, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
     ),
-    S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED, S.EXPIRED, S.NEEDS_REVIEW}),
+    S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.NEEDS_REVIEW}),
     S.CAPTURED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
     S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
     S.NEEDS_REVIEW: frozenset(
@@ -64,6 +66,23 @@ TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
     S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
     S.FAILED: frozenset({S.NEEDS_REVIEW}),
 }
+
+
+FINAL_STATUSES = frozenset(
+    {S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.CANCELLED, S.DECLINED, S.EXPIRED, S.FAILED}
+)
+# The reconciler's backoff ladder: how long after each unsuccessful check the next one is due.
+CHECK_LADDER = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(hours=24),
+)
+# A PROCESSING charge older than this lost its function between the write and ePay's answer.
+PROCESSING_SAFE_AGE = timedelta(minutes=2)
+DUE_SHARDS = 8
 
 
 def can_transition(current: ChargeStatus, target: ChargeStatus) -> bool:
@@ -241,7 +260,9 @@ class Charge:
     epay: EpayRef = field(default_factory=EpayRef)
     error: ChargeError | None = None
     three_ds: ThreeDSData | None = None
-    needs_check: bool = False
+    capture_pending: bool = False
+    next_check_at: datetime | None = None
+    check_attempts: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ from payments.errors import (
     StaleStateError,
     ValidationError,
 )
-from payments.gateway import AuthRequest, AuthResult, Deadline, Gateway, InvoiceTokenRequest
+from payments.gateway import AuthRequest, Deadline, Gateway, InvoiceTokenRequest, StatusResult
 from payments.models import (
+    CHECK_LADDER,
+    PROCESSING_SAFE_AGE,
     CaptureMode,
     Charge,
     ChargeError,
@@ -92,6 +94,25 @@ class Telemetry(Protocol):
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         """ePay failed in a way an operator may need to know about."""
         ...
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a status check did: changed, unchanged, pending (ask later) or not_found (102)."""
+
+    charge: Charge
+    outcome: str
+
+
+_STATUS_TARGETS = {
+    "AUTH": ChargeStatus.AUTHORIZED,
+    "CHARGE": ChargeStatus.CAPTURED,
+    "CANCEL": ChargeStatus.CANCELLED,
+    "CANCEL_OLD": ChargeStatus.EXPIRED,
+    "REFUND": ChargeStatus.REFUNDED,
+    "REJECT": ChargeStatus.DECLINED,
+    "FAILED": ChargeStatus.DECLINED,
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,7 @@ class ChargeService:
                 secret_hash_digest=secret_hash_digest(secret_hash),
                 created_at=now,
                 updated_at=now,
+                next_check_at=now + PROCESSING_SAFE_AGE,
                 invoice_id_alt=request.invoice_id_alt,
                 name=request.name,
                 email=request.email,
@@ -259,7 +281,7 @@ class ChargeService:
             return self._move(charge, [(S.DECLINED, f"ePay code {exc.gateway_code}")], error=error)
         except GatewayUnknownOutcomeError as exc:
             self._telemetry.gateway_failure(charge, exc)
-            return self._move(charge, [(S.UNKNOWN, exc.message)], needs_check=True)
+            return self._move(charge, [(S.UNKNOWN, exc.message)])
         except GatewayUnavailableError as exc:
             self._telemetry.gateway_failure(charge, exc)
             self._fail(charge, "auth", exc)
@@ -288,25 +310,37 @@ class ChargeService:
             return self._move(
                 charge, [(S.CAPTURED, "single-stage")], epay=epay, captured=charge.amount
             )
-        return self._after_auth(charge, result, epay, deadline)
+        return self._authorized(charge, epay, "api", "", deadline)
 
-    def _after_auth(
-        self, charge: Charge, result: AuthResult, epay: EpayRef, deadline: Deadline
+    def _authorized(
+        self, charge: Charge, epay: EpayRef, source: str, detail: str, deadline: Deadline
     ) -> Charge:
-        if charge.capture is CaptureMode.MANUAL or result.transaction_id is None:
-            return self._move(charge, [(S.AUTHORIZED, "")], epay=epay)
+        """Record an AUTH (money held); with auto capture, capture it first and write once."""
+        steps: list[tuple[ChargeStatus, str]] = []
+        if charge.status is not S.AUTHORIZED:
+            steps.append((S.AUTHORIZED, detail))
+        if charge.capture is CaptureMode.MANUAL or epay.transaction_id is None:
+            return self._move(charge, steps, epay=epay, source=source, capture_pending=False)
         try:
-            self._gateway.capture(result.transaction_id, None, deadline)
+            self._gateway.capture(epay.transaction_id, None, deadline)
         except GatewayError as exc:
             # The money is held; the reconciler retries or checks the capture later.
             self._telemetry.gateway_failure(charge, exc)
-            detail = f"auto capture failed: {type(exc).__name__}"
-            return self._move(charge, [(S.AUTHORIZED, detail)], epay=epay, needs_check=True)
+            failed = f"auto capture failed: {type(exc).__name__}"
+            return self._move(
+                charge,
+                [(S.AUTHORIZED, f"{detail}; {failed}".strip("; "))] if steps else [],
+                epay=epay,
+                source=source,
+                capture_pending=True,
+            )
         return self._move(
             charge,
-            [(S.AUTHORIZED, ""), (S.CAPTURED, "auto capture")],
+            [*steps, (S.CAPTURED, "auto capture")],
             epay=epay,
             captured=charge.amount,
+            source=source,
+            capture_pending=False,
         )
 
     def _auth_request(self, charge: Charge) -> AuthRequest:
@@ -363,11 +397,73 @@ class ChargeService:
         try:
             self._gateway.capture(charge.epay.transaction_id, amount, deadline)
         except GatewayUnknownOutcomeError:
-            self._move(charge, [], needs_check=True)
+            self._move(charge, [], capture_pending=True)
             raise
         return self._move(
-            charge, [(S.CAPTURED, "capture")], captured=amount or charge.amount, needs_check=False
+            charge,
+            [(S.CAPTURED, "capture")],
+            captured=amount or charge.amount,
+            capture_pending=False,
         )
+
+    # --- settling from ePay's status API (every path goes through here) ----------------------
+
+    def settle(self, charge_id: str, source: str, deadline: Deadline) -> Settlement:
+        """Ask ePay's status API about a charge and apply the answer through the state machine."""
+        charge = self.get_charge(charge_id)
+        self._telemetry.bind_charge(charge)
+        answer = self._gateway.status(charge.invoice_id, deadline)
+        return self.apply_status(charge, answer, source, deadline)
+
+    def apply_status(
+        self, charge: Charge, answer: StatusResult, source: str, deadline: Deadline
+    ) -> Settlement:
+        """Move a charge to what the status API says, once; contradictions go to NEEDS_REVIEW."""
+        if charge.status is S.NEEDS_REVIEW:
+            return Settlement(charge, "unchanged")
+        if answer.result_code == "102":
+            return Settlement(charge, "not_found")
+        tx = answer.transaction
+        target = _STATUS_TARGETS.get(tx.status_name) if tx else None
+        if tx is None or target is None:
+            return Settlement(charge, "pending")
+        epay = EpayRef(tx.transaction_id, tx.reference, tx.approval_code, tx.card_mask)
+        said = f"status API: {tx.status_name}"
+        if tx.currency not in (None, charge.currency) or (
+            tx.amount is not None and tx.amount > charge.amount
+        ):
+            return self._review(charge, f"{said} for {tx.amount} {tx.currency}", source)
+        if target is charge.status:
+            if target is S.AUTHORIZED and charge.capture_pending:
+                return Settlement(self._authorized(charge, epay, source, said, deadline), "changed")
+            return Settlement(charge, "unchanged")
+        if not can_transition(charge.status, target):
+            return self._review(charge, f"{said} but the charge is {charge.status.value}", source)
+        if target is S.AUTHORIZED:
+            return Settlement(self._authorized(charge, epay, source, said, deadline), "changed")
+        error = None
+        if target is S.DECLINED:
+            error = ChargeError(
+                code=str(tx.reason_code if tx.reason_code is not None else "rejected"),
+                message=tx.reason or "declined",
+                category=decline_category(tx.reason_code).value,
+            )
+        captured = (tx.amount or charge.amount) if target is S.CAPTURED else None
+        moved = self._move(
+            charge,
+            [(target, said)],
+            source=source,
+            epay=epay,
+            error=error,
+            captured=captured,
+            capture_pending=False,
+        )
+        return Settlement(moved, "changed")
+
+    def _review(self, charge: Charge, detail: str, source: str) -> Settlement:
+        if not can_transition(charge.status, S.NEEDS_REVIEW):
+            return Settlement(charge, "unchanged")
+        return Settlement(self._move(charge, [(S.NEEDS_REVIEW, detail)], source=source), "changed")
 
     # --- the one way to change a charge ----------------------------------------------------
 
@@ -376,16 +472,17 @@ class ChargeService:
         charge: Charge,
         steps: list[tuple[ChargeStatus, str]],
         *,
+        source: str = "api",
         epay: EpayRef | None = None,
         error: ChargeError | None = None,
         three_ds: ThreeDSData | None = None,
         captured: Decimal | None = None,
-        needs_check: bool | None = None,
+        capture_pending: bool | None = None,
     ) -> Charge:
         """Apply transitions through the state machine with one conditional write.
 
-        If another path (postLink, 3DS return, reconciler) moved the charge first, its state
-        wins and is returned.
+        The next reconciler check is scheduled from the resulting status. If another path
+        (postLink, 3DS return, reconciler) moved the charge first, its state wins and is returned.
         """
         now = self._clock()
         entries: list[HistoryEntry] = []
@@ -393,18 +490,20 @@ class ChargeService:
         for target, detail in steps:
             if not can_transition(status, target):
                 raise InvalidTransitionError(f"{status.value} cannot become {target.value}")
-            entries.append(HistoryEntry(status, target, now, "api", detail))
+            entries.append(HistoryEntry(status, target, now, source, detail))
             status = target
         updated = replace(
             charge,
             status=status,
             updated_at=now,
-            epay=epay or charge.epay,
+            epay=_merge_epay(charge.epay, epay),
             error=error or charge.error,
             three_ds=three_ds or charge.three_ds,
             captured_amount=captured if captured is not None else charge.captured_amount,
-            needs_check=charge.needs_check if needs_check is None else needs_check,
+            capture_pending=charge.capture_pending if capture_pending is None else capture_pending,
         )
+        if entries or capture_pending is not None:
+            updated = replace(updated, next_check_at=_first_check(updated, now), check_attempts=0)
         try:
             stored = self._store.transition(charge, updated, entries)
         except StaleStateError:
@@ -418,3 +517,28 @@ class ChargeService:
         if entries:
             self._telemetry.outcome(stored)
         return stored
+
+
+def _merge_epay(old: EpayRef, new: EpayRef | None) -> EpayRef:
+    if new is None:
+        return old
+    return EpayRef(
+        transaction_id=new.transaction_id or old.transaction_id,
+        reference=new.reference or old.reference,
+        approval_code=new.approval_code or old.approval_code,
+        card_mask=new.card_mask or old.card_mask,
+    )
+
+
+def _first_check(charge: Charge, now: datetime) -> datetime | None:
+    """When the reconciler should first look at a charge in this state (None: never)."""
+    if charge.status is S.PROCESSING:
+        return charge.created_at + PROCESSING_SAFE_AGE
+    if charge.status is S.UNKNOWN:
+        return now + CHECK_LADDER[0]
+    if charge.status is S.REQUIRES_3DS:
+        expiry = charge.three_ds.token_expires_at if charge.three_ds else now
+        return expiry + CHECK_LADDER[0]
+    if charge.status is S.AUTHORIZED and charge.capture_pending:
+        return now + CHECK_LADDER[0]
+    return None

@@ -11,6 +11,7 @@ Items (pk / sk):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from payments.errors import (
     StoreUnavailableError,
 )
 from payments.models import (
+    DUE_SHARDS,
     CaptureMode,
     Charge,
     ChargeError,
@@ -50,6 +52,12 @@ _UNAVAILABLE = frozenset(
         "TransactionInProgressException",
     }
 )
+
+
+def due_shard(charge_id: str) -> str:
+    """The partition of the due-for-check index a charge falls in (spreads the reconciler)."""
+    digest = hashlib.sha256(charge_id.encode()).digest()
+    return f"DUE#{digest[0] % DUE_SHARDS}"
 
 
 def _charge_key(charge_id: str) -> dict[str, Any]:
@@ -102,7 +110,11 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         "backLink": charge.back_link,
         "failureBackLink": charge.failure_back_link,
         "capturedAmount": charge.captured_amount,
-        "needsCheck": charge.needs_check,
+        "capturePending": charge.capture_pending,
+        "checkAttempts": charge.check_attempts,
+        # The reconciler's sparse index: only charges due for a check carry these two keys.
+        "dueShard": None if charge.next_check_at is None else due_shard(charge.id),
+        "nextCheckAt": None if charge.next_check_at is None else iso(charge.next_check_at),
         "epay": {
             k: v
             for k, v in {
@@ -168,7 +180,9 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         back_link=item.get("backLink"),
         failure_back_link=item.get("failureBackLink"),
         captured_amount=Decimal(captured) if captured is not None else None,
-        needs_check=bool(item.get("needsCheck", False)),
+        capture_pending=bool(item.get("capturePending", False)),
+        check_attempts=int(item.get("checkAttempts", 0)),
+        next_check_at=_dt(item["nextCheckAt"]) if item.get("nextCheckAt") else None,
         epay=EpayRef(
             transaction_id=epay.get("transactionId"),
             reference=epay.get("reference"),
