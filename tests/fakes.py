@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +59,29 @@ class FakeStore:
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         return self.keys.get(key)
 
+    def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
+        due = [
+            c
+            for c in self.charges.values()
+            if c.next_check_at is not None and c.next_check_at <= now
+        ]
+        return [c.id for c in sorted(due, key=lambda c: c.next_check_at or now)][:limit]
+
+    def reschedule(self, current: Charge, next_check_at: datetime | None, attempts: int) -> Charge:
+        with self._lock:
+            self.writes += 1
+            stored = self.charges[current.id]
+            if stored.version != current.version:
+                raise StaleStateError("changed")
+            new = replace(
+                current,
+                version=current.version + 1,
+                next_check_at=next_check_at,
+                check_attempts=attempts,
+            )
+            self.charges[current.id] = new
+            return new
+
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         with self._lock:
             self.writes += 1
@@ -78,6 +102,7 @@ class FakeGateway:
     token_error: GatewayError | None = None
     capture_error: GatewayError | None = None
     on_authorize: Callable[[AuthRequest], None] | None = None
+    status_answers: list[StatusResult | GatewayError] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def terminal_id(self) -> str:
@@ -103,7 +128,10 @@ class FakeGateway:
 
     def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
         self.calls.append(("status", invoice_id))
-        raise NotImplementedError
+        answer = self.status_answers.pop(0)
+        if isinstance(answer, GatewayError):
+            raise answer
+        return answer
 
     def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
         self.calls.append(("capture", (transaction_id, amount)))

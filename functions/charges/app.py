@@ -54,6 +54,15 @@ def capture_charge(charge_id: str) -> Response[str]:
     return _json(200, web.charge_resource(charge))
 
 
+@app.post("/charges/<charge_id>/reconcile")
+def reconcile_charge(charge_id: str) -> Response[str]:
+    """Check a charge against ePay's status API now (the reconciler's check, on demand)."""
+    result = bootstrap.reconciler().check(
+        charge_id, web.deadline_from(app.lambda_context), forced=True
+    )
+    return _json(200, web.charge_resource(result.charge))
+
+
 # Powertools' exception_handler decorator is untyped; the handler below is fully typed.
 @app.exception_handler(PaymentsError)  # type: ignore[untyped-decorator]
 def payments_error(error: PaymentsError) -> Response[str]:

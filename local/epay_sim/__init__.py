@@ -72,8 +72,9 @@ cancel, refund, cards, deactivate, confirm, acs), fault in ``FAULTS``: ``timeout
 (commit, hold the connection ``delay`` s, default 30, then close without answering),
 ``500_after_commit``, ``500_before_commit`` (500 ``{"message": "Internal error"}``),
 ``broken_body`` (commit, then 200 with truncated JSON), ``slow`` (sleep ``delay``, default 2 s,
-then answer), ``down`` (close the connection without answering, nothing committed). The journal
-records ``status`` 0 when no answer was sent.
+then answer), ``down`` (close the connection without answering, nothing committed),
+``in_progress`` (status only: resultCode 107, ask later). The journal records ``status`` 0 when
+no answer was sent.
 
 postLink: after each final outcome (auth or confirm), a JSON notification (epay-api.md section 6)
 goes from a daemon thread to the auth's postLink (or the token's), failures to failurePostLink

@@ -27,6 +27,7 @@ FAULTS = (
     "broken_body",
     "slow",
     "down",
+    "in_progress",
 )
 DEFAULT_FAULT_DELAY = {"timeout_after_commit": 30.0, "slow": 2.0}
 

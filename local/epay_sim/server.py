@@ -1363,6 +1363,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "500_before_commit":
             self._send(_json(500, {"message": "Internal error"}), entry)
             return
+        if kind == "in_progress":  # the status API's "ask later" (resultCode 107)
+            self._send(_json(200, {"resultCode": "107", "resultMessage": "In progress"}), entry)
+            return
         if kind == "slow":
             sim._stopping.wait(delay)
         try:

@@ -14,6 +14,7 @@ from botocore.config import Config
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.epay import EpayClient, EpayCredentials, Timeouts
 from payments.observability import PowertoolsTelemetry
+from payments.reconcile import Reconciler
 from payments.service import ChargeService
 from payments.store import ChargeStore
 
@@ -80,7 +81,13 @@ def charge_service() -> ChargeService:
         )
 
 
+@cache
+def reconciler() -> Reconciler:
+    """The reconciler, over the same charge service and store."""
+    return Reconciler(charges=charge_service(), store=store())
+
+
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for built in (settings, _session, _secrets, gateway, store, charge_service):
+    for built in (settings, _session, _secrets, gateway, store, charge_service, reconciler):
         built.cache_clear()

@@ -460,6 +460,15 @@ class ChargeService:
         )
         return Settlement(moved, "changed")
 
+    def conclude(self, charge: Charge, target: ChargeStatus, detail: str, source: str) -> Charge:
+        """Settle without ePay's word: EXPIRED 3DS, FAILED (never at ePay), NEEDS_REVIEW."""
+        if not can_transition(charge.status, target):
+            raise InvalidTransitionError(f"{charge.status.value} cannot become {target.value}")
+        error = None
+        if target is S.FAILED:
+            error = ChargeError("not_attempted", "ePay has no record of this charge", "other")
+        return self._move(charge, [(target, detail)], source=source, error=error)
+
     def _review(self, charge: Charge, detail: str, source: str) -> Settlement:
         if not can_transition(charge.status, S.NEEDS_REVIEW):
             return Settlement(charge, "unchanged")
@@ -502,8 +511,11 @@ class ChargeService:
             captured_amount=captured if captured is not None else charge.captured_amount,
             capture_pending=charge.capture_pending if capture_pending is None else capture_pending,
         )
-        if entries or capture_pending is not None:
+        if entries:
+            # A new state starts a fresh schedule; otherwise keep the reconciler's ladder.
             updated = replace(updated, next_check_at=_first_check(updated, now), check_attempts=0)
+        elif updated.next_check_at is None:
+            updated = replace(updated, next_check_at=_first_check(updated, now))
         try:
             stored = self._store.transition(charge, updated, entries)
         except StaleStateError:

@@ -412,6 +412,50 @@ class ChargeStore:
             )
         return entries
 
+    def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
+        """Ids of charges whose next check is due, oldest first, from one shard of DueIndex.
+
+        The index is eventually consistent: callers re-read each charge before acting on it.
+        """
+        try:
+            answer = self._client.query(
+                TableName=self._table,
+                IndexName="DueIndex",
+                KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
+                ExpressionAttributeValues={
+                    ":shard": {"S": f"DUE#{shard}"},
+                    ":now": {"S": iso(now)},
+                },
+                Limit=limit,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        return [item["pk"]["S"].removeprefix("CHARGE#") for item in answer.get("Items", [])]
+
+    def reschedule(self, current: Charge, next_check_at: datetime | None, attempts: int) -> Charge:
+        """Move a charge's next check (no status change), only if nobody changed it meanwhile."""
+        stored = replace(
+            current,
+            version=current.version + 1,
+            next_check_at=next_check_at,
+            check_attempts=attempts,
+            updated_at=self._clock(),
+        )
+        item = {
+            "Put": {
+                "TableName": self._table,
+                "Item": _ser(charge_to_item(stored)),
+                "ConditionExpression": "#s = :status AND #v = :version",
+                "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": current.status.value},
+                    ":version": {"N": str(current.version)},
+                },
+            }
+        }
+        self._transact([item], ["charge"])
+        return stored
+
     def _transact(self, items: list[dict[str, Any]], names: list[str]) -> None:
         try:
             self._client.transact_write_items(TransactItems=items)

@@ -1,0 +1,281 @@
+"""Settling from the status API and the reconciler's ladder, on in-memory fakes and a test clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from payments.errors import (
+    GatewayError,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    GatewayUnknownOutcomeError,
+)
+from payments.gateway import AuthResult, Deadline, Secure3D, StatusResult, TransactionStatus
+from payments.models import CHECK_LADDER, CaptureMode, ChargeRequest, ChargeStatus
+from payments.reconcile import Reconciler
+from payments.service import ChargeService
+from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
+
+S = ChargeStatus
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def status(name: str, amount: str = "100.00", reason_code: int | None = None) -> StatusResult:
+    return StatusResult(
+        "100",
+        "OK",
+        TransactionStatus(
+            "tx-1",
+            "000000001",
+            name,
+            Decimal(amount),
+            "KZT",
+            "rrn",
+            "ap",
+            "4400****",
+            "r",
+            reason_code,
+        ),
+    )
+
+
+NOT_FOUND = StatusResult("102", "No such invoice", None)
+IN_PROGRESS = StatusResult("107", "In progress", None)
+
+
+def setup(
+    auth: AuthResult | Exception,
+    capture: CaptureMode = CaptureMode.AUTO,
+    capture_error: GatewayError | None = None,
+) -> tuple[ChargeService, Reconciler, FakeStore, FakeGateway, Clock, str]:
+    clock = Clock()
+    store = FakeStore()
+    gateway = FakeGateway(auth_outcome=auth, capture_error=capture_error)  # type: ignore[arg-type]
+    service = ChargeService(
+        store=store,
+        gateway=gateway,
+        telemetry=RecordingTelemetry(),
+        public_base_url="https://pay.example",
+        clock=clock,
+    )
+    request = ChargeRequest(
+        amount=Decimal("100.00"),
+        currency="KZT",
+        card_id="c0000000-0000-4000-8000-000000000001",
+        account_id="a",
+        description="d",
+        capture=capture,
+    )
+    charge = service.create_charge(request, "k", Deadline.after(20)).charge
+    return (
+        service,
+        Reconciler(charges=service, store=store, clock=clock),
+        store,
+        gateway,
+        clock,
+        charge.id,
+    )
+
+
+def unknown() -> Exception:
+    return GatewayUnknownOutcomeError("timeout", operation="auth")
+
+
+def history(store: FakeStore, charge_id: str) -> list[tuple[str | None, str, str]]:
+    return [
+        (e.from_status.value if e.from_status else None, e.to_status.value, e.source)
+        for e in store.history[charge_id]
+    ]
+
+
+def test_unknown_charge_is_settled_by_the_status_api_and_auto_captured() -> None:
+    # Given an UNKNOWN charge that ePay actually authorised
+    _, reconciler, store, gateway, clock, charge_id = setup(unknown())
+    gateway.status_answers.append(status("AUTH"))
+    # When the reconciler runs after the first rung
+    clock.advance(CHECK_LADDER[0])
+    report = reconciler.run(Deadline.after(30))
+    # Then the charge is captured, through AUTHORIZED, and nothing re-sent the auth
+    charge = store.charges[charge_id]
+    assert charge.status is S.CAPTURED
+    assert charge.next_check_at is None
+    assert report.settled == 1
+    assert gateway.ops().count("auth") == 1
+    assert gateway.ops()[-2:] == ["status", "capture"]
+    assert history(store, charge_id)[-2:] == [
+        ("UNKNOWN", "AUTHORIZED", "reconciler"),
+        ("AUTHORIZED", "CAPTURED", "reconciler"),
+    ]
+
+
+def test_nothing_is_checked_before_it_is_due() -> None:
+    _, reconciler, _, gateway, _, _ = setup(unknown())
+    report = reconciler.run(Deadline.after(30))
+    assert report.checked == 0
+    assert "status" not in gateway.ops()
+
+
+def test_pending_answers_climb_the_ladder_then_need_review() -> None:
+    # Given ePay answering "in progress" (107) to every check
+    _, reconciler, store, gateway, clock, charge_id = setup(unknown())
+    gateway.status_answers.extend([IN_PROGRESS] * len(CHECK_LADDER))
+    waits = []
+    # When the reconciler runs each time a check falls due
+    for _ in range(len(CHECK_LADDER)):
+        due = store.charges[charge_id].next_check_at
+        assert due is not None
+        waits.append(due - clock.now)
+        clock.now = due
+        reconciler.run(Deadline.after(30))
+    # Then it waited along the ladder and finally asked for a person
+    assert waits == list(CHECK_LADDER)
+    assert store.charges[charge_id].status is S.NEEDS_REVIEW
+    assert gateway.ops().count("status") == len(CHECK_LADDER)
+
+
+def test_no_such_invoice_fails_only_once_it_is_old_enough() -> None:
+    _, reconciler, store, gateway, clock, charge_id = setup(unknown())
+    gateway.status_answers.extend([NOT_FOUND, NOT_FOUND])
+    clock.advance(CHECK_LADDER[0])
+    reconciler.run(Deadline.after(30))
+    assert store.charges[charge_id].status is S.UNKNOWN
+    clock.advance(timedelta(minutes=15))
+    reconciler.run(Deadline.after(30))
+    charge = store.charges[charge_id]
+    assert charge.status is S.FAILED
+    assert charge.error is not None
+    assert charge.error.code == "not_attempted"
+
+
+def test_status_api_down_reschedules_without_a_state_change() -> None:
+    _, reconciler, store, gateway, clock, charge_id = setup(unknown())
+    gateway.status_answers.append(GatewayUnavailableError("down", operation="status"))
+    clock.advance(CHECK_LADDER[0])
+    reconciler.run(Deadline.after(30))
+    charge = store.charges[charge_id]
+    assert charge.status is S.UNKNOWN
+    assert charge.check_attempts == 1
+    assert charge.next_check_at == clock.now + CHECK_LADDER[1]
+
+
+def test_abandoned_3ds_expires_after_its_token() -> None:
+    three_ds = AuthResult("3D", "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs"))
+    _, reconciler, store, gateway, clock, charge_id = setup(three_ds)
+    charge = store.charges[charge_id]
+    assert charge.three_ds is not None
+    assert charge.next_check_at == charge.three_ds.token_expires_at + CHECK_LADDER[0]
+    gateway.status_answers.append(status("3D"))
+    clock.now = charge.next_check_at
+    reconciler.run(Deadline.after(30))
+    assert store.charges[charge_id].status is S.EXPIRED
+
+
+def test_failed_auto_capture_is_retried_by_the_reconciler() -> None:
+    # Given an AUTH whose auto capture failed (money held, charge AUTHORIZED)
+    _, reconciler, store, gateway, clock, charge_id = setup(
+        AuthResult("AUTH", "tx-1", "1"),
+        capture_error=GatewayRejectedError("busy", operation="capture", gateway_code=100),
+    )
+    charge = store.charges[charge_id]
+    assert charge.status is S.AUTHORIZED
+    assert charge.capture_pending is True
+    # When ePay still shows AUTH and the capture now succeeds
+    gateway.capture_error = None
+    gateway.status_answers.append(status("AUTH"))
+    clock.advance(CHECK_LADDER[0])
+    reconciler.run(Deadline.after(30))
+    # Then the reconciler captured it
+    assert store.charges[charge_id].status is S.CAPTURED
+    assert gateway.ops().count("capture") == 2
+
+
+def test_contradiction_of_a_final_state_goes_to_review_with_both_facts() -> None:
+    # Given a DECLINED charge
+    service, _, store, gateway, _, charge_id = setup(
+        GatewayRejectedError("no", operation="auth", gateway_code=484)
+    )
+    assert store.charges[charge_id].status is S.DECLINED
+    # When the status API says the money was taken
+    gateway.status_answers.append(status("CHARGE"))
+    settlement = service.settle(charge_id, "postlink", Deadline.after(10))
+    # Then the charge is NEEDS_REVIEW and the history says why
+    assert settlement.charge.status is S.NEEDS_REVIEW
+    last = store.history[charge_id][-1]
+    assert last.from_status is S.DECLINED
+    assert "CHARGE" in last.detail
+
+
+def test_same_answer_twice_changes_nothing_the_second_time() -> None:
+    service, _, store, gateway, _, charge_id = setup(unknown())
+    gateway.status_answers.extend([status("CHARGE"), status("CHARGE")])
+    first = service.settle(charge_id, "postlink", Deadline.after(10))
+    second = service.settle(charge_id, "postlink", Deadline.after(10))
+    assert first.outcome == "changed"
+    assert second.outcome == "unchanged"
+    assert first.charge.status is second.charge.status is S.CAPTURED
+    assert len(store.history[charge_id]) == 3
+
+
+def test_failure_after_success_never_moves_backwards() -> None:
+    service, _, store, gateway, _, charge_id = setup(AuthResult("CHARGE", "tx-1", "1"))
+    gateway.status_answers.append(status("CHARGE"))
+    before = len(store.history[charge_id])
+    settlement = service.settle(charge_id, "postlink", Deadline.after(10))
+    assert settlement.charge.status is S.CAPTURED
+    assert len(store.history[charge_id]) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("AUTH", S.CAPTURED),
+        ("CHARGE", S.CAPTURED),
+        ("REJECT", S.DECLINED),
+        ("FAILED", S.DECLINED),
+        ("CANCEL", S.CANCELLED),
+        ("CANCEL_OLD", S.EXPIRED),
+    ],
+)
+def test_status_names_map_to_states(name: str, expected: ChargeStatus) -> None:
+    service, _, _store, gateway, _, charge_id = setup(unknown())
+    gateway.status_answers.append(status(name, reason_code=484))
+    result = service.settle(charge_id, "reconciler", Deadline.after(10)).charge
+    assert result.status is expected
+    if expected is S.DECLINED:
+        assert result.error is not None
+        assert (result.error.code, result.error.category) == ("484", "soft")
+
+
+def test_amount_above_the_charge_is_a_contradiction() -> None:
+    service, _, _, gateway, _, charge_id = setup(unknown())
+    gateway.status_answers.append(status("CHARGE", amount="1000.00"))
+    assert (
+        service.settle(charge_id, "reconciler", Deadline.after(10)).charge.status is S.NEEDS_REVIEW
+    )
+
+
+def test_stale_processing_charge_is_found_and_settled() -> None:
+    # Given a charge whose function died after writing it (still PROCESSING)
+    _, reconciler, store, gateway, clock, charge_id = setup(AuthResult("AUTH", "tx-1", "1"))
+    charge = store.charges[charge_id]
+    store.charges[charge_id] = replace(
+        charge, status=S.PROCESSING, next_check_at=charge.created_at + timedelta(minutes=2)
+    )
+    gateway.status_answers.append(status("AUTH"))
+    clock.advance(timedelta(minutes=2))
+    reconciler.run(Deadline.after(30))
+    assert store.charges[charge_id].status is S.CAPTURED
