@@ -19,6 +19,9 @@ from payments.service import ChargeService
 S = ChargeStatus
 # ePay answering "no such invoice" is final only once an invoice could no longer appear there.
 NOT_FOUND_FINAL_AGE = timedelta(minutes=15)
+# Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
+PENDING_FINAL_AGE = timedelta(hours=3)
+PENDING_AT_EPAY = frozenset({"NEW", "3D", "FINGERPRINT"})
 BATCH_SIZE = 50
 MIN_SECONDS_PER_CHECK = 3.0
 
@@ -112,6 +115,14 @@ class Reconciler:
             return self._conclude(result, S.FAILED, "status API: no such invoice")
         if result.status is S.REQUIRES_3DS and _three_ds_expired(result, now):
             return self._conclude(result, S.EXPIRED, "3-D Secure not completed in time")
+        if (
+            settlement.gateway_status in PENDING_AT_EPAY
+            and result.status in {S.PROCESSING, S.UNKNOWN}
+            and now - charge.created_at >= PENDING_FINAL_AGE
+        ):
+            # ePay is still waiting for a step (3DS) nobody can finish: we lost the secure3D data
+            # with the answer, and every token it could use has expired. Nothing was taken.
+            return self._conclude(result, S.EXPIRED, f"still {settlement.gateway_status} at ePay")
         if result.next_check_at is None:
             return CheckResult(result, "unchanged")
         return self._later(result, f"status API: {settlement.outcome}")

@@ -102,6 +102,7 @@ class Settlement:
 
     charge: Charge
     outcome: str
+    gateway_status: str | None = None
 
 
 _STATUS_TARGETS = {
@@ -147,6 +148,7 @@ class ChargeService:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        page_token: Callable[[str], tuple[str, str]] | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -155,6 +157,8 @@ class ChargeService:
         self._clock = clock
         self._new_id = new_id
         self._new_secret = new_secret
+        # charge id -> (nonce, digest) of the customer's 3DS page token (payments.pagetoken)
+        self._page_token = page_token
 
     @property
     def post_link(self) -> str:
@@ -297,6 +301,7 @@ class ChargeService:
         )
         if result.status == "3D":
             assert result.secure3d is not None
+            nonce, digest = self._page_token(charge.id) if self._page_token else (None, None)
             three_ds = ThreeDSData(
                 pa_req=result.secure3d.pa_req,
                 md=result.secure3d.md,
@@ -304,6 +309,8 @@ class ChargeService:
                 access_token=token.access_token,
                 token_expires_at=token.expires_at,
                 term_url=result.secure3d.term_url,
+                page_nonce=nonce,
+                page_token_digest=digest,
             )
             return self._move(charge, [(S.REQUIRES_3DS, "")], epay=epay, three_ds=three_ds)
         if result.status == "CHARGE":
@@ -426,7 +433,7 @@ class ChargeService:
         tx = answer.transaction
         target = _STATUS_TARGETS.get(tx.status_name) if tx else None
         if tx is None or target is None:
-            return Settlement(charge, "pending")
+            return Settlement(charge, "pending", tx.status_name if tx else None)
         epay = EpayRef(tx.transaction_id, tx.reference, tx.approval_code, tx.card_mask)
         said = f"status API: {tx.status_name}"
         if tx.currency not in (None, charge.currency) or (
@@ -467,6 +474,20 @@ class ChargeService:
         error = None
         if target is S.FAILED:
             error = ChargeError("not_attempted", "ePay has no record of this charge", "other")
+        return self._move(charge, [(target, detail)], source=source, error=error)
+
+    def end_3ds(
+        self,
+        charge: Charge,
+        target: ChargeStatus,
+        detail: str,
+        source: str,
+        error: ChargeError | None = None,
+    ) -> Charge:
+        """End a REQUIRES_3DS charge the customer can no longer complete (its page expired, or
+        ePay's ACS address is unusable); any other status is returned as it is."""
+        if charge.status is not S.REQUIRES_3DS:
+            return charge
         return self._move(charge, [(target, detail)], source=source, error=error)
 
     def _review(self, charge: Charge, detail: str, source: str) -> Settlement:
