@@ -19,8 +19,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from local.aws import create_resources
 from local.dynamodb_local import DynamoDBLocal, free_port
-from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
+from local.epay_sim import EpaySimulator
 from local.template import load_template
 from payments import bootstrap
 from payments.observability import logger
@@ -120,25 +121,6 @@ class Stack:
         return [e for e in self.simulator.journal if e.op == "auth"]
 
 
-def create_table(client: Any, name: str) -> None:
-    """Create the table exactly as template.yaml defines PaymentsTable."""
-    props = load_template(ROOT / "template.yaml")["Resources"]["PaymentsTable"]["Properties"]
-    kwargs: dict[str, Any] = {
-        "TableName": name,
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "KeySchema": props["KeySchema"],
-        "BillingMode": props["BillingMode"],
-    }
-    if props.get("GlobalSecondaryIndexes"):
-        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-    client.create_table(**kwargs)
-    ttl = props["TimeToLiveSpecification"]
-    client.update_time_to_live(
-        TableName=name,
-        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
-    )
-
-
 @pytest.fixture
 def stack(
     monkeypatch: pytest.MonkeyPatch,
@@ -146,8 +128,27 @@ def stack(
     moto_endpoint: str,
     simulator: EpaySimulator,
 ) -> Iterator[Stack]:
-    suffix = uuid.uuid4().hex[:12]
-    table, secret = f"payments-{suffix}", f"epay-{suffix}"
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=dynamodb_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # Every test gets its own table and secret, made from template.yaml's own definitions.
+    names = create_resources(
+        load_template(ROOT / "template.yaml"),
+        {"dynamodb": dynamodb, "secretsmanager": secrets},
+        stack_name=f"t{uuid.uuid4().hex[:12]}",
+    )
+    table, secret = names["PaymentsTable"], names["EpayCredentialsSecret"]
     env = {
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -167,18 +168,6 @@ def stack(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    dynamodb = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
-    create_table(dynamodb, table)
-    boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
-        Name=secret,
-        SecretString=json.dumps(
-            {
-                "client_id": TEST_CLIENT_ID,
-                "client_secret": TEST_CLIENT_SECRET,
-                "terminal_id": TEST_TERMINAL_ID,
-            }
-        ),
-    )
     simulator.reset()
     bootstrap.reset()
     module = load_function("charges")

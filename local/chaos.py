@@ -1,0 +1,246 @@
+"""The chaos scenario of tests/integration/test_reconciliation_chaos.py and bench/chaos_bench.py.
+
+Charges across every outcome meet random faults (timeouts after commit, 5xx before and after,
+broken bodies, dropped connections, token outages, functions dying before or after the auth) with
+every postLink lost; then two reconcilers run at once on a test clock until nothing is due. The
+simulator's ledger is the truth each charge is compared with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
+from payments.epay import EpayClient, EpayCredentials, RetryPolicy, Timeouts
+from payments.errors import GatewayError
+from payments.gateway import AuthRequest, AuthResult, Deadline, StatusResult, Token
+from payments.models import CaptureMode, Charge, ChargeRequest, ChargeStatus
+from payments.reconcile import Reconciler
+from payments.service import ChargeService
+from payments.store import ChargeStore
+
+S = ChargeStatus
+CARD = "c0000000-0000-4000-8000-0000000000{:02d}"
+# What each final ledger status means for our charge (no ledger entry: never reached ePay).
+LEDGER_TO_STATUS = {"CHARGE": S.CAPTURED, "REJECT": S.DECLINED, "3D": S.EXPIRED}
+# (weight, (op, fault)); op "crash" is the function dying before or after the auth.
+FAULTS: list[tuple[int, tuple[str, str] | None]] = [
+    (52, None),
+    (8, ("auth", "timeout_after_commit")),
+    (7, ("auth", "500_after_commit")),
+    (5, ("auth", "500_before_commit")),
+    (6, ("auth", "broken_body")),
+    (4, ("auth", "down")),
+    (3, ("token", "500_before_commit")),
+    (5, ("charge", "500_after_commit")),
+    (4, ("charge", "down")),
+    (3, ("crash", "before_auth")),
+    (3, ("crash", "after_auth")),
+]
+CARDS = [1] * 50 + [2] * 10 + [3] * 10 + list(range(4, 11)) * 4
+MAX_ROUNDS = 400
+
+
+class TestClock:
+    """A clock the scenario moves by hand (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def set(self, moment: datetime) -> None:
+        """Move the clock (never backwards)."""
+        with self._lock:
+            self.now = max(self.now, moment)
+
+
+class Crash(Exception):
+    """The function died (timeout, out of memory) at this point."""
+
+
+@dataclass
+class CrashingGateway:
+    """Delegates to the real client, but can 'die' just before or just after the auth."""
+
+    inner: EpayClient
+    crash: str | None = None
+
+    def terminal_id(self) -> str:
+        return self.inner.terminal_id()
+
+    def invoice_token(self, request: Any, deadline: Deadline) -> Token:
+        return self.inner.invoice_token(request, deadline)
+
+    def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
+        if self.crash == "before_auth":
+            raise Crash
+        result = self.inner.authorize(token, request, deadline)
+        if self.crash == "after_auth":
+            raise Crash
+        return result
+
+    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+        return self.inner.status(invoice_id, deadline)
+
+    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+        self.inner.capture(transaction_id, amount, deadline)
+
+    def confirm_3ds(self, access_token: str, pa_res: str, md: str, deadline: Deadline) -> Any:
+        return self.inner.confirm_3ds(access_token, pa_res, md, deadline)
+
+
+class NullTelemetry:
+    """The scenario counts outcomes itself."""
+
+    def bind_charge(self, charge: Charge) -> None:
+        return None
+
+    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
+        return None
+
+    def outcome(self, charge: Charge) -> None:
+        return None
+
+    def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
+        return None
+
+
+@dataclass
+class ChaosReport:
+    """What happened, for asserting (tests) or printing (bench)."""
+
+    charges: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    after_create: Counter[str] = field(default_factory=Counter)
+    final: Counter[str] = field(default_factory=Counter)
+    mismatches: list[tuple[str, str | None, str]] = field(default_factory=list)
+    double_auths: int = 0
+    rounds: int = 0
+    create_seconds: float = 0.0
+    reconcile_seconds: float = 0.0
+
+
+def run_chaos(
+    *, table: str, dynamodb: Any, simulator: EpaySimulator, charges: int, seed: int
+) -> ChaosReport:
+    """Create `charges` charges under random faults, reconcile until nothing is due, compare."""
+    rng = random.Random(seed)
+    clock = TestClock()
+    simulator.postlink_drop = True
+    client = EpayClient(
+        oauth_url=simulator.oauth_url,
+        api_url=simulator.api_url,
+        credentials=lambda: EpayCredentials(TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID),
+        scope="payment",
+        timeouts=Timeouts(connect=1.0, read=0.4),
+        retry=RetryPolicy(max_retries=1, sleep=lambda _: None),
+        clock=clock,
+    )
+    gateway = CrashingGateway(client)
+    store = ChargeStore(table, dynamodb, clock=clock)
+    service = ChargeService(
+        store=store,
+        gateway=gateway,
+        telemetry=NullTelemetry(),
+        public_base_url="http://127.0.0.1:3000",
+        clock=clock,
+    )
+    reconciler = Reconciler(charges=service, store=store, clock=clock)
+    report = ChaosReport(charges=charges)
+
+    started = time.perf_counter()
+    for n in range(charges):
+        fault = rng.choices([f for _, f in FAULTS], weights=[w for w, _ in FAULTS])[0]
+        gateway.crash = None
+        if fault is not None:
+            op, kind = fault
+            report.faults[f"{op}:{kind}"] += 1
+            if op == "crash":
+                gateway.crash = kind
+            else:
+                simulator.inject(op, kind, count=2 if op == "token" else 1, delay=1.0)
+        request = ChargeRequest(
+            amount=Decimal(rng.randint(100, 99999)) / 100,
+            currency="KZT",
+            card_id=CARD.format(rng.choice(CARDS)),
+            account_id=f"customer-{n}",
+            description=f"Chaos {n}",
+            capture=CaptureMode.AUTO,
+        )
+        # A 503 to the merchant, or a function that died: the charge is stored either way.
+        with contextlib.suppress(GatewayError, Crash):
+            service.create_charge(request, f"chaos-{seed}-{n}", Deadline.after(20))
+        clock.set(clock.now + timedelta(seconds=1))
+    report.create_seconds = time.perf_counter() - started
+    created = _charges(dynamodb, table)
+    report.after_create.update(status for _, _, status in created)
+
+    # The status API is flaky while the reconcilers work.
+    simulator.inject("status", "in_progress", count=max(10, charges // 8))
+    simulator.inject("status", "500_before_commit", count=max(5, charges // 15))
+    started = time.perf_counter()
+    while (due := _earliest_due(dynamodb, table)) is not None and report.rounds < MAX_ROUNDS:
+        report.rounds += 1
+        clock.set(due)
+        runs = [threading.Thread(target=reconciler.run, args=(Deadline.after(60),)) for _ in "ab"]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join()
+    report.reconcile_seconds = time.perf_counter() - started
+
+    for _, invoice, status in _charges(dynamodb, table):
+        report.final[status] += 1
+        entry = simulator.ledger.get(invoice)
+        expected = LEDGER_TO_STATUS.get(entry.status_name, S.NEEDS_REVIEW) if entry else S.FAILED
+        if status != expected.value:
+            report.mismatches.append((invoice, entry.status_name if entry else None, status))
+    report.double_auths = sum(1 for e in simulator.ledger.values() if e.auth_count != 1)
+    return report
+
+
+def _scan(dynamodb: Any, table: str, **kwargs: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"TableName": table, "ConsistentRead": True, **kwargs}
+    while True:
+        answer = dynamodb.scan(**page)
+        items.extend(answer["Items"])
+        if "LastEvaluatedKey" not in answer:
+            return items
+        page["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+
+def _charges(dynamodb: Any, table: str) -> list[tuple[str, str, str]]:
+    items = _scan(
+        dynamodb,
+        table,
+        FilterExpression="sk = :c",
+        ExpressionAttributeValues={":c": {"S": "CHARGE"}},
+        ProjectionExpression="id, invoiceId, #s",
+        ExpressionAttributeNames={"#s": "status"},
+    )
+    return [(i["id"]["S"], i["invoiceId"]["S"], i["status"]["S"]) for i in items]
+
+
+def _earliest_due(dynamodb: Any, table: str) -> datetime | None:
+    """The earliest nextCheckAt in the table (the scenario's view, not the reconciler's)."""
+    items = _scan(
+        dynamodb,
+        table,
+        FilterExpression="attribute_exists(nextCheckAt)",
+        ProjectionExpression="nextCheckAt",
+    )
+    moments = [item["nextCheckAt"]["S"] for item in items]
+    return datetime.fromisoformat(min(moments).replace("Z", "+00:00")) if moments else None
