@@ -233,6 +233,9 @@ def start_stack(
         overrides = {
             "EPAY_OAUTH_URL": oauth_url,
             "EPAY_API_URL": api_url,
+            # The simulator's 3-D Secure page (ACS) is plain http on loopback; only the local
+            # stack allows that (payments.threeds refuses any non-https ACS elsewhere).
+            "ALLOW_LOOPBACK_ACS": "true",
             **_named(template, names, "AWS::DynamoDB::Table", "PAYMENTS_TABLE"),
             **_named(template, names, "AWS::SecretsManager::Secret", "EPAY_SECRET_ID"),
         }

@@ -167,6 +167,7 @@ class RecordingTelemetry:
 class FakeResponse:
     status: int
     data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

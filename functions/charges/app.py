@@ -29,7 +29,7 @@ def create_charge() -> Response[str]:
     result = bootstrap.charge_service().create_charge(
         request, key, web.deadline_from(app.lambda_context)
     )
-    resource = web.charge_resource(result.charge)
+    resource = web.charge_resource(result.charge, bootstrap.page_url)
     if result.replayed:
         return _json(200, resource, **{"Idempotent-Replayed": "true"})
     return _json(201, resource, Location=f"/charges/{result.charge.id}")
@@ -39,7 +39,7 @@ def create_charge() -> Response[str]:
 def get_charge(charge_id: str) -> Response[str]:
     """Read a charge."""
     charge = bootstrap.charge_service().get_charge(charge_id)
-    return _json(200, web.charge_resource(charge))
+    return _json(200, web.charge_resource(charge, bootstrap.page_url))
 
 
 @app.post("/charges/<charge_id>/capture")
@@ -51,7 +51,7 @@ def capture_charge(charge_id: str) -> Response[str]:
     charge = bootstrap.charge_service().capture_charge(
         charge_id, amount, web.deadline_from(app.lambda_context)
     )
-    return _json(200, web.charge_resource(charge))
+    return _json(200, web.charge_resource(charge, bootstrap.page_url))
 
 
 @app.post("/charges/<charge_id>/reconcile")
@@ -60,7 +60,7 @@ def reconcile_charge(charge_id: str) -> Response[str]:
     result = bootstrap.reconciler().check(
         charge_id, web.deadline_from(app.lambda_context), forced=True
     )
-    return _json(200, web.charge_resource(result.charge))
+    return _json(200, web.charge_resource(result.charge, bootstrap.page_url))
 
 
 # Powertools' exception_handler decorator is untyped; the handler below is fully typed.

@@ -14,7 +14,7 @@ from payments.observability import logger, metrics
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     """EventBridge schedule entry point; the event's content is not used."""
     report = bootstrap.reconciler().run(web.deadline_from(context))
     summary = asdict(report)

@@ -39,9 +39,24 @@ NARROW_SAM_POLICY_TEMPLATES = frozenset(
 # Routes reachable without SigV4 (`Auth: {Authorizer: NONE}`), by path prefix. Each must
 # authenticate its caller another way (the 3-D Secure return by the charge's MD and token, postLink
 # by secret_hash plus a status API check). Add a prefix here when such a route is added.
-PUBLIC_ROUTE_PREFIXES: tuple[str, ...] = ()
+PUBLIC_ROUTE_PREFIXES: tuple[str, ...] = ("/epay/postlink",)
 
 MERCHANT_ROUTE_PREFIX = "/charges"
+
+# Public routes inside the merchant prefix, by exact method and path (never by prefix, so that
+# /charges/{chargeId} and /charges/{chargeId}/capture can never become public by accident): the
+# customer's browser on the 3-D Secure page (single-use token) and its return (the charge's MD).
+PUBLIC_MERCHANT_PREFIX_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/charges/{chargeId}/3ds"),
+        ("POST", "/charges/{chargeId}/3ds/return"),
+    }
+)
+
+
+def _route_key(event: dict[str, Any]) -> tuple[str, str]:
+    return str(event["Method"]).upper(), str(event["Path"])
+
 
 EXPECTED_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME",
@@ -344,6 +359,7 @@ def test_merchant_routes_require_iam_signatures(
         route
         for route in _all_routes(functions)
         if route[2]["Path"].startswith(MERCHANT_ROUTE_PREFIX)
+        and _route_key(route[2]) not in PUBLIC_MERCHANT_PREFIX_ROUTES
     ]
     assert merchant_routes, "no /charges routes found"
 
@@ -369,6 +385,8 @@ def test_only_known_public_routes_skip_iam(functions: dict[str, dict[str, Any]])
 
         # Then it is a declared public route (ePay/browser callbacks), never a merchant route
         path = event["Path"]
+        if _route_key(event) in PUBLIC_MERCHANT_PREFIX_ROUTES:
+            continue  # declared one by one, method and path
         assert not path.startswith(MERCHANT_ROUTE_PREFIX), f"{function_id}.{event_name}"
         assert path.startswith(PUBLIC_ROUTE_PREFIXES), (
             f"{function_id}.{event_name}: {path} is public; declare it in PUBLIC_ROUTE_PREFIXES"
@@ -385,6 +403,25 @@ def test_charge_routes_are_served_by_the_charges_function(
     assert routes[("POST", "/charges")] == "ChargesFunction"
     assert routes[("GET", "/charges/{chargeId}")] == "ChargesFunction"
     assert routes[("POST", "/charges/{chargeId}/capture")] == "ChargesFunction"
+
+
+def test_3ds_routes_are_public_and_served_by_the_3ds_function(
+    functions: dict[str, dict[str, Any]],
+) -> None:
+    # Given every route with its auth
+    routes = {_route_key(e): (fn, e) for fn, _, e in _all_routes(functions)}
+
+    for key in PUBLIC_MERCHANT_PREFIX_ROUTES:
+        # Then each declared 3-D Secure route exists, is public and belongs to ThreeDSFunction
+        function_id, event = routes[key]
+        assert function_id == "ThreeDSFunction", key
+        assert event.get("Auth", {}).get("Authorizer") == "NONE", key
+    # And the same paths with another method are not public (the allow-list is exact)
+    for (method, path), (_function_id, event) in routes.items():
+        if path.startswith(MERCHANT_ROUTE_PREFIX) and (method, path) not in (
+            PUBLIC_MERCHANT_PREFIX_ROUTES
+        ):
+            assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", (method, path)
 
 
 def test_api_is_throttled(template: dict[str, Any]) -> None:

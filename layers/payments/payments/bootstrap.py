@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -13,10 +15,24 @@ from botocore.config import Config
 
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.epay import EpayClient, EpayCredentials, Timeouts
-from payments.observability import PowertoolsTelemetry
+from payments.eventbridge import EventBridgeEvents
+from payments.events import DomainEvents, NullEvents, PublishingTelemetry
+from payments.inbox import InboxStore
+from payments.models import Charge, utc_now
+from payments.observability import (
+    PowertoolsPostLinkTelemetry,
+    PowertoolsTelemetry,
+    event_publish_failed,
+)
+from payments.pagetoken import PageTokens, derive_key
+from payments.postlink import PostLinkService
 from payments.reconcile import Reconciler
+from payments.renewal_queue import SqsRenewalQueue
 from payments.service import ChargeService
 from payments.store import ChargeStore
+from payments.subscription_store import SubscriptionStore
+from payments.subscriptions import Renewals, Subscriptions, load_renewal_policy
+from payments.threeds import PageLinks, ThreeDSService
 
 _lock = threading.RLock()
 AWS_CONFIG = Config(
@@ -58,6 +74,7 @@ def gateway() -> EpayClient:
         credentials=credentials,
         scope=config.scope,
         timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
+        confirm_path=config.confirm_path,
     )
 
 
@@ -76,8 +93,13 @@ def charge_service() -> ChargeService:
         return ChargeService(
             store=store(),
             gateway=gateway(),
-            telemetry=PowertoolsTelemetry(),
+            # Also publishes charge.* events after each settling write (payments.events).
+            telemetry=PublishingTelemetry(
+                PowertoolsTelemetry(), events(), page_url, event_publish_failed
+            ),
             public_base_url=settings().public_base_url,
+            page_token=page_tokens().issue,
+            clock=now,
         )
 
 
@@ -87,7 +109,122 @@ def reconciler() -> Reconciler:
     return Reconciler(charges=charge_service(), store=store())
 
 
+@cache
+def inbox() -> InboxStore:
+    """The DynamoDB inbox of postLink notifications (same table)."""
+    with _lock:
+        client = _session().client("dynamodb", config=AWS_CONFIG)
+    return InboxStore(settings().table_name, client)
+
+
+@cache
+def postlink_service() -> PostLinkService:
+    """The postLink intake, settling through the charge service."""
+    with _lock:
+        return PostLinkService(
+            inbox=inbox(),
+            charges=store(),
+            settler=charge_service(),
+            terminal_id=gateway().terminal_id,
+            telemetry=PowertoolsPostLinkTelemetry(),
+        )
+
+
+@cache
+def page_tokens() -> PageTokens:
+    """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
+    return PageTokens(lambda: derive_key(credentials().client_secret))
+
+
+@cache
+def page_links() -> PageLinks:
+    """The public URLs of the 3DS step (page with its token, TermUrl)."""
+    return PageLinks(page_tokens(), settings().public_base_url)
+
+
+def page_url(charge: Charge) -> str | None:
+    """`nextAction.url` of a charge (None unless it is REQUIRES_3DS with a page token)."""
+    return page_links().page_url(charge)
+
+
+@cache
+def three_ds_service() -> ThreeDSService:
+    """The 3-D Secure page and return, settling through the charge service."""
+    with _lock:
+        return ThreeDSService(
+            charges=charge_service(),
+            store=store(),
+            gateway=gateway(),
+            telemetry=PowertoolsTelemetry(),
+            links=page_links(),
+            allow_loopback_acs=settings().allow_loopback_acs,
+        )
+
+
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for built in (settings, _session, _secrets, gateway, store, charge_service, reconciler):
         built.cache_clear()
+    for postlink_built in (inbox, postlink_service):
+        postlink_built.cache_clear()
+    for threeds_built in (page_tokens, page_links, three_ds_service):
+        threeds_built.cache_clear()
+    for subscription_built in (events, subscription_store, subscriptions, renewals):
+        subscription_built.cache_clear()
+    use_clock(utc_now)
+
+
+# ---------------------------------------------------------------- subscriptions (issue 6)
+
+_clock: list[Callable[[], datetime]] = [utc_now]
+
+
+def now() -> datetime:
+    """The one clock every use case reads (tests move it with `use_clock`)."""
+    return _clock[0]()
+
+
+def use_clock(clock: Callable[[], datetime]) -> None:
+    """Replace the clock (tests: a fake one that moves through months in milliseconds)."""
+    _clock[0] = clock
+
+
+@cache
+def events() -> DomainEvents:
+    """Domain events on the stack's EventBridge bus (EVENT_BUS_NAME; none when empty)."""
+    bus = os.environ.get("EVENT_BUS_NAME", "")
+    if not bus:
+        return NullEvents()
+    with _lock:
+        client = _session().client("events", config=AWS_CONFIG)
+    return EventBridgeEvents(client, bus)
+
+
+@cache
+def subscription_store() -> SubscriptionStore:
+    """Subscriptions in the payments table."""
+    with _lock:
+        client = _session().client("dynamodb", config=AWS_CONFIG)
+    return SubscriptionStore(settings().table_name, client, clock=now)
+
+
+@cache
+def subscriptions() -> Subscriptions:
+    """The subscriptions API's use cases."""
+    return Subscriptions(store=subscription_store(), events=events(), clock=now)
+
+
+@cache
+def renewals() -> Renewals:
+    """Dispatch and renewal, charging through the same ChargeService as POST /charges."""
+    queue_url = os.environ.get("RENEWAL_QUEUE_URL", "")
+    with _lock:
+        sqs = _session().client("sqs", config=AWS_CONFIG)
+    return Renewals(
+        store=subscription_store(),
+        queue=SqsRenewalQueue(sqs, queue_url),
+        charges=charge_service(),
+        events=events(),
+        policy=load_renewal_policy(os.environ),
+        clock=now,
+    )

@@ -37,6 +37,9 @@ class Settings:
     capture_mode: CaptureMode
     connect_timeout: float
     read_timeout: float
+    # Only the local stack and tests set ALLOW_LOOPBACK_ACS=true: the simulator's ACS is plain
+    # http on 127.0.0.1. Everywhere else an ACS address that is not https fails the charge safe.
+    allow_loopback_acs: bool = False
 
 
 def _url(name: str, value: str) -> str:
@@ -84,7 +87,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         capture_mode=CaptureMode(capture),
         connect_timeout=_seconds(env, "EPAY_CONNECT_TIMEOUT", 3.0),
         read_timeout=_seconds(env, "EPAY_READ_TIMEOUT", 10.0),
+        allow_loopback_acs=_flag(env, "ALLOW_LOOPBACK_ACS"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in {"true", "false"}:
+        raise ConfigurationError(f"{name} must be true or false")
+    return raw == "true"
 
 
 def parse_credentials(secret: Any) -> tuple[str, str, str]:

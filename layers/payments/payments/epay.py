@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
@@ -25,6 +25,7 @@ from payments.errors import (
 from payments.gateway import (
     AuthRequest,
     AuthResult,
+    ConfirmResult,
     Deadline,
     InvoiceTokenRequest,
     Secure3D,
@@ -34,12 +35,13 @@ from payments.gateway import (
 )
 from payments.models import money_str, to_money
 
-Operation = Literal["token", "auth", "status", "capture"]
+Operation = Literal["token", "auth", "status", "capture", "confirm"]
 # Operations that create nothing at ePay: an ambiguous answer means "try again", not "unknown".
 SAFE_OPERATIONS: frozenset[str] = frozenset({"token", "status"})
 TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
 MIN_CALL_SECONDS = 0.5
 DEFAULT_TOKEN_LIFETIME = 300
+DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,10 @@ class EpayClient:
         retry: RetryPolicy | None = None,
         http: urllib3.PoolManager | None = None,
         clock: Callable[[], datetime] | None = None,
+        confirm_path: str = DEFAULT_CONFIRM_PATH,
     ) -> None:
         self._oauth_url = oauth_url
+        self._confirm_path = confirm_path
         self._api_url = api_url.rstrip("/")
         self._credentials = credentials
         self._scope = scope
@@ -257,6 +261,41 @@ class EpayClient:
             body=body,
             content_type="application/json",
         )
+
+    def confirm_3ds(
+        self, access_token: str, pa_res: str, md: str, deadline: Deadline
+    ) -> ConfirmResult:
+        """POST PaRes/MD to ePay's confirm endpoint (`?Access=<the charge's token>`) once.
+
+        Never retried (it settles the payment) and redirects are not followed: the outcome is the
+        redirect's `reference`/`errorCode`, or a JSON body's. See `interpret_confirm`.
+        """
+        separator = "&" if "?" in self._confirm_path else "?"
+        url = f"{self._api_url}{self._confirm_path}{separator}Access={quote(access_token, safe='')}"
+        budget = deadline.remaining() - MIN_CALL_SECONDS
+        if budget < MIN_CALL_SECONDS:
+            raise GatewayUnavailableError(
+                "ePay confirm: not enough time left to call", operation="confirm"
+            )
+        timeout = urllib3.Timeout(
+            connect=min(self._timeouts.connect, budget), read=min(self._timeouts.read, budget)
+        )
+        try:
+            response = self._http.request(
+                "POST",
+                url,
+                body=urlencode({"PaRes": pa_res, "MD": md}).encode(),
+                headers={
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+                timeout=timeout,
+                retries=False,
+                redirect=False,
+            )
+        except HTTPError as exc:
+            return interpret_confirm(None, None, b"", exc)
+        return interpret_confirm(response.status, response.headers.get("Location"), response.data)
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -349,6 +388,32 @@ class EpayClient:
         return interpret(operation, response.status, response.data)
 
 
+def interpret_confirm(
+    status: int | None, location: str | None, body: bytes, error: Exception | None = None
+) -> ConfirmResult:
+    """Map the confirm endpoint's answer: a 3xx's Location query (`reference=` / `errorCode=`),
+    else `interpret`'s rules (4xx rejected, 5xx/timeout unknown) and a JSON body's fields."""
+    if error is None and status is not None and 300 <= status < 400:
+        if not location:
+            raise GatewayUnknownOutcomeError(
+                f"ePay confirm: HTTP {status} without Location",
+                operation="confirm",
+                http_status=status,
+            )
+        query = _lower_keys(dict(parse_qsl(urlsplit(location).query, keep_blank_values=True)))
+        return ConfirmResult(
+            reference=_opt_str(query.get("reference")),
+            error_code=_opt_str(query.get("errorcode")),
+        )
+    fields = _lower_keys(interpret("confirm", status, body, error))
+    error_code = _opt_str(fields.get("errorcode"))
+    code = _opt_int(fields.get("code"))
+    state = str(fields.get("status") or "").upper()
+    if error_code is None and code and state not in {"AUTH", "CHARGE"}:
+        error_code = str(code)
+    return ConfirmResult(reference=_opt_str(fields.get("reference")), error_code=error_code)
+
+
 def _auth_result(data: dict[str, Any]) -> AuthResult:
     fields = _lower_keys(data)
     status = str(fields.get("status") or "").upper()
@@ -410,4 +475,12 @@ def _status_result(data: dict[str, Any]) -> StatusResult:
     return StatusResult(code, str(fields.get("resultmessage") or "")[:200], parsed)
 
 
-__all__ = ["EpayClient", "EpayCredentials", "GatewayError", "RetryPolicy", "Timeouts", "interpret"]
+__all__ = [
+    "EpayClient",
+    "EpayCredentials",
+    "GatewayError",
+    "RetryPolicy",
+    "Timeouts",
+    "interpret",
+    "interpret_confirm",
+]

@@ -138,3 +138,38 @@ class DuplicateKeyError(ConflictError):
     def __init__(self, message: str, which: str) -> None:
         super().__init__(message)
         self.which = which
+
+
+class PayloadTooLargeError(ValidationError):
+    """A request body is over the size the route accepts."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class ForgedNotificationError(PaymentsError):
+    """A postLink notification failed verification (secret_hash, invoice, amount, currency or
+    terminal differ from the stored charge); `mismatched` names the fields, never their values."""
+
+    code = "forbidden"
+    http_status = 403
+
+    def __init__(self, message: str, mismatched: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.mismatched = mismatched
+
+
+class EventPublishError(PaymentsError):
+    """The event bus did not take every domain event (the fact itself is already stored)."""
+
+    code = "event_publish_failed"
+    http_status = 503
+    retryable = True
+
+
+class QueueUnavailableError(PaymentsError):
+    """SQS did not take every message; those it refused were not enqueued."""
+
+    code = "queue_unavailable"
+    http_status = 503
+    retryable = True

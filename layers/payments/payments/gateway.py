@@ -93,6 +93,22 @@ class AuthResult:
 
 
 @dataclass(frozen=True)
+class ConfirmResult:
+    """What ePay's 3-D Secure confirm said: a `reference` (RRN) on success, an `error_code` on
+    failure, neither when the answer was unclear. Informational: the status API decides."""
+
+    reference: str | None = None
+    error_code: str | None = None
+
+    @property
+    def approved(self) -> bool | None:
+        """True, False, or None when the answer carried neither field."""
+        if self.error_code is not None:
+            return False
+        return True if self.reference is not None else None
+
+
+@dataclass(frozen=True)
 class TransactionStatus:
     """The transaction part of a status answer (epay-api.md section 4)."""
 
@@ -134,6 +150,13 @@ class Gateway(Protocol):
 
     def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
         """Charge (capture) a held AUTH, wholly or partly."""
+        ...
+
+    def confirm_3ds(
+        self, access_token: str, pa_res: str, md: str, deadline: Deadline
+    ) -> ConfirmResult:
+        """Forward the ACS's PaRes/MD to ePay's confirm endpoint with the charge's token; never
+        retried, redirects never followed."""
         ...
 
     def terminal_id(self) -> str:

@@ -186,6 +186,14 @@ class ThreeDSData:
     access_token: str = field(repr=False)
     token_expires_at: datetime
     term_url: str | None = None
+    # The customer's page token (payments.pagetoken): a per-charge nonce to recompute it for
+    # display, and the SHA-256 of the token; the token itself is never stored.
+    page_nonce: str | None = field(default=None, repr=False)
+    page_token_digest: str | None = field(default=None, repr=False)
+    # When the redirect page was served (its token is then used up) and when the ACS's answer
+    # reached TermUrl (the confirm is then ours to make, once).
+    page_served_at: datetime | None = None
+    returned_at: datetime | None = None
 
 
 @dataclass(frozen=True)

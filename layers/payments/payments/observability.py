@@ -8,8 +8,10 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from payments.errors import GatewayError
+from payments.errors import GatewayError, PaymentsError
+from payments.events import DomainEvent
 from payments.models import Charge, ChargeStatus, mask_card_id
+from payments.postlink import PostLinkOutcome, Verdict
 
 # Named explicitly so the service never depends on an environment read at import time.
 logger = Logger(service="payments")
@@ -67,3 +69,93 @@ class PowertoolsTelemetry:
             },
         )
         metrics.add_metric(name="GatewayFailure", unit=MetricUnit.Count, value=1)
+
+
+_POSTLINK_METRICS = {
+    Verdict.RECEIVED: "PostLinkReceived",
+    Verdict.MALFORMED: "PostLinkMalformed",
+    Verdict.FORGED: "PostLinkForged",
+    Verdict.UNKNOWN_INVOICE: "PostLinkUnknownInvoice",
+    Verdict.SETTLED: "PostLinkSettled",
+    Verdict.PENDING: "PostLinkPending",
+    Verdict.DEFERRED: "PostLinkDeferred",
+}
+
+
+class PowertoolsPostLinkTelemetry:
+    """postLink verdicts as log lines and one metric per verdict (plus PostLinkDuplicate).
+
+    A forged notification is a security event: a warning with `security: true`, the field names
+    that did not match and the caller's IP, never the payload or its secret_hash.
+    """
+
+    def handled(self, outcome: PostLinkOutcome) -> None:
+        """Log and count one delivery's verdict."""
+        if outcome.charge_id:
+            logger.append_keys(charge_id=outcome.charge_id)
+        extra = {
+            "verdict": outcome.verdict.value,
+            "route": outcome.route.value,
+            "duplicate": outcome.duplicate,
+            "invoice_id": outcome.invoice_id,
+            "status": outcome.status.value if outcome.status else None,
+            "detail": outcome.detail,
+        }
+        if outcome.verdict is Verdict.FORGED:
+            logger.warning(
+                "postLink notification failed verification",
+                extra={
+                    **extra,
+                    "security": True,
+                    "mismatched": list(outcome.mismatched),
+                    "source_ip": outcome.source_ip,
+                },
+            )
+        elif outcome.verdict in (Verdict.MALFORMED, Verdict.UNKNOWN_INVOICE, Verdict.DEFERRED):
+            logger.warning(
+                "postLink notification not settled", extra={**extra, "source_ip": outcome.source_ip}
+            )
+        else:
+            logger.info("postLink notification handled", extra=extra)
+        metrics.add_metric(name=_POSTLINK_METRICS[outcome.verdict], unit=MetricUnit.Count, value=1)
+        if outcome.duplicate:
+            metrics.add_metric(name="PostLinkDuplicate", unit=MetricUnit.Count, value=1)
+
+
+def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
+    """A domain event did not reach the bus after its fact was stored (alarmable metric)."""
+    logger.error(
+        "domain event not published",
+        extra={"event_id": event.id, "event_type": event.type, "error": type(error).__name__},
+    )
+    metrics.add_metric(name="EventPublishFailed", unit=MetricUnit.Count, value=1)
+
+
+_RENEWAL_METRICS = {
+    "paid": "RenewalPaid",
+    "declined": "RenewalDeclined",
+    "past_due": "RenewalPastDue",
+    "unpaid": "RenewalUnpaid",
+    "cancelled": "RenewalCancelled",
+    "requires_action": "RenewalRequiresAction",
+    "pending": "RenewalPending",
+    "outage": "RenewalOutage",
+    "duplicate": "RenewalDuplicate",
+    "stale": "RenewalStale",
+}
+
+
+def renewal_handled(subscription_id: str, cycle: int, attempt: int, outcome: str) -> None:
+    """Log and count what one renewal message did (ids only, never card data)."""
+    logger.info(
+        "renewal handled",
+        extra={
+            "subscription_id": subscription_id,
+            "cycle": cycle,
+            "attempt": attempt,
+            "outcome": outcome,
+        },
+    )
+    name = _RENEWAL_METRICS.get(outcome)
+    if name is not None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

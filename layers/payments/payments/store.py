@@ -7,6 +7,8 @@ Items (pk / sk):
   INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
   INVOICE_SUFFIX#<last6> / INVOICE_SUFFIX     the last six digits are unique while reserved (TTL)
   COUNTER#invoice        / COUNTER            the atomic counter that allocates invoice ids
+  INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
+                                              written by payments.inbox)
 """
 
 from __future__ import annotations
@@ -143,6 +145,10 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
                 "accessToken": three_ds.access_token,
                 "tokenExpiresAt": iso(three_ds.token_expires_at),
                 "termUrl": three_ds.term_url,
+                "pageNonce": three_ds.page_nonce,
+                "pageTokenDigest": three_ds.page_token_digest,
+                "pageServedAt": iso(three_ds.page_served_at) if three_ds.page_served_at else None,
+                "returnedAt": iso(three_ds.returned_at) if three_ds.returned_at else None,
             }.items()
             if v is not None
         },
@@ -201,6 +207,10 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
             access_token=str(three_ds["accessToken"]),
             token_expires_at=_dt(three_ds["tokenExpiresAt"]),
             term_url=three_ds.get("termUrl"),
+            page_nonce=three_ds.get("pageNonce"),
+            page_token_digest=three_ds.get("pageTokenDigest"),
+            page_served_at=_dt(three_ds["pageServedAt"]) if three_ds.get("pageServedAt") else None,
+            returned_at=_dt(three_ds["returnedAt"]) if three_ds.get("returnedAt") else None,
         ),
     )
 
@@ -339,6 +349,20 @@ class ChargeStore:
             raise translate(exc) from exc
         item = answer.get("Item")
         return charge_from_item(_de(item)) if item else None
+
+    def get_by_invoice(self, invoice_id: str) -> Charge | None:
+        """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None."""
+        try:
+            answer = self._client.get_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"INVOICE#{invoice_id}"}, "sk": {"S": "INVOICE"}},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        item = answer.get("Item")
+        charge_id = _de(item).get("chargeId") if item else None
+        return self.get(str(charge_id)) if charge_id else None
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         """Read what an idempotency key created, or None if the key is new."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -65,11 +65,19 @@ def parse_json_body(raw: str | bytes | None, *, required: bool = True) -> Any:
         raise ValidationError(f"the request body is not valid JSON: {str(exc)[:120]}") from exc
 
 
-def charge_resource(charge: Charge) -> dict[str, Any]:
-    """The public representation of a charge (card id masked, no secrets)."""
-    next_action = None
+def charge_resource(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None = None
+) -> dict[str, Any]:
+    """The public representation of a charge (card id masked, no secrets).
+
+    A REQUIRES_3DS charge's `nextAction` is `{"type": "redirect", "url": ...}` with the URL of
+    its 3-D Secure page (`page_url`, payments.threeds.PageLinks.page_url); a charge stored
+    without a page token keeps the bare `{"type": "three_d_secure"}`.
+    """
+    next_action: dict[str, Any] | None = None
     if charge.status is ChargeStatus.REQUIRES_3DS:
-        next_action = {"type": "three_d_secure"}
+        url = page_url(charge) if page_url is not None else None
+        next_action = {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
     return {
         "id": charge.id,
         "invoiceId": charge.invoice_id,

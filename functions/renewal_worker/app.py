@@ -1,0 +1,52 @@
+"""Renewal worker: charges each SQS message's cycle once; failed records are retried alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from payments import bootstrap
+from payments.gateway import Deadline
+from payments.observability import logger, metrics, renewal_handled
+from payments.subscriptions import parse_renewal_message
+
+# One charge (token, auth, capture) fits well inside this; the rest of a batch waits for the next
+# delivery rather than risk being cut off mid-charge (an UNKNOWN outcome the reconciler settles).
+PER_MESSAGE_SECONDS = 25.0
+SAFETY_SECONDS = 2.0
+
+processor = BatchProcessor(event_type=EventType.SQS)
+_context: list[LambdaContext] = []
+
+
+class OutOfTimeError(Exception):
+    """Not enough of the invocation left to charge another card; SQS redelivers the record."""
+
+
+def record_handler(record: SQSRecord) -> str:
+    """One renewal message: charge the cycle's attempt once (raising fails only this record)."""
+    message = parse_renewal_message(record.body)
+    remaining = _context[0].get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
+    if remaining < PER_MESSAGE_SECONDS:
+        raise OutOfTimeError("too little time left in this invocation")
+    result = bootstrap.renewals().renew(message, Deadline.after(PER_MESSAGE_SECONDS))
+    renewal_handled(message.subscription_id, message.cycle, message.attempt, result.outcome)
+    return result.outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """SQS entry point with partial batch failures (ReportBatchItemFailures)."""
+    _context[:] = [context]
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,228 @@
+"""Domain events: what happened to charges and subscriptions, told to the merchant's systems.
+
+Every event has a deterministic `id` built from the fact it reports (`charge.succeeded:<chargeId>`,
+`subscription.renewed:<subscriptionId>#<cycle>`), so a publish that is retried, or repeated after a
+crash, carries the same id and consumers can drop the copy. An event is published only by the
+writer whose conditional write made the fact true (the winner); losers and replays publish nothing.
+
+This module holds the port and the event builders; the EventBridge adapter is
+`payments.eventbridge` (boto3 stays out of the use cases).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from payments import jsonutil
+from payments.errors import GatewayError, PaymentsError
+from payments.models import CaptureMode, Charge, ChargeStatus, iso, mask_card_id
+from payments.service import Telemetry
+
+S = ChargeStatus
+
+CHARGE_SUCCEEDED = "charge.succeeded"
+CHARGE_FAILED = "charge.failed"
+CHARGE_REQUIRES_ACTION = "charge.requires_action"
+SUBSCRIPTION_RENEWED = "subscription.renewed"
+SUBSCRIPTION_PAST_DUE = "subscription.past_due"
+SUBSCRIPTION_CANCELED = "subscription.canceled"
+EVENT_TYPES = (
+    CHARGE_SUCCEEDED,
+    CHARGE_FAILED,
+    CHARGE_REQUIRES_ACTION,
+    SUBSCRIPTION_RENEWED,
+    SUBSCRIPTION_PAST_DUE,
+    SUBSCRIPTION_CANCELED,
+)
+
+# The idempotency key of a renewal charge. It contains a space, which the public API's
+# Idempotency-Key header may not (printable ASCII without spaces), so no merchant request can
+# ever collide with, replay or pre-empt a renewal's charge.
+_RENEWAL_KEY_RE = re.compile(r"^renewal (sub_[0-9a-f]{32})#([0-9]+)(?:#retry([0-9]+))?$")
+
+
+def renewal_key(subscription_id: str, cycle: int, attempt: int) -> str:
+    """The charge idempotency key of one attempt of one billing cycle (`<sub>#<cycle>`)."""
+    base = f"renewal {subscription_id}#{cycle}"
+    return base if attempt == 0 else f"{base}#retry{attempt}"
+
+
+def parse_renewal_key(key: str) -> tuple[str, int, int] | None:
+    """(subscription id, cycle, attempt) of a renewal charge's key; None for other charges."""
+    match = _RENEWAL_KEY_RE.match(key)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3) or 0)
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """One fact, with a stable id consumers dedupe on."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+    data: Mapping[str, Any]
+
+    def detail(self) -> str:
+        """The event as JSON (EventBridge `detail`): id, type, occurredAt and data."""
+        return jsonutil.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "occurredAt": iso(self.occurred_at),
+                "data": dict(self.data),
+            }
+        )
+
+    def to_json(self) -> str:
+        """Serialised for the renewal claim's pending events (the same shape as `detail`)."""
+        return self.detail()
+
+    @classmethod
+    def from_json(cls, raw: str) -> DomainEvent:
+        """Rebuild an event stored with `to_json` (money stays a Decimal)."""
+        value = jsonutil.loads(raw)
+        return cls(
+            id=str(value["id"]),
+            type=str(value["type"]),
+            occurred_at=datetime.fromisoformat(str(value["occurredAt"]).replace("Z", "+00:00")),
+            data=value["data"],
+        )
+
+
+class DomainEvents(Protocol):
+    """Where domain events go (an EventBridge bus in the stack)."""
+
+    def publish(self, events: Sequence[DomainEvent]) -> None:
+        """Publish every event or raise EventPublishError."""
+        ...
+
+
+class NullEvents:
+    """No bus configured: events are dropped (tests and stacks without EVENT_BUS_NAME)."""
+
+    def publish(self, events: Sequence[DomainEvent]) -> None:
+        """Drop the events."""
+
+
+def charge_event(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None = None
+) -> DomainEvent | None:
+    """The event a charge's new status reports, or None when the status is not one we tell.
+
+    CAPTURED (and AUTHORIZED under manual capture) is `charge.succeeded`; DECLINED, FAILED and
+    EXPIRED are `charge.failed`; REQUIRES_3DS is `charge.requires_action` with the page URL.
+    """
+    if charge.status is S.CAPTURED or (
+        charge.status is S.AUTHORIZED and charge.capture is CaptureMode.MANUAL
+    ):
+        kind = CHARGE_SUCCEEDED
+    elif charge.status in (S.DECLINED, S.FAILED, S.EXPIRED):
+        kind = CHARGE_FAILED
+    elif charge.status is S.REQUIRES_3DS:
+        kind = CHARGE_REQUIRES_ACTION
+    else:
+        return None
+    next_action: dict[str, Any] | None = None
+    if kind == CHARGE_REQUIRES_ACTION:
+        url = page_url(charge) if page_url is not None else None
+        next_action = {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
+    renewal = parse_renewal_key(charge.idempotency_key)
+    data: dict[str, Any] = {
+        "chargeId": charge.id,
+        "invoiceId": charge.invoice_id,
+        "status": charge.status.value,
+        "amount": charge.amount,
+        "capturedAmount": charge.captured_amount,
+        "currency": charge.currency,
+        "accountId": charge.account_id,
+        "cardId": mask_card_id(charge.card_id),
+        "recurrent": charge.recurrent,
+        "nextAction": next_action,
+        "error": None
+        if charge.error is None
+        else {
+            "code": charge.error.code,
+            "message": charge.error.message,
+            "category": charge.error.category,
+        },
+        "subscription": None
+        if renewal is None
+        else {"id": renewal[0], "cycle": renewal[1], "attempt": renewal[2]},
+    }
+    # A charge can only enter a status once per conditional write; the id makes a re-entry after
+    # NEEDS_REVIEW (e.g. CAPTURED again) the same fact.
+    return DomainEvent(f"{kind}:{charge.id}", kind, charge.updated_at, data)
+
+
+class PublishingTelemetry:
+    """Telemetry that also publishes the charge.* event of every settling write.
+
+    `ChargeService._move` calls `outcome` only after its conditional write succeeded, so only the
+    writer that moved the charge publishes. A failed publish does not undo or fail the charge: it
+    is reported (`on_error`) and the event is lost (docs/decisions.md, the crash window).
+    """
+
+    def __init__(
+        self,
+        inner: Telemetry,
+        events: DomainEvents,
+        page_url: Callable[[Charge], str | None] | None,
+        on_error: Callable[[DomainEvent, PaymentsError], None],
+    ) -> None:
+        self._inner = inner
+        self._events = events
+        self._page_url = page_url
+        self._on_error = on_error
+
+    def bind_charge(self, charge: Charge) -> None:
+        """Delegate."""
+        self._inner.bind_charge(charge)
+
+    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
+        """Delegate."""
+        self._inner.transitioned(charge, previous, source)
+
+    def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
+        """Delegate."""
+        self._inner.gateway_failure(charge, error)
+
+    def outcome(self, charge: Charge) -> None:
+        """Count the outcome, then publish its event (if it is one we tell)."""
+        self._inner.outcome(charge)
+        event = charge_event(charge, self._page_url)
+        if event is None:
+            return
+        try:
+            self._events.publish([event])
+        except PaymentsError as exc:
+            self._on_error(event, exc)
+
+
+def dumps_events(events: Sequence[DomainEvent]) -> list[str]:
+    """Events as JSON strings (kept on a renewal claim until published)."""
+    return [e.to_json() for e in events]
+
+
+def loads_events(raw: Sequence[str]) -> list[DomainEvent]:
+    """Events stored with `dumps_events`."""
+    return [DomainEvent.from_json(r) for r in raw]
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "DomainEvent",
+    "DomainEvents",
+    "NullEvents",
+    "PublishingTelemetry",
+    "charge_event",
+    "dumps_events",
+    "loads_events",
+    "parse_renewal_key",
+    "renewal_key",
+]

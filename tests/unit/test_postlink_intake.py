@@ -1,0 +1,363 @@
+"""postLink intake without sockets: parsing, masking, verification and the use case on fakes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from payments.errors import (
+    ForgedNotificationError,
+    GatewayUnknownOutcomeError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from payments.gateway import Deadline
+from payments.models import CaptureMode, Charge, ChargeStatus
+from payments.postlink import (
+    MAX_NOTIFICATION_BYTES,
+    Delivery,
+    InboxRecord,
+    PostLinkOutcome,
+    PostLinkService,
+    Route,
+    StoredVerdict,
+    Verdict,
+    body_bytes,
+    mask_secret,
+    parse_notification,
+    verify,
+)
+from payments.service import Settlement, secret_hash_digest
+
+SECRET = "s3cret-value-chosen-for-this-charge"
+TERMINAL = "67e34d63-102f-4bd1-898e-370781d0074d"
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+CHARGE = Charge(
+    id="ch_1",
+    invoice_id="000000042",
+    status=ChargeStatus.UNKNOWN,
+    amount=Decimal("1500.50"),
+    currency="KZT",
+    account_id="customer-42",
+    card_id="c0000000-0000-4000-8000-000000000001",
+    description="Order 42",
+    capture=CaptureMode.AUTO,
+    recurrent=True,
+    language="rus",
+    idempotency_key="k",
+    request_hash="h",
+    secret_hash_digest=secret_hash_digest(SECRET),
+    created_at=NOW,
+    updated_at=NOW,
+)
+PAYLOAD: dict[str, Any] = {
+    "id": "tx-1",
+    "invoiceId": "000000042",
+    "amount": 1500.5,
+    "currency": "KZT",
+    "terminal": TERMINAL,
+    "code": "ok",
+    "reasonCode": 0,
+    "secret_hash": SECRET,
+    "ipCity": "ALMATY",
+    "somethingNew": {"nested": True},
+}
+
+
+def raw(**changes: Any) -> bytes:
+    return json.dumps({**PAYLOAD, **changes}).encode()
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def test_json_notification_is_parsed_tolerantly() -> None:
+    n = parse_notification(raw(), "application/json")
+    assert n.invoice_id == "000000042"
+    assert n.amount == Decimal("1500.5")
+    assert n.currency == "KZT"
+    assert n.terminal == TERMINAL
+    assert n.secret_hash == SECRET
+    assert n.code == "ok"
+    assert n.reason_code == 0
+    assert SECRET not in repr(n)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(484, 484), ("484", 484), (" 484 ", 484), ("n/a", None), (None, None)]
+)
+def test_reason_code_as_number_or_string(value: Any, expected: int | None) -> None:
+    assert parse_notification(raw(reasonCode=value), None).reason_code == expected
+
+
+def test_form_body_and_any_key_case_and_a_wrong_content_type_are_accepted() -> None:
+    form = "INVOICEID=000000042&amount=1500.50&currency=kzt&terminal=T&secret_hash=a%2Bb&x="
+    n = parse_notification(form.encode(), "text/plain")
+    assert (n.invoice_id, n.amount, n.currency, n.terminal) == (
+        "000000042",
+        Decimal("1500.50"),
+        "KZT",
+        "T",
+    )
+    assert n.secret_hash == "a+b"
+    assert parse_notification(raw(), "application/x-www-form-urlencoded").invoice_id == "000000042"
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b"", set()),
+        (b"\xff\xfe", set()),
+        (b"{nope", set()),
+        (b"[1, 2]", set()),
+        (b"hello world", set()),
+        (raw(invoiceId="42"), {"invoiceId"}),
+        (
+            raw(invoiceId=None, amount="x", currency="TENGE", terminal=""),
+            {"invoiceId", "amount", "currency", "terminal"},
+        ),
+        (raw(amount=-1), {"amount"}),
+        (b'{"invoiceId": "000000042", "amount": NaN}', set()),
+    ],
+)
+def test_malformed_bodies_name_what_is_wrong(body: bytes, fields: set[str]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_notification(body, "application/json")
+    assert set(caught.value.fields) == fields
+
+
+def test_secret_hash_is_masked_in_json_and_form_bodies() -> None:
+    assert json.loads(mask_secret(raw().decode()))["secret_hash"] == "***"
+    assert mask_secret('{"secret_hash" : "a\\"b", "x": 1}') == '{"secret_hash" : "***", "x": 1}'
+    assert mask_secret("a=1&secret_hash=abc&b=2") == "a=1&secret_hash=***&b=2"
+    assert mask_secret("secret_hash=abc") == "secret_hash=***"
+
+
+def test_body_bytes_decodes_base64_and_refuses_huge_bodies_early() -> None:
+    assert body_bytes(base64.b64encode(b"\x00\x01").decode(), True) == b"\x00\x01"
+    assert body_bytes("plain", False) == b"plain"
+    assert body_bytes(None, False) == b""
+    with pytest.raises(PayloadTooLargeError):
+        body_bytes("x" * (MAX_NOTIFICATION_BYTES * 2 + 1), False)
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+def test_genuine_notification_verifies() -> None:
+    assert verify(parse_notification(raw(), None), CHARGE, TERMINAL.upper()) == ()
+
+
+@pytest.mark.parametrize(
+    ("changes", "mismatched"),
+    [
+        ({"secret_hash": "wrong"}, ("secret_hash",)),
+        ({"secret_hash": None}, ("secret_hash",)),
+        ({"amount": "1500.51"}, ("amount",)),
+        ({"currency": "USD"}, ("currency",)),
+        ({"terminal": "other"}, ("terminal",)),
+        ({"invoiceId": "000000043", "amount": 1}, ("invoiceId", "amount")),
+    ],
+)
+def test_every_mismatch_is_named(changes: dict[str, Any], mismatched: tuple[str, ...]) -> None:
+    assert verify(parse_notification(raw(**changes), None), CHARGE, TERMINAL) == mismatched
+
+
+# ------------------------------------------------------------------------------ the use case
+
+
+@dataclass
+class FakeInbox:
+    records: dict[str, InboxRecord] = field(default_factory=dict)
+    verdicts: dict[str, StoredVerdict] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def put_new(self, record: InboxRecord) -> bool:
+        self.calls.append("put")
+        if record.digest in self.records:
+            return False
+        self.records[record.digest] = record
+        self.verdicts[record.digest] = StoredVerdict(record.verdict, 1, record.received_at)
+        return True
+
+    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
+        self.calls.append("seen_again")
+        stored = self.verdicts[digest]
+        self.verdicts[digest] = replace(stored, deliveries=stored.deliveries + 1)
+        return self.verdicts[digest]
+
+    def record_verdict(
+        self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
+    ) -> None:
+        self.calls.append(f"verdict:{verdict.value}")
+        stored = self.verdicts[digest]
+        self.verdicts[digest] = StoredVerdict(
+            verdict, stored.deliveries, stored.received_at, charge_id, detail
+        )
+
+
+@dataclass
+class FakeCharges:
+    inbox: FakeInbox
+    charges: dict[str, Charge] = field(default_factory=lambda: {CHARGE.invoice_id: CHARGE})
+
+    def get_by_invoice(self, invoice_id: str) -> Charge | None:
+        self.inbox.calls.append("lookup")
+        return self.charges.get(invoice_id)
+
+
+@dataclass
+class FakeSettler:
+    outcome: str | Exception = "changed"
+    deadlines: list[float] = field(default_factory=list)
+
+    def settle(self, charge_id: str, source: str, deadline: Deadline) -> Settlement:
+        assert source == "postlink"
+        self.deadlines.append(deadline.remaining())
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return Settlement(replace(CHARGE, status=ChargeStatus.CAPTURED), self.outcome)
+
+
+@dataclass
+class FakeTelemetry:
+    outcomes: list[PostLinkOutcome] = field(default_factory=list)
+
+    def handled(self, outcome: PostLinkOutcome) -> None:
+        self.outcomes.append(outcome)
+
+
+@dataclass
+class World:
+    inbox: FakeInbox
+    settler: FakeSettler
+    telemetry: FakeTelemetry
+    service: PostLinkService
+
+    def receive(self, body: bytes, route: Route = Route.SUCCESS, seconds: float = 27.0) -> Any:
+        return self.service.receive(
+            Delivery(body, "application/json", route, "203.0.113.9"), Deadline.after(seconds)
+        )
+
+
+@pytest.fixture
+def world() -> World:
+    inbox = FakeInbox()
+    settler = FakeSettler()
+    telemetry = FakeTelemetry()
+    service = PostLinkService(
+        inbox=inbox,
+        charges=FakeCharges(inbox),
+        settler=settler,
+        terminal_id=lambda: TERMINAL,
+        telemetry=telemetry,
+        clock=lambda: NOW,
+    )
+    return World(inbox, settler, telemetry, service)
+
+
+def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> None:
+    outcome = world.receive(raw())
+    assert outcome.verdict is Verdict.SETTLED
+    assert outcome.status is ChargeStatus.CAPTURED
+    assert world.inbox.calls == ["put", "lookup", "verdict:settled"]
+    # The settle deadline is capped at 8 s even with 27 s left
+    assert 7.0 < world.settler.deadlines[0] <= 8.0
+    (record,) = world.inbox.records.values()
+    assert SECRET not in record.body
+    assert record.secret_hash_digest == secret_hash_digest(SECRET)
+    assert record.route is Route.SUCCESS
+
+
+def test_short_remaining_time_wins_over_the_budget(world: World) -> None:
+    world.receive(raw(), seconds=2.0)
+    assert world.settler.deadlines[0] <= 2.0
+
+
+def test_replay_of_a_final_verdict_is_answered_without_settling(world: World) -> None:
+    for _ in range(5):
+        assert world.receive(raw()).verdict is Verdict.SETTLED
+    assert len(world.settler.deadlines) == 1
+    assert [o.duplicate for o in world.telemetry.outcomes] == [False, True, True, True, True]
+    assert next(iter(world.inbox.verdicts.values())).deliveries == 5
+
+
+def test_gateway_failure_defers_and_a_later_copy_is_handled_again(world: World) -> None:
+    world.settler.outcome = GatewayUnknownOutcomeError("slow", operation="status")
+    assert world.receive(raw()).verdict is Verdict.DEFERRED
+    world.settler.outcome = "changed"
+    assert world.receive(raw()).verdict is Verdict.SETTLED
+    assert len(world.settler.deadlines) == 2
+
+
+def test_pending_status_is_not_final(world: World) -> None:
+    world.settler.outcome = "pending"
+    assert world.receive(raw()).verdict is Verdict.PENDING
+    world.receive(raw())
+    assert len(world.settler.deadlines) == 2
+
+
+def test_forged_is_stored_refused_and_reported_without_settling(world: World) -> None:
+    with pytest.raises(ForgedNotificationError) as caught:
+        world.receive(raw(secret_hash="guess", terminal="other"))
+    assert caught.value.http_status == 403
+    assert caught.value.mismatched == ("secret_hash", "terminal")
+    assert world.settler.deadlines == []
+    assert world.inbox.calls == ["put", "lookup", "verdict:forged"]
+    (outcome,) = world.telemetry.outcomes
+    assert outcome.verdict is Verdict.FORGED
+    assert outcome.source_ip == "203.0.113.9"
+    assert "guess" not in repr(outcome)
+    # A replay of the same forgery is refused again from the stored verdict
+    with pytest.raises(ForgedNotificationError):
+        world.receive(raw(secret_hash="guess", terminal="other"))
+    assert world.inbox.calls[-1] == "seen_again"
+
+
+def test_unknown_invoice_is_accepted_and_kept(world: World) -> None:
+    outcome = world.receive(raw(invoiceId="999999999"))
+    assert outcome.verdict is Verdict.UNKNOWN_INVOICE
+    assert world.settler.deadlines == []
+    assert world.inbox.calls[-1] == "verdict:unknown_invoice"
+
+
+def test_malformed_is_stored_then_refused(world: World) -> None:
+    with pytest.raises(ValidationError):
+        world.receive(b"garbage")
+    (record,) = world.inbox.records.values()
+    assert record.verdict is Verdict.MALFORMED
+    assert record.body == "garbage"
+    assert world.inbox.calls == ["put"]
+    with pytest.raises(ValidationError):
+        world.receive(b"garbage")
+
+
+def test_oversized_is_refused_before_storing(world: World) -> None:
+    with pytest.raises(PayloadTooLargeError):
+        world.receive(b"{" + b" " * MAX_NOTIFICATION_BYTES + b"}")
+    assert world.inbox.calls == []
+
+
+def test_a_copy_arriving_while_the_first_is_in_flight_is_not_settled_twice(world: World) -> None:
+    # Given a first copy stored but not yet decided (its handler is still running, or died)
+    digest = hashlib.sha256(raw()).hexdigest()
+    world.inbox.records[digest] = InboxRecord(
+        digest, "", None, Route.SUCCESS, None, NOW, Verdict.RECEIVED
+    )
+    world.inbox.verdicts[digest] = StoredVerdict(Verdict.RECEIVED, 1, NOW)
+
+    # When a copy arrives within the in-flight window / Then it is accepted without settling
+    assert world.receive(raw()).verdict is Verdict.RECEIVED
+    assert world.settler.deadlines == []
+
+    # And once the window has passed, a copy is handled again (the first may have died)
+    world.inbox.verdicts[digest] = StoredVerdict(Verdict.RECEIVED, 2, NOW - timedelta(minutes=1))
+    assert world.receive(raw()).verdict is Verdict.SETTLED
+    assert len(world.settler.deadlines) == 1
