@@ -140,6 +140,7 @@ def start_stack(
     parameter_overrides: Mapping[str, str] | None = None,
     dynamodb: DynamoDBChoice = "auto",
     integration_timeout: float | None = None,
+    renewal_period: float | None = None,
 ) -> LocalStack:
     """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
 
@@ -263,6 +264,15 @@ def start_stack(
         stoppers.append(_reset_warm_state)
         gateway.start()
         stoppers.append(gateway.stop)
+
+        # 5. renewals: the dispatcher every `renewal_period` s and the worker on the queue.
+        from local.workers import RenewalWorkers
+
+        if renewal_period is not None and RenewalWorkers.available(template):
+            workers = RenewalWorkers(
+                template, template_path.parent, clients["sqs"], names, period=renewal_period
+            ).start()
+            stoppers.append(workers.stop)
     except BaseException:
         stop_all()
         raise
@@ -346,6 +356,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="override a template parameter (repeatable), e.g. --parameter CaptureMode=manual",
     )
+    parser.add_argument(
+        "--renewal-period",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="run the renewal dispatcher this often (default 10; 0 turns renewals off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -365,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             template_path=args.template,
             parameter_overrides=overrides,
             dynamodb=args.dynamodb,
+            renewal_period=args.renewal_period or None,
         )
     except (OSError, TemplateError) as error:
         print(f"local stack did not start: {error}", file=sys.stderr)

@@ -101,6 +101,7 @@ class Stack:
     dynamodb: Any
     simulator: EpaySimulator
     handler: Callable[[dict[str, Any], Any], dict[str, Any]]
+    resource_names: dict[str, str] | None = None
 
     def invoke(self, event: dict[str, Any]) -> Answer:
         result = self.handler(event, Context())
@@ -142,10 +143,21 @@ def stack(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    # Every test gets its own table and secret, made from template.yaml's own definitions.
+    # Every test gets its own table and secret (and queues), made from template.yaml's own
+    # definitions. The template's SQS queues and event bus (issue 6) live on moto's server.
+    moto_clients = {
+        service: boto3.client(
+            service,
+            endpoint_url=moto_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for service in ("sqs", "events")
+    }
     names = create_resources(
         load_template(ROOT / "template.yaml"),
-        {"dynamodb": dynamodb, "secretsmanager": secrets},
+        {"dynamodb": dynamodb, "secretsmanager": secrets, **moto_clients},
         stack_name=f"t{uuid.uuid4().hex[:12]}",
     )
     table, secret = names["PaymentsTable"], names["EpayCredentialsSecret"]
@@ -171,7 +183,7 @@ def stack(
     simulator.reset()
     bootstrap.reset()
     module = load_function("charges")
-    yield Stack(table, dynamodb, simulator, module.lambda_handler)
+    yield Stack(table, dynamodb, simulator, module.lambda_handler, names)
     bootstrap.reset()
 
 

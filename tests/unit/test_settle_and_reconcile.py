@@ -61,10 +61,12 @@ def setup(
     auth: AuthResult | Exception,
     capture: CaptureMode = CaptureMode.AUTO,
     capture_error: GatewayError | None = None,
+    status_answers: list[StatusResult] | None = None,
 ) -> tuple[ChargeService, Reconciler, FakeStore, FakeGateway, Clock, str]:
     clock = Clock()
     store = FakeStore()
     gateway = FakeGateway(auth_outcome=auth, capture_error=capture_error)  # type: ignore[arg-type]
+    gateway.status_answers.extend(status_answers or [])
     service = ChargeService(
         store=store,
         gateway=gateway,
@@ -189,6 +191,7 @@ def test_failed_auto_capture_is_retried_by_the_reconciler() -> None:
     _, reconciler, store, gateway, clock, charge_id = setup(
         AuthResult("AUTH", "tx-1", "1"),
         capture_error=GatewayRejectedError("busy", operation="capture", gateway_code=100),
+        status_answers=[status("AUTH")],
     )
     charge = store.charges[charge_id]
     assert charge.status is S.AUTHORIZED
@@ -279,3 +282,17 @@ def test_stale_processing_charge_is_found_and_settled() -> None:
     clock.advance(timedelta(minutes=2))
     reconciler.run(Deadline.after(30))
     assert store.charges[charge_id].status is S.CAPTURED
+
+
+def test_a_capture_refused_because_another_path_captured_settles_captured() -> None:
+    # Given an UNKNOWN charge, and ePay refusing our capture because a racing path captured it
+    service, _, store, gateway, _, charge_id = setup(
+        unknown(), capture_error=GatewayRejectedError("no", operation="capture", gateway_code=100)
+    )
+    gateway.status_answers.extend([status("AUTH"), status("CHARGE")])
+    # When the status API says AUTH and we try to capture
+    result = service.settle(charge_id, "postlink", Deadline.after(10)).charge
+    # Then the refusal is checked against the status API, and the charge is CAPTURED, not stuck
+    assert result.status is S.CAPTURED
+    assert result.capture_pending is False
+    assert gateway.ops()[-3:] == ["status", "capture", "status"]

@@ -331,6 +331,16 @@ class ChargeService:
         try:
             self._gateway.capture(epay.transaction_id, None, deadline)
         except GatewayError as exc:
+            if isinstance(exc, GatewayRejectedError) and self._captured_elsewhere(charge, deadline):
+                # Another path (postLink, 3DS return, reconciler) captured it a moment ago.
+                return self._move(
+                    charge,
+                    [*steps, (S.CAPTURED, "captured by a concurrent path")],
+                    epay=epay,
+                    captured=charge.amount,
+                    source=source,
+                    capture_pending=False,
+                )
             # The money is held; the reconciler retries or checks the capture later.
             self._telemetry.gateway_failure(charge, exc)
             failed = f"auto capture failed: {type(exc).__name__}"
@@ -349,6 +359,14 @@ class ChargeService:
             source=source,
             capture_pending=False,
         )
+
+    def _captured_elsewhere(self, charge: Charge, deadline: Deadline) -> bool:
+        """After a refused capture: does ePay already show the money taken?"""
+        try:
+            answer = self._gateway.status(charge.invoice_id, deadline)
+        except GatewayError:
+            return False
+        return answer.transaction is not None and answer.transaction.status_name == "CHARGE"
 
     def _auth_request(self, charge: Charge) -> AuthRequest:
         return AuthRequest(

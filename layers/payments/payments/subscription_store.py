@@ -153,6 +153,7 @@ def claim_to_item(claim: CycleClaim) -> dict[str, Any]:
         "state": claim.state,
         "chargeId": claim.charge_id,
         "pendingEvents": list(claim.pending_events) or None,
+        "publishUntil": iso(claim.publish_until) if claim.publish_until else None,
     }
 
 
@@ -175,6 +176,7 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
         state=str(item.get("state", "claimed")),
         charge_id=item.get("chargeId"),
         pending_events=tuple(str(e) for e in item.get("pendingEvents") or ()),
+        publish_until=_opt_dt(item.get("publishUntil")),
     )
 
 
@@ -425,5 +427,25 @@ class SubscriptionStore:
             "update_item",
             TableName=self._table,
             Key=_claim_key(claim.subscription_id, claim.cycle, claim.attempt),
-            UpdateExpression="REMOVE pendingEvents",
+            UpdateExpression="REMOVE pendingEvents, publishUntil",
         )
+
+    def take_publishing(self, claim: CycleClaim, now: datetime, until: datetime) -> bool:
+        """Take over publishing the claim's pending events if its publisher's time ran out."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_claim_key(claim.subscription_id, claim.cycle, claim.attempt),
+                UpdateExpression="SET publishUntil = :until",
+                ConditionExpression=(
+                    "attribute_exists(pendingEvents) AND "
+                    "(attribute_not_exists(publishUntil) OR publishUntil <= :now)"
+                ),
+                ExpressionAttributeValues={":until": {"S": iso(until)}, ":now": {"S": iso(now)}},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            error = _translate(exc)
+            if isinstance(error, StaleStateError):
+                return False
+            raise error from exc
+        return True

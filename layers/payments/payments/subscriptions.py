@@ -329,7 +329,10 @@ class CycleClaim:
     # claimed -> pending / requires_action (3DS, unknown) -> paid / declined / outage / orphaned
     state: str = "claimed"
     charge_id: str | None = None
+    # Events of the recorded outcome not yet known to be on the bus, and until when the writer
+    # that recorded them (or took them over) has the sole right to publish them.
     pending_events: tuple[str, ...] = ()
+    publish_until: datetime | None = None
 
     def charge_request(self) -> ChargeRequest:
         """What `POST /charges` would be asked: merchant-initiated, captured at once."""
@@ -599,6 +602,8 @@ class RenewalPolicy:
     outage_retry: timedelta = timedelta(minutes=5)
     # A dispatched cycle nobody recorded an outcome for (lost send, DLQ) is dispatched again.
     lease: timedelta = timedelta(hours=6)
+    # How long the writer of an outcome alone may publish its events before a redelivery may.
+    publish_lease: timedelta = timedelta(minutes=2)
 
 
 def load_renewal_policy(env: Mapping[str, str]) -> RenewalPolicy:
@@ -665,6 +670,10 @@ class SubscriptionStore(Protocol):
 
     def events_published(self, claim: CycleClaim) -> None:
         """Forget the claim's pending events (they reached the bus)."""
+        ...
+
+    def take_publishing(self, claim: CycleClaim, now: datetime, until: datetime) -> bool:
+        """Take over publishing a claim's pending events whose publisher's time ran out."""
         ...
 
 
@@ -1028,7 +1037,7 @@ class Renewals:
             if claim is None:
                 return RenewalResult("stale")
         if claim.state in FINAL_CLAIM_STATES:
-            self._flush(claim)
+            self._flush_stranded(claim)
             return RenewalResult("duplicate", claim.charge_id)
         key = renewal_key(message.subscription_id, message.cycle, message.attempt)
         charge: Charge | None
@@ -1087,12 +1096,18 @@ class Renewals:
                     orphan = replace(latest, state="orphaned", charge_id=charge_id)
                     self._store.record(sub, sub, orphan)
                     return RenewalResult("stale", charge_id)
-                self._flush(latest)
+                self._flush_stranded(latest)
                 return RenewalResult("duplicate", latest.charge_id)
             now = self._clock()
             updated, state, outcome, events = self._decide(sub, charge, now)
             pending = tuple(e.to_json() for e in events)
-            recorded = replace(claim, state=state, charge_id=charge_id, pending_events=pending)
+            recorded = replace(
+                claim,
+                state=state,
+                charge_id=charge_id,
+                pending_events=pending,
+                publish_until=now + self._policy.publish_lease if pending else None,
+            )
             try:
                 self._store.record(sub, replace(updated, updated_at=now), recorded)
             except StaleStateError:
@@ -1102,11 +1117,22 @@ class Renewals:
         raise ConflictError("the subscription is changing concurrently, retry")
 
     def _flush(self, claim: CycleClaim) -> None:
-        """Publish a recorded attempt's events (again, same ids, if a publish was lost)."""
+        """Publish a recorded attempt's events, then forget them."""
         if not claim.pending_events:
             return
         self._events.publish([DomainEvent.from_json(raw) for raw in claim.pending_events])
         self._store.events_published(claim)
+
+    def _flush_stranded(self, claim: CycleClaim) -> None:
+        """A redelivery publishes events whose writer died before publishing them (same ids),
+        only once that writer's time is up and only if it wins the takeover."""
+        if not claim.pending_events:
+            return
+        now = self._clock()
+        if claim.publish_until is not None and claim.publish_until > now:
+            return
+        if self._store.take_publishing(claim, now, now + self._policy.publish_lease):
+            self._flush(claim)
 
     def _decide(
         self, sub: Subscription, charge: Charge | None, now: datetime

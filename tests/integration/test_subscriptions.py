@@ -1,0 +1,539 @@
+"""Subscriptions end to end, in-process: the API handler, the dispatcher on its scheduled event and
+the worker on real SQS event shapes received from moto's SQS; DynamoDB Local; the simulator;
+domain events captured from moto's EventBridge bus through a rule with an SQS target; and a fake
+clock that moves through a year in milliseconds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from local.epay_sim.cards import (
+    CARD_3DS,
+    CARD_AUTH,
+    CARD_INSUFFICIENT_FUNDS,
+    CARD_ISSUER_UNAVAILABLE,
+    CARD_STOLEN,
+)
+from payments import bootstrap
+from tests.integration.conftest import Answer, Context, Stack, load_event, load_function
+
+START = datetime(2027, 1, 31, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeClock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Subs:
+    stack: Stack
+    clock: FakeClock
+    sqs: Any
+    queue_url: str
+    queue_arn: str
+    capture_url: str
+    api: Any
+    dispatcher: Any
+    worker: Any
+    seen_events: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- API --
+    def call(self, name: str, sub_id: str | None = None, body: Any = None, **kw: Any) -> Answer:
+        event = load_event(f"subscriptions/{name}.json")
+        event = copy.deepcopy(event)
+        if sub_id is not None:
+            event["pathParameters"] = {"subscriptionId": sub_id}
+            event["path"] = event["resource"].replace("{subscriptionId}", sub_id)
+        if body is not None:
+            event["body"] = json.dumps(body)
+        if "key" in kw:
+            event["headers"]["Idempotency-Key"] = kw["key"]
+        if "query" in kw:
+            event["queryStringParameters"] = kw["query"]
+        result = self.api.lambda_handler(event, Context())
+        raw = result.get("body") or ""
+        headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers[name.lower()] = ",".join(values)
+        return Answer(result["statusCode"], headers, json.loads(raw) if raw else None, raw)
+
+    def create(self, key: str | None = None, **changes: Any) -> dict[str, Any]:
+        body = {
+            "accountId": "customer-42",
+            "cardId": CARD_AUTH,
+            "amount": 4990.00,
+            "currency": "KZT",
+            "description": "Monthly plan",
+            "interval": {"unit": "month", "count": 1},
+            "startAt": START.isoformat().replace("+00:00", "Z"),
+            **changes,
+        }
+        answer = self.call("create-subscription", body=body, key=key or uuid.uuid4().hex)
+        assert answer.status == 201, answer.body
+        return dict(answer.body)
+
+    def get(self, sub_id: str) -> dict[str, Any]:
+        answer = self.call("get-subscription", sub_id)
+        assert answer.status == 200
+        return dict(answer.body)
+
+    # -- dispatcher and worker --
+    def dispatch(self) -> dict[str, int]:
+        event = load_event("renewal_dispatcher/scheduled.json")
+        return dict(self.dispatcher.lambda_handler(event, Context(300)))
+
+    def receive(self) -> list[dict[str, Any]]:
+        """Real SQS records (the shape Lambda's event source mapping builds) from moto's SQS."""
+        answer = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
+                    for k, v in (m.get("MessageAttributes") or {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": self.queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in answer.get("Messages", [])
+        ]
+
+    def work(self, records: list[dict[str, Any]], worker: Any = None) -> list[str]:
+        """Invoke the worker on records; delete the ones that succeeded (as Lambda does)."""
+        result = (worker or self.worker).lambda_handler({"Records": records}, Context(150))
+        failed = [f["itemIdentifier"] for f in result["batchItemFailures"]]
+        for record in records:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"]
+                )
+        return failed
+
+    def run(self) -> int:
+        """Dispatch, then deliver until the queue is empty; the number of messages handled."""
+        self.dispatch()
+        handled = 0
+        while records := self.receive():
+            assert self.work(records) == []
+            handled += len(records)
+        return handled
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every domain event that reached the bus so far (detail: id, type, occurredAt, data)."""
+        while True:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.capture_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                return self.seen_events
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                self.seen_events.append(envelope["detail"])
+                self.sqs.delete_message(
+                    QueueUrl=self.capture_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+    def types(self, sub_id: str | None = None) -> list[str]:
+        return [
+            e["type"]
+            for e in self.events()
+            if sub_id is None
+            or e["data"].get("subscriptionId") == sub_id
+            or (e["data"].get("subscription") or {}).get("id") == sub_id
+        ]
+
+    def charges(self) -> list[dict[str, Any]]:
+        return [
+            {k: next(iter(v.values())) for k, v in i.items()} for i in self.stack.charge_items()
+        ]
+
+
+@pytest.fixture
+def subs(stack: Stack, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[Subs]:
+    names = stack.resource_names or {}
+    client = {
+        "endpoint_url": moto_endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    sqs, events = boto3.client("sqs", **client), boto3.client("events", **client)
+    # Given the bus's events routed to a capture queue by a rule, as a consumer would
+    capture_url = sqs.create_queue(QueueName=f"capture-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    capture_arn = sqs.get_queue_attributes(QueueUrl=capture_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    bus = names["PaymentsBus"]
+    rule = f"capture-{uuid.uuid4().hex[:12]}"
+    events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps({"source": ["payments"]}))
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "q", "Arn": capture_arn}])
+    for key, value in {
+        "AWS_ENDPOINT_URL_SQS": moto_endpoint,
+        "AWS_ENDPOINT_URL_EVENTBRIDGE": moto_endpoint,
+        "EVENT_BUS_NAME": bus,
+        "RENEWAL_QUEUE_URL": names["RenewalQueue"],
+        "RENEWAL_RETRY_LADDER": "1d,3d,5d",
+        "RENEWAL_FINAL_ACTION": "unpaid",
+    }.items():
+        monkeypatch.setenv(key, value)
+    bootstrap.reset()
+    clock = FakeClock()
+    bootstrap.use_clock(clock)
+    yield Subs(
+        stack=stack,
+        clock=clock,
+        sqs=sqs,
+        queue_url=names["RenewalQueue"],
+        queue_arn=names["RenewalQueue.Arn"],
+        capture_url=capture_url,
+        api=load_function("subscriptions"),
+        dispatcher=load_function("renewal_dispatcher"),
+        worker=load_function("renewal_worker"),
+    )
+    events.remove_targets(Rule=rule, EventBusName=bus, Ids=["q"])
+    events.delete_rule(Name=rule, EventBusName=bus)
+    bootstrap.reset()
+
+
+# ------------------------------------------------------------------------------------------ API
+
+
+def test_create_get_list_and_replay(subs: Subs) -> None:
+    # When a subscription is created anchored on 31 January
+    created = subs.create(key="plan-1")
+    # Then it is ACTIVE, masked, and its periods are month-end aware
+    assert created["status"] == "ACTIVE"
+    assert created["cardId"] == "****0001"
+    assert created["currentPeriodStart"] == "2027-01-31T09:00:00.000Z"
+    assert created["currentPeriodEnd"] == "2027-02-28T09:00:00.000Z"
+    assert created["nextChargeAt"] == "2027-01-31T09:00:00.000Z"
+    # And the same key and body replay it; a different body is refused
+    again = subs.call(
+        "create-subscription",
+        body={
+            "accountId": "customer-42",
+            "cardId": CARD_AUTH,
+            "amount": 4990.00,
+            "currency": "KZT",
+            "description": "Monthly plan",
+            "interval": {"unit": "month", "count": 1},
+            "startAt": "2027-01-31T09:00:00Z",
+        },
+        key="plan-1",
+    )
+    assert again.status == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body["id"] == created["id"]
+    other = subs.call(
+        "create-subscription",
+        body={
+            "accountId": "customer-42",
+            "cardId": CARD_AUTH,
+            "amount": 1.00,
+            "currency": "KZT",
+            "description": "Monthly plan",
+            "interval": {"unit": "month", "count": 1},
+        },
+        key="plan-1",
+    )
+    assert other.status == 422
+    # And GET and the paginated list show it
+    assert subs.get(created["id"])["id"] == created["id"]
+    second = subs.create()
+    page = subs.call("list-subscriptions", query={"accountId": "customer-42", "limit": "1"})
+    assert page.status == 200
+    assert [s["id"] for s in page.body["items"]] == [created["id"]]
+    rest = subs.call(
+        "list-subscriptions",
+        query={"accountId": "customer-42", "limit": "1", "cursor": page.body["nextCursor"]},
+    )
+    assert [s["id"] for s in rest.body["items"]] == [second["id"]]
+    assert subs.call("get-subscription", "sub_" + "0" * 32).status == 404
+
+
+def test_validation_is_strict_and_writes_nothing(subs: Subs) -> None:
+    before = len(subs.stack.items())
+    answer = subs.call(
+        "create-subscription",
+        body={
+            "accountId": "",
+            "cardId": "x",
+            "amount": 10.001,
+            "currency": "XXX",
+            "description": "д" * 63,
+            "interval": {"unit": "fortnight"},
+            "startAt": "2027-01-31T09:00:00",
+            "extra": 1,
+        },
+        key="bad-1",
+    )
+    assert answer.status == 400
+    assert set(answer.body["error"]["fields"]) == {
+        "accountId",
+        "cardId",
+        "amount",
+        "currency",
+        "description",
+        "interval",
+        "startAt",
+        "extra",
+    }
+    assert subs.call("create-subscription", body={}, key=None).status == 400
+    assert subs.call("get-subscription", "sub_missing").status == 404
+    assert subs.call("list-subscriptions", query={}).status == 400
+    assert len(subs.stack.items()) == before
+
+
+# -------------------------------------------------------------------------------- a year of it
+
+
+def test_a_year_of_monthly_renewals_with_declines_on_chosen_cycles(subs: Subs) -> None:
+    # Given a monthly subscription anchored on 31 January 2027, 09:00 UTC
+    sub = subs.create(key="year")
+    sub_id = sub["id"]
+    due = [
+        "2027-01-31", "2027-02-28", "2027-03-31", "2027-04-30", "2027-05-31", "2027-06-30",
+        "2027-07-31", "2027-08-31", "2027-09-30", "2027-10-31", "2027-11-30", "2027-12-31",
+    ]  # fmt: skip
+    for cycle, day in enumerate(due):
+        moment = datetime.fromisoformat(f"{day}T09:00:00+00:00")
+        # A second before the cycle is due, nothing is dispatched
+        subs.clock.now = moment - timedelta(seconds=1)
+        assert subs.run() == 0, cycle
+        if cycle == 3:  # a soft decline (insufficient funds), then the retry ladder
+            subs.call("update-subscription", sub_id, {"cardId": CARD_INSUFFICIENT_FUNDS})
+        if cycle == 7:  # a hard decline (stolen card)
+            subs.call("update-subscription", sub_id, {"cardId": CARD_STOLEN})
+        subs.clock.now = moment
+        assert subs.run() == 1, cycle
+        state = subs.get(sub_id)
+        if cycle == 3:
+            # Then the cycle is retried a day later, declined again, then paid with a new card
+            assert state["status"] == "PAST_DUE"
+            assert state["pastDueReason"] == "retrying"
+            retry_at = (moment + timedelta(days=1)).isoformat().replace("+00:00", ".000Z")
+            assert state["nextChargeAt"] == retry_at
+            subs.clock.now = moment + timedelta(days=1)
+            assert subs.run() == 1
+            assert subs.get(sub_id)["status"] == "PAST_DUE"
+            subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
+            subs.clock.now = moment + timedelta(days=4)
+            assert subs.run() == 1
+        if cycle == 7:
+            # Then it is PAST_DUE needing a new card, nothing is retried until one is given
+            assert state["status"] == "PAST_DUE"
+            assert state["pastDueReason"] == "card_required"
+            assert state["nextChargeAt"] is None
+            subs.clock.now = moment + timedelta(days=10)
+            assert subs.run() == 0
+            subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
+            assert subs.run() == 1
+        state = subs.get(sub_id)
+        assert state["status"] == "ACTIVE", cycle
+        assert state["currentCycle"] == cycle + 1
+    # Then twelve cycles were paid, month ends clamped and anchored on the 31st
+    final = subs.get(sub_id)
+    assert final["paidCycles"] == 12
+    assert final["currentPeriodStart"] == "2028-01-31T09:00:00.000Z"
+    charges = subs.charges()
+    captured = [c for c in charges if c["status"] == "CAPTURED"]
+    assert len(captured) == 12
+    assert all(c["recurrent"] for c in charges)
+    assert {c["status"] for c in charges} == {"CAPTURED", "DECLINED"}
+    assert len(charges) == 12 + 2 + 1  # two soft declines on cycle 3, one hard on cycle 7
+    # And ePay saw one auth per charge, never two for an invoice
+    assert len(subs.stack.auths()) == len(charges)
+    # And every fact was told exactly once
+    events = subs.events()
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids))
+    types = subs.types(sub_id)
+    assert types.count("subscription.renewed") == 12
+    assert types.count("charge.succeeded") == 12
+    assert types.count("charge.failed") == 3
+    assert types.count("subscription.past_due") == 3
+    renewed = [e for e in events if e["type"] == "subscription.renewed"]
+    assert [e["data"]["cycle"] for e in renewed] == list(range(12))
+    assert renewed[1]["data"]["periodStart"] == "2027-02-28T09:00:00.000Z"
+    assert renewed[1]["data"]["periodEnd"] == "2027-03-31T09:00:00.000Z"
+    hard = [e for e in events if e["type"] == "subscription.past_due"][-1]
+    assert hard["data"]["reason"] == "card_required"
+    assert hard["data"]["declineCode"] == "483"
+    succeeded = next(e for e in events if e["type"] == "charge.succeeded")
+    assert succeeded["id"] == f"charge.succeeded:{succeeded['data']['chargeId']}"
+    assert succeeded["data"]["subscription"] == {"id": sub_id, "cycle": 0, "attempt": 0}
+    assert succeeded["data"]["cardId"] == "****0001"
+
+
+def test_the_ladder_ends_in_unpaid(subs: Subs) -> None:
+    sub_id = subs.create(cardId=CARD_ISSUER_UNAVAILABLE)["id"]
+    for days in (0, 1, 4, 9):  # the first attempt, then +1d, +3d, +5d
+        subs.clock.now = START + timedelta(days=days)
+        assert subs.run() == 1, days
+    state = subs.get(sub_id)
+    assert state["status"] == "UNPAID"
+    assert state["pastDueReason"] == "retries_exhausted"
+    subs.clock.now = START + timedelta(days=60)
+    assert subs.run() == 0
+    past_due = [e for e in subs.events() if e["type"] == "subscription.past_due"]
+    assert [e["data"]["reason"] for e in past_due] == ["retrying"] * 3 + ["retries_exhausted"]
+
+
+def test_three_d_secure_marks_the_cycle_for_the_customer(subs: Subs) -> None:
+    sub_id = subs.create(cardId=CARD_3DS)["id"]
+    assert subs.run() == 1
+    # Then the cycle waits for the customer; the event carries the 3DS page's URL
+    (event,) = [e for e in subs.events() if e["type"] == "charge.requires_action"]
+    assert event["data"]["nextAction"]["type"] == "redirect"
+    assert "/3ds?token=" in event["data"]["nextAction"]["url"]
+    assert event["data"]["subscription"]["id"] == sub_id
+    state = subs.get(sub_id)
+    assert state["status"] == "ACTIVE"
+    assert state["currentCycle"] == 0
+    # And a re-check later replays the same charge: no second auth
+    subs.clock.now = START + timedelta(minutes=16)
+    assert subs.run() == 1
+    assert len(subs.stack.auths()) == 1
+    assert subs.types(sub_id) == ["charge.requires_action"]
+
+
+# ----------------------------------------------------------------------------------- duplicates
+
+
+def test_dispatching_twice_or_concurrently_enqueues_each_cycle_once(subs: Subs) -> None:
+    ids = [subs.create()["id"] for _ in range(6)]
+    # When two dispatchers run at once, then a third after them
+    other = load_function("renewal_dispatcher")
+    results: list[dict[str, int]] = []
+    threads = [
+        threading.Thread(target=lambda d=d: results.append(d.lambda_handler(
+            load_event("renewal_dispatcher/scheduled.json"), Context(300)
+        )))
+        for d in (subs.dispatcher, other)
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r["enqueued"] for r in results) == 6
+    assert subs.dispatch()["enqueued"] == 0
+    # Then the queue holds exactly one message per subscription
+    bodies = []
+    while records := subs.receive():
+        bodies += [json.loads(r["body"]) for r in records]
+        subs.work(records)
+    assert sorted(b["subscriptionId"] for b in bodies) == sorted(ids)
+    assert {b["key"] for b in bodies} == {f"{i}#0" for i in ids}
+    assert len(subs.charges()) == 6
+
+
+def test_redelivery_three_times_and_two_workers_at_once_give_one_charge(subs: Subs) -> None:
+    sub_id = subs.create()["id"]
+    subs.dispatch()
+    (record,) = subs.receive()
+    # When SQS delivers the same message three times
+    for _ in range(3):
+        assert subs.work([record]) == []
+    # And two workers get it at the same moment
+    second = subs.create()["id"]
+    subs.dispatch()
+    (record2,) = subs.receive()
+    other = load_function("renewal_worker")
+    failures: list[list[str]] = []
+    threads = [
+        threading.Thread(target=lambda w=w: failures.append(subs.work([record2], w)))
+        for w in (subs.worker, other)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then each cycle has one charge, one auth, one renewal, one of each event
+    assert len(subs.charges()) == 2
+    assert len(subs.stack.auths()) == 2
+    assert subs.get(sub_id)["paidCycles"] == 1
+    # (a worker that found the charge in flight failed its record; a redelivery settles it)
+    if any(failures):
+        assert subs.work([record2]) == []
+    assert subs.get(second)["paidCycles"] == 1
+    for sid in (sub_id, second):
+        assert sorted(subs.types(sid)) == ["charge.succeeded", "subscription.renewed"]
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+def test_pause_or_cancel_between_dispatch_and_charge_charges_nothing(
+    subs: Subs, action: str
+) -> None:
+    sub_id = subs.create()["id"]
+    subs.dispatch()
+    records = subs.receive()
+    # When the merchant pauses or cancels after the cycle was enqueued
+    assert subs.call(f"{action}-subscription", sub_id).status == 200
+    assert subs.work(records) == []
+    # Then nothing is charged
+    assert subs.charges() == []
+    state = subs.get(sub_id)
+    assert state["status"] == ("PAUSED" if action == "pause" else "CANCELLED")
+    assert state["nextChargeAt"] is None
+    assert subs.run() == 0
+    if action == "cancel":
+        assert subs.types(sub_id) == ["subscription.canceled"]
+        assert subs.call("cancel-subscription", sub_id).status == 200  # repeatable, no event
+        assert subs.types(sub_id) == ["subscription.canceled"]
+        return
+    # And a resume within the same period charges that cycle, once
+    assert subs.call("resume-subscription", sub_id).body["status"] == "ACTIVE"
+    assert subs.run() == 1
+    assert subs.get(sub_id)["paidCycles"] == 1
+    assert subs.types(sub_id) == ["charge.succeeded", "subscription.renewed"]
+
+
+def test_resume_after_whole_periods_skips_them(subs: Subs) -> None:
+    sub_id = subs.create()["id"]
+    assert subs.run() == 1  # cycle 0 paid
+    subs.call("pause-subscription", sub_id)
+    subs.clock.now = datetime(2027, 5, 15, tzinfo=UTC)  # Feb, Mar periods ended; Apr 30 is current
+    resumed = subs.call("resume-subscription", sub_id).body
+    assert resumed["currentCycle"] == 3
+    assert resumed["currentPeriodStart"] == "2027-04-30T09:00:00.000Z"
+    assert subs.run() == 1
+    assert subs.get(sub_id)["paidCycles"] == 2
+
+
+def test_amount_change_applies_from_the_next_cycle(subs: Subs) -> None:
+    sub_id = subs.create()["id"]
+    subs.dispatch()  # cycle 0 is due and enqueued
+    changed = subs.call("update-subscription", sub_id, {"amount": 5990.00}).body
+    assert changed["amount"] == 4990.00
+    assert changed["nextAmount"] == 5990.00
+    while records := subs.receive():
+        subs.work(records)
+    subs.clock.now = datetime(2027, 2, 28, 9, tzinfo=UTC)
+    assert subs.run() == 1
+    amounts = sorted(c["amount"] for c in subs.charges())
+    assert [str(a) for a in amounts] == ["4990", "5990"]
