@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import bootstrap, web
-from payments.errors import PaymentsError
+from payments import api, bootstrap, web
 from payments.models import parse_capture_request, parse_charge_request, validate_idempotency_key
 from payments.observability import logger, metrics
 
-app = APIGatewayRestResolver()
-
-
-def _json(status: int, body: dict[str, Any], **headers: str) -> Response[str]:
-    return Response(status, body=web.dumps(body), headers={**web.JSON_HEADERS, **headers})
+app = api.new_resolver()
 
 
 @app.post("/charges")
@@ -31,15 +26,15 @@ def create_charge() -> Response[str]:
     )
     resource = web.charge_resource(result.charge, bootstrap.page_url)
     if result.replayed:
-        return _json(200, resource, **{"Idempotent-Replayed": "true"})
-    return _json(201, resource, Location=f"/charges/{result.charge.id}")
+        return api.json_response(200, resource, **{"Idempotent-Replayed": "true"})
+    return api.json_response(201, resource, Location=f"/charges/{result.charge.id}")
 
 
 @app.get("/charges/<charge_id>")
 def get_charge(charge_id: str) -> Response[str]:
     """Read a charge."""
     charge = bootstrap.charge_service().get_charge(charge_id)
-    return _json(200, web.charge_resource(charge, bootstrap.page_url))
+    return api.json_response(200, web.charge_resource(charge, bootstrap.page_url))
 
 
 @app.post("/charges/<charge_id>/capture")
@@ -51,7 +46,7 @@ def capture_charge(charge_id: str) -> Response[str]:
     charge = bootstrap.charge_service().capture_charge(
         charge_id, amount, web.deadline_from(app.lambda_context)
     )
-    return _json(200, web.charge_resource(charge, bootstrap.page_url))
+    return api.json_response(200, web.charge_resource(charge, bootstrap.page_url))
 
 
 @app.post("/charges/<charge_id>/reconcile")
@@ -60,23 +55,7 @@ def reconcile_charge(charge_id: str) -> Response[str]:
     result = bootstrap.reconciler().check(
         charge_id, web.deadline_from(app.lambda_context), forced=True
     )
-    return _json(200, web.charge_resource(result.charge, bootstrap.page_url))
-
-
-# Powertools' exception_handler decorator is untyped; the handler below is fully typed.
-@app.exception_handler(PaymentsError)  # type: ignore[untyped-decorator]
-def payments_error(error: PaymentsError) -> Response[str]:
-    """Every error of ours becomes its HTTP status and a JSON body with a stable code."""
-    if error.http_status >= 500:
-        logger.warning("request failed", extra={"code": error.code, "error": type(error).__name__})
-    return _json(error.http_status, web.error_body(error))
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def unexpected_error(error: Exception) -> Response[str]:
-    """A bug: log it with its traceback and answer a bare 500 (the charge state is unchanged)."""
-    logger.exception("unexpected error", extra={"error": type(error).__name__})
-    return _json(500, web.error_body(PaymentsError("internal error")))
+    return api.json_response(200, web.charge_resource(result.charge, bootstrap.page_url))
 
 
 @logger.inject_lambda_context(clear_state=True)

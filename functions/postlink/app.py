@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import bootstrap, web
-from payments.errors import PaymentsError
+from payments import api, bootstrap, web
 from payments.observability import logger, metrics
 from payments.postlink import Delivery, Route, body_bytes
 
-app = APIGatewayRestResolver()
-
-
-def _json(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status, body=web.dumps(body), headers=dict(web.JSON_HEADERS))
+app = api.new_resolver()
 
 
 def _receive(route: Route) -> Response[str]:
@@ -32,7 +27,7 @@ def _receive(route: Route) -> Response[str]:
         source_ip=event.request_context.identity.source_ip,
     )
     bootstrap.postlink_service().receive(delivery, web.deadline_from(app.lambda_context))
-    return _json(200, {"received": True})
+    return api.json_response(200, {"received": True})
 
 
 @app.post("/epay/postlink")
@@ -45,22 +40,6 @@ def postlink() -> Response[str]:
 def failure_postlink() -> Response[str]:
     """ePay's failurePostLink (failure notifications)."""
     return _receive(Route.FAILURE)
-
-
-# Powertools' exception_handler decorator is untyped; the handler below is fully typed.
-@app.exception_handler(PaymentsError)  # type: ignore[untyped-decorator]
-def payments_error(error: PaymentsError) -> Response[str]:
-    """Every error of ours becomes its HTTP status and a JSON body with a stable code."""
-    if error.http_status >= 500:
-        logger.warning("request failed", extra={"code": error.code, "error": type(error).__name__})
-    return _json(error.http_status, web.error_body(error))
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def unexpected_error(error: Exception) -> Response[str]:
-    """A bug: log it with its traceback and answer a bare 500 (ePay will deliver again)."""
-    logger.exception("unexpected error", extra={"error": type(error).__name__})
-    return _json(500, web.error_body(PaymentsError("internal error")))
 
 
 @logger.inject_lambda_context(clear_state=True)
