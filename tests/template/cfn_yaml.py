@@ -1,8 +1,8 @@
 """Helpers for the checks on template.yaml: a YAML loader for CloudFormation and lookups.
 
 template.yaml uses CloudFormation's short-form intrinsics (``!Ref``, ``!Sub``, ``!GetAtt``, ...),
-which plain PyYAML rejects. ``CfnLoader`` maps every ``!Tag`` to its long form, so the tests work on
-the same dictionaries CloudFormation would see before the SAM transform.
+which plain PyYAML rejects. ``local.template.load_template`` maps every ``!Tag`` to its long form,
+so the tests work on the same dictionaries CloudFormation would see before the SAM transform.
 """
 
 from __future__ import annotations
@@ -11,41 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
+from local import template as local_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A safe loader that understands CloudFormation short-form intrinsic functions."""
-
-
-def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    # `!Ref X` -> {"Ref": X}; `!Condition X` -> {"Condition": X}; `!Foo X` -> {"Fn::Foo": X}.
-    key = tag_suffix if tag_suffix in ("Ref", "Condition") else f"Fn::{tag_suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if tag_suffix == "GetAtt":
-            # `!GetAtt Resource.Attribute` is the short form of ["Resource", "Attribute"].
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {key: value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template, short-form intrinsics included."""
-    with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=CfnLoader)  # CfnLoader subclasses SafeLoader
-    assert isinstance(loaded, dict), f"{path} is not a YAML mapping"
-    return loaded
+    """Parse a CloudFormation/SAM template, short-form intrinsics included (the local stack's
+    loader, so the checks and the local stack read the template the same way)."""
+    return local_template.load_template(path)
 
 
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

@@ -62,10 +62,6 @@ def due_shard(charge_id: str) -> str:
     return f"DUE#{digest[0] % DUE_SHARDS}"
 
 
-def _charge_key(charge_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": "CHARGE"}}
-
-
 def _ser(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _SERIALIZER.serialize(v) for k, v in item.items() if v is not None}
 
@@ -341,44 +337,32 @@ class ChargeStore:
 
     def get(self, charge_id: str) -> Charge | None:
         """Read a charge (strongly consistent), or None."""
-        try:
-            answer = self._client.get_item(
-                TableName=self._table, Key=_charge_key(charge_id), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
-        item = answer.get("Item")
-        return charge_from_item(_de(item)) if item else None
+        item = self._get_item(f"CHARGE#{charge_id}", "CHARGE")
+        return charge_from_item(item) if item else None
 
     def get_by_invoice(self, invoice_id: str) -> Charge | None:
         """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None."""
-        try:
-            answer = self._client.get_item(
-                TableName=self._table,
-                Key={"pk": {"S": f"INVOICE#{invoice_id}"}, "sk": {"S": "INVOICE"}},
-                ConsistentRead=True,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
-        item = answer.get("Item")
-        charge_id = _de(item).get("chargeId") if item else None
-        return self.get(str(charge_id)) if charge_id else None
+        item = self._get_item(f"INVOICE#{invoice_id}", "INVOICE")
+        return self.get(str(item["chargeId"])) if item else None
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         """Read what an idempotency key created, or None if the key is new."""
+        item = self._get_item(f"IDEMPOTENCY#{key}", "IDEMPOTENCY")
+        if item is None:
+            return None
+        return IdempotencyRecord(key, str(item["chargeId"]), str(item["requestHash"]))
+
+    def _get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
         try:
             answer = self._client.get_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+                Key={"pk": {"S": pk}, "sk": {"S": sk}},
                 ConsistentRead=True,
             )
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc) from exc
         item = answer.get("Item")
-        if not item:
-            return None
-        data = _de(item)
-        return IdempotencyRecord(key, str(data["chargeId"]), str(data["requestHash"]))
+        return _de(item) if item else None
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
