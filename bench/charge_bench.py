@@ -31,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,32 +76,20 @@ def met(ok: bool) -> str:
     return "target met: yes" if ok else "target met: NO"
 
 
-def load_handler() -> ModuleType:
-    """Import functions/charges/app.py by path (every function has an app.py)."""
-    spec = importlib.util.spec_from_file_location("function_charges_app", HANDLER_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_handler() -> Any:
+    """The charges handler, loaded by path like the local API Gateway does."""
+    from local import apigw
+
+    return apigw.load_handler(HANDLER_PATH.parent, "app.lambda_handler")
 
 
-class Context:
-    """The parts of the Lambda context that the handler and Powertools read."""
+def Context(timeout_seconds: float = 28.0) -> Any:
+    """A Lambda context for the charges function."""
+    from local import apigw
 
-    function_name = "charges"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:charges"
-    memory_limit_in_mb = 256
-    aws_request_id = "bench-req"
-    log_group_name = "/aws/lambda/charges"
-    log_stream_name = "bench"
-
-    def __init__(self, timeout_seconds: float = 28.0) -> None:
-        self._end = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._end - time.monotonic()) * 1000))
+    return apigw.LambdaContext(
+        function_name="charges", memory_limit_in_mb=256, timeout_seconds=timeout_seconds
+    )
 
 
 class EventFactory:
@@ -784,7 +771,7 @@ def peak_rss_mb() -> tuple[float, str]:
 def rss_child(charges: int) -> None:
     """Import the handler, charge `charges` times against the parent's servers, print RSS."""
     start, source = peak_rss_mb()
-    handler = load_handler().lambda_handler
+    handler = load_handler()
     after_import, _ = peak_rss_mb()
     events = EventFactory()
     outcomes: Counter[str] = Counter()
@@ -984,7 +971,7 @@ def main() -> int:
     with contextlib.ExitStack() as stack, open(os.devnull, "w") as sink:
         print("starting DynamoDB Local, moto, ePay simulator ...", flush=True)
         local = LocalStack(stack)
-        handler = load_handler().lambda_handler
+        handler = load_handler()
         print("warm charges ...", flush=True)
         floor = Floor(local)
         warm = bench_warm(handler, floor, sink)

@@ -19,6 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from local.apigw import LambdaContext
 from local.aws import create_resources
 from local.dynamodb_local import DynamoDBLocal, free_port
 from local.epay_sim import EpaySimulator
@@ -55,7 +56,8 @@ def simulator() -> Iterator[EpaySimulator]:
 
 
 def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique module name (every function has app.py)."""
+    """Import functions/<name>/app.py afresh (a new container each call; every function has an
+    app.py, so the module gets a unique name)."""
     path = ROOT / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"function_{name}_app", path)
     assert spec is not None
@@ -65,26 +67,13 @@ def load_function(name: str) -> ModuleType:
     return module
 
 
-class Context:
-    """The parts of the Lambda context that handlers and Powertools read."""
-
-    function_name = "charges"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:charges"
-    memory_limit_in_mb = 256
-    aws_request_id = "req-1"
-    log_group_name = "/aws/lambda/charges"
-    log_stream_name = "local"
+class Context(LambdaContext):
+    """A Lambda context for the charges function with `timeout_seconds` left."""
 
     def __init__(self, timeout_seconds: float = 28.0) -> None:
-        import time
-
-        self._end = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        import time
-
-        return max(0, int((self._end - time.monotonic()) * 1000))
+        super().__init__(
+            function_name="charges", memory_limit_in_mb=256, timeout_seconds=timeout_seconds
+        )
 
 
 @dataclass
