@@ -45,9 +45,17 @@ BACK = f"{SHOP}/pay/done?order=42"
 FAIL = f"{SHOP}/pay/failed?order=42"
 TIMEOUT_MS = 15_000
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+if os.environ.get("CI"):
+    # In CI a missing browser is a broken setup, never a reason to pass without the test.
+    import playwright.sync_api as playwright_sync
+
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: .ci/run must install it"
+else:
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+        )
 
 
 @pytest.fixture(scope="module")
