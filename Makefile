@@ -10,7 +10,7 @@ SAM := .venv-sam/bin/sam
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1:3.13.0
 export PYTHONPATH := layers/payments:.
 
-.PHONY: help setup run test unit integration lint format typecheck validate build bench bench-chaos deploy clean
+.PHONY: help setup run test unit integration lint format typecheck validate build bench bench-chaos bench-dispatch deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,6 +69,9 @@ bench: setup  ## benchmarks: cold import, warm overhead, calls per charge, RSS
 
 bench-chaos: setup  ## the chaos scenario at scale (2,000 charges): final states vs the ledger
 	$(BIN)/python bench/chaos_bench.py
+
+bench-dispatch: setup  ## renewal dispatcher throughput per shard against moto, shards for 1M in 15 min
+	$(BIN)/python bench/dispatch_bench.py
 
 deploy: build  ## sam deploy --guided (needs AWS credentials)
 	$(SAM_ENV) $(SAM) deploy --guided

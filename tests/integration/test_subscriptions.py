@@ -264,6 +264,7 @@ def test_create_get_list_and_replay(subs: Subs) -> None:
     assert other.status == 422
     # And GET and the paginated list show it
     assert subs.get(created["id"])["id"] == created["id"]
+    subs.clock.now += timedelta(seconds=1)  # listed oldest first (then by id)
     second = subs.create()
     page = subs.call("list-subscriptions", query={"accountId": "customer-42", "limit": "1"})
     assert page.status == 200
@@ -537,3 +538,16 @@ def test_amount_change_applies_from_the_next_cycle(subs: Subs) -> None:
     assert subs.run() == 1
     amounts = sorted(c["amount"] for c in subs.charges())
     assert [str(a) for a in amounts] == ["4990", "5990"]
+
+
+def test_canonical_worker_event_stale_and_malformed_records(subs: Subs) -> None:
+    # Given the canonical SQS event for a subscription that does not exist, plus a broken record
+    event = load_event("renewal_worker/sqs-renewal.json")
+    broken = {**event["Records"][0], "messageId": "broken-1", "body": "{not json"}
+    event["Records"].append(broken)
+    # When the worker handles the batch
+    result = subs.worker.lambda_handler(event, Context(150))
+    # Then the stale one is acknowledged (nothing to charge) and only the broken one is retried
+    # (and, after five receives, lands in the DLQ)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "broken-1"}]}
+    assert subs.charges() == []

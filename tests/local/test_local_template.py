@@ -176,7 +176,7 @@ def test_the_repository_template_yields_routes_and_environment() -> None:
     template = load_template(REPO_TEMPLATE)
     # When routes and each function's environment are read with made-up resource names
     routes = api_routes(template)
-    names = {"PaymentsTable": "t", "EpayCredentialsSecret": "s"}
+    names = {"PaymentsTable": "t", "EpayCredentialsSecret": "s", "PaymentsBus": "b"}
     # Then there are routes, each with an app.py handler and a timeout within API Gateway's 29 s
     assert routes
     for route in routes:

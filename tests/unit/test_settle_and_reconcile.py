@@ -286,7 +286,7 @@ def test_stale_processing_charge_is_found_and_settled() -> None:
 
 def test_a_capture_refused_because_another_path_captured_settles_captured() -> None:
     # Given an UNKNOWN charge, and ePay refusing our capture because a racing path captured it
-    service, _, store, gateway, _, charge_id = setup(
+    service, _, _store, gateway, _, charge_id = setup(
         unknown(), capture_error=GatewayRejectedError("no", operation="capture", gateway_code=100)
     )
     gateway.status_answers.extend([status("AUTH"), status("CHARGE")])

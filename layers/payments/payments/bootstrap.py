@@ -200,18 +200,27 @@ def events() -> DomainEvents:
     return EventBridgeEvents(client, bus)
 
 
+# The dispatcher leases and enqueues from every shard at once (one thread per shard).
+_DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
+
+
 @cache
 def subscription_store() -> SubscriptionStore:
     """Subscriptions in the payments table."""
     with _lock:
-        client = _session().client("dynamodb", config=AWS_CONFIG)
+        client = _session().client("dynamodb", config=_DISPATCH_CONFIG)
     return SubscriptionStore(settings().table_name, client, clock=now)
 
 
 @cache
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
-    return Subscriptions(store=subscription_store(), events=events(), clock=now)
+    return Subscriptions(
+        store=subscription_store(),
+        events=events(),
+        clock=now,
+        on_publish_error=event_publish_failed,
+    )
 
 
 @cache
@@ -219,7 +228,7 @@ def renewals() -> Renewals:
     """Dispatch and renewal, charging through the same ChargeService as POST /charges."""
     queue_url = os.environ.get("RENEWAL_QUEUE_URL", "")
     with _lock:
-        sqs = _session().client("sqs", config=AWS_CONFIG)
+        sqs = _session().client("sqs", config=_DISPATCH_CONFIG)
     return Renewals(
         store=subscription_store(),
         queue=SqsRenewalQueue(sqs, queue_url),
