@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -346,93 +347,116 @@ def _https_url(value: Any) -> bool:
     return parts.scheme == "https" and bool(parts.hostname)
 
 
+def _message(ok: bool, message: str) -> str | None:
+    return None if ok else message
+
+
+def _description_error(value: Any) -> str | None:
+    if _text(value, max_len=DESCRIPTION_MAX_BYTES) is None:
+        return "must be a non-empty string without control characters"
+    return _message(
+        len(value.encode("utf-8")) <= DESCRIPTION_MAX_BYTES,
+        f"must be at most {DESCRIPTION_MAX_BYTES} bytes in UTF-8",
+    )
+
+
+def _amount_error(value: Any) -> str | None:
+    amount = validate_amount(value)
+    return amount if isinstance(amount, str) else None
+
+
+def _link_error(value: Any) -> str | None:
+    return _message(
+        _https_url(value), f"must be an https URL of at most {MAX_URL_LENGTH} characters"
+    )
+
+
+def _invoice_error(value: Any) -> str | None:
+    return _message(
+        isinstance(value, str) and bool(INVOICE_ID_RE.match(value)),
+        "must be a string of 6 to 15 digits",
+    )
+
+
+# One rule per public field, shared by every request that carries it (charges, subscriptions).
+FIELD_RULES: dict[str, Callable[[Any], str | None]] = {
+    "amount": _amount_error,
+    "currency": lambda v: _message(
+        v in CURRENCIES, "must be one of " + ", ".join(sorted(CURRENCIES))
+    ),
+    "cardId": lambda v: _message(
+        isinstance(v, str) and bool(CARD_ID_RE.match(v)),
+        "must be a saved-card id (8-64 letters, digits or dashes)",
+    ),
+    "accountId": lambda v: _message(
+        _text(v, max_len=100) is not None, "must be a non-empty string of at most 100 characters"
+    ),
+    "description": _description_error,
+    "invoiceId": _invoice_error,
+    "invoiceIdAlt": _invoice_error,
+    "name": lambda v: _message(
+        isinstance(v, str) and bool(NAME_RE.match(v)),
+        "must be Latin letters, spaces, dots, dashes or apostrophes (max 100)",
+    ),
+    "email": lambda v: _message(
+        isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.match(v)),
+        "must be an e-mail address",
+    ),
+    "phone": lambda v: _message(
+        isinstance(v, str) and bool(PHONE_RE.match(v)), "must be 10 to 15 digits, e.g. 77001234567"
+    ),
+    "language": lambda v: _message(v in LANGUAGES, "must be one of eng, kaz, rus"),
+    "backLink": _link_error,
+    "failureBackLink": _link_error,
+    "recurrent": lambda v: _message(isinstance(v, bool), "must be a boolean"),
+    "capture": lambda v: _message(v in {m.value for m in CaptureMode}, "must be auto or manual"),
+}
+
+
+def field_errors(
+    body: dict[str, Any], allowed: frozenset[str], required: Iterable[str]
+) -> dict[str, str]:
+    """Per-field messages for unknown fields, missing required ones and FIELD_RULES failures.
+
+    An optional field given as null counts as absent.
+    """
+    errors: dict[str, str] = {}
+    for name in sorted(set(body) - allowed):
+        errors[str(name)[:64]] = "unknown field"
+    for name in required:
+        if body.get(name) is None:
+            errors[name] = "is required"
+    for name in sorted(allowed & set(body)):
+        rule = FIELD_RULES.get(name)
+        value = body[name]
+        if rule is not None and value is not None and (message := rule(value)) is not None:
+            errors[name] = message
+    return errors
+
+
 def parse_charge_request(body: Any, default_capture: CaptureMode) -> ChargeRequest:
     """Validate a decoded JSON body into a ChargeRequest or raise ValidationError per field."""
     if not isinstance(body, dict):
         raise ValidationError("request body must be a JSON object")
-    errors: dict[str, str] = {}
-    for name in sorted(set(body) - _CHARGE_FIELDS):
-        errors[str(name)[:64]] = "unknown field"
-    for name in _REQUIRED:
-        if body.get(name) is None:
-            errors[name] = "is required"
-
-    amount = validate_amount(body["amount"]) if body.get("amount") is not None else None
-    if isinstance(amount, str):
-        errors["amount"] = amount
-
-    currency = body.get("currency")
-    if currency is not None and currency not in CURRENCIES:
-        errors["currency"] = "must be one of " + ", ".join(sorted(CURRENCIES))
-
-    card_id = body.get("cardId")
-    if card_id is not None and not (isinstance(card_id, str) and CARD_ID_RE.match(card_id)):
-        errors["cardId"] = "must be a saved-card id (8-64 letters, digits or dashes)"
-
-    account_id = body.get("accountId")
-    if account_id is not None and _text(account_id, max_len=100) is None:
-        errors["accountId"] = "must be a non-empty string of at most 100 characters"
-
-    description = body.get("description")
-    if description is not None:
-        if _text(description, max_len=DESCRIPTION_MAX_BYTES) is None:
-            errors["description"] = "must be a non-empty string without control characters"
-        elif len(description.encode("utf-8")) > DESCRIPTION_MAX_BYTES:
-            errors["description"] = f"must be at most {DESCRIPTION_MAX_BYTES} bytes in UTF-8"
-
-    for name in ("invoiceId", "invoiceIdAlt"):
-        value = body.get(name)
-        if value is not None and not (isinstance(value, str) and INVOICE_ID_RE.match(value)):
-            errors[name] = "must be a string of 6 to 15 digits"
-
-    name_value = body.get("name")
-    if name_value is not None and not (isinstance(name_value, str) and NAME_RE.match(name_value)):
-        errors["name"] = "must be Latin letters, spaces, dots, dashes or apostrophes (max 100)"
-
-    email = body.get("email")
-    if email is not None and not (
-        isinstance(email, str) and len(email) <= 254 and EMAIL_RE.match(email)
-    ):
-        errors["email"] = "must be an e-mail address"
-
-    phone = body.get("phone")
-    if phone is not None and not (isinstance(phone, str) and PHONE_RE.match(phone)):
-        errors["phone"] = "must be 10 to 15 digits, e.g. 77001234567"
-
-    language = body.get("language", "rus")
-    if language not in LANGUAGES:
-        errors["language"] = "must be one of eng, kaz, rus"
-
-    for name in ("backLink", "failureBackLink"):
-        value = body.get(name)
-        if value is not None and not _https_url(value):
-            errors[name] = f"must be an https URL of at most {MAX_URL_LENGTH} characters"
-
-    recurrent = body.get("recurrent", True)
-    if not isinstance(recurrent, bool):
-        errors["recurrent"] = "must be a boolean"
-
-    capture = body.get("capture", default_capture.value)
-    if capture not in {mode.value for mode in CaptureMode}:
-        errors["capture"] = "must be auto or manual"
-
+    errors = field_errors(body, _CHARGE_FIELDS, _REQUIRED)
     if errors:
         raise ValidationError("the request is invalid", errors)
+    amount = validate_amount(body["amount"])
     assert isinstance(amount, Decimal)
     return ChargeRequest(
         amount=amount,
-        currency=str(currency),
-        card_id=str(card_id),
-        account_id=str(account_id),
-        description=str(description),
-        capture=CaptureMode(capture),
-        recurrent=bool(recurrent),
-        language=str(language),
+        currency=str(body["currency"]),
+        card_id=str(body["cardId"]),
+        account_id=str(body["accountId"]),
+        description=str(body["description"]),
+        capture=CaptureMode(body.get("capture") or default_capture.value),
+        recurrent=body.get("recurrent") is not False,
+        language=str(body.get("language") or "rus"),
         invoice_id=body.get("invoiceId"),
         invoice_id_alt=body.get("invoiceIdAlt"),
-        name=name_value,
-        email=email,
-        phone=phone,
+        name=body.get("name"),
+        email=body.get("email"),
+        phone=body.get("phone"),
         back_link=body.get("backLink"),
         failure_back_link=body.get("failureBackLink"),
     )

@@ -50,18 +50,13 @@ from payments.events import (
 )
 from payments.gateway import Deadline
 from payments.models import (
-    CARD_ID_RE,
-    CONTROL_RE,
-    CURRENCIES,
-    DESCRIPTION_MAX_BYTES,
-    EMAIL_RE,
-    MAX_URL_LENGTH,
-    PHONE_RE,
+    FIELD_RULES,
     CaptureMode,
     Charge,
     ChargeRequest,
     ChargeStatus,
     DeclineCategory,
+    field_errors,
     iso,
     mask_card_id,
     money_str,
@@ -381,23 +376,6 @@ _REQUIRED = ("accountId", "cardId", "amount", "currency", "description", "interv
 _UPDATE_FIELDS = frozenset({"cardId", "amount", "description"})
 
 
-def _text(value: Any, *, max_len: int) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if len(value) > max_len or CONTROL_RE.search(value):
-        return None
-    return value
-
-
-def _https_url(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH or CONTROL_RE.search(value):
-        return False
-    if not value.startswith("https://"):
-        return False
-    host = value[len("https://") :].split("/", 1)[0].split("?", 1)[0]
-    return bool(host) and " " not in value
-
-
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
@@ -409,18 +387,6 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     moment = moment.astimezone(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def _check_description(value: Any, errors: dict[str, str]) -> None:
-    if _text(value, max_len=DESCRIPTION_MAX_BYTES) is None:
-        errors["description"] = "must be a non-empty string without control characters"
-    elif len(value.encode("utf-8")) > DESCRIPTION_MAX_BYTES:
-        errors["description"] = f"must be at most {DESCRIPTION_MAX_BYTES} bytes in UTF-8"
-
-
-def _check_card(value: Any, errors: dict[str, str]) -> None:
-    if not (isinstance(value, str) and CARD_ID_RE.match(value)):
-        errors["cardId"] = "must be a saved-card id (8-64 letters, digits or dashes)"
 
 
 def parse_interval(value: Any) -> BillingInterval | str:
@@ -441,26 +407,7 @@ def parse_subscription_request(body: Any, now: datetime) -> SubscriptionRequest:
     """Validate a decoded JSON body (as strictly as POST /charges) or raise per field."""
     if not isinstance(body, dict):
         raise ValidationError("request body must be a JSON object")
-    errors: dict[str, str] = {}
-    for name in sorted(set(body) - _SUBSCRIPTION_FIELDS):
-        errors[str(name)[:64]] = "unknown field"
-    for name in _REQUIRED:
-        if body.get(name) is None:
-            errors[name] = "is required"
-
-    amount = validate_amount(body["amount"]) if body.get("amount") is not None else None
-    if isinstance(amount, str):
-        errors["amount"] = amount
-    currency = body.get("currency")
-    if currency is not None and currency not in CURRENCIES:
-        errors["currency"] = "must be one of " + ", ".join(sorted(CURRENCIES))
-    if body.get("cardId") is not None:
-        _check_card(body["cardId"], errors)
-    account_id = body.get("accountId")
-    if account_id is not None and _text(account_id, max_len=100) is None:
-        errors["accountId"] = "must be a non-empty string of at most 100 characters"
-    if body.get("description") is not None:
-        _check_description(body["description"], errors)
+    errors = field_errors(body, _SUBSCRIPTION_FIELDS, _REQUIRED)
     interval = parse_interval(body["interval"]) if body.get("interval") is not None else None
     if isinstance(interval, str):
         errors["interval"] = interval
@@ -475,33 +422,21 @@ def parse_subscription_request(body: Any, now: datetime) -> SubscriptionRequest:
         elif start_at > now + START_AT_MAX_AHEAD:
             errors["startAt"] = "must be within 366 days"
 
-    email = body.get("email")
-    if email is not None and not (
-        isinstance(email, str) and len(email) <= 254 and EMAIL_RE.match(email)
-    ):
-        errors["email"] = "must be an e-mail address"
-    phone = body.get("phone")
-    if phone is not None and not (isinstance(phone, str) and PHONE_RE.match(phone)):
-        errors["phone"] = "must be 10 to 15 digits, e.g. 77001234567"
-    for name in ("backLink", "failureBackLink"):
-        value = body.get(name)
-        if value is not None and not _https_url(value):
-            errors[name] = f"must be an https URL of at most {MAX_URL_LENGTH} characters"
-
     if errors:
         raise ValidationError("the request is invalid", errors)
+    amount = validate_amount(body["amount"])
     assert isinstance(amount, Decimal)
     assert isinstance(interval, BillingInterval)
     return SubscriptionRequest(
-        account_id=str(account_id),
+        account_id=str(body["accountId"]),
         card_id=str(body["cardId"]),
         amount=amount,
-        currency=str(currency),
+        currency=str(body["currency"]),
         description=str(body["description"]),
         interval=interval,
         start_at=start_at,
-        email=email,
-        phone=phone,
+        email=body.get("email"),
+        phone=body.get("phone"),
         back_link=body.get("backLink"),
         failure_back_link=body.get("failureBackLink"),
     )
@@ -511,23 +446,15 @@ def parse_subscription_update(body: Any) -> SubscriptionUpdate:
     """Validate a PATCH body: `cardId`, `amount` and/or `description`."""
     if not isinstance(body, dict):
         raise ValidationError("request body must be a JSON object")
-    errors: dict[str, str] = {}
-    for name in sorted(set(body) - _UPDATE_FIELDS):
-        errors[str(name)[:64]] = "unknown field"
+    errors = field_errors(body, _UPDATE_FIELDS, ())
     if not set(body) & _UPDATE_FIELDS:
         errors["body"] = "give at least one of cardId, amount, description"
     for name in _UPDATE_FIELDS & set(body):
         if body[name] is None:
             errors[name] = "must not be null"
-    amount = validate_amount(body["amount"]) if body.get("amount") is not None else None
-    if isinstance(amount, str):
-        errors["amount"] = amount
-    if body.get("cardId") is not None:
-        _check_card(body["cardId"], errors)
-    if body.get("description") is not None:
-        _check_description(body["description"], errors)
     if errors:
         raise ValidationError("the request is invalid", errors)
+    amount = validate_amount(body["amount"]) if body.get("amount") is not None else None
     return SubscriptionUpdate(
         card_id=body.get("cardId"),
         amount=amount if isinstance(amount, Decimal) else None,
@@ -543,7 +470,7 @@ def parse_list_query(params: Mapping[str, str] | None) -> tuple[str, int, str | 
     for name in unknown:
         errors[name[:64]] = "unknown parameter"
     account_id = params.get("accountId")
-    if account_id is None or _text(account_id, max_len=100) is None:
+    if account_id is None or FIELD_RULES["accountId"](account_id) is not None:
         errors["accountId"] = "is required (at most 100 characters)"
     raw_limit = params.get("limit", str(LIST_LIMIT_DEFAULT))
     limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) < 4 else 0
