@@ -273,6 +273,19 @@ def start_stack(
                 template, template_path.parent, clients["sqs"], names, period=renewal_period
             ).start()
             stoppers.append(workers.stop)
+
+        # 6. charge.* events: the table's stream polled into ChargeEventsFunction (the outbox).
+        from local.workers import ChargeEventWorker
+
+        table_ids = list(resources_of_type(template, "AWS::DynamoDB::Table"))
+        if ChargeEventWorker.available(template) and len(table_ids) == 1:
+            streams = session.client(
+                "dynamodbstreams", endpoint_url=dynamodb_endpoint or aws_endpoint
+            )
+            charge_events = ChargeEventWorker(
+                template, template_path.parent, clients["dynamodb"], streams, names[table_ids[0]]
+            ).start()
+            stoppers.append(charge_events.stop)
     except BaseException:
         stop_all()
         raise

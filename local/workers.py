@@ -8,16 +8,27 @@
   the worker's handler, deletes the records it did not report in ``batchItemFailures`` and leaves
   the others for SQS to redeliver (and, after ``maxReceiveCount``, to move to the DLQ).
 
+* A thread polls the payments table's DynamoDB stream (DynamoDB Local supports Streams; moto too):
+  DescribeTable -> LatestStreamArn, DescribeStream -> shards, GetShardIterator (LATEST for the
+  shards open at start, TRIM_HORIZON for shards that appear later), then GetRecords about every
+  second following NextShardIterator. Records get the shape Lambda's DynamoDB event source gives
+  (``eventID``, ``eventName``, ``eventVersion``, ``eventSource``, ``awsRegion``, ``dynamodb``,
+  ``eventSourceARN``), are filtered with the template's ``FilterCriteria`` and handed to the charge
+  events function (``ChargeEventsFunction``); failed records are retried once the shard is read
+  again from the first failure.
+
 Handlers are loaded from template.yaml's ``CodeUri``/``Handler`` like the local API Gateway does,
 and run in this process with the environment the gateway applied.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,13 +36,22 @@ from typing import Any
 from local.apigw import LambdaContext, load_handler
 from local.template import resources_of_type
 
-__all__ = ["RenewalWorkers", "scheduled_event", "sqs_records"]
+__all__ = [
+    "ChargeEventWorker",
+    "DynamoDBStreamReader",
+    "RenewalWorkers",
+    "matches_filters",
+    "scheduled_event",
+    "sqs_records",
+    "stream_records",
+]
 
 logger = logging.getLogger("local.workers")
 
 DISPATCHER_ID = "RenewalDispatcherFunction"
 WORKER_ID = "RenewalWorkerFunction"
 QUEUE_ID = "RenewalQueue"
+CHARGE_EVENTS_ID = "ChargeEventsFunction"
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 
@@ -178,3 +198,227 @@ class RenewalWorkers:
             except Exception:  # keep polling; SQS redelivers what was not deleted
                 logger.exception("renewal worker batch failed")
                 self._stop.wait(1.0)
+
+
+# ------------------------------------------------------------------ DynamoDB stream -> Lambda
+
+
+def _lambda_attribute(value: Any) -> Any:
+    """A typed attribute as Lambda's event JSON has it.
+
+    Binary becomes base64 text (as AWS sends it), and an empty map, which DynamoDB Local's stream
+    gives as ``{}`` (AWS: ``{"M": {}}``), gets its type back.
+    """
+    if not value:
+        return {"M": {}}
+    (kind, inner), *_ = value.items()
+    if kind == "M":
+        return {"M": {k: _lambda_attribute(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_lambda_attribute(v) for v in inner]}
+    if kind == "B":
+        return {"B": base64.b64encode(inner).decode("ascii")}
+    if kind == "BS":
+        return {"BS": [base64.b64encode(v).decode("ascii") for v in inner]}
+    return dict(value)
+
+
+def _lambda_image(image: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _lambda_attribute(value) for name, value in image.items()}
+
+
+def stream_records(records: list[dict[str, Any]], stream_arn: str) -> list[dict[str, Any]]:
+    """Lambda's DynamoDB stream records for records returned by GetRecords."""
+    shaped: list[dict[str, Any]] = []
+    for record in records:
+        change = dict(record["dynamodb"])
+        created = change.get("ApproximateCreationDateTime")
+        if isinstance(created, datetime):
+            change["ApproximateCreationDateTime"] = int(created.timestamp())
+        body = {
+            key: _lambda_image(change[key])
+            for key in ("Keys", "NewImage", "OldImage")
+            if key in change
+        }
+        shaped.append(
+            {
+                "eventID": record["eventID"],
+                "eventName": record["eventName"],
+                "eventVersion": record.get("eventVersion") or "1.1",
+                "eventSource": "aws:dynamodb",
+                # DynamoDB Local says "ddblocal"; Lambda gives the table's region.
+                "awsRegion": REGION,
+                "dynamodb": {
+                    "ApproximateCreationDateTime": change.get("ApproximateCreationDateTime"),
+                    **body,
+                    "SequenceNumber": change["SequenceNumber"],
+                    "SizeBytes": change.get("SizeBytes", 0),
+                    "StreamViewType": change.get("StreamViewType", "NEW_AND_OLD_IMAGES"),
+                },
+                "eventSourceARN": stream_arn,
+            }
+        )
+    return shaped
+
+
+def _matches(pattern: Any, value: Any) -> bool:
+    if isinstance(pattern, Mapping):
+        if not isinstance(value, Mapping):
+            return False
+        return all(key in value and _matches(sub, value[key]) for key, sub in pattern.items())
+    if isinstance(pattern, list):  # a list of allowed exact values (all the template uses)
+        return value in pattern
+    return bool(pattern == value)
+
+
+def matches_filters(record: Mapping[str, Any], patterns: list[Mapping[str, Any]]) -> bool:
+    """True when the record matches one of the event source's filter patterns (none: all pass).
+
+    Only the exact-value subset of Lambda's filter syntax (nested keys, lists of values).
+    """
+    return not patterns or any(_matches(pattern, record) for pattern in patterns)
+
+
+class DynamoDBStreamReader:
+    """Reads a table's stream shard by shard, remembering where each shard was left."""
+
+    def __init__(
+        self, dynamodb: Any, streams: Any, table_name: str, *, start_at: str = "LATEST"
+    ) -> None:
+        self._streams = streams
+        self.stream_arn = str(
+            dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+        )
+        self._iterators: dict[str, str | None] = {}
+        for shard_id in self._shard_ids():
+            self._iterators[shard_id] = self._iterator(shard_id, start_at)
+
+    def _shard_ids(self) -> list[str]:
+        description = self._streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
+        return [shard["ShardId"] for shard in description.get("Shards", [])]
+
+    def _iterator(self, shard_id: str, iterator_type: str, **position: str) -> str:
+        return str(
+            self._streams.get_shard_iterator(
+                StreamArn=self.stream_arn,
+                ShardId=shard_id,
+                ShardIteratorType=iterator_type,
+                **position,
+            )["ShardIterator"]
+        )
+
+    def read(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """New records since the last read, per shard (shard id, raw GetRecords records)."""
+        for shard_id in self._shard_ids():
+            if shard_id not in self._iterators:  # a shard that appeared since: read it all
+                self._iterators[shard_id] = self._iterator(shard_id, "TRIM_HORIZON")
+        batches: list[tuple[str, list[dict[str, Any]]]] = []
+        for shard_id, iterator in list(self._iterators.items()):
+            if iterator is None:
+                continue  # closed and read to its end
+            answer = self._streams.get_records(ShardIterator=iterator, Limit=100)
+            self._iterators[shard_id] = answer.get("NextShardIterator")
+            if answer.get("Records"):
+                batches.append((shard_id, answer["Records"]))
+        return batches
+
+    def rewind(self, shard_id: str, sequence_number: str) -> None:
+        """Read `shard_id` again from `sequence_number` (a failed record, as Lambda retries)."""
+        self._iterators[shard_id] = self._iterator(
+            shard_id, "AT_SEQUENCE_NUMBER", SequenceNumber=sequence_number
+        )
+
+
+def _stream_event_source(function: Mapping[str, Any]) -> Mapping[str, Any]:
+    for event in (function.get("Events") or {}).values():
+        if event.get("Type") == "DynamoDB":
+            return dict(event.get("Properties") or {})
+    return {}
+
+
+class ChargeEventWorker:
+    """Feeds the charge events function from the payments table's stream, as Lambda would."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        base_dir: Path,
+        dynamodb: Any,
+        streams: Any,
+        table_name: str,
+        *,
+        start_at: str = "LATEST",
+        period: float = 1.0,
+    ) -> None:
+        functions = resources_of_type(template, "AWS::Serverless::Function")
+        self._function = functions[CHARGE_EVENTS_ID]["Properties"]
+        source = _stream_event_source(self._function)
+        self._patterns = [
+            json.loads(f["Pattern"])
+            for f in (source.get("FilterCriteria") or {}).get("Filters", [])
+        ]
+        self._base_dir = base_dir
+        self._reader = DynamoDBStreamReader(dynamodb, streams, table_name, start_at=start_at)
+        self._period = period
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def available(template: Mapping[str, Any]) -> bool:
+        """True when the template has the charge events function on a DynamoDB stream."""
+        functions = resources_of_type(template, "AWS::Serverless::Function")
+        function = functions.get(CHARGE_EVENTS_ID)
+        return function is not None and bool(_stream_event_source(function["Properties"]))
+
+    @property
+    def stream_arn(self) -> str:
+        """The table's stream (the records' eventSourceARN)."""
+        return self._reader.stream_arn
+
+    def start(self) -> ChargeEventWorker:
+        """Start polling (a daemon thread)."""
+        self._thread = threading.Thread(target=self._loop, name="local-charge-events", daemon=True)
+        self._thread.start()
+        logger.info("charge events function polling the stream %s", self.stream_arn)
+        return self
+
+    def stop(self) -> None:
+        """Stop polling (ends within a poll)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def deliver_once(self, handler: Callable[[dict[str, Any], Any], Any] | None = None) -> int:
+        """Read new stream records and invoke the function on those the filter passes.
+
+        Returns how many records were delivered. A shard with failed records is read again from
+        its first failure on the next call.
+        """
+        invoke = handler or load_handler(
+            self._function["CodeUri"], self._function["Handler"], self._base_dir
+        )
+        delivered = 0
+        for shard_id, raw in self._reader.read():
+            records = [
+                r
+                for r in stream_records(raw, self.stream_arn)
+                if matches_filters(r, self._patterns)
+            ]
+            if not records:
+                continue
+            context = LambdaContext("charge-events", 256, float(self._function.get("Timeout", 60)))
+            result = invoke({"Records": records}, context)
+            failed = [f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])]
+            delivered += len(records)
+            if failed:
+                self._reader.rewind(shard_id, min(failed, key=int))
+        return delivered
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_once()
+            except Exception:  # keep polling; the failed shard is read again
+                logger.exception("charge events batch failed")
+            self._stop.wait(self._period)

@@ -16,7 +16,7 @@ from botocore.config import Config
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.epay import EpayClient, EpayCredentials, Timeouts
 from payments.eventbridge import EventBridgeEvents
-from payments.events import DomainEvents, NullEvents, PublishingTelemetry
+from payments.events import DomainEvents, NullEvents
 from payments.inbox import InboxStore
 from payments.models import Charge, utc_now
 from payments.observability import (
@@ -93,10 +93,9 @@ def charge_service() -> ChargeService:
         return ChargeService(
             store=store(),
             gateway=gateway(),
-            # Also publishes charge.* events after each settling write (payments.events).
-            telemetry=PublishingTelemetry(
-                PowertoolsTelemetry(), events(), page_url, event_publish_failed
-            ),
+            # charge.* events are not published here: the table's stream publishes them
+            # (functions/charge_events), so a crash after the write cannot lose one.
+            telemetry=PowertoolsTelemetry(),
             public_base_url=settings().public_base_url,
             page_token=page_tokens().issue,
             clock=now,

@@ -4,6 +4,8 @@ Every event has a deterministic `id` built from the fact it reports (`charge.suc
 `subscription.renewed:<subscriptionId>#<cycle>`), so a publish that is retried, or repeated after a
 crash, carries the same id and consumers can drop the copy. An event is published only by the
 writer whose conditional write made the fact true (the winner); losers and replays publish nothing.
+`charge.*` events are published from the table's stream (the write itself is the outbox:
+`payments.charge_stream` and functions/charge_events), never by the writer in-line.
 
 This module holds the port and the event builders; the EventBridge adapter is
 `payments.eventbridge` (boto3 stays out of the use cases).
@@ -18,9 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from payments import jsonutil
-from payments.errors import GatewayError, PaymentsError
 from payments.models import CaptureMode, Charge, ChargeStatus, iso, mask_card_id
-from payments.service import Telemetry
 
 S = ChargeStatus
 
@@ -160,48 +160,20 @@ def charge_event(
     return DomainEvent(f"{kind}:{charge.id}", kind, charge.updated_at, data)
 
 
-class PublishingTelemetry:
-    """Telemetry that also publishes the charge.* event of every settling write.
+def charge_event_from_change(
+    previous_status: str | None,
+    charge: Charge,
+    page_url: Callable[[Charge], str | None] | None = None,
+) -> DomainEvent | None:
+    """The event of one stored change of a charge item (the outbox: the table's stream).
 
-    `ChargeService._move` calls `outcome` only after its conditional write succeeded, so only the
-    writer that moved the charge publishes. A failed publish does not undo or fail the charge: it
-    is reported (`on_error`) and the event is lost (docs/decisions.md, the crash window).
+    `previous_status` is the status before the write (None for a new item). A write that left the
+    status as it was (a reconciler check, a capture flag) reports nothing; a new status reports
+    what `charge_event` tells of it. Redeliveries of the same change give the same event id.
     """
-
-    def __init__(
-        self,
-        inner: Telemetry,
-        events: DomainEvents,
-        page_url: Callable[[Charge], str | None] | None,
-        on_error: Callable[[DomainEvent, PaymentsError], None],
-    ) -> None:
-        self._inner = inner
-        self._events = events
-        self._page_url = page_url
-        self._on_error = on_error
-
-    def bind_charge(self, charge: Charge) -> None:
-        """Delegate."""
-        self._inner.bind_charge(charge)
-
-    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
-        """Delegate."""
-        self._inner.transitioned(charge, previous, source)
-
-    def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
-        """Delegate."""
-        self._inner.gateway_failure(charge, error)
-
-    def outcome(self, charge: Charge) -> None:
-        """Count the outcome, then publish its event (if it is one we tell)."""
-        self._inner.outcome(charge)
-        event = charge_event(charge, self._page_url)
-        if event is None:
-            return
-        try:
-            self._events.publish([event])
-        except PaymentsError as exc:
-            self._on_error(event, exc)
+    if previous_status == charge.status.value:
+        return None
+    return charge_event(charge, page_url)
 
 
 def dumps_events(events: Sequence[DomainEvent]) -> list[str]:
@@ -219,8 +191,8 @@ __all__ = [
     "DomainEvent",
     "DomainEvents",
     "NullEvents",
-    "PublishingTelemetry",
     "charge_event",
+    "charge_event_from_change",
     "dumps_events",
     "loads_events",
     "parse_renewal_key",

@@ -1,0 +1,50 @@
+"""Charge events from the table's stream (the outbox): each charge status change -> its charge.*
+event on the bus. A record that could not be published fails alone (ReportBatchItemFailures);
+Lambda retries from it, and the deterministic ids make the repeats dedupable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from payments import bootstrap
+from payments.charge_stream import charge_event_from_stream
+from payments.errors import PaymentsError
+from payments.observability import event_publish_failed, logger, metrics
+
+# A batch whose every record failed is still answered with its batchItemFailures, so Lambda
+# bisects and retries from the first failed record rather than treating it as a crash.
+processor = BatchProcessor(
+    event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False
+)
+
+
+def record_handler(record: DynamoDBRecord) -> str:
+    """Publish the event of one charge item change (raising fails this record only)."""
+    event = charge_event_from_stream(record.raw_event.get("dynamodb") or {}, bootstrap.page_url)
+    if event is None:
+        return "skipped"
+    try:
+        bootstrap.events().publish([event])
+    except PaymentsError as exc:
+        event_publish_failed(event, exc)
+        raise
+    logger.info("charge event published", extra={"event_id": event.id, "event_type": event.type})
+    return event.id
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """DynamoDB stream entry point with partial batch failures (ReportBatchItemFailures)."""
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,192 @@
+"""charge.* events come from the table's stream (the outbox), end to end: the charges handler writes
+to DynamoDB Local, the stream's records are read back and fed to the charge events handler as a real
+DynamoDB stream event (template filter applied), and the events are captured from moto's
+EventBridge bus through a rule with an SQS target, as a consumer would see them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+
+from local.epay_sim.cards import CARD_3DS, CARD_AUTH, CARD_STOLEN
+from payments import bootstrap
+from payments.eventbridge import EventBridgeEvents
+from tests.integration.charge_outbox import ChargeOutbox
+from tests.integration.conftest import Stack, create_event
+
+
+@dataclass
+class Bus:
+    sqs: Any
+    events: Any
+    name: str
+    capture_url: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every event that reached the bus so far (detail), copies included."""
+        while True:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.capture_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                return self.seen
+            for message in messages:
+                self.seen.append(json.loads(message["Body"])["detail"])
+                self.sqs.delete_message(
+                    QueueUrl=self.capture_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+
+@pytest.fixture
+def bus(stack: Stack, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[Bus]:
+    client = {
+        "endpoint_url": moto_endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    sqs, events = boto3.client("sqs", **client), boto3.client("events", **client)
+    name = (stack.resource_names or {})["PaymentsBus"]
+    capture_url = sqs.create_queue(QueueName=f"capture-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    capture_arn = sqs.get_queue_attributes(QueueUrl=capture_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    rule = f"capture-{uuid.uuid4().hex[:12]}"
+    events.put_rule(Name=rule, EventBusName=name, EventPattern=json.dumps({"source": ["payments"]}))
+    events.put_targets(Rule=rule, EventBusName=name, Targets=[{"Id": "q", "Arn": capture_arn}])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", moto_endpoint)
+    monkeypatch.setenv("EVENT_BUS_NAME", name)
+    bootstrap.reset()
+    yield Bus(sqs, events, name, capture_url)
+    events.remove_targets(Rule=rule, EventBusName=name, Ids=["q"])
+    events.delete_rule(Name=rule, EventBusName=name)
+
+
+@pytest.fixture
+def outbox(stack: Stack, dynamodb_endpoint: str) -> ChargeOutbox:
+    return ChargeOutbox(stack.dynamodb, dynamodb_endpoint, stack.table)
+
+
+def charge(stack: Stack, card: str) -> dict[str, Any]:
+    body = {
+        "amount": 1500.5,
+        "currency": "KZT",
+        "cardId": card,
+        "accountId": "customer-42",
+        "description": "Order 42",
+    }
+    answer = stack.invoke(create_event(body, key=uuid.uuid4().hex))
+    assert answer.status == 201, answer.body
+    return dict(answer.body)
+
+
+def test_each_fact_is_published_once_from_the_stream(
+    stack: Stack, bus: Bus, outbox: ChargeOutbox
+) -> None:
+    # Given three charges: captured, declined and waiting for 3-D Secure
+    captured = charge(stack, CARD_AUTH)
+    declined = charge(stack, CARD_STOLEN)
+    three_ds = charge(stack, CARD_3DS)
+    assert (captured["status"], declined["status"], three_ds["status"]) == (
+        "CAPTURED",
+        "DECLINED",
+        "REQUIRES_3DS",
+    )
+    # Then the charge path itself published nothing (the stream is the only publisher)
+    assert bus.received() == []
+
+    # When the table's stream is delivered to the charge events function
+    records = outbox.records()
+    assert records
+    assert all(r["dynamodb"]["NewImage"]["sk"] == {"S": "CHARGE"} for r in records)
+    assert {r["eventSource"] for r in records} == {"aws:dynamodb"}
+    assert outbox.deliver(records) == []
+
+    # Then exactly one event per fact reached the bus, with its deterministic id
+    events = bus.received()
+    by_id = {e["id"]: e for e in events}
+    assert len(events) == len(by_id) == 3
+    assert set(by_id) == {
+        f"charge.succeeded:{captured['id']}",
+        f"charge.failed:{declined['id']}",
+        f"charge.requires_action:{three_ds['id']}",
+    }
+    succeeded = by_id[f"charge.succeeded:{captured['id']}"]
+    assert succeeded["data"]["status"] == "CAPTURED"
+    assert succeeded["data"]["cardId"] == "****0001"
+    failed = by_id[f"charge.failed:{declined['id']}"]
+    assert failed["data"]["error"]["code"]
+    action = by_id[f"charge.requires_action:{three_ds['id']}"]["data"]["nextAction"]
+    assert action == three_ds["nextAction"]
+    assert "/3ds?token=" in action["url"]
+
+    # When Lambda redelivers the same batch (a retry after a timeout, say)
+    assert outbox.deliver(records) == []
+    # Then the copies carry the same ids: deduped, still one event per fact
+    again = bus.received()[3:]
+    assert sorted(e["id"] for e in again) == sorted(by_id)
+    # And nothing new is on the stream for writes we did not make
+    assert outbox.records() == []
+
+
+class _RefusingClient:
+    """EventBridge answering FailedEntryCount for the entries of one charge (as it may)."""
+
+    def __init__(self, real: Any, charge_id: str) -> None:
+        self._real = real
+        self._charge_id = charge_id
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        kept = [e for e in Entries if self._charge_id not in e["Detail"]]
+        refused = len(Entries) - len(kept)
+        answer = self._real.put_events(Entries=kept) if kept else {"FailedEntryCount": 0}
+        return {**answer, "FailedEntryCount": int(answer.get("FailedEntryCount") or 0) + refused}
+
+
+def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
+    stack: Stack, bus: Bus, outbox: ChargeOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a captured and a declined charge on the stream
+    captured = charge(stack, CARD_AUTH)
+    declined = charge(stack, CARD_STOLEN)
+    records = outbox.records()
+    real = boto3.client(
+        "events",
+        endpoint_url=bus.events.meta.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # And EventBridge refusing the captured charge's event
+    refusing = EventBridgeEvents(_RefusingClient(real, captured["id"]), bus.name)
+    accepting = bootstrap.events
+    monkeypatch.setattr(bootstrap, "events", lambda: refusing)
+
+    # When the batch is delivered
+    failed = outbox.deliver(records)
+
+    # Then exactly the record that settled the captured charge is reported failed
+    (sequence,) = failed
+    (failed_record,) = [r for r in records if r["dynamodb"]["SequenceNumber"] == sequence]
+    assert failed_record["dynamodb"]["NewImage"]["status"] == {"S": "CAPTURED"}
+    assert failed_record["dynamodb"]["NewImage"]["id"] == {"S": captured["id"]}
+    # And the other fact was published
+    assert [e["id"] for e in bus.received()] == [f"charge.failed:{declined['id']}"]
+
+    # When Lambda retries from the failed record with EventBridge accepting again
+    monkeypatch.setattr(bootstrap, "events", accepting)
+    retry = [r for r in records if int(r["dynamodb"]["SequenceNumber"]) >= int(sequence)]
+    assert outbox.deliver(retry) == []
+
+    # Then the lost event is published, and every fact was told (copies share ids)
+    ids = [e["id"] for e in bus.received()]
+    assert set(ids) == {f"charge.failed:{declined['id']}", f"charge.succeeded:{captured['id']}"}
+    assert ids.count(f"charge.succeeded:{captured['id']}") == 1

@@ -1,0 +1,150 @@
+"""The charge outbox's pure part: a stream record of a charge item -> at most one charge.* event."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeSerializer
+
+from payments.charge_stream import charge_event_from_stream
+from payments.events import charge_event_from_change
+from payments.models import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
+from payments.store import charge_to_item
+
+S = ChargeStatus
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+CHARGE = Charge(
+    id="ch_1",
+    invoice_id="000000042",
+    status=S.PROCESSING,
+    amount=Decimal("1500.50"),
+    currency="KZT",
+    account_id="customer-42",
+    card_id="c0000000-0000-4000-8000-000000000001",
+    description="Order 42",
+    capture=CaptureMode.AUTO,
+    recurrent=False,
+    language="rus",
+    idempotency_key="k",
+    request_hash="h",
+    secret_hash_digest="d",
+    created_at=NOW,
+    updated_at=NOW,
+)
+_SERIALIZER = TypeSerializer()
+
+
+def image(charge: Charge) -> dict[str, Any]:
+    """A charge item as the stream carries it (typed attributes)."""
+    return {k: _SERIALIZER.serialize(v) for k, v in charge_to_item(charge).items()}
+
+
+def change(old: Charge | None, new: Charge | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"Keys": {"pk": {"S": "CHARGE#ch_1"}, "sk": {"S": "CHARGE"}}}
+    if old is not None:
+        record["OldImage"] = image(old)
+    if new is not None:
+        record["NewImage"] = image(new)
+    return record
+
+
+def moved(status: ChargeStatus, **changes: Any) -> Charge:
+    return replace(CHARGE, status=status, version=CHARGE.version + 1, **changes)
+
+
+def test_a_write_that_keeps_the_status_tells_nothing() -> None:
+    # Given a charge item rewritten with the same status (e.g. a reconciler check)
+    later = replace(CHARGE, updated_at=NOW + timedelta(minutes=2))
+    # Then there is no event
+    assert charge_event_from_stream(change(CHARGE, later)) is None
+    captured = moved(S.CAPTURED)
+    assert charge_event_from_stream(change(captured, replace(captured, version=9))) is None
+
+
+def test_new_items_removals_and_other_items() -> None:
+    # A new charge in a status we do not tell, a removal, and a non-charge item: nothing
+    assert charge_event_from_stream(change(None, CHARGE)) is None
+    assert charge_event_from_stream(change(moved(S.CAPTURED), None)) is None
+    history = change(None, CHARGE)
+    history["NewImage"]["sk"] = {"S": "HISTORY#0002"}
+    assert charge_event_from_stream(history) is None
+
+
+def test_captured_is_charge_succeeded_with_a_deterministic_id() -> None:
+    event = charge_event_from_stream(change(CHARGE, moved(S.CAPTURED)))
+    assert event is not None
+    assert (event.id, event.type) == ("charge.succeeded:ch_1", "charge.succeeded")
+    assert event.data["status"] == "CAPTURED"
+    assert event.data["amount"] == Decimal("1500.50")
+    assert event.data["cardId"] == "****0001"
+    # And the same record again (a redelivery) is the same event
+    again = charge_event_from_stream(change(CHARGE, moved(S.CAPTURED)))
+    assert again == event
+
+
+def test_a_new_item_already_settled_is_told() -> None:
+    event = charge_event_from_stream(change(None, moved(S.DECLINED)))
+    assert event is not None
+    assert event.type == "charge.failed"
+
+
+def test_authorized_is_succeeded_only_under_manual_capture() -> None:
+    manual = replace(CHARGE, capture=CaptureMode.MANUAL)
+    event = charge_event_from_stream(change(manual, replace(manual, status=S.AUTHORIZED)))
+    assert event is not None
+    assert event.type == "charge.succeeded"
+    assert charge_event_from_stream(change(CHARGE, moved(S.AUTHORIZED))) is None
+
+
+@pytest.mark.parametrize("status", [S.DECLINED, S.FAILED, S.EXPIRED])
+def test_declined_failed_and_expired_are_charge_failed(status: ChargeStatus) -> None:
+    error = ChargeError(code="card_declined", message="Declined", category="soft")
+    event = charge_event_from_stream(change(CHARGE, moved(status, error=error)))
+    assert event is not None
+    assert (event.id, event.type) == ("charge.failed:ch_1", "charge.failed")
+    assert event.data["status"] == status.value
+    assert event.data["error"] == {
+        "code": "card_declined",
+        "message": "Declined",
+        "category": "soft",
+    }
+
+
+def test_requires_3ds_is_requires_action_with_the_page_url() -> None:
+    three_ds = ThreeDSData(
+        pa_req="pareq",
+        md="md",
+        action="https://acs.example/3ds",
+        access_token="tok",
+        token_expires_at=NOW + timedelta(minutes=20),
+        page_nonce="nonce-1",
+        page_token_digest="digest",
+    )
+    new = moved(S.REQUIRES_3DS, three_ds=three_ds)
+    seen: list[Charge] = []
+
+    def page_url(charge: Charge) -> str:
+        seen.append(charge)
+        return f"https://pay.example/charges/{charge.id}/3ds?token=t"
+
+    event = charge_event_from_stream(change(CHARGE, new), page_url)
+    assert event is not None
+    assert (event.id, event.type) == ("charge.requires_action:ch_1", "charge.requires_action")
+    assert event.data["nextAction"] == {
+        "type": "redirect",
+        "url": "https://pay.example/charges/ch_1/3ds?token=t",
+    }
+    # The page URL is computed from the stored charge (its nonce survives the round trip)
+    assert seen[0].three_ds is not None
+    assert seen[0].three_ds.page_nonce == "nonce-1"
+
+
+def test_the_use_case_function_compares_statuses() -> None:
+    assert charge_event_from_change("CAPTURED", moved(S.CAPTURED)) is None
+    event = charge_event_from_change("PROCESSING", moved(S.CAPTURED))
+    assert event is not None
+    assert event.type == "charge.succeeded"
