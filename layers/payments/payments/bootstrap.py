@@ -1,4 +1,8 @@
-"""The only place that wires concrete parts: built lazily, once per container."""
+"""The only place that wires concrete parts: built lazily, once per container.
+
+Every function imports this module, so the parts only some functions use (postLink, subscriptions,
+events) are imported inside their builders: a charge's cold start does not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -15,9 +19,6 @@ from botocore.config import Config
 
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.epay import EpayClient, EpayCredentials, Timeouts
-from payments.eventbridge import EventBridgeEvents
-from payments.events import DomainEvents, NullEvents
-from payments.inbox import InboxStore
 from payments.models import Charge, utc_now
 from payments.observability import (
     PowertoolsPostLinkTelemetry,
@@ -25,14 +26,17 @@ from payments.observability import (
     event_publish_failed,
 )
 from payments.pagetoken import PageTokens, derive_key
-from payments.postlink import PostLinkService
 from payments.reconcile import Reconciler
-from payments.renewal_queue import SqsRenewalQueue
 from payments.service import ChargeService
 from payments.store import ChargeStore
-from payments.subscription_store import SubscriptionStore
-from payments.subscriptions import Renewals, Subscriptions, load_renewal_policy
 from payments.threeds import PageLinks, ThreeDSService
+
+if TYPE_CHECKING:
+    from payments.events import DomainEvents
+    from payments.inbox import InboxStore
+    from payments.postlink import PostLinkService
+    from payments.subscription_store import SubscriptionStore
+    from payments.subscriptions import Renewals, Subscriptions
 
 _lock = threading.RLock()
 AWS_CONFIG = Config(
@@ -111,6 +115,8 @@ def reconciler() -> Reconciler:
 @cache
 def inbox() -> InboxStore:
     """The DynamoDB inbox of postLink notifications (same table)."""
+    from payments.inbox import InboxStore
+
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
     return InboxStore(settings().table_name, client)
@@ -119,6 +125,8 @@ def inbox() -> InboxStore:
 @cache
 def postlink_service() -> PostLinkService:
     """The postLink intake, settling through the charge service."""
+    from payments.postlink import PostLinkService
+
     with _lock:
         return PostLinkService(
             inbox=inbox(),
@@ -191,6 +199,9 @@ def use_clock(clock: Callable[[], datetime]) -> None:
 @cache
 def events() -> DomainEvents:
     """Domain events on the stack's EventBridge bus (EVENT_BUS_NAME; none when empty)."""
+    from payments.eventbridge import EventBridgeEvents
+    from payments.events import NullEvents
+
     bus = os.environ.get("EVENT_BUS_NAME", "")
     if not bus:
         return NullEvents()
@@ -206,6 +217,8 @@ _DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
 @cache
 def subscription_store() -> SubscriptionStore:
     """Subscriptions in the payments table."""
+    from payments.subscription_store import SubscriptionStore
+
     with _lock:
         client = _session().client("dynamodb", config=_DISPATCH_CONFIG)
     return SubscriptionStore(settings().table_name, client, clock=now)
@@ -214,6 +227,8 @@ def subscription_store() -> SubscriptionStore:
 @cache
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
+    from payments.subscriptions import Subscriptions
+
     return Subscriptions(
         store=subscription_store(),
         events=events(),
@@ -225,6 +240,9 @@ def subscriptions() -> Subscriptions:
 @cache
 def renewals() -> Renewals:
     """Dispatch and renewal, charging through the same ChargeService as POST /charges."""
+    from payments.renewal_queue import SqsRenewalQueue
+    from payments.subscriptions import Renewals, load_renewal_policy
+
     queue_url = os.environ.get("RENEWAL_QUEUE_URL", "")
     with _lock:
         sqs = _session().client("sqs", config=_DISPATCH_CONFIG)

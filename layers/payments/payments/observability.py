@@ -5,13 +5,17 @@ Nothing here logs request bodies, tokens, secret_hash, PaReq/PaRes or unmasked c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from payments.errors import GatewayError, PaymentsError
 from payments.events import DomainEvent
 from payments.models import Charge, ChargeStatus, mask_card_id
-from payments.postlink import PostLinkOutcome, Verdict
+
+if TYPE_CHECKING:
+    from payments.postlink import PostLinkOutcome
 
 # Named explicitly so the service never depends on an environment read at import time.
 logger = Logger(service="payments")
@@ -71,17 +75,6 @@ class PowertoolsTelemetry:
         metrics.add_metric(name="GatewayFailure", unit=MetricUnit.Count, value=1)
 
 
-_POSTLINK_METRICS = {
-    Verdict.RECEIVED: "PostLinkReceived",
-    Verdict.MALFORMED: "PostLinkMalformed",
-    Verdict.FORGED: "PostLinkForged",
-    Verdict.UNKNOWN_INVOICE: "PostLinkUnknownInvoice",
-    Verdict.SETTLED: "PostLinkSettled",
-    Verdict.PENDING: "PostLinkPending",
-    Verdict.DEFERRED: "PostLinkDeferred",
-}
-
-
 class PowertoolsPostLinkTelemetry:
     """postLink verdicts as log lines and one metric per verdict (plus PostLinkDuplicate).
 
@@ -90,7 +83,10 @@ class PowertoolsPostLinkTelemetry:
     """
 
     def handled(self, outcome: PostLinkOutcome) -> None:
-        """Log and count one delivery's verdict."""
+        """Log and count one delivery's verdict (PostLinkSettled, PostLinkForged, ...)."""
+        # Imported here so that only the postLink function loads the postLink module.
+        from payments.postlink import Verdict
+
         if outcome.charge_id:
             logger.append_keys(charge_id=outcome.charge_id)
         extra = {
@@ -117,7 +113,8 @@ class PowertoolsPostLinkTelemetry:
             )
         else:
             logger.info("postLink notification handled", extra=extra)
-        metrics.add_metric(name=_POSTLINK_METRICS[outcome.verdict], unit=MetricUnit.Count, value=1)
+        name = "PostLink" + outcome.verdict.name.title().replace("_", "")
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
         if outcome.duplicate:
             metrics.add_metric(name="PostLinkDuplicate", unit=MetricUnit.Count, value=1)
 
