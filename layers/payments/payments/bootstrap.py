@@ -25,18 +25,18 @@ from payments.observability import (
     PowertoolsTelemetry,
     event_publish_failed,
 )
-from payments.pagetoken import PageTokens, derive_key
-from payments.reconcile import Reconciler
 from payments.service import ChargeService
 from payments.store import ChargeStore
-from payments.threeds import PageLinks, ThreeDSService
 
 if TYPE_CHECKING:
     from payments.events import DomainEvents
     from payments.inbox import InboxStore
+    from payments.pagetoken import PageTokens
     from payments.postlink import PostLinkService
+    from payments.reconcile import Reconciler
     from payments.subscription_store import SubscriptionStore
     from payments.subscriptions import Renewals, Subscriptions
+    from payments.threeds import PageLinks, ThreeDSService
 
 _lock = threading.RLock()
 AWS_CONFIG = Config(
@@ -109,6 +109,8 @@ def charge_service() -> ChargeService:
 @cache
 def reconciler() -> Reconciler:
     """The reconciler, over the same charge service and store."""
+    from payments.reconcile import Reconciler
+
     return Reconciler(charges=charge_service(), store=store())
 
 
@@ -140,12 +142,16 @@ def postlink_service() -> PostLinkService:
 @cache
 def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
+    from payments.pagetoken import PageTokens, derive_key
+
     return PageTokens(lambda: derive_key(credentials().client_secret))
 
 
 @cache
 def page_links() -> PageLinks:
     """The public URLs of the 3DS step (page with its token, TermUrl)."""
+    from payments.threeds import PageLinks
+
     return PageLinks(page_tokens(), settings().public_base_url)
 
 
@@ -157,6 +163,8 @@ def page_url(charge: Charge) -> str | None:
 @cache
 def three_ds_service() -> ThreeDSService:
     """The 3-D Secure page and return, settling through the charge service."""
+    from payments.threeds import ThreeDSService
+
     with _lock:
         return ThreeDSService(
             charges=charge_service(),
