@@ -1,28 +1,28 @@
-"""Merchant charge API: create, read and capture charges. Thin: parse, call one use case, answer."""
+"""Merchant charge API: create, read, capture and reconcile charges. Thin: parse, call one use
+case, answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import api, bootstrap, web
+from payments.api import Reply, Request
 from payments.models import parse_capture_request, parse_charge_request, validate_idempotency_key
 from payments.observability import logger, metrics
 
-app = api.new_resolver()
+app = api.Router()
 
 
-@app.post("/charges")
-def create_charge() -> Response[str]:
+@app.route("POST", "/charges")
+def create_charge(request: Request, context: api.Context) -> Reply:
     """Charge a saved card once per Idempotency-Key."""
-    event = app.current_event
-    key = validate_idempotency_key(event.headers.get("Idempotency-Key"))
-    body = web.parse_json_body(event.decoded_body)
-    request = parse_charge_request(body, bootstrap.settings().capture_mode)
+    key = validate_idempotency_key(request.header("Idempotency-Key"))
+    body = web.parse_json_body(request.body_bytes())
+    charge_request = parse_charge_request(body, bootstrap.settings().capture_mode)
     result = bootstrap.charge_service().create_charge(
-        request, key, web.deadline_from(app.lambda_context)
+        charge_request, key, web.deadline_from(context)
     )
     resource = web.charge_resource(result.charge, bootstrap.page_url)
     if result.replayed:
@@ -30,30 +30,28 @@ def create_charge() -> Response[str]:
     return api.json_response(201, resource, Location=f"/charges/{result.charge.id}")
 
 
-@app.get("/charges/<charge_id>")
-def get_charge(charge_id: str) -> Response[str]:
+@app.route("GET", "/charges/{chargeId}")
+def get_charge(request: Request, _context: api.Context) -> Reply:
     """Read a charge."""
-    charge = bootstrap.charge_service().get_charge(charge_id)
+    charge = bootstrap.charge_service().get_charge(request.path_params["chargeId"])
     return api.json_response(200, web.charge_resource(charge, bootstrap.page_url))
 
 
-@app.post("/charges/<charge_id>/capture")
-def capture_charge(charge_id: str) -> Response[str]:
+@app.route("POST", "/charges/{chargeId}/capture")
+def capture_charge(request: Request, context: api.Context) -> Reply:
     """Capture a held (AUTHORIZED) charge, wholly or partly."""
-    amount = parse_capture_request(
-        web.parse_json_body(app.current_event.decoded_body, required=False)
-    )
+    amount = parse_capture_request(web.parse_json_body(request.body_bytes(), required=False))
     charge = bootstrap.charge_service().capture_charge(
-        charge_id, amount, web.deadline_from(app.lambda_context)
+        request.path_params["chargeId"], amount, web.deadline_from(context)
     )
     return api.json_response(200, web.charge_resource(charge, bootstrap.page_url))
 
 
-@app.post("/charges/<charge_id>/reconcile")
-def reconcile_charge(charge_id: str) -> Response[str]:
+@app.route("POST", "/charges/{chargeId}/reconcile")
+def reconcile_charge(request: Request, context: api.Context) -> Reply:
     """Check a charge against ePay's status API now (the reconciler's check, on demand)."""
     result = bootstrap.reconciler().check(
-        charge_id, web.deadline_from(app.lambda_context), forced=True
+        request.path_params["chargeId"], web.deadline_from(context), forced=True
     )
     return api.json_response(200, web.charge_resource(result.charge, bootstrap.page_url))
 

@@ -8,38 +8,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import api, bootstrap, web
+from payments.api import Reply, Request
 from payments.observability import logger, metrics
 from payments.postlink import Delivery, Route, body_bytes
 
-app = api.new_resolver()
+app = api.Router()
 
 
-def _receive(route: Route) -> Response[str]:
-    event = app.current_event
+def _receive(request: Request, context: api.Context, route: Route) -> Reply:
     delivery = Delivery(
-        body=body_bytes(event.body, bool(event.is_base64_encoded)),
-        content_type=event.headers.get("Content-Type"),
+        body=body_bytes(request.body, request.is_base64_encoded),
+        content_type=request.header("Content-Type"),
         route=route,
-        source_ip=event.request_context.identity.source_ip,
+        source_ip=request.source_ip,
     )
-    bootstrap.postlink_service().receive(delivery, web.deadline_from(app.lambda_context))
+    bootstrap.postlink_service().receive(delivery, web.deadline_from(context))
     return api.json_response(200, {"received": True})
 
 
-@app.post("/epay/postlink")
-def postlink() -> Response[str]:
+@app.route("POST", "/epay/postlink")
+def postlink(request: Request, context: api.Context) -> Reply:
     """ePay's postLink (success notifications, and failures when no failurePostLink is used)."""
-    return _receive(Route.SUCCESS)
+    return _receive(request, context, Route.SUCCESS)
 
 
-@app.post("/epay/postlink/failure")
-def failure_postlink() -> Response[str]:
+@app.route("POST", "/epay/postlink/failure")
+def failure_postlink(request: Request, context: api.Context) -> Reply:
     """ePay's failurePostLink (failure notifications)."""
-    return _receive(Route.FAILURE)
+    return _receive(request, context, Route.FAILURE)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import bootstrap, web
-from payments.errors import PaymentsError
+from payments import api, bootstrap, web
+from payments.api import Reply, Request
 from payments.models import validate_idempotency_key
 from payments.observability import logger, metrics
 from payments.subscriptions import (
@@ -18,83 +17,66 @@ from payments.subscriptions import (
     subscription_resource,
 )
 
-app = APIGatewayRestResolver()
+app = api.Router()
 
 
-def _json(status: int, body: dict[str, Any], **headers: str) -> Response[str]:
-    return Response(status, body=web.dumps(body), headers={**web.JSON_HEADERS, **headers})
-
-
-@app.post("/subscriptions")
-def create_subscription() -> Response[str]:
+@app.route("POST", "/subscriptions")
+def create_subscription(request: Request, _context: api.Context) -> Reply:
     """Create a subscription once per Idempotency-Key."""
-    event = app.current_event
-    key = validate_idempotency_key(event.headers.get("Idempotency-Key"))
+    key = validate_idempotency_key(request.header("Idempotency-Key"))
     service = bootstrap.subscriptions()
-    request = parse_subscription_request(web.parse_json_body(event.decoded_body), service.now())
-    result = service.create(request, key)
+    body = web.parse_json_body(request.body_bytes())
+    result = service.create(parse_subscription_request(body, service.now()), key)
     resource = subscription_resource(result.subscription)
     if result.replayed:
-        return _json(200, resource, **{"Idempotent-Replayed": "true"})
-    return _json(201, resource, Location=f"/subscriptions/{result.subscription.id}")
+        return api.json_response(200, resource, **{"Idempotent-Replayed": "true"})
+    return api.json_response(201, resource, Location=f"/subscriptions/{result.subscription.id}")
 
 
-@app.get("/subscriptions")
-def list_subscriptions() -> Response[str]:
+@app.route("GET", "/subscriptions")
+def list_subscriptions(request: Request, _context: api.Context) -> Reply:
     """One page of an account's subscriptions (`accountId`, `limit`, `cursor`)."""
-    account_id, limit, cursor = parse_list_query(app.current_event.query_string_parameters)
+    account_id, limit, cursor = parse_list_query(request.query)
     items, next_cursor = bootstrap.subscriptions().list_for_account(account_id, limit, cursor)
-    return _json(
+    return api.json_response(
         200, {"items": [subscription_resource(s) for s in items], "nextCursor": next_cursor}
     )
 
 
-@app.get("/subscriptions/<subscription_id>")
-def get_subscription(subscription_id: str) -> Response[str]:
+@app.route("GET", "/subscriptions/{subscriptionId}")
+def get_subscription(request: Request, _context: api.Context) -> Reply:
     """Read a subscription."""
-    return _json(200, subscription_resource(bootstrap.subscriptions().get(subscription_id)))
+    sub = bootstrap.subscriptions().get(request.path_params["subscriptionId"])
+    return api.json_response(200, subscription_resource(sub))
 
 
-@app.patch("/subscriptions/<subscription_id>")
-def update_subscription(subscription_id: str) -> Response[str]:
+@app.route("PATCH", "/subscriptions/{subscriptionId}")
+def update_subscription(request: Request, _context: api.Context) -> Reply:
     """Change the card (next attempt) or the amount (next cycle) or the description."""
-    change = parse_subscription_update(web.parse_json_body(app.current_event.decoded_body))
-    sub = bootstrap.subscriptions().update(subscription_id, change)
-    return _json(200, subscription_resource(sub))
+    change = parse_subscription_update(web.parse_json_body(request.body_bytes()))
+    sub = bootstrap.subscriptions().update(request.path_params["subscriptionId"], change)
+    return api.json_response(200, subscription_resource(sub))
 
 
-@app.post("/subscriptions/<subscription_id>/cancel")
-def cancel_subscription(subscription_id: str) -> Response[str]:
+@app.route("POST", "/subscriptions/{subscriptionId}/cancel")
+def cancel_subscription(request: Request, _context: api.Context) -> Reply:
     """Cancel (repeatable)."""
-    return _json(200, subscription_resource(bootstrap.subscriptions().cancel(subscription_id)))
+    sub = bootstrap.subscriptions().cancel(request.path_params["subscriptionId"])
+    return api.json_response(200, subscription_resource(sub))
 
 
-@app.post("/subscriptions/<subscription_id>/pause")
-def pause_subscription(subscription_id: str) -> Response[str]:
+@app.route("POST", "/subscriptions/{subscriptionId}/pause")
+def pause_subscription(request: Request, _context: api.Context) -> Reply:
     """Pause (repeatable)."""
-    return _json(200, subscription_resource(bootstrap.subscriptions().pause(subscription_id)))
+    sub = bootstrap.subscriptions().pause(request.path_params["subscriptionId"])
+    return api.json_response(200, subscription_resource(sub))
 
 
-@app.post("/subscriptions/<subscription_id>/resume")
-def resume_subscription(subscription_id: str) -> Response[str]:
+@app.route("POST", "/subscriptions/{subscriptionId}/resume")
+def resume_subscription(request: Request, _context: api.Context) -> Reply:
     """Resume (repeatable)."""
-    return _json(200, subscription_resource(bootstrap.subscriptions().resume(subscription_id)))
-
-
-# Powertools' exception_handler decorator is untyped; the handlers below are fully typed.
-@app.exception_handler(PaymentsError)  # type: ignore[untyped-decorator]
-def payments_error(error: PaymentsError) -> Response[str]:
-    """Every error of ours becomes its HTTP status and a JSON body with a stable code."""
-    if error.http_status >= 500:
-        logger.warning("request failed", extra={"code": error.code, "error": type(error).__name__})
-    return _json(error.http_status, web.error_body(error))
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def unexpected_error(error: Exception) -> Response[str]:
-    """A bug: log it with its traceback and answer a bare 500."""
-    logger.exception("unexpected error", extra={"error": type(error).__name__})
-    return _json(500, web.error_body(PaymentsError("internal error")))
+    sub = bootstrap.subscriptions().resume(request.path_params["subscriptionId"])
+    return api.json_response(200, subscription_resource(sub))
 
 
 @logger.inject_lambda_context(clear_state=True)
