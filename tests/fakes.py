@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from payments.gateway import (
     StatusResult,
     Token,
 )
-from payments.models import Charge, ChargeStatus, HistoryEntry, IdempotencyRecord
+from payments.models import CaptureMode, Charge, ChargeStatus, HistoryEntry, IdempotencyRecord
 
 
 class FakeStore:
@@ -194,3 +194,30 @@ class FakeTransport:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+
+TEST_NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def make_charge(**changes: Any) -> Charge:
+    """A stored charge with plausible values; pass the fields a test cares about."""
+    fields: dict[str, Any] = {
+        "id": "ch_1",
+        "invoice_id": "000000042",
+        "status": ChargeStatus.PROCESSING,
+        "amount": Decimal("1500.50"),
+        "currency": "KZT",
+        "account_id": "customer-42",
+        "card_id": "c0000000-0000-4000-8000-000000000001",
+        "description": "Order 42",
+        "capture": CaptureMode.AUTO,
+        "recurrent": True,
+        "language": "rus",
+        "idempotency_key": "k",
+        "request_hash": "h",
+        "secret_hash_digest": "d",
+        "created_at": TEST_NOW,
+        "updated_at": TEST_NOW,
+    }
+    fields.update(changes)
+    return Charge(**fields)

@@ -24,7 +24,7 @@ from payments.errors import (
     ValidationError,
 )
 from payments.gateway import ConfirmResult, Deadline, StatusResult, TransactionStatus
-from payments.models import CaptureMode, Charge, ChargeStatus, ThreeDSData
+from payments.models import Charge, ChargeStatus, ThreeDSData
 from payments.pages import SCRIPT_HASH, auto_submit_page, parse_form
 from payments.pagetoken import PageTokens, derive_key, token_digest
 from payments.service import ChargeService
@@ -37,7 +37,14 @@ from payments.threeds import (
     with_query,
 )
 from payments.web import charge_resource
-from tests.fakes import FakeGateway, FakeResponse, FakeStore, FakeTransport, RecordingTelemetry
+from tests.fakes import (
+    FakeGateway,
+    FakeResponse,
+    FakeStore,
+    FakeTransport,
+    RecordingTelemetry,
+    make_charge,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 KEY = derive_key("client-secret")
@@ -212,21 +219,12 @@ def three_ds_charge(store: FakeStore, **three_ds: object) -> Charge:
         page_nonce=nonce,
         page_token_digest=digest,
     )
-    charge = Charge(
-        id="ch_1",
+    charge = make_charge(
         invoice_id="000000001",
         status=ChargeStatus.REQUIRES_3DS,
         amount=Decimal("100.00"),
-        currency="KZT",
-        account_id="customer-42",
         card_id="c0000000-0000-4000-8000-000000000003",
         description="Order",
-        capture=CaptureMode.AUTO,
-        recurrent=True,
-        language="rus",
-        idempotency_key="k",
-        request_hash="h",
-        secret_hash_digest="d",
         created_at=NOW,
         updated_at=NOW,
         back_link="https://shop/ok",

@@ -14,27 +14,11 @@ from payments.charge_stream import charge_event_from_stream
 from payments.events import charge_event_from_change
 from payments.models import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
 from payments.store import charge_to_item
+from tests.fakes import make_charge
 
 S = ChargeStatus
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-CHARGE = Charge(
-    id="ch_1",
-    invoice_id="000000042",
-    status=S.PROCESSING,
-    amount=Decimal("1500.50"),
-    currency="KZT",
-    account_id="customer-42",
-    card_id="c0000000-0000-4000-8000-000000000001",
-    description="Order 42",
-    capture=CaptureMode.AUTO,
-    recurrent=False,
-    language="rus",
-    idempotency_key="k",
-    request_hash="h",
-    secret_hash_digest="d",
-    created_at=NOW,
-    updated_at=NOW,
-)
+CHARGE = make_charge(recurrent=False)
 _SERIALIZER = TypeSerializer()
 
 

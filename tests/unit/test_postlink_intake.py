@@ -19,7 +19,7 @@ from payments.errors import (
     ValidationError,
 )
 from payments.gateway import Deadline
-from payments.models import CaptureMode, Charge, ChargeStatus
+from payments.models import Charge, ChargeStatus
 from payments.postlink import (
     MAX_NOTIFICATION_BYTES,
     Delivery,
@@ -35,27 +35,14 @@ from payments.postlink import (
     verify,
 )
 from payments.service import Settlement, secret_hash_digest
+from tests.fakes import make_charge
 
 SECRET = "s3cret-value-chosen-for-this-charge"
 TERMINAL = "67e34d63-102f-4bd1-898e-370781d0074d"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-CHARGE = Charge(
-    id="ch_1",
-    invoice_id="000000042",
+CHARGE = make_charge(
     status=ChargeStatus.UNKNOWN,
-    amount=Decimal("1500.50"),
-    currency="KZT",
-    account_id="customer-42",
-    card_id="c0000000-0000-4000-8000-000000000001",
-    description="Order 42",
-    capture=CaptureMode.AUTO,
-    recurrent=True,
-    language="rus",
-    idempotency_key="k",
-    request_hash="h",
     secret_hash_digest=secret_hash_digest(SECRET),
-    created_at=NOW,
-    updated_at=NOW,
 )
 PAYLOAD: dict[str, Any] = {
     "id": "tx-1",
