@@ -22,7 +22,7 @@ from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID,
 from payments.epay import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayError
 from payments.gateway import AuthRequest, AuthResult, Deadline, StatusResult, Token
-from payments.models import CaptureMode, Charge, ChargeRequest, ChargeStatus
+from payments.models import CaptureMode, Charge, ChargeRequest, ChargeStatus, from_iso
 from payments.reconcile import Reconciler
 from payments.service import ChargeService
 from payments.store import ChargeStore
@@ -243,4 +243,4 @@ def _earliest_due(dynamodb: Any, table: str) -> datetime | None:
         ProjectionExpression="nextCheckAt",
     )
     moments = [item["nextCheckAt"]["S"] for item in items]
-    return datetime.fromisoformat(min(moments).replace("Z", "+00:00")) if moments else None
+    return from_iso(min(moments)) if moments else None

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from payments import jsonutil
-from payments.models import CaptureMode, Charge, ChargeStatus, iso, mask_card_id
+from payments import jsonutil, web
+from payments.models import CaptureMode, Charge, ChargeStatus, from_iso, iso, mask_card_id
 
 S = ChargeStatus
 
@@ -90,7 +90,7 @@ class DomainEvent:
         return cls(
             id=str(value["id"]),
             type=str(value["type"]),
-            occurred_at=datetime.fromisoformat(str(value["occurredAt"]).replace("Z", "+00:00")),
+            occurred_at=from_iso(value["occurredAt"]),
             data=value["data"],
         )
 
@@ -128,10 +128,6 @@ def charge_event(
         kind = CHARGE_REQUIRES_ACTION
     else:
         return None
-    next_action: dict[str, Any] | None = None
-    if kind == CHARGE_REQUIRES_ACTION:
-        url = page_url(charge) if page_url is not None else None
-        next_action = {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
     renewal = parse_renewal_key(charge.idempotency_key)
     data: dict[str, Any] = {
         "chargeId": charge.id,
@@ -143,14 +139,8 @@ def charge_event(
         "accountId": charge.account_id,
         "cardId": mask_card_id(charge.card_id),
         "recurrent": charge.recurrent,
-        "nextAction": next_action,
-        "error": None
-        if charge.error is None
-        else {
-            "code": charge.error.code,
-            "message": charge.error.message,
-            "category": charge.error.category,
-        },
+        "nextAction": web.next_action(charge, page_url),
+        "error": web.error_view(charge),
         "subscription": None
         if renewal is None
         else {"id": renewal[0], "cycle": renewal[1], "attempt": renewal[2]},

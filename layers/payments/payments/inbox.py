@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from payments.errors import StaleStateError
-from payments.models import iso
+from payments.models import from_iso, iso
 from payments.postlink import InboxRecord, StoredVerdict, Verdict
 from payments.store import translate
 
@@ -95,7 +95,7 @@ class InboxStore:
         return StoredVerdict(
             verdict=Verdict(item["verdict"]["S"]),
             deliveries=int(item["deliveries"]["N"]),
-            received_at=datetime.fromisoformat(item["receivedAt"]["S"].replace("Z", "+00:00")),
+            received_at=from_iso(item["receivedAt"]["S"]),
             charge_id=item.get("chargeId", {}).get("S"),
             detail=item.get("detail", {}).get("S", ""),
         )

@@ -133,6 +133,16 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def from_iso(value: Any) -> datetime:
+    """Read a timestamp written by `iso` (or any ISO-8601 time with an offset or a Z)."""
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def from_iso_or_none(value: Any) -> datetime | None:
+    """`from_iso`, or None for a missing (empty) value."""
+    return from_iso(value) if value else None
+
+
 def to_money(value: Any) -> Decimal:
     """Read an amount that may arrive as a number or a numeric string; never via float."""
     if isinstance(value, bool):

@@ -39,6 +39,8 @@ from payments.models import (
     HistoryEntry,
     IdempotencyRecord,
     ThreeDSData,
+    from_iso,
+    from_iso_or_none,
     iso,
 )
 
@@ -62,20 +64,18 @@ def due_shard(charge_id: str) -> str:
     return f"DUE#{digest[0] % DUE_SHARDS}"
 
 
-def _ser(item: Mapping[str, Any]) -> dict[str, Any]:
+def to_attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain Python values to DynamoDB attribute values (None values left out)."""
     return {k: _SERIALIZER.serialize(v) for k, v in item.items() if v is not None}
 
 
-def _de(item: Mapping[str, Any]) -> dict[str, Any]:
+def from_attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values to plain Python values (numbers as Decimal)."""
     return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
 
 
 def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
-
-
-def _dt(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def charge_to_item(charge: Charge) -> dict[str, Any]:
@@ -173,8 +173,8 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         idempotency_key=str(item["idempotencyKey"]),
         request_hash=str(item["requestHash"]),
         secret_hash_digest=str(item["secretHashDigest"]),
-        created_at=_dt(item["createdAt"]),
-        updated_at=_dt(item["updatedAt"]),
+        created_at=from_iso(item["createdAt"]),
+        updated_at=from_iso(item["updatedAt"]),
         invoice_id_alt=item.get("invoiceIdAlt"),
         name=item.get("name"),
         email=item.get("email"),
@@ -184,7 +184,7 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         captured_amount=Decimal(captured) if captured is not None else None,
         capture_pending=bool(item.get("capturePending", False)),
         check_attempts=int(item.get("checkAttempts", 0)),
-        next_check_at=_dt(item["nextCheckAt"]) if item.get("nextCheckAt") else None,
+        next_check_at=from_iso_or_none(item.get("nextCheckAt")),
         epay=EpayRef(
             transaction_id=epay.get("transactionId"),
             reference=epay.get("reference"),
@@ -201,12 +201,14 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
             md=str(three_ds["md"]),
             action=str(three_ds["action"]),
             access_token=str(three_ds["accessToken"]),
-            token_expires_at=_dt(three_ds["tokenExpiresAt"]),
+            token_expires_at=from_iso(three_ds["tokenExpiresAt"]),
             term_url=three_ds.get("termUrl"),
             page_nonce=three_ds.get("pageNonce"),
             page_token_digest=three_ds.get("pageTokenDigest"),
-            page_served_at=_dt(three_ds["pageServedAt"]) if three_ds.get("pageServedAt") else None,
-            returned_at=_dt(three_ds["returnedAt"]) if three_ds.get("returnedAt") else None,
+            page_served_at=from_iso(three_ds["pageServedAt"])
+            if three_ds.get("pageServedAt")
+            else None,
+            returned_at=from_iso_or_none(three_ds.get("returnedAt")),
         ),
     )
 
@@ -227,10 +229,15 @@ def _put_new(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "Put": {
             "TableName": table,
-            "Item": _ser(item),
+            "Item": to_attributes(item),
             "ConditionExpression": "attribute_not_exists(pk)",
         }
     }
+
+
+# Items written conditionally on the version read: a failed condition means "changed meanwhile",
+# not "already taken".
+_VERSIONED_ITEMS = frozenset({"charge", "subscription"})
 
 
 def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
@@ -247,8 +254,8 @@ def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
         for index, reason in enumerate(reasons):
             if reason.get("Code") == "ConditionalCheckFailed":
                 which = names[index] if names and index < len(names) else "item"
-                if which == "charge":
-                    return StaleStateError("the charge changed since it was read")
+                if which in _VERSIONED_ITEMS:
+                    return StaleStateError(f"the {which} changed since it was read")
                 return DuplicateKeyError(f"{which} already taken", which)
         if any(r.get("Code") == "TransactionConflict" for r in reasons):
             return StaleStateError("a concurrent transaction touched the same items")
@@ -317,7 +324,7 @@ class ChargeStore:
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": _ser(
+                    "Item": to_attributes(
                         {
                             "pk": f"INVOICE_SUFFIX#{charge.invoice_id[-6:]}",
                             "sk": "INVOICE_SUFFIX",
@@ -362,7 +369,7 @@ class ChargeStore:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc) from exc
         item = answer.get("Item")
-        return _de(item) if item else None
+        return from_attributes(item) if item else None
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
@@ -373,7 +380,7 @@ class ChargeStore:
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": _ser(charge_to_item(stored)),
+                    "Item": to_attributes(charge_to_item(stored)),
                     "ConditionExpression": "#s = :status AND #v = :version",
                     "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
                     "ExpressionAttributeValues": {
@@ -408,12 +415,12 @@ class ChargeStore:
             raise translate(exc) from exc
         entries = []
         for raw in answer.get("Items", []):
-            item = _de(raw)
+            item = from_attributes(raw)
             entries.append(
                 HistoryEntry(
                     from_status=ChargeStatus(item["from"]) if item.get("from") else None,
                     to_status=ChargeStatus(item["to"]),
-                    at=_dt(item["at"]),
+                    at=from_iso(item["at"]),
                     source=str(item["source"]),
                     detail=str(item.get("detail") or ""),
                 )
@@ -452,7 +459,7 @@ class ChargeStore:
         item = {
             "Put": {
                 "TableName": self._table,
-                "Item": _ser(charge_to_item(stored)),
+                "Item": to_attributes(charge_to_item(stored)),
                 "ConditionExpression": "#s = :status AND #v = :version",
                 "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
                 "ExpressionAttributeValues": {

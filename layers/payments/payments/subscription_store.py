@@ -21,9 +21,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from payments.errors import DuplicateKeyError, PaymentsError, StaleStateError
-from payments.models import iso
-from payments.store import _de, _ser, translate
+from payments.errors import StaleStateError
+from payments.models import from_iso, from_iso_or_none, iso
+from payments.store import from_attributes, to_attributes, translate
 from payments.subscriptions import (
     BillingInterval,
     CycleClaim,
@@ -37,14 +37,6 @@ from payments.subscriptions import (
 
 RENEWAL_INDEX = "RenewalDueIndex"
 _CHARGEABLE = [SubscriptionStatus.ACTIVE.value, SubscriptionStatus.PAST_DUE.value]
-
-
-def _dt(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _opt_dt(value: Any) -> datetime | None:
-    return _dt(value) if value else None
 
 
 def _sub_key(subscription_id: str) -> dict[str, Any]:
@@ -108,17 +100,17 @@ def subscription_from_item(item: Mapping[str, Any]) -> Subscription:
         currency=str(item["currency"]),
         description=str(item["description"]),
         interval=BillingInterval(Interval(item["intervalUnit"]), int(item["intervalCount"])),
-        anchor=_dt(item["anchorAt"]),
+        anchor=from_iso(item["anchorAt"]),
         status=SubscriptionStatus(item["status"]),
         version=int(item["version"]),
         cycle=int(item["cycle"]),
         attempt=int(item["attempt"]),
         failures=int(item["failures"]),
-        renew_at=_opt_dt(item.get("renewAt")),
+        renew_at=from_iso_or_none(item.get("renewAt")),
         idempotency_key=str(item["idempotencyKey"]),
         request_hash=str(item["requestHash"]),
-        created_at=_dt(item["createdAt"]),
-        updated_at=_dt(item["updatedAt"]),
+        created_at=from_iso(item["createdAt"]),
+        updated_at=from_iso(item["updatedAt"]),
         email=item.get("email"),
         phone=item.get("phone"),
         back_link=item.get("backLink"),
@@ -126,8 +118,8 @@ def subscription_from_item(item: Mapping[str, Any]) -> Subscription:
         past_due_reason=PastDueReason(reason) if reason else None,
         paid_cycles=int(item.get("paidCycles", 0)),
         last_charge_id=item.get("lastChargeId"),
-        paused_at=_opt_dt(item.get("pausedAt")),
-        canceled_at=_opt_dt(item.get("canceledAt")),
+        paused_at=from_iso_or_none(item.get("pausedAt")),
+        canceled_at=from_iso_or_none(item.get("canceledAt")),
         cancel_reason=item.get("cancelReason"),
     )
 
@@ -168,7 +160,7 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
         card_id=str(item["cardId"]),
         account_id=str(item["accountId"]),
         description=str(item["description"]),
-        claimed_at=_dt(item["claimedAt"]),
+        claimed_at=from_iso(item["claimedAt"]),
         email=item.get("email"),
         phone=item.get("phone"),
         back_link=item.get("backLink"),
@@ -176,15 +168,8 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
         state=str(item.get("state", "claimed")),
         charge_id=item.get("chargeId"),
         pending_events=tuple(str(e) for e in item.get("pendingEvents") or ()),
-        publish_until=_opt_dt(item.get("publishUntil")),
+        publish_until=from_iso_or_none(item.get("publishUntil")),
     )
-
-
-def _translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
-    error = translate(exc, names)
-    if isinstance(error, DuplicateKeyError) and error.which == "subscription":
-        return StaleStateError("the subscription changed since it was read")
-    return error
 
 
 class SubscriptionStore:
@@ -207,13 +192,13 @@ class SubscriptionStore:
         try:
             return getattr(self._client, method)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, names) from exc
+            raise translate(exc, names) from exc
 
     def _put_new(self, item: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "Put": {
                 "TableName": self._table,
-                "Item": _ser(item),
+                "Item": to_attributes(item),
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
@@ -222,7 +207,7 @@ class SubscriptionStore:
         return {
             "Put": {
                 "TableName": self._table,
-                "Item": _ser(subscription_to_item(stored)),
+                "Item": to_attributes(subscription_to_item(stored)),
                 "ConditionExpression": "#v = :version",
                 "ExpressionAttributeNames": {"#v": "version"},
                 "ExpressionAttributeValues": {":version": {"N": str(current.version)}},
@@ -261,7 +246,7 @@ class SubscriptionStore:
             "get_item", TableName=self._table, Key=_sub_key(subscription_id), ConsistentRead=True
         )
         item = answer.get("Item")
-        return subscription_from_item(_de(item)) if item else None
+        return subscription_from_item(from_attributes(item)) if item else None
 
     def get_key(self, key: str) -> SubscriptionKey | None:
         """Which subscription an Idempotency-Key created."""
@@ -274,7 +259,7 @@ class SubscriptionStore:
         item = answer.get("Item")
         if not item:
             return None
-        data = _de(item)
+        data = from_attributes(item)
         return SubscriptionKey(key, str(data["subscriptionId"]), str(data["requestHash"]))
 
     def list_by_account(
@@ -313,7 +298,7 @@ class SubscriptionStore:
                 RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
             )
             for raw in answer.get("Responses", {}).get(self._table, []):
-                sub = subscription_from_item(_de(raw))
+                sub = subscription_from_item(from_attributes(raw))
                 found[sub.id] = sub
             keys = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
         return found
@@ -342,7 +327,7 @@ class SubscriptionStore:
             Limit=limit,
         )
         return [
-            (item["pk"]["S"].removeprefix("SUB#"), _dt(item["renewAt"]["S"]))
+            (item["pk"]["S"].removeprefix("SUB#"), from_iso(item["renewAt"]["S"]))
             for item in answer.get("Items", [])
         ]
 
@@ -369,11 +354,11 @@ class SubscriptionStore:
                 ReturnValues="ALL_NEW",
             )
         except (ClientError, BotoCoreError) as exc:
-            error = _translate(exc)
+            error = translate(exc)
             if isinstance(error, StaleStateError):
                 return None
             raise error from exc
-        return subscription_from_item(_de(answer["Attributes"]))
+        return subscription_from_item(from_attributes(answer["Attributes"]))
 
     def get_claim(self, subscription_id: str, cycle: int, attempt: int) -> CycleClaim | None:
         """The claim on an attempt of a cycle, or None."""
@@ -384,7 +369,7 @@ class SubscriptionStore:
             ConsistentRead=True,
         )
         item = answer.get("Item")
-        return claim_from_item(_de(item)) if item else None
+        return claim_from_item(from_attributes(item)) if item else None
 
     def claim(self, subscription: Subscription, claim: CycleClaim) -> None:
         """Write the claim only if the subscription's version is the one read (StaleStateError)
@@ -413,7 +398,7 @@ class SubscriptionStore:
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": _ser(claim_to_item(claim)),
+                    "Item": to_attributes(claim_to_item(claim)),
                     "ConditionExpression": "attribute_exists(pk)",
                 }
             },
@@ -444,7 +429,7 @@ class SubscriptionStore:
                 ExpressionAttributeValues={":until": {"S": iso(until)}, ":now": {"S": iso(now)}},
             )
         except (ClientError, BotoCoreError) as exc:
-            error = _translate(exc)
+            error = translate(exc)
             if isinstance(error, StaleStateError):
                 return False
             raise error from exc

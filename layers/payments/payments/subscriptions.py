@@ -57,6 +57,7 @@ from payments.models import (
     ChargeStatus,
     DeclineCategory,
     field_errors,
+    from_iso,
     iso,
     mask_card_id,
     money_str,
@@ -380,7 +381,7 @@ def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = from_iso(value)
     except ValueError:
         return None
     if moment.tzinfo is None:

@@ -65,6 +65,27 @@ def parse_json_body(raw: str | bytes | None, *, required: bool = True) -> Any:
         raise ValidationError(f"the request body is not valid JSON: {str(exc)[:120]}") from exc
 
 
+def next_action(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None
+) -> dict[str, Any] | None:
+    """What the customer must do next: the 3DS redirect of a REQUIRES_3DS charge, else None."""
+    if charge.status is not ChargeStatus.REQUIRES_3DS:
+        return None
+    url = page_url(charge) if page_url is not None else None
+    return {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
+
+
+def error_view(charge: Charge) -> dict[str, str] | None:
+    """Why a charge did not succeed, as the API and the events show it."""
+    if charge.error is None:
+        return None
+    return {
+        "code": charge.error.code,
+        "message": charge.error.message,
+        "category": charge.error.category,
+    }
+
+
 def charge_resource(
     charge: Charge, page_url: Callable[[Charge], str | None] | None = None
 ) -> dict[str, Any]:
@@ -74,10 +95,6 @@ def charge_resource(
     its 3-D Secure page (`page_url`, payments.threeds.PageLinks.page_url); a charge stored
     without a page token keeps the bare `{"type": "three_d_secure"}`.
     """
-    next_action: dict[str, Any] | None = None
-    if charge.status is ChargeStatus.REQUIRES_3DS:
-        url = page_url(charge) if page_url is not None else None
-        next_action = {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
     return {
         "id": charge.id,
         "invoiceId": charge.invoice_id,
@@ -98,14 +115,8 @@ def charge_resource(
             "approvalCode": charge.epay.approval_code,
             "cardMask": charge.epay.card_mask,
         },
-        "nextAction": next_action,
-        "error": None
-        if charge.error is None
-        else {
-            "code": charge.error.code,
-            "message": charge.error.message,
-            "category": charge.error.category,
-        },
+        "nextAction": next_action(charge, page_url),
+        "error": error_view(charge),
     }
 
 
