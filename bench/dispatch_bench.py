@@ -31,20 +31,19 @@ sys.path[:0] = [str(ROOT / "layers" / "payments"), str(ROOT)]
 from local.aws import create_resources  # noqa: E402
 from local.dynamodb_local import free_port  # noqa: E402
 from local.template import load_template  # noqa: E402
-from payments.gateway import Deadline  # noqa: E402
-from payments.renewal_queue import SqsRenewalQueue  # noqa: E402
-from payments.store import _ser  # noqa: E402
-from payments.subscription_store import SubscriptionStore, subscription_to_item  # noqa: E402
-from payments.subscriptions import (  # noqa: E402
+from payments.aws.charge_store import _ser
+from payments.aws.sqs import SqsRenewalQueue
+from payments.aws.subscription_store import SubscriptionStore, subscription_to_item
+from payments.shared.deadline import Deadline
+from payments.subscriptions.calendar import BillingInterval, Interval
+from payments.subscriptions.model import (
     RENEWAL_SHARDS,
-    BillingInterval,
-    Interval,
-    RenewalPolicy,
-    Renewals,
     Subscription,
     SubscriptionStatus,
     renewal_shard,
 )
+from payments.subscriptions.policy import RenewalPolicy
+from payments.subscriptions.renewals import Renewals
 
 NOW = datetime(2027, 1, 31, 9, tzinfo=UTC)
 TARGET = 1_000_000

@@ -19,13 +19,16 @@ from decimal import Decimal
 from typing import Any
 
 from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
-from payments.epay import EpayClient, EpayCredentials, RetryPolicy, Timeouts
+from payments.aws.charge_store import ChargeStore
+from payments.charges.model import CaptureMode, Charge, ChargeStatus
+from payments.charges.ports import AuthRequest, AuthResult, StatusResult, Token
+from payments.charges.reconciler import Reconciler
+from payments.charges.requests import ChargeRequest
+from payments.charges.service import ChargeService
+from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayError
-from payments.gateway import AuthRequest, AuthResult, Deadline, StatusResult, Token
-from payments.models import CaptureMode, Charge, ChargeRequest, ChargeStatus, from_iso
-from payments.reconcile import Reconciler
-from payments.service import ChargeService
-from payments.store import ChargeStore
+from payments.shared.clock import from_iso
+from payments.shared.deadline import Deadline
 
 S = ChargeStatus
 CARD = "c0000000-0000-4000-8000-0000000000{:02d}"

@@ -9,16 +9,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from payments.charges.model import CaptureMode, Charge, ChargeStatus, HistoryEntry
+from payments.charges.ports import AuthRequest, AuthResult, InvoiceTokenRequest, StatusResult, Token
 from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
-from payments.gateway import (
-    AuthRequest,
-    AuthResult,
-    Deadline,
-    InvoiceTokenRequest,
-    StatusResult,
-    Token,
-)
-from payments.models import CaptureMode, Charge, ChargeStatus, HistoryEntry, IdempotencyRecord
+from payments.shared.deadline import Deadline
+from payments.shared.idempotency import IdempotencyRecord
 
 
 class FakeStore:

@@ -16,9 +16,10 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.charge_stream import charge_event_from_stream
+from payments.aws.charge_stream import charge_event_from_stream
+from payments.aws.telemetry import event_publish_failed
 from payments.errors import PaymentsError
-from payments.observability import event_publish_failed, logger, metrics
+from payments.observability import logger, metrics
 
 # A batch whose every record failed is still answered with its batchItemFailures, so Lambda
 # bisects and retries from the first failed record rather than treating it as a crash.

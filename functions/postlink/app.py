@@ -10,33 +10,35 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import api, bootstrap, web
-from payments.api import Reply, Request
+from payments import bootstrap
+from payments.charges.notifications import Delivery, Route, body_bytes
+from payments.http import router
+from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
-from payments.postlink import Delivery, Route, body_bytes
+from payments.shared import deadline
 
-app = api.Router()
+app = router.Router()
 
 
-def _receive(request: Request, context: api.Context, route: Route) -> Reply:
+def _receive(request: Request, context: router.Context, route: Route) -> Reply:
     delivery = Delivery(
         body=body_bytes(request.body, request.is_base64_encoded),
         content_type=request.header("Content-Type"),
         route=route,
         source_ip=request.source_ip,
     )
-    bootstrap.postlink_service().receive(delivery, web.deadline_from(context))
-    return api.json_response(200, {"received": True})
+    bootstrap.postlink_service().receive(delivery, deadline.deadline_from(context))
+    return router.json_response(200, {"received": True})
 
 
 @app.route("POST", "/epay/postlink")
-def postlink(request: Request, context: api.Context) -> Reply:
+def postlink(request: Request, context: router.Context) -> Reply:
     """ePay's postLink (success notifications, and failures when no failurePostLink is used)."""
     return _receive(request, context, Route.SUCCESS)
 
 
 @app.route("POST", "/epay/postlink/failure")
-def failure_postlink(request: Request, context: api.Context) -> Reply:
+def failure_postlink(request: Request, context: router.Context) -> Reply:
     """ePay's failurePostLink (failure notifications)."""
     return _receive(request, context, Route.FAILURE)
 

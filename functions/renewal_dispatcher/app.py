@@ -8,15 +8,16 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import bootstrap, web
+from payments import bootstrap
 from payments.observability import logger, metrics
+from payments.shared import deadline
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     """EventBridge schedule entry point; the event's content is not used."""
-    report = bootstrap.renewals().dispatch(web.deadline_from(context))
+    report = bootstrap.renewals().dispatch(deadline.deadline_from(context))
     summary = asdict(report)
     logger.info("renewal dispatch run", extra=summary)
     metrics.add_metric(name="RenewalsEnqueued", unit=MetricUnit.Count, value=report.enqueued)

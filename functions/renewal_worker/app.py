@@ -14,9 +14,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.gateway import Deadline
-from payments.observability import logger, metrics, renewal_handled
-from payments.subscriptions import parse_renewal_message
+from payments.aws.telemetry import renewal_handled
+from payments.observability import logger, metrics
+from payments.shared.deadline import Deadline
+from payments.subscriptions.model import parse_renewal_message
 
 # One charge (token, auth, capture) fits well inside this; the rest of a batch waits for the next
 # delivery rather than risk being cut off mid-charge (an UNKNOWN outcome the reconciler settles).

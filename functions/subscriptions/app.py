@@ -6,77 +6,78 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import api, bootstrap, web
-from payments.api import Reply, Request
-from payments.models import validate_idempotency_key
+from payments import bootstrap
+from payments.http import bodies, router
+from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
-from payments.subscriptions import (
+from payments.shared.fields import validate_idempotency_key
+from payments.subscriptions.requests import (
     parse_list_query,
     parse_subscription_request,
     parse_subscription_update,
-    subscription_resource,
 )
+from payments.subscriptions.views import subscription_resource
 
-app = api.Router()
+app = router.Router()
 
 
 @app.route("POST", "/subscriptions")
-def create_subscription(request: Request, _context: api.Context) -> Reply:
+def create_subscription(request: Request, _context: router.Context) -> Reply:
     """Create a subscription once per Idempotency-Key."""
     key = validate_idempotency_key(request.header("Idempotency-Key"))
     service = bootstrap.subscriptions()
-    body = web.parse_json_body(request.body_bytes())
+    body = bodies.parse_json_body(request.body_bytes())
     result = service.create(parse_subscription_request(body, service.now()), key)
     resource = subscription_resource(result.subscription)
     if result.replayed:
-        return api.json_response(200, resource, **{"Idempotent-Replayed": "true"})
-    return api.json_response(201, resource, Location=f"/subscriptions/{result.subscription.id}")
+        return router.json_response(200, resource, **{"Idempotent-Replayed": "true"})
+    return router.json_response(201, resource, Location=f"/subscriptions/{result.subscription.id}")
 
 
 @app.route("GET", "/subscriptions")
-def list_subscriptions(request: Request, _context: api.Context) -> Reply:
+def list_subscriptions(request: Request, _context: router.Context) -> Reply:
     """One page of an account's subscriptions (`accountId`, `limit`, `cursor`)."""
     account_id, limit, cursor = parse_list_query(request.query)
     items, next_cursor = bootstrap.subscriptions().list_for_account(account_id, limit, cursor)
-    return api.json_response(
+    return router.json_response(
         200, {"items": [subscription_resource(s) for s in items], "nextCursor": next_cursor}
     )
 
 
 @app.route("GET", "/subscriptions/{subscriptionId}")
-def get_subscription(request: Request, _context: api.Context) -> Reply:
+def get_subscription(request: Request, _context: router.Context) -> Reply:
     """Read a subscription."""
     sub = bootstrap.subscriptions().get(request.path_params["subscriptionId"])
-    return api.json_response(200, subscription_resource(sub))
+    return router.json_response(200, subscription_resource(sub))
 
 
 @app.route("PATCH", "/subscriptions/{subscriptionId}")
-def update_subscription(request: Request, _context: api.Context) -> Reply:
+def update_subscription(request: Request, _context: router.Context) -> Reply:
     """Change the card (next attempt) or the amount (next cycle) or the description."""
-    change = parse_subscription_update(web.parse_json_body(request.body_bytes()))
+    change = parse_subscription_update(bodies.parse_json_body(request.body_bytes()))
     sub = bootstrap.subscriptions().update(request.path_params["subscriptionId"], change)
-    return api.json_response(200, subscription_resource(sub))
+    return router.json_response(200, subscription_resource(sub))
 
 
 @app.route("POST", "/subscriptions/{subscriptionId}/cancel")
-def cancel_subscription(request: Request, _context: api.Context) -> Reply:
+def cancel_subscription(request: Request, _context: router.Context) -> Reply:
     """Cancel (repeatable)."""
     sub = bootstrap.subscriptions().cancel(request.path_params["subscriptionId"])
-    return api.json_response(200, subscription_resource(sub))
+    return router.json_response(200, subscription_resource(sub))
 
 
 @app.route("POST", "/subscriptions/{subscriptionId}/pause")
-def pause_subscription(request: Request, _context: api.Context) -> Reply:
+def pause_subscription(request: Request, _context: router.Context) -> Reply:
     """Pause (repeatable)."""
     sub = bootstrap.subscriptions().pause(request.path_params["subscriptionId"])
-    return api.json_response(200, subscription_resource(sub))
+    return router.json_response(200, subscription_resource(sub))
 
 
 @app.route("POST", "/subscriptions/{subscriptionId}/resume")
-def resume_subscription(request: Request, _context: api.Context) -> Reply:
+def resume_subscription(request: Request, _context: router.Context) -> Reply:
     """Resume (repeatable)."""
     sub = bootstrap.subscriptions().resume(request.path_params["subscriptionId"])
-    return api.json_response(200, subscription_resource(sub))
+    return router.json_response(200, subscription_resource(sub))
 
 
 @logger.inject_lambda_context(clear_state=True)

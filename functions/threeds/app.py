@@ -8,11 +8,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from payments import api, bootstrap, pages, web
-from payments.api import Reply, Request
+from payments import bootstrap
+from payments.charges.threeds import AutoSubmit
 from payments.errors import NotFoundError, PaymentsError, ValidationError
+from payments.http import pages, router
+from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
-from payments.threeds import AutoSubmit
+from payments.shared import deadline
 
 
 def _html(page: pages.HtmlPage) -> Reply:
@@ -36,14 +38,14 @@ def _error_page(error: Exception) -> Reply:
     return _html(pages.error_page(500))
 
 
-app = api.Router(on_error=_error_page)
+app = router.Router(on_error=_error_page)
 
 
 @app.route("GET", "/charges/{chargeId}/3ds")
-def redirect_page(request: Request, context: api.Context) -> Reply:
+def redirect_page(request: Request, context: router.Context) -> Reply:
     """The page that takes the customer to the issuer's ACS (once per token)."""
     answer = bootstrap.three_ds_service().open_page(
-        request.path_params["chargeId"], request.query.get("token"), web.deadline_from(context)
+        request.path_params["chargeId"], request.query.get("token"), deadline.deadline_from(context)
     )
     if isinstance(answer, AutoSubmit):
         return _html(pages.auto_submit_page(answer, bootstrap.page_links().base_origin))
@@ -51,14 +53,14 @@ def redirect_page(request: Request, context: api.Context) -> Reply:
 
 
 @app.route("POST", "/charges/{chargeId}/3ds/return")
-def term_url(request: Request, context: api.Context) -> Reply:
+def term_url(request: Request, context: router.Context) -> Reply:
     """The ACS's PaRes/MD: confirm at ePay, settle from the status API, send the customer on."""
     form = pages.parse_form(request.body, request.is_base64_encoded)
     pa_res, md = form.get("PaRes"), form.get("MD")
     if not pa_res or not md:
         raise ValidationError("PaRes and MD are required")
     finish = bootstrap.three_ds_service().complete(
-        request.path_params["chargeId"], pa_res, md, web.deadline_from(context)
+        request.path_params["chargeId"], pa_res, md, deadline.deadline_from(context)
     )
     return _html(pages.finish_page(finish))
 

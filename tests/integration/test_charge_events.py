@@ -16,7 +16,7 @@ import pytest
 
 from local.epay_sim.cards import CARD_3DS, CARD_AUTH, CARD_STOLEN
 from payments import bootstrap
-from payments.eventbridge import EventBridgeEvents
+from payments.aws.eventbridge import EventBridgeEvents
 from tests.integration.charge_outbox import ChargeOutbox
 from tests.integration.conftest import Stack, create_event
 

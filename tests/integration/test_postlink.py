@@ -24,7 +24,7 @@ import pytest
 
 from local.apigw import build_proxy_event
 from payments import bootstrap
-from payments.gateway import Deadline
+from payments.shared.deadline import Deadline
 from tests.integration.conftest import (
     Answer,
     Context,

@@ -4,7 +4,7 @@ two reconcilers at once on a test clock until nothing is due. ePay's ledger is t
 from __future__ import annotations
 
 from local.chaos import run_chaos
-from payments.models import ChargeStatus
+from payments.charges.model import ChargeStatus
 from tests.integration.conftest import Stack
 
 S = ChargeStatus

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from payments import bootstrap
-from payments.gateway import Deadline
+from payments.shared.deadline import Deadline
 from tests.integration.conftest import (
     Context,
     Stack,

@@ -16,19 +16,11 @@ from urllib.parse import parse_qs
 import pytest
 from urllib3.exceptions import ReadTimeoutError
 
-from payments.epay import EpayClient, EpayCredentials, interpret_confirm
-from payments.errors import (
-    GatewayRejectedError,
-    GatewayUnknownOutcomeError,
-    NotFoundError,
-    ValidationError,
-)
-from payments.gateway import ConfirmResult, Deadline, StatusResult, TransactionStatus
-from payments.models import Charge, ChargeStatus, ThreeDSData
-from payments.pages import SCRIPT_HASH, auto_submit_page, parse_form
-from payments.pagetoken import PageTokens, derive_key, token_digest
-from payments.service import ChargeService
-from payments.threeds import (
+from payments.charges.model import Charge, ChargeStatus, ThreeDSData
+from payments.charges.page_tokens import PageTokens, derive_key, token_digest
+from payments.charges.ports import ConfirmResult, StatusResult, TransactionStatus
+from payments.charges.service import ChargeService
+from payments.charges.threeds import (
     AutoSubmit,
     Finish,
     MdMismatchError,
@@ -36,7 +28,17 @@ from payments.threeds import (
     ThreeDSService,
     with_query,
 )
-from payments.web import charge_resource
+from payments.charges.views import charge_resource
+from payments.epay.client import EpayClient, EpayCredentials
+from payments.epay.responses import interpret_confirm
+from payments.errors import (
+    GatewayRejectedError,
+    GatewayUnknownOutcomeError,
+    NotFoundError,
+    ValidationError,
+)
+from payments.http.pages import SCRIPT_HASH, auto_submit_page, parse_form
+from payments.shared.deadline import Deadline
 from tests.fakes import (
     FakeGateway,
     FakeResponse,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from payments.charge_stream import charge_event_from_stream
-from payments.events import charge_event_from_change
-from payments.models import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
-from payments.store import charge_to_item
+from payments.aws.charge_store import charge_to_item
+from payments.aws.charge_stream import charge_event_from_stream
+from payments.charges.events import charge_event_from_change
+from payments.charges.model import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
 from tests.fakes import make_charge
 
 S = ChargeStatus

@@ -6,6 +6,10 @@ from decimal import Decimal
 
 import pytest
 
+from payments.charges.model import CaptureMode, ChargeStatus, secret_hash_digest
+from payments.charges.ports import AuthRequest, AuthResult, Secure3D
+from payments.charges.requests import ChargeRequest
+from payments.charges.service import ChargeService
 from payments.errors import (
     ConflictError,
     GatewayRejectedError,
@@ -15,9 +19,7 @@ from payments.errors import (
     IdempotencyMismatchError,
     InvalidTransitionError,
 )
-from payments.gateway import AuthRequest, AuthResult, Deadline, Secure3D
-from payments.models import CaptureMode, ChargeRequest, ChargeStatus
-from payments.service import ChargeService, secret_hash_digest
+from payments.shared.deadline import Deadline
 from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
 
 AUTH = AuthResult(

@@ -10,13 +10,14 @@ from urllib.parse import parse_qs
 import pytest
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
-from payments.epay import EpayClient, EpayCredentials, RetryPolicy, Timeouts
+from payments.charges.ports import AuthRequest, InvoiceTokenRequest, Token
+from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import (
     GatewayRejectedError,
     GatewayUnavailableError,
     GatewayUnknownOutcomeError,
 )
-from payments.gateway import AuthRequest, Deadline, InvoiceTokenRequest, Token
+from payments.shared.deadline import Deadline
 from tests.fakes import FakeResponse, FakeTransport
 
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=UTC)

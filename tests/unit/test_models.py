@@ -7,20 +7,12 @@ from typing import Any
 
 import pytest
 
-from payments import jsonutil
+from payments.charges.declines import DeclineCategory, decline_category
+from payments.charges.model import TRANSITIONS, CaptureMode, ChargeStatus, can_transition
+from payments.charges.requests import parse_capture_request, parse_charge_request
 from payments.errors import ValidationError
-from payments.models import (
-    TRANSITIONS,
-    CaptureMode,
-    ChargeStatus,
-    DeclineCategory,
-    can_transition,
-    decline_category,
-    mask_card_id,
-    parse_capture_request,
-    parse_charge_request,
-    validate_idempotency_key,
-)
+from payments.shared import jsonutil
+from payments.shared.fields import mask_card_id, validate_idempotency_key
 
 VALID: dict[str, Any] = {
     "amount": Decimal("1500.50"),

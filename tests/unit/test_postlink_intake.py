@@ -12,29 +12,26 @@ from typing import Any
 
 import pytest
 
+from payments.charges.inbox_records import InboxRecord, PostLinkOutcome, StoredVerdict, Verdict
+from payments.charges.model import Charge, ChargeStatus, secret_hash_digest
+from payments.charges.notifications import (
+    MAX_NOTIFICATION_BYTES,
+    Delivery,
+    Route,
+    body_bytes,
+    mask_secret,
+    parse_notification,
+    verify,
+)
+from payments.charges.postlink import PostLinkService
+from payments.charges.settlement import Settlement
 from payments.errors import (
     ForgedNotificationError,
     GatewayUnknownOutcomeError,
     PayloadTooLargeError,
     ValidationError,
 )
-from payments.gateway import Deadline
-from payments.models import Charge, ChargeStatus
-from payments.postlink import (
-    MAX_NOTIFICATION_BYTES,
-    Delivery,
-    InboxRecord,
-    PostLinkOutcome,
-    PostLinkService,
-    Route,
-    StoredVerdict,
-    Verdict,
-    body_bytes,
-    mask_secret,
-    parse_notification,
-    verify,
-)
-from payments.service import Settlement, secret_hash_digest
+from payments.shared.deadline import Deadline
 from tests.fakes import make_charge
 
 SECRET = "s3cret-value-chosen-for-this-charge"

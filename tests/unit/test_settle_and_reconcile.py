@@ -8,16 +8,18 @@ from decimal import Decimal
 
 import pytest
 
+from payments.charges.model import CHECK_LADDER, CaptureMode, ChargeStatus
+from payments.charges.ports import AuthResult, Secure3D, StatusResult, TransactionStatus
+from payments.charges.reconciler import Reconciler
+from payments.charges.requests import ChargeRequest
+from payments.charges.service import ChargeService
 from payments.errors import (
     GatewayError,
     GatewayRejectedError,
     GatewayUnavailableError,
     GatewayUnknownOutcomeError,
 )
-from payments.gateway import AuthResult, Deadline, Secure3D, StatusResult, TransactionStatus
-from payments.models import CHECK_LADDER, CaptureMode, ChargeRequest, ChargeStatus
-from payments.reconcile import Reconciler
-from payments.service import ChargeService
+from payments.shared.deadline import Deadline
 from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
 
 S = ChargeStatus

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from payments.subscriptions import BillingInterval, Interval, add_months, cycle_start
+from payments.subscriptions.calendar import BillingInterval, Interval, add_months, cycle_start
 
 JAN31 = datetime(2027, 1, 31, 9, 30, tzinfo=UTC)
 

@@ -12,21 +12,21 @@ from typing import Any
 
 import pytest
 
+from payments.charges.model import CaptureMode, Charge, ChargeError, ChargeStatus
+from payments.charges.requests import ChargeRequest
 from payments.errors import DuplicateKeyError, EventPublishError, StaleStateError
-from payments.events import DomainEvent
-from payments.gateway import Deadline
-from payments.models import CaptureMode, Charge, ChargeError, ChargeRequest, ChargeStatus
-from payments.subscriptions import (
-    BillingInterval,
+from payments.shared.deadline import Deadline
+from payments.shared.events import DomainEvent
+from payments.subscriptions.calendar import BillingInterval, Interval
+from payments.subscriptions.model import (
     CycleClaim,
     FinalAction,
-    Interval,
     RenewalMessage,
-    RenewalPolicy,
-    Renewals,
     Subscription,
     SubscriptionStatus,
 )
+from payments.subscriptions.policy import RenewalPolicy
+from payments.subscriptions.renewals import Renewals
 
 T0 = datetime(2027, 1, 31, 9, tzinfo=UTC)
 SUB_ID = "sub_" + "1" * 32

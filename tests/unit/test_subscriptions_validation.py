@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 
 from payments.errors import ConfigurationError, ValidationError
-from payments.subscriptions import (
-    FinalAction,
-    Interval,
+from payments.subscriptions.calendar import Interval
+from payments.subscriptions.model import FinalAction, parse_renewal_message
+from payments.subscriptions.policy import load_renewal_policy, parse_ladder
+from payments.subscriptions.requests import (
     decode_cursor,
     encode_cursor,
-    load_renewal_policy,
-    parse_ladder,
     parse_list_query,
-    parse_renewal_message,
     parse_subscription_request,
     parse_subscription_update,
 )

@@ -17,26 +17,28 @@ import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
-from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
-from payments.epay import EpayClient, EpayCredentials, Timeouts
-from payments.models import Charge, utc_now
-from payments.observability import (
+from payments.aws.charge_store import ChargeStore
+from payments.aws.telemetry import (
     PowertoolsPostLinkTelemetry,
     PowertoolsTelemetry,
     event_publish_failed,
 )
-from payments.service import ChargeService
-from payments.store import ChargeStore
+from payments.charges.model import Charge
+from payments.charges.service import ChargeService
+from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
+from payments.epay.client import EpayClient, EpayCredentials, Timeouts
+from payments.shared.clock import utc_now
 
 if TYPE_CHECKING:
-    from payments.events import DomainEvents
-    from payments.inbox import InboxStore
-    from payments.pagetoken import PageTokens
-    from payments.postlink import PostLinkService
-    from payments.reconcile import Reconciler
-    from payments.subscription_store import SubscriptionStore
-    from payments.subscriptions import Renewals, Subscriptions
-    from payments.threeds import PageLinks, ThreeDSService
+    from payments.aws.inbox import InboxStore
+    from payments.aws.subscription_store import SubscriptionStore
+    from payments.charges.page_tokens import PageTokens
+    from payments.charges.postlink import PostLinkService
+    from payments.charges.reconciler import Reconciler
+    from payments.charges.threeds import PageLinks, ThreeDSService
+    from payments.shared.events import DomainEvents
+    from payments.subscriptions.renewals import Renewals
+    from payments.subscriptions.service import Subscriptions
 
 _lock = threading.RLock()
 AWS_CONFIG = Config(
@@ -109,7 +111,7 @@ def charge_service() -> ChargeService:
 @cache
 def reconciler() -> Reconciler:
     """The reconciler, over the same charge service and store."""
-    from payments.reconcile import Reconciler
+    from payments.charges.reconciler import Reconciler
 
     return Reconciler(charges=charge_service(), store=store())
 
@@ -117,7 +119,7 @@ def reconciler() -> Reconciler:
 @cache
 def inbox() -> InboxStore:
     """The DynamoDB inbox of postLink notifications (same table)."""
-    from payments.inbox import InboxStore
+    from payments.aws.inbox import InboxStore
 
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
@@ -127,7 +129,7 @@ def inbox() -> InboxStore:
 @cache
 def postlink_service() -> PostLinkService:
     """The postLink intake, settling through the charge service."""
-    from payments.postlink import PostLinkService
+    from payments.charges.postlink import PostLinkService
 
     with _lock:
         return PostLinkService(
@@ -142,7 +144,7 @@ def postlink_service() -> PostLinkService:
 @cache
 def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
-    from payments.pagetoken import PageTokens, derive_key
+    from payments.charges.page_tokens import PageTokens, derive_key
 
     return PageTokens(lambda: derive_key(credentials().client_secret))
 
@@ -150,7 +152,7 @@ def page_tokens() -> PageTokens:
 @cache
 def page_links() -> PageLinks:
     """The public URLs of the 3DS step (page with its token, TermUrl)."""
-    from payments.threeds import PageLinks
+    from payments.charges.threeds import PageLinks
 
     return PageLinks(page_tokens(), settings().public_base_url)
 
@@ -163,7 +165,7 @@ def page_url(charge: Charge) -> str | None:
 @cache
 def three_ds_service() -> ThreeDSService:
     """The 3-D Secure page and return, settling through the charge service."""
-    from payments.threeds import ThreeDSService
+    from payments.charges.threeds import ThreeDSService
 
     with _lock:
         return ThreeDSService(
@@ -207,8 +209,8 @@ def use_clock(clock: Callable[[], datetime]) -> None:
 @cache
 def events() -> DomainEvents:
     """Domain events on the stack's EventBridge bus (EVENT_BUS_NAME; none when empty)."""
-    from payments.eventbridge import EventBridgeEvents
-    from payments.events import NullEvents
+    from payments.aws.eventbridge import EventBridgeEvents
+    from payments.shared.events import NullEvents
 
     bus = os.environ.get("EVENT_BUS_NAME", "")
     if not bus:
@@ -225,7 +227,7 @@ _DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
 @cache
 def subscription_store() -> SubscriptionStore:
     """Subscriptions in the payments table."""
-    from payments.subscription_store import SubscriptionStore
+    from payments.aws.subscription_store import SubscriptionStore
 
     with _lock:
         client = _session().client("dynamodb", config=_DISPATCH_CONFIG)
@@ -235,7 +237,7 @@ def subscription_store() -> SubscriptionStore:
 @cache
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
-    from payments.subscriptions import Subscriptions
+    from payments.subscriptions.service import Subscriptions
 
     return Subscriptions(
         store=subscription_store(),
@@ -248,8 +250,9 @@ def subscriptions() -> Subscriptions:
 @cache
 def renewals() -> Renewals:
     """Dispatch and renewal, charging through the same ChargeService as POST /charges."""
-    from payments.renewal_queue import SqsRenewalQueue
-    from payments.subscriptions import Renewals, load_renewal_policy
+    from payments.aws.sqs import SqsRenewalQueue
+    from payments.subscriptions.policy import load_renewal_policy
+    from payments.subscriptions.renewals import Renewals
 
     queue_url = os.environ.get("RENEWAL_QUEUE_URL", "")
     with _lock:

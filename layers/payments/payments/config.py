@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from payments.charges.model import CaptureMode
 from payments.errors import ConfigurationError
-from payments.models import CaptureMode
 
 EPAY_HOSTS = {
     "test": (

@@ -1,0 +1,401 @@
+"""DynamoDB access for charges: one table, conditional writes and transactions only.
+
+Items (pk / sk):
+  CHARGE#<id>            / CHARGE             the charge, with `status` and `version`
+  CHARGE#<id>            / HISTORY#<version>  one transition, written once, never updated
+  IDEMPOTENCY#<key>      / IDEMPOTENCY        the charge a key created and the request's hash (TTL)
+  INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
+  INVOICE_SUFFIX#<last6> / INVOICE_SUFFIX     the last six digits are unique while reserved (TTL)
+  COUNTER#invoice        / COUNTER            the atomic counter that allocates invoice ids
+  INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
+                                              written by payments.inbox)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from payments.aws.dynamo import _epoch, _put_new, from_attributes, to_attributes, translate
+from payments.charges.model import (
+    DUE_SHARDS,
+    CaptureMode,
+    Charge,
+    ChargeError,
+    ChargeStatus,
+    EpayRef,
+    HistoryEntry,
+    ThreeDSData,
+)
+from payments.shared.clock import from_iso, from_iso_or_none, iso
+from payments.shared.idempotency import IdempotencyRecord
+
+
+def due_shard(charge_id: str) -> str:
+    """The partition of the due-for-check index a charge falls in (spreads the reconciler)."""
+    digest = hashlib.sha256(charge_id.encode()).digest()
+    return f"DUE#{digest[0] % DUE_SHARDS}"
+
+
+def charge_to_item(charge: Charge) -> dict[str, Any]:
+    """The DynamoDB attributes (plain Python values) of a charge."""
+    three_ds = charge.three_ds
+    return {
+        "pk": f"CHARGE#{charge.id}",
+        "sk": "CHARGE",
+        "id": charge.id,
+        "invoiceId": charge.invoice_id,
+        "status": charge.status.value,
+        "version": charge.version,
+        "amount": charge.amount,
+        "currency": charge.currency,
+        "accountId": charge.account_id,
+        "cardId": charge.card_id,
+        "description": charge.description,
+        "capture": charge.capture.value,
+        "recurrent": charge.recurrent,
+        "language": charge.language,
+        "idempotencyKey": charge.idempotency_key,
+        "requestHash": charge.request_hash,
+        "secretHashDigest": charge.secret_hash_digest,
+        "createdAt": iso(charge.created_at),
+        "updatedAt": iso(charge.updated_at),
+        "invoiceIdAlt": charge.invoice_id_alt,
+        "name": charge.name,
+        "email": charge.email,
+        "phone": charge.phone,
+        "backLink": charge.back_link,
+        "failureBackLink": charge.failure_back_link,
+        "capturedAmount": charge.captured_amount,
+        "capturePending": charge.capture_pending,
+        "checkAttempts": charge.check_attempts,
+        # The reconciler's sparse index: only charges due for a check carry these two keys.
+        "dueShard": None if charge.next_check_at is None else due_shard(charge.id),
+        "nextCheckAt": None if charge.next_check_at is None else iso(charge.next_check_at),
+        "epay": {
+            k: v
+            for k, v in {
+                "transactionId": charge.epay.transaction_id,
+                "reference": charge.epay.reference,
+                "approvalCode": charge.epay.approval_code,
+                "cardMask": charge.epay.card_mask,
+            }.items()
+            if v is not None
+        },
+        "error": None
+        if charge.error is None
+        else {
+            "code": charge.error.code,
+            "message": charge.error.message,
+            "category": charge.error.category,
+        },
+        "threeDS": None
+        if three_ds is None
+        else {
+            k: v
+            for k, v in {
+                "paReq": three_ds.pa_req,
+                "md": three_ds.md,
+                "action": three_ds.action,
+                "accessToken": three_ds.access_token,
+                "tokenExpiresAt": iso(three_ds.token_expires_at),
+                "termUrl": three_ds.term_url,
+                "pageNonce": three_ds.page_nonce,
+                "pageTokenDigest": three_ds.page_token_digest,
+                "pageServedAt": iso(three_ds.page_served_at) if three_ds.page_served_at else None,
+                "returnedAt": iso(three_ds.returned_at) if three_ds.returned_at else None,
+            }.items()
+            if v is not None
+        },
+    }
+
+
+def charge_from_item(item: Mapping[str, Any]) -> Charge:
+    """Rebuild a charge from its DynamoDB attributes (plain Python values)."""
+    epay = item.get("epay") or {}
+    error = item.get("error")
+    three_ds = item.get("threeDS")
+    captured = item.get("capturedAmount")
+    return Charge(
+        id=str(item["id"]),
+        invoice_id=str(item["invoiceId"]),
+        status=ChargeStatus(item["status"]),
+        version=int(item["version"]),
+        amount=Decimal(item["amount"]),
+        currency=str(item["currency"]),
+        account_id=str(item["accountId"]),
+        card_id=str(item["cardId"]),
+        description=str(item["description"]),
+        capture=CaptureMode(item["capture"]),
+        recurrent=bool(item["recurrent"]),
+        language=str(item["language"]),
+        idempotency_key=str(item["idempotencyKey"]),
+        request_hash=str(item["requestHash"]),
+        secret_hash_digest=str(item["secretHashDigest"]),
+        created_at=from_iso(item["createdAt"]),
+        updated_at=from_iso(item["updatedAt"]),
+        invoice_id_alt=item.get("invoiceIdAlt"),
+        name=item.get("name"),
+        email=item.get("email"),
+        phone=item.get("phone"),
+        back_link=item.get("backLink"),
+        failure_back_link=item.get("failureBackLink"),
+        captured_amount=Decimal(captured) if captured is not None else None,
+        capture_pending=bool(item.get("capturePending", False)),
+        check_attempts=int(item.get("checkAttempts", 0)),
+        next_check_at=from_iso_or_none(item.get("nextCheckAt")),
+        epay=EpayRef(
+            transaction_id=epay.get("transactionId"),
+            reference=epay.get("reference"),
+            approval_code=epay.get("approvalCode"),
+            card_mask=epay.get("cardMask"),
+        ),
+        error=None
+        if not error
+        else ChargeError(str(error["code"]), str(error["message"]), str(error["category"])),
+        three_ds=None
+        if not three_ds
+        else ThreeDSData(
+            pa_req=str(three_ds["paReq"]),
+            md=str(three_ds["md"]),
+            action=str(three_ds["action"]),
+            access_token=str(three_ds["accessToken"]),
+            token_expires_at=from_iso(three_ds["tokenExpiresAt"]),
+            term_url=three_ds.get("termUrl"),
+            page_nonce=three_ds.get("pageNonce"),
+            page_token_digest=three_ds.get("pageTokenDigest"),
+            page_served_at=from_iso(three_ds["pageServedAt"])
+            if three_ds.get("pageServedAt")
+            else None,
+            returned_at=from_iso_or_none(three_ds.get("returnedAt")),
+        ),
+    )
+
+
+def _history_item(charge_id: str, seq: int, entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "pk": f"CHARGE#{charge_id}",
+        "sk": f"HISTORY#{seq:06d}",
+        "from": entry.from_status.value if entry.from_status else None,
+        "to": entry.to_status.value,
+        "at": iso(entry.at),
+        "source": entry.source,
+        "detail": entry.detail or None,
+    }
+
+
+class ChargeStore:
+    """Charges, their history, idempotency keys and invoice ids in one DynamoDB table."""
+
+    def __init__(
+        self,
+        table_name: str,
+        client: Any,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        idempotency_ttl: timedelta = timedelta(days=30),
+        invoice_suffix_ttl: timedelta = timedelta(days=400),
+    ) -> None:
+        self._table = table_name
+        self._client = client
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._idempotency_ttl = idempotency_ttl
+        self._suffix_ttl = invoice_suffix_ttl
+
+    def allocate_invoice_number(self) -> int:
+        """Take the next value of the atomic invoice counter (one UpdateItem)."""
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
+                UpdateExpression="ADD #n :one",
+                ExpressionAttributeNames={"#n": "value"},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        return int(answer["Attributes"]["value"]["N"])
+
+    def create(self, charge: Charge, entry: HistoryEntry) -> None:
+        """Write the charge, its idempotency key, its invoice id and suffix, and its first
+        history entry in one transaction; raises DuplicateKeyError naming the guard that held."""
+        now = self._clock()
+        suffix_expired = {":now": {"N": str(_epoch(now))}}
+        items = [
+            _put_new(self._table, charge_to_item(charge)),
+            _put_new(
+                self._table,
+                {
+                    "pk": f"IDEMPOTENCY#{charge.idempotency_key}",
+                    "sk": "IDEMPOTENCY",
+                    "chargeId": charge.id,
+                    "requestHash": charge.request_hash,
+                    "expiresAt": _epoch(now + self._idempotency_ttl),
+                },
+            ),
+            _put_new(
+                self._table,
+                {"pk": f"INVOICE#{charge.invoice_id}", "sk": "INVOICE", "chargeId": charge.id},
+            ),
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": to_attributes(
+                        {
+                            "pk": f"INVOICE_SUFFIX#{charge.invoice_id[-6:]}",
+                            "sk": "INVOICE_SUFFIX",
+                            "invoiceId": charge.invoice_id,
+                            "chargeId": charge.id,
+                            "expiresAt": _epoch(now + self._suffix_ttl),
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                    "ExpressionAttributeValues": suffix_expired,
+                }
+            },
+            _put_new(self._table, _history_item(charge.id, charge.version, entry)),
+        ]
+        names = ["charge", "idempotency", "invoice", "invoice_suffix", "history"]
+        self._transact(items, names)
+
+    def get(self, charge_id: str) -> Charge | None:
+        """Read a charge (strongly consistent), or None."""
+        item = self._get_item(f"CHARGE#{charge_id}", "CHARGE")
+        return charge_from_item(item) if item else None
+
+    def get_by_invoice(self, invoice_id: str) -> Charge | None:
+        """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None."""
+        item = self._get_item(f"INVOICE#{invoice_id}", "INVOICE")
+        return self.get(str(item["chargeId"])) if item else None
+
+    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        """Read what an idempotency key created, or None if the key is new."""
+        item = self._get_item(f"IDEMPOTENCY#{key}", "IDEMPOTENCY")
+        if item is None:
+            return None
+        return IdempotencyRecord(key, str(item["chargeId"]), str(item["requestHash"]))
+
+    def _get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        try:
+            answer = self._client.get_item(
+                TableName=self._table,
+                Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        item = answer.get("Item")
+        return from_attributes(item) if item else None
+
+    def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
+        """Replace `current` by `updated` only if its status and version are still those read,
+        appending one history item per entry, in one transaction. Returns the stored charge."""
+        new_version = current.version + max(1, len(entries))
+        stored = replace(updated, version=new_version)
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": to_attributes(charge_to_item(stored)),
+                    "ConditionExpression": "#s = :status AND #v = :version",
+                    "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
+                    "ExpressionAttributeValues": {
+                        ":status": {"S": current.status.value},
+                        ":version": {"N": str(current.version)},
+                    },
+                }
+            }
+        ]
+        names = ["charge"]
+        for offset, entry in enumerate(entries, start=1):
+            items.append(
+                _put_new(self._table, _history_item(current.id, current.version + offset, entry))
+            )
+            names.append("history")
+        self._transact(items, names)
+        return stored
+
+    def history(self, charge_id: str) -> list[HistoryEntry]:
+        """Every transition of a charge, oldest first."""
+        try:
+            answer = self._client.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
+                ExpressionAttributeValues={
+                    ":pk": {"S": f"CHARGE#{charge_id}"},
+                    ":h": {"S": "HISTORY#"},
+                },
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        entries = []
+        for raw in answer.get("Items", []):
+            item = from_attributes(raw)
+            entries.append(
+                HistoryEntry(
+                    from_status=ChargeStatus(item["from"]) if item.get("from") else None,
+                    to_status=ChargeStatus(item["to"]),
+                    at=from_iso(item["at"]),
+                    source=str(item["source"]),
+                    detail=str(item.get("detail") or ""),
+                )
+            )
+        return entries
+
+    def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
+        """Ids of charges whose next check is due, oldest first, from one shard of DueIndex.
+
+        The index is eventually consistent: callers re-read each charge before acting on it.
+        """
+        try:
+            answer = self._client.query(
+                TableName=self._table,
+                IndexName="DueIndex",
+                KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
+                ExpressionAttributeValues={
+                    ":shard": {"S": f"DUE#{shard}"},
+                    ":now": {"S": iso(now)},
+                },
+                Limit=limit,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        return [item["pk"]["S"].removeprefix("CHARGE#") for item in answer.get("Items", [])]
+
+    def reschedule(self, current: Charge, next_check_at: datetime | None, attempts: int) -> Charge:
+        """Move a charge's next check (no status change), only if nobody changed it meanwhile."""
+        stored = replace(
+            current,
+            version=current.version + 1,
+            next_check_at=next_check_at,
+            check_attempts=attempts,
+            updated_at=self._clock(),
+        )
+        item = {
+            "Put": {
+                "TableName": self._table,
+                "Item": to_attributes(charge_to_item(stored)),
+                "ConditionExpression": "#s = :status AND #v = :version",
+                "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": current.status.value},
+                    ":version": {"N": str(current.version)},
+                },
+            }
+        }
+        self._transact([item], ["charge"])
+        return stored
+
+    def _transact(self, items: list[dict[str, Any]], names: list[str]) -> None:
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, names) from exc

@@ -1,0 +1,152 @@
+"""Telemetry adapters: the use cases' reports as Powertools logs and EMF metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from payments.charges.model import Charge, ChargeStatus
+from payments.errors import GatewayError, PaymentsError
+from payments.observability import logger, metrics
+from payments.shared.events import DomainEvent
+from payments.shared.fields import mask_card_id
+
+if TYPE_CHECKING:
+    from payments.charges.inbox_records import PostLinkOutcome
+
+_METRIC_NAMES = {
+    ChargeStatus.AUTHORIZED: "ChargeAuthorized",
+    ChargeStatus.CAPTURED: "ChargeCaptured",
+    ChargeStatus.REQUIRES_3DS: "ChargeRequires3DS",
+    ChargeStatus.DECLINED: "ChargeDeclined",
+    ChargeStatus.UNKNOWN: "ChargeUnknown",
+    ChargeStatus.FAILED: "ChargeFailed",
+    ChargeStatus.EXPIRED: "ChargeExpired",
+    ChargeStatus.NEEDS_REVIEW: "ChargeNeedsReview",
+    ChargeStatus.CANCELLED: "ChargeCancelled",
+}
+
+
+class PowertoolsTelemetry:
+    """Telemetry through Powertools Logger (JSON) and Metrics (EMF), one metric per outcome."""
+
+    def bind_charge(self, charge: Charge) -> None:
+        """Make the charge id the correlation id of the rest of this invocation's logs."""
+        logger.set_correlation_id(charge.id)
+        logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
+
+    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
+        """Log one transition."""
+        logger.info(
+            "charge transitioned",
+            extra={
+                "from_status": previous.value if previous else None,
+                "to_status": charge.status.value,
+                "source": source,
+                "card": mask_card_id(charge.card_id),
+                "error_code": charge.error.code if charge.error else None,
+            },
+        )
+
+    def outcome(self, charge: Charge) -> None:
+        """Count the status a charge settled in after one write (one metric per outcome)."""
+        name = _METRIC_NAMES.get(charge.status)
+        if name is not None:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+    def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
+        """Log an ePay failure by its facts only (operation, class, HTTP status)."""
+        logger.warning(
+            "ePay call failed",
+            extra={
+                "operation": error.operation,
+                "error": type(error).__name__,
+                "gateway_http_status": error.gateway_http_status,
+                "status": charge.status.value,
+            },
+        )
+        metrics.add_metric(name="GatewayFailure", unit=MetricUnit.Count, value=1)
+
+
+class PowertoolsPostLinkTelemetry:
+    """postLink verdicts as log lines and one metric per verdict (plus PostLinkDuplicate).
+
+    A forged notification is a security event: a warning with `security: true`, the field names
+    that did not match and the caller's IP, never the payload or its secret_hash.
+    """
+
+    def handled(self, outcome: PostLinkOutcome) -> None:
+        """Log and count one delivery's verdict (PostLinkSettled, PostLinkForged, ...)."""
+        # Imported here so that only the postLink function loads the postLink module.
+        from payments.charges.inbox_records import Verdict
+
+        if outcome.charge_id:
+            logger.append_keys(charge_id=outcome.charge_id)
+        extra = {
+            "verdict": outcome.verdict.value,
+            "route": outcome.route.value,
+            "duplicate": outcome.duplicate,
+            "invoice_id": outcome.invoice_id,
+            "status": outcome.status.value if outcome.status else None,
+            "detail": outcome.detail,
+        }
+        if outcome.verdict is Verdict.FORGED:
+            logger.warning(
+                "postLink notification failed verification",
+                extra={
+                    **extra,
+                    "security": True,
+                    "mismatched": list(outcome.mismatched),
+                    "source_ip": outcome.source_ip,
+                },
+            )
+        elif outcome.verdict in (Verdict.MALFORMED, Verdict.UNKNOWN_INVOICE, Verdict.DEFERRED):
+            logger.warning(
+                "postLink notification not settled", extra={**extra, "source_ip": outcome.source_ip}
+            )
+        else:
+            logger.info("postLink notification handled", extra=extra)
+        name = "PostLink" + outcome.verdict.name.title().replace("_", "")
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        if outcome.duplicate:
+            metrics.add_metric(name="PostLinkDuplicate", unit=MetricUnit.Count, value=1)
+
+
+def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
+    """A domain event did not reach the bus after its fact was stored (alarmable metric)."""
+    logger.error(
+        "domain event not published",
+        extra={"event_id": event.id, "event_type": event.type, "error": type(error).__name__},
+    )
+    metrics.add_metric(name="EventPublishFailed", unit=MetricUnit.Count, value=1)
+
+
+_RENEWAL_METRICS = {
+    "paid": "RenewalPaid",
+    "declined": "RenewalDeclined",
+    "past_due": "RenewalPastDue",
+    "unpaid": "RenewalUnpaid",
+    "cancelled": "RenewalCancelled",
+    "requires_action": "RenewalRequiresAction",
+    "pending": "RenewalPending",
+    "outage": "RenewalOutage",
+    "duplicate": "RenewalDuplicate",
+    "stale": "RenewalStale",
+}
+
+
+def renewal_handled(subscription_id: str, cycle: int, attempt: int, outcome: str) -> None:
+    """Log and count what one renewal message did (ids only, never card data)."""
+    logger.info(
+        "renewal handled",
+        extra={
+            "subscription_id": subscription_id,
+            "cycle": cycle,
+            "attempt": attempt,
+            "outcome": outcome,
+        },
+    )
+    name = _RENEWAL_METRICS.get(outcome)
+    if name is not None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

@@ -1,0 +1,110 @@
+"""Domain events: what happened to charges and subscriptions, told to the merchant's systems.
+
+Every event has a deterministic `id` built from the fact it reports (`charge.succeeded:<chargeId>`,
+`subscription.renewed:<subscriptionId>#<cycle>`), so a publish that is retried, or repeated after a
+crash, carries the same id and consumers can drop the copy. An event is published only by the
+writer whose conditional write made the fact true (the winner); losers and replays publish nothing.
+`charge.*` events are published from the table's stream (the write itself is the outbox:
+`payments.charge_stream` and functions/charge_events), never by the writer in-line.
+
+This module holds the port and the event builders; the EventBridge adapter is
+`payments.eventbridge` (boto3 stays out of the use cases).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from payments.charges import views
+from payments.charges.model import CaptureMode, Charge, ChargeStatus
+from payments.shared.events import DomainEvent
+from payments.shared.fields import mask_card_id
+
+S = ChargeStatus
+
+
+CHARGE_SUCCEEDED = "charge.succeeded"
+
+
+CHARGE_FAILED = "charge.failed"
+
+
+CHARGE_REQUIRES_ACTION = "charge.requires_action"
+
+
+# The idempotency key of a renewal charge. It contains a space, which the public API's
+# Idempotency-Key header may not (printable ASCII without spaces), so no merchant request can
+# ever collide with, replay or pre-empt a renewal's charge.
+_RENEWAL_KEY_RE = re.compile(r"^renewal (sub_[0-9a-f]{32})#([0-9]+)(?:#retry([0-9]+))?$")
+
+
+def renewal_key(subscription_id: str, cycle: int, attempt: int) -> str:
+    """The charge idempotency key of one attempt of one billing cycle (`<sub>#<cycle>`)."""
+    base = f"renewal {subscription_id}#{cycle}"
+    return base if attempt == 0 else f"{base}#retry{attempt}"
+
+
+def parse_renewal_key(key: str) -> tuple[str, int, int] | None:
+    """(subscription id, cycle, attempt) of a renewal charge's key; None for other charges."""
+    match = _RENEWAL_KEY_RE.match(key)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3) or 0)
+
+
+def charge_event(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None = None
+) -> DomainEvent | None:
+    """The event a charge's new status reports, or None when the status is not one we tell.
+
+    CAPTURED (and AUTHORIZED under manual capture) is `charge.succeeded`; DECLINED, FAILED and
+    EXPIRED are `charge.failed`; REQUIRES_3DS is `charge.requires_action` with the page URL.
+    """
+    if charge.status is S.CAPTURED or (
+        charge.status is S.AUTHORIZED and charge.capture is CaptureMode.MANUAL
+    ):
+        kind = CHARGE_SUCCEEDED
+    elif charge.status in (S.DECLINED, S.FAILED, S.EXPIRED):
+        kind = CHARGE_FAILED
+    elif charge.status is S.REQUIRES_3DS:
+        kind = CHARGE_REQUIRES_ACTION
+    else:
+        return None
+    renewal = parse_renewal_key(charge.idempotency_key)
+    data: dict[str, Any] = {
+        "chargeId": charge.id,
+        "invoiceId": charge.invoice_id,
+        "status": charge.status.value,
+        "amount": charge.amount,
+        "capturedAmount": charge.captured_amount,
+        "currency": charge.currency,
+        "accountId": charge.account_id,
+        "cardId": mask_card_id(charge.card_id),
+        "recurrent": charge.recurrent,
+        "nextAction": views.next_action(charge, page_url),
+        "error": views.error_view(charge),
+        "subscription": None
+        if renewal is None
+        else {"id": renewal[0], "cycle": renewal[1], "attempt": renewal[2]},
+    }
+    # A charge can only enter a status once per conditional write; the id makes a re-entry after
+    # NEEDS_REVIEW (e.g. CAPTURED again) the same fact.
+    return DomainEvent(f"{kind}:{charge.id}", kind, charge.updated_at, data)
+
+
+def charge_event_from_change(
+    previous_status: str | None,
+    charge: Charge,
+    page_url: Callable[[Charge], str | None] | None = None,
+) -> DomainEvent | None:
+    """The event of one stored change of a charge item (the outbox: the table's stream).
+
+    `previous_status` is the status before the write (None for a new item). A write that left the
+    status as it was (a reconciler check, a capture flag) reports nothing; a new status reports
+    what `charge_event` tells of it. Redeliveries of the same change give the same event id.
+    """
+    if previous_status == charge.status.value:
+        return None
+    return charge_event(charge, page_url)

@@ -1,0 +1,68 @@
+"""TODO docstring for charges.inbox_records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from payments.charges.model import ChargeStatus
+from payments.charges.notifications import Route
+
+
+class Verdict(StrEnum):
+    """What the intake concluded about one notification (kept on its inbox item)."""
+
+    RECEIVED = "received"  # stored; being handled (or its handler died before deciding)
+    MALFORMED = "malformed"  # not a notification we can read: 400
+    FORGED = "forged"  # failed verification: 403
+    UNKNOWN_INVOICE = "unknown_invoice"  # no charge has this invoice id: 200, kept for review
+    SETTLED = "settled"  # the status API answered; the charge was settled (changed or not)
+    PENDING = "pending"  # the status API says not final yet (or does not know the invoice)
+    DEFERRED = "deferred"  # the status API could not answer in time: left to the reconciler
+
+
+FINAL_VERDICTS = frozenset(
+    {Verdict.MALFORMED, Verdict.FORGED, Verdict.UNKNOWN_INVOICE, Verdict.SETTLED}
+)
+
+
+@dataclass(frozen=True)
+class InboxRecord:
+    """A notification as first stored: the body (secret masked), where it came from, when."""
+
+    digest: str
+    body: str = field(repr=False)
+    content_type: str | None
+    route: Route
+    source_ip: str | None
+    received_at: datetime
+    verdict: Verdict
+    invoice_id: str | None = None
+    secret_hash_digest: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """What an earlier delivery of the same body left in the inbox."""
+
+    verdict: Verdict
+    deliveries: int
+    received_at: datetime
+    charge_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PostLinkOutcome:
+    """What one delivery came to; telemetry reports it and the handler answers from it."""
+
+    verdict: Verdict
+    route: Route
+    duplicate: bool
+    invoice_id: str | None = None
+    charge_id: str | None = None
+    status: ChargeStatus | None = None
+    mismatched: tuple[str, ...] = ()
+    source_ip: str | None = None
+    detail: str = ""

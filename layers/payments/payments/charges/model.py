@@ -1,0 +1,180 @@
+"""Charges, money, statuses and their transitions, and the validation rules of ePay's fields."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+
+class ChargeStatus(StrEnum):
+    """Where a charge is in its life."""
+
+    PROCESSING = "PROCESSING"
+    REQUIRES_3DS = "REQUIRES_3DS"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"
+    DECLINED = "DECLINED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+S = ChargeStatus
+
+
+_SETTLED_BY_GATEWAY = {S.AUTHORIZED, S.CAPTURED, S.DECLINED, S.EXPIRED}
+
+
+TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
+    S.PROCESSING: frozenset(
+        {S.REQUIRES_3DS, S.UNKNOWN, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
+    ),
+    S.REQUIRES_3DS: frozenset({S.UNKNOWN, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}),
+    S.UNKNOWN: frozenset(
+        {S.REQUIRES_3DS, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
+    ),
+    S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.NEEDS_REVIEW}),
+    S.CAPTURED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.NEEDS_REVIEW}),
+    S.NEEDS_REVIEW: frozenset(
+        {S.AUTHORIZED, S.CAPTURED, S.CANCELLED, S.REFUNDED, S.DECLINED, S.EXPIRED, S.FAILED}
+    ),
+    S.REFUNDED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.DECLINED: frozenset({S.NEEDS_REVIEW}),
+    S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
+    S.FAILED: frozenset({S.NEEDS_REVIEW}),
+}
+
+
+FINAL_STATUSES = frozenset(
+    {S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.CANCELLED, S.DECLINED, S.EXPIRED, S.FAILED}
+)
+
+
+# The reconciler's backoff ladder: how long after each unsuccessful check the next one is due.
+CHECK_LADDER = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(hours=24),
+)
+
+
+# A PROCESSING charge older than this lost its function between the write and ePay's answer.
+PROCESSING_SAFE_AGE = timedelta(minutes=2)
+
+
+DUE_SHARDS = 8
+
+
+def can_transition(current: ChargeStatus, target: ChargeStatus) -> bool:
+    """True when the state machine allows moving from `current` to `target`."""
+    return target in TRANSITIONS[current]
+
+
+class CaptureMode(StrEnum):
+    """Whether an ePay AUTH (money held) is charged at once or left for an explicit capture."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class EpayRef:
+    """What ePay told us about the transaction behind a charge."""
+
+    transaction_id: str | None = None
+    reference: str | None = None
+    approval_code: str | None = None
+    card_mask: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeError:
+    """Why a charge did not succeed."""
+
+    code: str
+    message: str
+    category: str
+
+
+@dataclass(frozen=True)
+class ThreeDSData:
+    """What the 3-D Secure step needs: ePay's secure3D object and the charge's token."""
+
+    pa_req: str = field(repr=False)
+    md: str = field(repr=False)
+    action: str
+    access_token: str = field(repr=False)
+    token_expires_at: datetime
+    term_url: str | None = None
+    # The customer's page token (payments.pagetoken): a per-charge nonce to recompute it for
+    # display, and the SHA-256 of the token; the token itself is never stored.
+    page_nonce: str | None = field(default=None, repr=False)
+    page_token_digest: str | None = field(default=None, repr=False)
+    # When the redirect page was served (its token is then used up) and when the ACS's answer
+    # reached TermUrl (the confirm is then ours to make, once).
+    page_served_at: datetime | None = None
+    returned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One attempt to charge a saved card, as stored."""
+
+    id: str
+    invoice_id: str
+    status: ChargeStatus
+    amount: Decimal
+    currency: str
+    account_id: str
+    card_id: str = field(repr=False)
+    description: str
+    capture: CaptureMode
+    recurrent: bool
+    language: str
+    idempotency_key: str
+    request_hash: str
+    secret_hash_digest: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    invoice_id_alt: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    back_link: str | None = None
+    failure_back_link: str | None = None
+    captured_amount: Decimal | None = None
+    epay: EpayRef = field(default_factory=EpayRef)
+    error: ChargeError | None = None
+    three_ds: ThreeDSData | None = None
+    capture_pending: bool = False
+    next_check_at: datetime | None = None
+    check_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One transition of a charge, appended and never changed."""
+
+    from_status: ChargeStatus | None
+    to_status: ChargeStatus
+    at: datetime
+    source: str
+    detail: str = ""
+
+
+def secret_hash_digest(secret_hash: str) -> str:
+    """The digest we keep of a charge's secret_hash (the value itself is never stored)."""
+    return hashlib.sha256(secret_hash.encode()).hexdigest()

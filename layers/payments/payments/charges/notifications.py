@@ -1,0 +1,216 @@
+"""TODO docstring for charges.notifications."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from urllib.parse import parse_qsl
+
+from payments.charges.model import Charge, secret_hash_digest
+from payments.errors import (
+    PayloadTooLargeError,
+    ValidationError,
+)
+from payments.shared.fields import CONTROL_RE, INVOICE_ID_RE
+from payments.shared.money import to_money
+
+MAX_NOTIFICATION_BYTES = 16 * 1024
+
+
+_MAX_FIELD_CHARS = 256
+
+
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+
+
+_JSON_SECRET_RE = re.compile(r'("secret_hash"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
+
+
+_FORM_SECRET_RE = re.compile(r"(^|&)(secret_hash=)[^&]*", re.IGNORECASE)
+
+
+MASK = "***"
+
+
+class Route(StrEnum):
+    """Which of the two links ePay posted to (postLink or failurePostLink)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One HTTP delivery of a notification, as the handler received it."""
+
+    body: bytes = field(repr=False)
+    content_type: str | None
+    route: Route
+    source_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """The fields of a postLink notification that verification and logs use."""
+
+    invoice_id: str
+    amount: Decimal
+    currency: str
+    terminal: str
+    secret_hash: str | None = field(repr=False)
+    code: str | None = None
+    transaction_id: str | None = None
+    reason_code: int | None = None
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+
+def body_bytes(body: str | None, is_base64: bool) -> bytes:
+    """The exact bytes of a proxy event's body; refuses oversized bodies before decoding."""
+    if body is None:
+        return b""
+    if len(body) > MAX_NOTIFICATION_BYTES * 2:
+        raise PayloadTooLargeError(_too_large())
+    if not is_base64:
+        return body.encode("utf-8", errors="surrogateescape")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        # Not base64 after all: keep what arrived, parsing will call it malformed.
+        return body.encode("utf-8", errors="surrogateescape")
+
+
+def _too_large() -> str:
+    return f"the notification must not exceed {MAX_NOTIFICATION_BYTES} bytes"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _decode_fields(body: bytes, content_type: str | None) -> Mapping[str, Any]:
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ValidationError("the notification is not UTF-8 text") from exc
+    if not text:
+        raise ValidationError("the notification body is empty")
+    ctype = (content_type or "").lower()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError("the notification is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise ValidationError("the notification must be a JSON object")
+        return data
+    if "json" in ctype:
+        raise ValidationError("the notification must be a JSON object")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError as exc:
+        raise ValidationError("the notification is neither JSON nor a urlencoded form") from exc
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)  # the first of repeated keys wins
+    return form
+
+
+def _text(value: Any) -> str | None:
+    """A short single-line string from a string or an integer; None when absent or unusable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    text: str = value.strip()
+    if not text or len(text) > _MAX_FIELD_CHARS or CONTROL_RE.search(text):
+        return None
+    return text
+
+
+def _reason_code(value: Any) -> int | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def parse_notification(body: bytes, content_type: str | None) -> Notification:
+    """Read a postLink body (JSON or urlencoded form) or raise ValidationError naming fields."""
+    raw = _decode_fields(body, content_type)
+    fields = {str(k).lower(): v for k, v in raw.items()}
+    errors: dict[str, str] = {}
+
+    invoice_id = _text(fields.get("invoiceid"))
+    if invoice_id is None or not INVOICE_ID_RE.match(invoice_id):
+        errors["invoiceId"] = "must be a string of 6 to 15 digits"
+
+    amount: Decimal | None = None
+    try:
+        if fields.get("amount") is not None:
+            amount = to_money(fields["amount"])
+    except ValueError:
+        amount = None
+    if amount is None or amount <= 0:
+        errors["amount"] = "must be a positive number"
+
+    currency = _text(fields.get("currency"))
+    if currency is None or not _CURRENCY_RE.match(currency):
+        errors["currency"] = "must be a 3-letter currency code"
+
+    terminal = _text(fields.get("terminal", fields.get("terminalid")))
+    if terminal is None:
+        errors["terminal"] = "is required"
+
+    if errors or invoice_id is None or amount is None or currency is None or terminal is None:
+        raise ValidationError("the notification is invalid", errors)
+    secret = fields.get("secret_hash")
+    code = _text(fields.get("code"))
+    return Notification(
+        invoice_id=invoice_id,
+        amount=amount,
+        currency=currency.upper(),
+        terminal=terminal,
+        secret_hash=secret if isinstance(secret, str) and secret else None,
+        code=code.lower() if code else None,
+        transaction_id=_text(fields.get("id")),
+        reason_code=_reason_code(fields.get("reasoncode")),
+    )
+
+
+def mask_secret(text: str) -> str:
+    """The body with the value of `secret_hash` replaced by a mask (JSON and form bodies)."""
+    text = _JSON_SECRET_RE.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
+    return _FORM_SECRET_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+
+
+def verify(notification: Notification, charge: Charge, terminal_id: str) -> tuple[str, ...]:
+    """The names of the fields that do not match the stored charge (empty: authentic).
+
+    Every check runs whatever the others say, and `secret_hash` is compared as SHA-256 hex
+    digests with `hmac.compare_digest`, so the answer's timing tells nothing about the secret.
+    """
+    offered = secret_hash_digest(notification.secret_hash or "")
+    secret_ok = hmac.compare_digest(offered, charge.secret_hash_digest)
+    checks = {
+        "secret_hash": secret_ok and notification.secret_hash is not None,
+        "invoiceId": notification.invoice_id == charge.invoice_id,
+        "amount": notification.amount == charge.amount,
+        "currency": notification.currency == charge.currency.upper(),
+        "terminal": notification.terminal.lower() == terminal_id.lower(),
+    }
+    return tuple(name for name, ok in checks.items() if not ok)

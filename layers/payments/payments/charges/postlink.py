@@ -1,0 +1,207 @@
+"""postLink intake (epay-api.md section 6): parse tolerantly, store first, verify, then settle.
+
+A notification is a hint, never a fact. ePay does not sign it; the only secret in it is the
+`secret_hash` chosen for that charge, of which only a digest is kept. The intake therefore:
+
+1. refuses bodies over `MAX_NOTIFICATION_BYTES` (413, nothing stored);
+2. parses the body tolerantly (JSON, or a urlencoded form; keys in any case; `reasonCode` a
+   number or a string; unknown fields ignored);
+3. stores it in the inbox (keyed by the SHA-256 of the exact body, so a byte-identical repeat is
+   a duplicate), with `secret_hash`'s value masked, *before* anything else happens; a malformed
+   body is stored too and answered 400;
+4. finds the charge by invoice id (unknown: 200, kept for review, no retries invited);
+5. verifies `secret_hash` in constant time against the charge's digest, and `invoiceId`, `amount`,
+   `currency` and `terminal` against the charge (any mismatch: 403, nothing changes);
+6. settles the charge from ePay's status API through `ChargeService.settle` (the one state
+   machine), within a short deadline; if ePay cannot answer in time the charge keeps its
+   reconciler schedule and the answer is still 200.
+
+A duplicate whose stored verdict is final (malformed, forged, unknown invoice, settled) is answered
+from that verdict without calling ePay; any other duplicate (still being handled, deferred,
+pending) is handled again, which is safe because settling is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from payments.charges.inbox_records import FINAL_VERDICTS, InboxRecord, PostLinkOutcome, Verdict
+from payments.charges.model import secret_hash_digest
+from payments.charges.notifications import (
+    MAX_NOTIFICATION_BYTES,
+    Delivery,
+    Notification,
+    _too_large,
+    mask_secret,
+    parse_notification,
+    verify,
+)
+from payments.charges.ports import ChargeLookup, Inbox, PostLinkTelemetry, Settler
+from payments.errors import (
+    ForgedNotificationError,
+    GatewayError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from payments.shared.clock import utc_now
+from payments.shared.deadline import Deadline
+
+SETTLE_BUDGET_SECONDS = 8.0
+
+
+# A copy arriving while the first is still being handled (younger than this, above the function's
+# 15 s timeout) is answered 200 without a second settle; an older `received` one is handled again.
+IN_FLIGHT = timedelta(seconds=30)
+
+
+SOURCE = "postlink"
+
+
+# --- the use case -----------------------------------------------------------------------------
+
+
+class PostLinkService:
+    """Takes ePay's postLink notifications in: store, verify, settle through the status API."""
+
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        charges: ChargeLookup,
+        settler: Settler,
+        terminal_id: Callable[[], str],
+        telemetry: PostLinkTelemetry,
+        clock: Callable[[], datetime] = utc_now,
+        settle_budget: float = SETTLE_BUDGET_SECONDS,
+    ) -> None:
+        self._inbox = inbox
+        self._charges = charges
+        self._settler = settler
+        self._terminal_id = terminal_id
+        self._telemetry = telemetry
+        self._clock = clock
+        self._settle_budget = settle_budget
+
+    def receive(self, delivery: Delivery, deadline: Deadline) -> PostLinkOutcome:
+        """Store, verify and act on one delivery.
+
+        Returns the outcome for a 200 answer; raises PayloadTooLargeError (413, not stored),
+        ValidationError (400, stored) or ForgedNotificationError (403, stored).
+        """
+        if len(delivery.body) > MAX_NOTIFICATION_BYTES:
+            raise PayloadTooLargeError(_too_large())
+        digest = hashlib.sha256(delivery.body).hexdigest()
+        notification: Notification | None = None
+        problem: ValidationError | None = None
+        try:
+            notification = parse_notification(delivery.body, delivery.content_type)
+        except ValidationError as exc:
+            problem = exc
+
+        now = self._clock()
+        record = InboxRecord(
+            digest=digest,
+            body=mask_secret(delivery.body.decode("utf-8", errors="backslashreplace")),
+            content_type=delivery.content_type,
+            route=delivery.route,
+            source_ip=delivery.source_ip,
+            received_at=now,
+            verdict=Verdict.MALFORMED if problem else Verdict.RECEIVED,
+            invoice_id=notification.invoice_id if notification else None,
+            secret_hash_digest=secret_hash_digest(notification.secret_hash)
+            if notification and notification.secret_hash
+            else None,
+        )
+        duplicate = not self._inbox.put_new(record)
+        if duplicate:
+            stored = self._inbox.seen_again(digest, now)
+            in_flight = stored.verdict is Verdict.RECEIVED and now - stored.received_at < IN_FLIGHT
+            if stored.verdict in FINAL_VERDICTS or in_flight:
+                outcome = PostLinkOutcome(
+                    verdict=stored.verdict,
+                    route=delivery.route,
+                    duplicate=True,
+                    invoice_id=record.invoice_id,
+                    charge_id=stored.charge_id,
+                    source_ip=delivery.source_ip,
+                    detail=stored.detail,
+                )
+                return self._answer(outcome, problem)
+
+        if problem is not None or notification is None:
+            outcome = PostLinkOutcome(
+                Verdict.MALFORMED,
+                delivery.route,
+                duplicate,
+                source_ip=delivery.source_ip,
+                detail=", ".join(sorted(problem.fields)) if problem else "",
+            )
+            return self._answer(outcome, problem)
+
+        outcome = self._handle(notification, delivery, duplicate, deadline)
+        self._inbox.record_verdict(
+            digest,
+            outcome.verdict,
+            self._clock(),
+            charge_id=outcome.charge_id,
+            detail=outcome.detail,
+        )
+        return self._answer(outcome, None)
+
+    def _handle(
+        self, notification: Notification, delivery: Delivery, duplicate: bool, deadline: Deadline
+    ) -> PostLinkOutcome:
+        base = PostLinkOutcome(
+            verdict=Verdict.RECEIVED,
+            route=delivery.route,
+            duplicate=duplicate,
+            invoice_id=notification.invoice_id,
+            source_ip=delivery.source_ip,
+        )
+        charge = self._charges.get_by_invoice(notification.invoice_id)
+        if charge is None:
+            return _with(base, verdict=Verdict.UNKNOWN_INVOICE, detail="no charge has this invoice")
+        base = _with(base, charge_id=charge.id, status=charge.status)
+        mismatched = verify(notification, charge, self._terminal_id())
+        if mismatched:
+            return _with(
+                base,
+                verdict=Verdict.FORGED,
+                mismatched=mismatched,
+                detail="mismatched: " + ",".join(mismatched),
+            )
+        try:
+            settlement = self._settler.settle(charge.id, SOURCE, self._bounded(deadline))
+        except GatewayError as exc:
+            # The charge keeps its nextCheckAt: the reconciler settles it later.
+            return _with(base, verdict=Verdict.DEFERRED, detail=f"status API: {type(exc).__name__}")
+        verdict = (
+            Verdict.SETTLED if settlement.outcome in ("changed", "unchanged") else Verdict.PENDING
+        )
+        return _with(
+            base,
+            verdict=verdict,
+            status=settlement.charge.status,
+            detail=f"{settlement.outcome}: {settlement.charge.status.value}",
+        )
+
+    def _bounded(self, deadline: Deadline) -> Deadline:
+        """The caller's deadline, but never more than the settle budget from now."""
+        return Deadline(min(deadline.at, time.monotonic() + self._settle_budget))
+
+    def _answer(self, outcome: PostLinkOutcome, problem: ValidationError | None) -> PostLinkOutcome:
+        self._telemetry.handled(outcome)
+        if outcome.verdict is Verdict.MALFORMED:
+            raise problem or ValidationError("the notification is invalid")
+        if outcome.verdict is Verdict.FORGED:
+            raise ForgedNotificationError("the notification was rejected", outcome.mismatched)
+        return outcome
+
+
+def _with(outcome: PostLinkOutcome, **changes: Any) -> PostLinkOutcome:
+    return replace(outcome, **changes)

@@ -1,0 +1,164 @@
+"""The reconciler: finds charges due for a check and settles them from ePay's status API.
+
+Nothing is ever re-sent: an unclear charge is only asked about. Each unsuccessful check moves the
+next one up a backoff ladder; after the last rung a person must look (NEEDS_REVIEW).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from payments.charges.model import CHECK_LADDER, DUE_SHARDS, Charge, ChargeStatus
+from payments.charges.ports import ReconcileStore
+from payments.charges.service import ChargeService
+from payments.errors import GatewayError, NotFoundError, StaleStateError
+from payments.shared.clock import utc_now
+from payments.shared.deadline import Deadline
+
+S = ChargeStatus
+
+
+# ePay answering "no such invoice" is final only once an invoice could no longer appear there.
+NOT_FOUND_FINAL_AGE = timedelta(minutes=15)
+
+
+# Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
+PENDING_FINAL_AGE = timedelta(hours=3)
+
+
+PENDING_AT_EPAY = frozenset({"NEW", "3D", "FINGERPRINT"})
+
+
+BATCH_SIZE = 50
+
+
+MIN_SECONDS_PER_CHECK = 3.0
+
+
+@dataclass
+class ReconcileReport:
+    """What one run did."""
+
+    checked: int = 0
+    settled: int = 0
+    rescheduled: int = 0
+    needs_review: int = 0
+    skipped: int = 0
+
+
+class Reconciler:
+    """Checks due charges, each through ChargeService.settle, so every path shares one machine."""
+
+    def __init__(
+        self,
+        *,
+        charges: ChargeService,
+        store: ReconcileStore,
+        clock: Callable[[], datetime] = utc_now,
+        shards: int = DUE_SHARDS,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._charges = charges
+        self._store = store
+        self._clock = clock
+        self._shards = shards
+        self._batch = batch_size
+
+    def run(self, deadline: Deadline) -> ReconcileReport:
+        """Check every charge due now, shard by shard, until done or the deadline nears."""
+        report = ReconcileReport()
+        now = self._clock()
+        for shard in range(self._shards):
+            seen: set[str] = set()
+            while deadline.remaining() > MIN_SECONDS_PER_CHECK:
+                # The index lags the table, so a page may repeat charges checked a moment ago.
+                page = [
+                    i for i in self._store.due_charge_ids(shard, now, self._batch) if i not in seen
+                ]
+                if not page:
+                    break
+                for charge_id in page:
+                    if deadline.remaining() <= MIN_SECONDS_PER_CHECK:
+                        return report
+                    seen.add(charge_id)
+                    self._count(report, self.check(charge_id, deadline, forced=False))
+        return report
+
+    def check(self, charge_id: str, deadline: Deadline, *, forced: bool) -> CheckResult:
+        """Check one charge now if it is due (or if `forced`, as on demand)."""
+        charge = self._store.get(charge_id)
+        if charge is None:
+            raise NotFoundError("no such charge")
+        now = self._clock()
+        due = charge.next_check_at is not None and charge.next_check_at <= now
+        if not (due or forced) or charge.status is S.NEEDS_REVIEW:
+            return CheckResult(charge, "skipped")
+        try:
+            settlement = self._charges.settle(charge_id, "reconciler", deadline)
+        except GatewayError as exc:
+            return self._later(charge, f"status API: {type(exc).__name__}")
+        result = settlement.charge
+        if result.status is not charge.status:
+            return CheckResult(result, "settled")
+        if (
+            settlement.outcome == "not_found"
+            and now - charge.created_at >= NOT_FOUND_FINAL_AGE
+            and charge.status in {S.PROCESSING, S.UNKNOWN, S.REQUIRES_3DS}
+        ):
+            return self._conclude(result, S.FAILED, "status API: no such invoice")
+        if result.status is S.REQUIRES_3DS and _three_ds_expired(result, now):
+            return self._conclude(result, S.EXPIRED, "3-D Secure not completed in time")
+        if (
+            settlement.gateway_status in PENDING_AT_EPAY
+            and result.status in {S.PROCESSING, S.UNKNOWN}
+            and now - charge.created_at >= PENDING_FINAL_AGE
+        ):
+            # ePay is still waiting for a step (3DS) nobody can finish: we lost the secure3D data
+            # with the answer, and every token it could use has expired. Nothing was taken.
+            return self._conclude(result, S.EXPIRED, f"still {settlement.gateway_status} at ePay")
+        if result.next_check_at is None:
+            return CheckResult(result, "unchanged")
+        return self._later(result, f"status API: {settlement.outcome}")
+
+    def _later(self, charge: Charge, reason: str) -> CheckResult:
+        attempts = charge.check_attempts + 1
+        if attempts >= len(CHECK_LADDER):
+            return self._conclude(charge, S.NEEDS_REVIEW, f"unsettled after {attempts} checks")
+        try:
+            moved = self._store.reschedule(charge, self._clock() + CHECK_LADDER[attempts], attempts)
+        except StaleStateError:
+            latest = self._store.get(charge.id)
+            return CheckResult(latest or charge, "skipped")
+        return CheckResult(moved, "rescheduled", reason)
+
+    def _conclude(self, charge: Charge, target: ChargeStatus, detail: str) -> CheckResult:
+        concluded = self._charges.conclude(charge, target, detail, "reconciler")
+        outcome = "needs_review" if concluded.status is S.NEEDS_REVIEW else "settled"
+        return CheckResult(concluded, outcome, detail)
+
+    @staticmethod
+    def _count(report: ReconcileReport, result: CheckResult) -> None:
+        report.checked += result.outcome != "skipped"
+        if result.outcome == "settled":
+            report.settled += 1
+        elif result.outcome == "rescheduled":
+            report.rescheduled += 1
+        elif result.outcome == "needs_review":
+            report.needs_review += 1
+        else:
+            report.skipped += 1
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One charge after a check: settled, rescheduled, needs_review, unchanged or skipped."""
+
+    charge: Charge
+    outcome: str
+    reason: str = ""
+
+
+def _three_ds_expired(charge: Charge, now: datetime) -> bool:
+    return charge.three_ds is None or charge.three_ds.token_expires_at <= now

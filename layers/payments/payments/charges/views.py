@@ -1,0 +1,65 @@
+"""TODO docstring for charges.views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from payments.charges.model import Charge, ChargeStatus
+from payments.shared.clock import iso
+from payments.shared.fields import mask_card_id
+
+
+def next_action(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None
+) -> dict[str, Any] | None:
+    """What the customer must do next: the 3DS redirect of a REQUIRES_3DS charge, else None."""
+    if charge.status is not ChargeStatus.REQUIRES_3DS:
+        return None
+    url = page_url(charge) if page_url is not None else None
+    return {"type": "redirect", "url": url} if url else {"type": "three_d_secure"}
+
+
+def error_view(charge: Charge) -> dict[str, str] | None:
+    """Why a charge did not succeed, as the API and the events show it."""
+    if charge.error is None:
+        return None
+    return {
+        "code": charge.error.code,
+        "message": charge.error.message,
+        "category": charge.error.category,
+    }
+
+
+def charge_resource(
+    charge: Charge, page_url: Callable[[Charge], str | None] | None = None
+) -> dict[str, Any]:
+    """The public representation of a charge (card id masked, no secrets).
+
+    A REQUIRES_3DS charge's `nextAction` is `{"type": "redirect", "url": ...}` with the URL of
+    its 3-D Secure page (`page_url`, payments.threeds.PageLinks.page_url); a charge stored
+    without a page token keeps the bare `{"type": "three_d_secure"}`.
+    """
+    return {
+        "id": charge.id,
+        "invoiceId": charge.invoice_id,
+        "status": charge.status.value,
+        "amount": charge.amount,
+        "capturedAmount": charge.captured_amount,
+        "currency": charge.currency,
+        "accountId": charge.account_id,
+        "cardId": mask_card_id(charge.card_id),
+        "description": charge.description,
+        "capture": charge.capture.value,
+        "recurrent": charge.recurrent,
+        "createdAt": iso(charge.created_at),
+        "updatedAt": iso(charge.updated_at),
+        "epay": {
+            "transactionId": charge.epay.transaction_id,
+            "reference": charge.epay.reference,
+            "approvalCode": charge.epay.approval_code,
+            "cardMask": charge.epay.card_mask,
+        },
+        "nextAction": next_action(charge, page_url),
+        "error": error_view(charge),
+    }

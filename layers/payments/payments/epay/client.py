@@ -1,0 +1,320 @@
+"""The ePay client: urllib3, explicit timeouts, bounded retries only where nothing doubles."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from payments.charges.ports import (
+    AuthRequest,
+    AuthResult,
+    ConfirmResult,
+    InvoiceTokenRequest,
+    StatusResult,
+    Token,
+)
+from payments.epay.responses import (
+    auth_result,
+    interpret,
+    interpret_confirm,
+    opt_int,
+    status_result,
+)
+from payments.errors import (
+    GatewayUnavailableError,
+)
+from payments.shared import jsonutil
+from payments.shared.deadline import Deadline
+from payments.shared.money import money_str
+
+# Operations that create nothing at ePay: an ambiguous answer means "try again", not "unknown".
+
+
+TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
+
+
+MIN_CALL_SECONDS = 0.5
+
+
+DEFAULT_TOKEN_LIFETIME = 300
+
+
+DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
+
+
+@dataclass(frozen=True)
+class EpayCredentials:
+    """The merchant's ePay credentials, as kept in Secrets Manager."""
+
+    client_id: str
+    client_secret: str
+    terminal_id: str
+
+    def __repr__(self) -> str:
+        return f"EpayCredentials(client_id={self.client_id!r}, terminal_id={self.terminal_id!r})"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Connect and read timeouts of every call; both stay below the function's own timeout."""
+
+    connect: float = 3.0
+    read: float = 10.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded, jittered retries for safe operations; randomness and sleep are injectable."""
+
+    max_retries: int = 2
+    base_delay: float = 0.2
+    max_delay: float = 2.0
+    jitter: Callable[[], float] = random.random
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for retry number `attempt` (1-based)."""
+        ceiling: float = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return ceiling * (0.5 + self.jitter() / 2)
+
+
+class EpayClient:
+    """ePay over urllib3 (epay-api.md): tokens, auth, status and capture."""
+
+    def __init__(
+        self,
+        *,
+        oauth_url: str,
+        api_url: str,
+        credentials: Callable[[], EpayCredentials],
+        scope: str,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        http: urllib3.PoolManager | None = None,
+        clock: Callable[[], datetime] | None = None,
+        confirm_path: str = DEFAULT_CONFIRM_PATH,
+    ) -> None:
+        self._oauth_url = oauth_url
+        self._confirm_path = confirm_path
+        self._api_url = api_url.rstrip("/")
+        self._credentials = credentials
+        self._scope = scope
+        self._timeouts = timeouts or Timeouts()
+        self._retry = retry or RetryPolicy()
+        self._http = http or urllib3.PoolManager(maxsize=10, retries=False)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._terminal_token: Token | None = None
+        self._lock = threading.Lock()
+
+    # --- the port ------------------------------------------------------------------------
+
+    def terminal_id(self) -> str:
+        """The terminal the credentials belong to."""
+        return self._credentials().terminal_id
+
+    def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
+        """Ask for a token bound to one invoice; safe to retry (a token creates nothing)."""
+        fields = {
+            "invoiceID": request.invoice_id,
+            "amount": money_str(request.amount),
+            "currency": request.currency,
+            "postLink": request.post_link,
+            "failurePostLink": request.failure_post_link,
+            "secret_hash": request.secret_hash,
+        }
+        return self._with_retries(lambda: self._request_token(fields, deadline), deadline)
+
+    def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
+        """POST /payments/cards/auth once. Never retried: ePay has no idempotency key."""
+        body: dict[str, Any] = {
+            "amount": request.amount,
+            "currency": request.currency,
+            "terminalId": self.terminal_id(),
+            "invoiceId": request.invoice_id,
+            "description": request.description,
+            "accountId": request.account_id,
+            "language": request.language,
+            "paymentType": "cardId",
+            "recurrent": request.recurrent,
+            "cardId": {"id": request.card_id},
+            "postLink": request.post_link,
+            "failurePostLink": request.failure_post_link,
+        }
+        optional = {
+            "invoiceIdAlt": request.invoice_id_alt,
+            "name": request.name,
+            "email": request.email,
+            "phone": request.phone,
+            "backLink": request.back_link,
+            "failureBackLink": request.failure_back_link,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        data = self._call(
+            "auth",
+            "POST",
+            f"{self._api_url}/payments/cards/auth",
+            token,
+            deadline,
+            body=jsonutil.dumps(body).encode(),
+            content_type="application/json",
+        )
+        return auth_result(data)
+
+    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+        """GET the status of an invoice; retried on transient failures (it changes nothing)."""
+        url = f"{self._api_url}/check-status/payment/transaction/{quote(invoice_id, safe='')}"
+
+        def once() -> StatusResult:
+            token = self._terminal(deadline)
+            return status_result(self._call("status", "GET", url, token, deadline))
+
+        return self._with_retries(once, deadline)
+
+    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+        """Charge a held AUTH (whole, or `amount` of it). Not retried: a resend could double."""
+        token = self._terminal(deadline)
+        body = jsonutil.dumps({"amount": amount}).encode() if amount is not None else b""
+        self._call(
+            "capture",
+            "POST",
+            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/charge",
+            token,
+            deadline,
+            body=body,
+            content_type="application/json",
+        )
+
+    def confirm_3ds(
+        self, access_token: str, pa_res: str, md: str, deadline: Deadline
+    ) -> ConfirmResult:
+        """POST PaRes/MD to ePay's confirm endpoint (`?Access=<the charge's token>`) once.
+
+        Never retried (it settles the payment) and redirects are not followed: the outcome is the
+        redirect's `reference`/`errorCode`, or a JSON body's. See `interpret_confirm`.
+        """
+        separator = "&" if "?" in self._confirm_path else "?"
+        url = f"{self._api_url}{self._confirm_path}{separator}Access={quote(access_token, safe='')}"
+        budget = deadline.remaining() - MIN_CALL_SECONDS
+        if budget < MIN_CALL_SECONDS:
+            raise GatewayUnavailableError(
+                "ePay confirm: not enough time left to call", operation="confirm"
+            )
+        timeout = urllib3.Timeout(
+            connect=min(self._timeouts.connect, budget), read=min(self._timeouts.read, budget)
+        )
+        try:
+            response = self._http.request(
+                "POST",
+                url,
+                body=urlencode({"PaRes": pa_res, "MD": md}).encode(),
+                headers={
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+                timeout=timeout,
+                retries=False,
+                redirect=False,
+            )
+        except HTTPError as exc:
+            return interpret_confirm(None, None, b"", exc)
+        return interpret_confirm(response.status, response.headers.get("Location"), response.data)
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _terminal(self, deadline: Deadline) -> Token:
+        """A token for operations on existing transactions, cached until shortly before expiry."""
+        with self._lock:
+            cached = self._terminal_token
+        if cached is not None and cached.expires_at - TOKEN_EXPIRY_MARGIN > self._clock():
+            return cached
+        token = self._with_retries(lambda: self._request_token({}, deadline), deadline)
+        with self._lock:
+            self._terminal_token = token
+        return token
+
+    def _request_token(self, extra: dict[str, str], deadline: Deadline) -> Token:
+        creds = self._credentials()
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self._scope,
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret,
+            "terminal": creds.terminal_id,
+            **extra,
+        }
+        data = self._call(
+            "token",
+            "POST",
+            self._oauth_url,
+            None,
+            deadline,
+            body=urlencode(form).encode(),
+            content_type="application/x-www-form-urlencoded",
+        )
+        access = data.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise GatewayUnavailableError("ePay token: no access_token", operation="token")
+        lifetime = opt_int(data.get("expires_in")) or DEFAULT_TOKEN_LIFETIME
+        return Token(access, self._clock() + timedelta(seconds=lifetime))
+
+    def _with_retries[T](self, call: Callable[[], T], deadline: Deadline) -> T:
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except GatewayUnavailableError:
+                attempt += 1
+                if attempt > self._retry.max_retries:
+                    raise
+                pause = self._retry.delay(attempt)
+                if deadline.remaining() - pause < MIN_CALL_SECONDS * 2:
+                    raise
+                self._retry.sleep(pause)
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        token: Token | None,
+        deadline: Deadline,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        budget = deadline.remaining() - MIN_CALL_SECONDS
+        if budget < MIN_CALL_SECONDS:
+            raise GatewayUnavailableError(
+                f"ePay {operation}: not enough time left to call", operation=operation
+            )
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.access_token}"
+        timeout = urllib3.Timeout(
+            connect=min(self._timeouts.connect, budget), read=min(self._timeouts.read, budget)
+        )
+        try:
+            response = self._http.request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                timeout=timeout,
+                retries=False,
+                redirect=False,
+            )
+        except HTTPError as exc:
+            return interpret(operation, None, b"", exc)
+        return interpret(operation, response.status, response.data)
