@@ -33,7 +33,7 @@ from local.dynamodb_local import free_port  # noqa: E402
 from local.template import load_template  # noqa: E402
 from payments.aws.charge_store import _ser
 from payments.aws.sqs import SqsRenewalQueue
-from payments.aws.subscription_store import SubscriptionStore, subscription_to_item
+from payments.aws.subscription_store import DynamoSubscriptionStore, subscription_to_item
 from payments.shared.deadline import Deadline
 from payments.subscriptions.calendar import BillingInterval, Interval
 from payments.subscriptions.model import (
@@ -106,7 +106,7 @@ def main() -> int:
         clients = {s: session.client(s, endpoint_url=url) for s in services}
         names = create_resources(load_template(ROOT / "template.yaml"), clients, stack_name="bench")
         table, queue_url = names["PaymentsTable"], names["RenewalQueue"]
-        store = SubscriptionStore(table, clients["dynamodb"])
+        store = DynamoSubscriptionStore(table, clients["dynamodb"])
         renewals = Renewals(
             store=store,
             queue=SqsRenewalQueue(clients["sqs"], queue_url),

@@ -19,12 +19,13 @@ from decimal import Decimal
 from typing import Any
 
 from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
-from payments.aws.charge_store import ChargeStore
+from payments.aws.charge_store import DynamoChargeStore
+from payments.charges.links import PublicLinks
 from payments.charges.model import CaptureMode, Charge, ChargeStatus
-from payments.charges.ports import AuthRequest, AuthResult, StatusResult, Token
+from payments.charges.payment_gateway import AuthRequest, AuthResult, StatusResult, Token
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
-from payments.charges.service import ChargeService
+from payments.charges.use_cases import ChargeUseCases
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayError
 from payments.shared.clock import from_iso
@@ -152,15 +153,18 @@ def run_chaos(
         clock=clock,
     )
     gateway = CrashingGateway(client)
-    store = ChargeStore(table, dynamodb, clock=clock)
-    service = ChargeService(
+    store = DynamoChargeStore(table, dynamodb, clock=clock)
+    charges_ = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=NullTelemetry(),
-        public_base_url="http://127.0.0.1:3000",
+        links=PublicLinks("http://127.0.0.1:3000"),
         clock=clock,
     )
-    reconciler = Reconciler(charges=service, store=store, clock=clock)
+    service = charges_.service
+    reconciler = Reconciler(
+        store=store, settler=charges_.settler, transitions=charges_.transitions, clock=clock
+    )
     report = ChaosReport(charges=charges)
 
     started = time.perf_counter()

@@ -10,7 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 from payments.charges.model import CaptureMode, Charge, ChargeStatus, HistoryEntry
-from payments.charges.ports import AuthRequest, AuthResult, InvoiceTokenRequest, StatusResult, Token
+from payments.charges.payment_gateway import (
+    AuthRequest,
+    AuthResult,
+    InvoiceTokenRequest,
+    StatusResult,
+    Token,
+)
 from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord
@@ -61,21 +67,6 @@ class FakeStore:
             if c.next_check_at is not None and c.next_check_at <= now
         ]
         return [c.id for c in sorted(due, key=lambda c: c.next_check_at or now)][:limit]
-
-    def reschedule(self, current: Charge, next_check_at: datetime | None, attempts: int) -> Charge:
-        with self._lock:
-            self.writes += 1
-            stored = self.charges[current.id]
-            if stored.version != current.version:
-                raise StaleStateError("changed")
-            new = replace(
-                current,
-                version=current.version + 1,
-                next_check_at=next_check_at,
-                check_attempts=attempts,
-            )
-            self.charges[current.id] = new
-            return new
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         with self._lock:

@@ -590,7 +590,7 @@ def test_notification_before_the_3ds_return_converges(pl: PostLinkStack) -> None
         ("CAPTURED", "postlink"),
     ]
     # And a later 3DS return settling through the same machine finds nothing left to do
-    settlement = bootstrap.charge_service().settle(charge["id"], "3ds", Deadline.after(5))
+    settlement = bootstrap.settler().settle(charge["id"], "3ds", Deadline.after(5))
     assert settlement.outcome == "unchanged"
     assert settlement.charge.status.value == "CAPTURED"
 

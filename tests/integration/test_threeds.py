@@ -459,7 +459,7 @@ def test_charge_settled_first_by_the_reconciler_is_respected(threeds: ThreeDS) -
     with pytest.raises(urllib.error.HTTPError) as redirected:
         urllib.request.build_opener(NoRedirect).open(request, timeout=5)
     assert redirected.value.code == 302
-    settled = bootstrap.charge_service().settle(charge_id, "reconciler", Deadline.after(10))
+    settled = bootstrap.settler().settle(charge_id, "reconciler", Deadline.after(10))
     assert settled.charge.status.value == "DECLINED"
     calls = len(threeds.stack.simulator.journal)
     # When the customer's (approving) return arrives afterwards

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs
 import pytest
 from urllib3.exceptions import ReadTimeoutError
 
+from payments.charges.links import PublicLinks
 from payments.charges.model import Charge, ChargeStatus, ThreeDSData
 from payments.charges.page_tokens import PageTokens, derive_key, token_digest
-from payments.charges.ports import ConfirmResult, StatusResult, TransactionStatus
-from payments.charges.service import ChargeService
+from payments.charges.payment_gateway import ConfirmResult, StatusResult, TransactionStatus
 from payments.charges.threeds import (
     AutoSubmit,
     Finish,
@@ -28,6 +28,7 @@ from payments.charges.threeds import (
     ThreeDSService,
     with_query,
 )
+from payments.charges.use_cases import ChargeUseCases
 from payments.charges.views import charge_resource
 from payments.epay.client import EpayClient, EpayCredentials
 from payments.epay.responses import interpret_confirm
@@ -247,19 +248,17 @@ def service(
     sleep: Callable[[float], None] = lambda _s: None,
 ) -> ThreeDSService:
     telemetry = RecordingTelemetry()
-    charges = ChargeService(
-        store=store,
-        gateway=gateway,
-        telemetry=telemetry,
-        public_base_url="https://pay.example/v1",
-        clock=lambda: now,
+    links = PublicLinks("https://pay.example/v1")
+    charges = ChargeUseCases.build(
+        store=store, gateway=gateway, telemetry=telemetry, links=links, clock=lambda: now
     )
     return ThreeDSService(
-        charges=charges,
         store=store,
         gateway=gateway,
+        settler=charges.settler,
+        transitions=charges.transitions,
         telemetry=telemetry,
-        links=PageLinks(TOKENS, "https://pay.example/v1"),
+        links=PageLinks(TOKENS, links),
         allow_loopback_acs=allow_loopback,
         clock=lambda: now,
         sleep=sleep,
@@ -277,7 +276,7 @@ def deadline() -> Deadline:
 def test_resource_shows_the_redirect_url_recomputed_from_the_nonce() -> None:
     store = FakeStore()
     charge = three_ds_charge(store)
-    links = PageLinks(TOKENS, "https://pay.example/v1")
+    links = PageLinks(TOKENS, PublicLinks("https://pay.example/v1"))
     resource = charge_resource(charge, links.page_url)
     assert resource["nextAction"] == {
         "type": "redirect",

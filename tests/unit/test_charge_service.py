@@ -6,10 +6,12 @@ from decimal import Decimal
 
 import pytest
 
+from payments.charges.links import PublicLinks
 from payments.charges.model import CaptureMode, ChargeStatus, secret_hash_digest
-from payments.charges.ports import AuthRequest, AuthResult, Secure3D
+from payments.charges.payment_gateway import AuthRequest, AuthResult, GatewayStatus, Secure3D
 from payments.charges.requests import ChargeRequest
 from payments.charges.service import ChargeService
+from payments.charges.use_cases import ChargeUseCases
 from payments.errors import (
     ConflictError,
     GatewayRejectedError,
@@ -23,19 +25,25 @@ from payments.shared.deadline import Deadline
 from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
 
 AUTH = AuthResult(
-    "AUTH", "tx-1", "000000001", "123456789012", "A1B2C3", "440043******0178", Decimal("100")
+    GatewayStatus.AUTH,
+    "tx-1",
+    "000000001",
+    "123456789012",
+    "A1B2C3",
+    "440043******0178",
+    Decimal("100"),
 )
 
 
 def make(gateway: FakeGateway) -> tuple[ChargeService, FakeStore, RecordingTelemetry]:
     store, telemetry = FakeStore(), RecordingTelemetry()
-    service = ChargeService(
+    service = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=telemetry,
-        public_base_url="https://pay.example/v1",
+        links=PublicLinks("https://pay.example/v1"),
         new_secret=lambda: "the-secret-hash",
-    )
+    ).service
     return service, store, telemetry
 
 
@@ -108,7 +116,7 @@ def test_manual_capture_stays_authorized_then_captures_partially() -> None:
 
 
 def test_single_stage_charge_is_captured_directly() -> None:
-    gateway = FakeGateway(auth_outcome=AuthResult("CHARGE", "tx-9", "1", "r", "a", "m"))
+    gateway = FakeGateway(auth_outcome=AuthResult(GatewayStatus.CHARGE, "tx-9", "1", "r", "a", "m"))
     service, _, _ = make(gateway)
     charge = service.create_charge(request(), "k", deadline()).charge
     assert charge.status is ChargeStatus.CAPTURED
@@ -146,7 +154,10 @@ def test_ambiguous_answer_leaves_unknown_and_never_resends() -> None:
 def test_3d_answer_keeps_what_the_3ds_step_needs() -> None:
     gateway = FakeGateway(
         auth_outcome=AuthResult(
-            "3D", "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs.test/3ds")
+            GatewayStatus.THREE_DS,
+            "tx-3",
+            "1",
+            secure3d=Secure3D("PAREQ", "MD", "https://acs.test/3ds"),
         )
     )
     service, _, _ = make(gateway)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
-from payments.charges.ports import AuthRequest, InvoiceTokenRequest, Token
+from payments.charges.payment_gateway import AuthRequest, InvoiceTokenRequest, Token
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import (
     GatewayRejectedError,

@@ -8,11 +8,19 @@ from decimal import Decimal
 
 import pytest
 
+from payments.charges.links import PublicLinks
 from payments.charges.model import CHECK_LADDER, CaptureMode, ChargeStatus
-from payments.charges.ports import AuthResult, Secure3D, StatusResult, TransactionStatus
+from payments.charges.payment_gateway import (
+    AuthResult,
+    GatewayStatus,
+    Secure3D,
+    StatusResult,
+    TransactionStatus,
+)
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
-from payments.charges.service import ChargeService
+from payments.charges.settlement import ChargeSettler
+from payments.charges.use_cases import ChargeUseCases
 from payments.errors import (
     GatewayError,
     GatewayRejectedError,
@@ -64,16 +72,16 @@ def setup(
     capture: CaptureMode = CaptureMode.AUTO,
     capture_error: GatewayError | None = None,
     status_answers: list[StatusResult] | None = None,
-) -> tuple[ChargeService, Reconciler, FakeStore, FakeGateway, Clock, str]:
+) -> tuple[ChargeSettler, Reconciler, FakeStore, FakeGateway, Clock, str]:
     clock = Clock()
     store = FakeStore()
     gateway = FakeGateway(auth_outcome=auth, capture_error=capture_error)  # type: ignore[arg-type]
     gateway.status_answers.extend(status_answers or [])
-    service = ChargeService(
+    charges = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=RecordingTelemetry(),
-        public_base_url="https://pay.example",
+        links=PublicLinks("https://pay.example"),
         clock=clock,
     )
     request = ChargeRequest(
@@ -84,10 +92,13 @@ def setup(
         description="d",
         capture=capture,
     )
-    charge = service.create_charge(request, "k", Deadline.after(20)).charge
+    charge = charges.service.create_charge(request, "k", Deadline.after(20)).charge
+    reconciler = Reconciler(
+        store=store, settler=charges.settler, transitions=charges.transitions, clock=clock
+    )
     return (
-        service,
-        Reconciler(charges=service, store=store, clock=clock),
+        charges.settler,
+        reconciler,
         store,
         gateway,
         clock,
@@ -177,7 +188,9 @@ def test_status_api_down_reschedules_without_a_state_change() -> None:
 
 
 def test_abandoned_3ds_expires_after_its_token() -> None:
-    three_ds = AuthResult("3D", "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs"))
+    three_ds = AuthResult(
+        GatewayStatus.THREE_DS, "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs")
+    )
     _, reconciler, store, gateway, clock, charge_id = setup(three_ds)
     charge = store.charges[charge_id]
     assert charge.three_ds is not None
@@ -191,7 +204,7 @@ def test_abandoned_3ds_expires_after_its_token() -> None:
 def test_failed_auto_capture_is_retried_by_the_reconciler() -> None:
     # Given an AUTH whose auto capture failed (money held, charge AUTHORIZED)
     _, reconciler, store, gateway, clock, charge_id = setup(
-        AuthResult("AUTH", "tx-1", "1"),
+        AuthResult(GatewayStatus.AUTH, "tx-1", "1"),
         capture_error=GatewayRejectedError("busy", operation="capture", gateway_code=100),
         status_answers=[status("AUTH")],
     )
@@ -236,7 +249,7 @@ def test_same_answer_twice_changes_nothing_the_second_time() -> None:
 
 
 def test_failure_after_success_never_moves_backwards() -> None:
-    service, _, store, gateway, _, charge_id = setup(AuthResult("CHARGE", "tx-1", "1"))
+    service, _, store, gateway, _, charge_id = setup(AuthResult(GatewayStatus.CHARGE, "tx-1", "1"))
     gateway.status_answers.append(status("CHARGE"))
     before = len(store.history[charge_id])
     settlement = service.settle(charge_id, "postlink", Deadline.after(10))
@@ -275,7 +288,9 @@ def test_amount_above_the_charge_is_a_contradiction() -> None:
 
 def test_stale_processing_charge_is_found_and_settled() -> None:
     # Given a charge whose function died after writing it (still PROCESSING)
-    _, reconciler, store, gateway, clock, charge_id = setup(AuthResult("AUTH", "tx-1", "1"))
+    _, reconciler, store, gateway, clock, charge_id = setup(
+        AuthResult(GatewayStatus.AUTH, "tx-1", "1")
+    )
     charge = store.charges[charge_id]
     store.charges[charge_id] = replace(
         charge, status=S.PROCESSING, next_check_at=charge.created_at + timedelta(minutes=2)

@@ -17,21 +17,25 @@ import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
-from payments.aws.charge_store import ChargeStore
+from payments.aws.charge_store import DynamoChargeStore
 from payments.aws.telemetry import (
     PowertoolsPostLinkTelemetry,
     PowertoolsTelemetry,
     event_publish_failed,
 )
+from payments.charges.links import PublicLinks
 from payments.charges.model import Charge
 from payments.charges.service import ChargeService
+from payments.charges.settlement import ChargeSettler
+from payments.charges.transitions import ChargeTransitions
+from payments.charges.use_cases import ChargeUseCases
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.epay.client import EpayClient, EpayCredentials, Timeouts
 from payments.shared.clock import utc_now
 
 if TYPE_CHECKING:
-    from payments.aws.inbox import InboxStore
-    from payments.aws.subscription_store import SubscriptionStore
+    from payments.aws.inbox import DynamoInbox
+    from payments.aws.subscription_store import DynamoSubscriptionStore
     from payments.charges.page_tokens import PageTokens
     from payments.charges.postlink import PostLinkService
     from payments.charges.reconciler import Reconciler
@@ -85,45 +89,66 @@ def gateway() -> EpayClient:
 
 
 @cache
-def store() -> ChargeStore:
+def store() -> DynamoChargeStore:
     """The DynamoDB charge store."""
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
-    return ChargeStore(settings().table_name, client)
+    return DynamoChargeStore(settings().table_name, client)
+
+
+def links() -> PublicLinks:
+    """The public URLs (postLink, TermUrl, the 3DS page) under PUBLIC_BASE_URL."""
+    return PublicLinks(settings().public_base_url)
 
 
 @cache
-def charge_service() -> ChargeService:
-    """The charge use cases, wired to the real adapters."""
+def charge_use_cases() -> ChargeUseCases:
+    """The charge writer, settler and service on the real adapters."""
     with _lock:
-        return ChargeService(
+        # charge.* events are not published by writers: the table's stream publishes them
+        # (functions/charge_events), so a crash after the write cannot lose one.
+        return ChargeUseCases.build(
             store=store(),
             gateway=gateway(),
-            # charge.* events are not published here: the table's stream publishes them
-            # (functions/charge_events), so a crash after the write cannot lose one.
             telemetry=PowertoolsTelemetry(),
-            public_base_url=settings().public_base_url,
+            links=links(),
             page_token=page_tokens().issue,
             clock=now,
         )
 
 
+def transitions() -> ChargeTransitions:
+    """The one writer of charge changes."""
+    return charge_use_cases().transitions
+
+
+def settler() -> ChargeSettler:
+    """Settles charges from ePay's answers (every signal goes through it)."""
+    return charge_use_cases().settler
+
+
+def charge_service() -> ChargeService:
+    """Create, read and capture charges."""
+    return charge_use_cases().service
+
+
 @cache
 def reconciler() -> Reconciler:
-    """The reconciler, over the same charge service and store."""
+    """The reconciler, over the same store, settler and writer."""
     from payments.charges.reconciler import Reconciler
 
-    return Reconciler(charges=charge_service(), store=store())
+    with _lock:
+        return Reconciler(store=store(), settler=settler(), transitions=transitions(), clock=now)
 
 
 @cache
-def inbox() -> InboxStore:
+def inbox() -> DynamoInbox:
     """The DynamoDB inbox of postLink notifications (same table)."""
-    from payments.aws.inbox import InboxStore
+    from payments.aws.inbox import DynamoInbox
 
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
-    return InboxStore(settings().table_name, client)
+    return DynamoInbox(settings().table_name, client)
 
 
 @cache
@@ -135,7 +160,7 @@ def postlink_service() -> PostLinkService:
         return PostLinkService(
             inbox=inbox(),
             charges=store(),
-            settler=charge_service(),
+            settler=settler(),
             terminal_id=gateway().terminal_id,
             telemetry=PowertoolsPostLinkTelemetry(),
         )
@@ -154,7 +179,7 @@ def page_links() -> PageLinks:
     """The public URLs of the 3DS step (page with its token, TermUrl)."""
     from payments.charges.threeds import PageLinks
 
-    return PageLinks(page_tokens(), settings().public_base_url)
+    return PageLinks(page_tokens(), links())
 
 
 def page_url(charge: Charge) -> str | None:
@@ -169,9 +194,10 @@ def three_ds_service() -> ThreeDSService:
 
     with _lock:
         return ThreeDSService(
-            charges=charge_service(),
             store=store(),
             gateway=gateway(),
+            settler=settler(),
+            transitions=transitions(),
             telemetry=PowertoolsTelemetry(),
             links=page_links(),
             allow_loopback_acs=settings().allow_loopback_acs,
@@ -180,8 +206,10 @@ def three_ds_service() -> ThreeDSService:
 
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for built in (settings, _session, _secrets, gateway, store, charge_service, reconciler):
+    for built in (settings, _session, _secrets, gateway, store):
         built.cache_clear()
+    for charge_built in (charge_use_cases, reconciler):
+        charge_built.cache_clear()
     for postlink_built in (inbox, postlink_service):
         postlink_built.cache_clear()
     for threeds_built in (page_tokens, page_links, three_ds_service):
@@ -225,13 +253,13 @@ _DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
 
 
 @cache
-def subscription_store() -> SubscriptionStore:
+def subscription_store() -> DynamoSubscriptionStore:
     """Subscriptions in the payments table."""
-    from payments.aws.subscription_store import SubscriptionStore
+    from payments.aws.subscription_store import DynamoSubscriptionStore
 
     with _lock:
         client = _session().client("dynamodb", config=_DISPATCH_CONFIG)
-    return SubscriptionStore(settings().table_name, client, clock=now)
+    return DynamoSubscriptionStore(settings().table_name, client, clock=now)
 
 
 @cache

@@ -31,6 +31,7 @@ from payments.charges.model import (
     ChargeStatus,
     EpayRef,
     HistoryEntry,
+    Source,
     ThreeDSData,
 )
 from payments.shared.clock import from_iso, from_iso_or_none, iso
@@ -190,7 +191,7 @@ def _history_item(charge_id: str, seq: int, entry: HistoryEntry) -> dict[str, An
     }
 
 
-class ChargeStore:
+class DynamoChargeStore:
     """Charges, their history, idempotency keys and invoice ids in one DynamoDB table."""
 
     def __init__(
@@ -344,7 +345,7 @@ class ChargeStore:
                     from_status=ChargeStatus(item["from"]) if item.get("from") else None,
                     to_status=ChargeStatus(item["to"]),
                     at=from_iso(item["at"]),
-                    source=str(item["source"]),
+                    source=Source(item["source"]),
                     detail=str(item.get("detail") or ""),
                 )
             )
@@ -370,32 +371,12 @@ class ChargeStore:
             raise translate(exc) from exc
         return [item["pk"]["S"].removeprefix("CHARGE#") for item in answer.get("Items", [])]
 
-    def reschedule(self, current: Charge, next_check_at: datetime | None, attempts: int) -> Charge:
-        """Move a charge's next check (no status change), only if nobody changed it meanwhile."""
-        stored = replace(
-            current,
-            version=current.version + 1,
-            next_check_at=next_check_at,
-            check_attempts=attempts,
-            updated_at=self._clock(),
-        )
-        item = {
-            "Put": {
-                "TableName": self._table,
-                "Item": to_attributes(charge_to_item(stored)),
-                "ConditionExpression": "#s = :status AND #v = :version",
-                "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
-                "ExpressionAttributeValues": {
-                    ":status": {"S": current.status.value},
-                    ":version": {"N": str(current.version)},
-                },
-            }
-        }
-        self._transact([item], ["charge"])
-        return stored
-
     def _transact(self, items: list[dict[str, Any]], names: list[str]) -> None:
         try:
-            self._client.transact_write_items(TransactItems=items)
+            if len(items) == 1 and "Put" in items[0]:
+                # One conditional Put is atomic on its own, at half a transaction's write cost.
+                self._client.put_item(**items[0]["Put"])
+            else:
+                self._client.transact_write_items(TransactItems=items)
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, names) from exc

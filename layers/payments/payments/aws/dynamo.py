@@ -72,6 +72,8 @@ def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
     code = exc.response.get("Error", {}).get("Code", "")
     if code == "ConditionalCheckFailedException":
         return StaleStateError("the item changed since it was read")
+    if code == "TransactionConflictException":
+        return StaleStateError("a concurrent transaction is changing the item")
     if code == "TransactionCanceledException":
         reasons = exc.response.get("CancellationReasons") or []
         for index, reason in enumerate(reasons):

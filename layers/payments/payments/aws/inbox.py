@@ -29,7 +29,7 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-class InboxStore:
+class DynamoInbox:
     """Raw postLink notifications, written once per distinct body, kept for `ttl`."""
 
     def __init__(

@@ -173,7 +173,7 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
     )
 
 
-class SubscriptionStore:
+class DynamoSubscriptionStore:
     """Subscriptions, their keys, listings and cycle claims in the payments table."""
 
     def __init__(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from payments.charges.model import Charge, ChargeStatus
+from payments.charges.model import Charge, ChargeStatus, Source
 from payments.errors import GatewayError, PaymentsError
 from payments.observability import logger, metrics
 from payments.shared.events import DomainEvent
@@ -36,7 +36,7 @@ class PowertoolsTelemetry:
         logger.set_correlation_id(charge.id)
         logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
 
-    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: str) -> None:
+    def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: Source) -> None:
         """Log one transition."""
         logger.info(
             "charge transitioned",

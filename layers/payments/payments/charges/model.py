@@ -171,10 +171,20 @@ class HistoryEntry:
     from_status: ChargeStatus | None
     to_status: ChargeStatus
     at: datetime
-    source: str
+    source: Source
     detail: str = ""
 
 
 def secret_hash_digest(secret_hash: str) -> str:
     """The digest we keep of a charge's secret_hash (the value itself is never stored)."""
     return hashlib.sha256(secret_hash.encode()).hexdigest()
+
+
+class Source(StrEnum):
+    """Who moved a charge: kept in its history and reported in telemetry."""
+
+    API = "api"
+    THREEDS_PAGE = "3ds-page"
+    THREEDS_RETURN = "3ds-return"
+    POSTLINK = "postlink"
+    RECONCILER = "reconciler"

@@ -28,10 +28,18 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from payments.charges.inbox_records import FINAL_VERDICTS, InboxRecord, PostLinkOutcome, Verdict
-from payments.charges.model import secret_hash_digest
+from payments.charges.inbox_records import (
+    FINAL_VERDICTS,
+    InboxRecord,
+    PostLinkOutcome,
+    Verdict,
+)
+from payments.charges.model import (
+    Source,
+    secret_hash_digest,
+)
 from payments.charges.notifications import (
     MAX_NOTIFICATION_BYTES,
     Delivery,
@@ -41,7 +49,8 @@ from payments.charges.notifications import (
     parse_notification,
     verify,
 )
-from payments.charges.ports import ChargeLookup, Inbox, PostLinkTelemetry, Settler
+from payments.charges.ports import ChargeStore, Inbox, PostLinkTelemetry
+from payments.charges.settlement import Settlement, SettleOutcome
 from payments.errors import (
     ForgedNotificationError,
     GatewayError,
@@ -59,10 +68,12 @@ SETTLE_BUDGET_SECONDS = 8.0
 IN_FLIGHT = timedelta(seconds=30)
 
 
-SOURCE = "postlink"
+class Settler(Protocol):
+    """The one way any signal settles a charge (ChargeSettler.settle)."""
 
-
-# --- the use case -----------------------------------------------------------------------------
+    def settle(self, charge_id: str, source: Source, deadline: Deadline) -> Settlement:
+        """Ask the status API and apply its answer through the state machine."""
+        ...
 
 
 class PostLinkService:
@@ -72,7 +83,7 @@ class PostLinkService:
         self,
         *,
         inbox: Inbox,
-        charges: ChargeLookup,
+        charges: ChargeStore,
         settler: Settler,
         terminal_id: Callable[[], str],
         telemetry: PostLinkTelemetry,
@@ -176,13 +187,12 @@ class PostLinkService:
                 detail="mismatched: " + ",".join(mismatched),
             )
         try:
-            settlement = self._settler.settle(charge.id, SOURCE, self._bounded(deadline))
+            settlement = self._settler.settle(charge.id, Source.POSTLINK, self._bounded(deadline))
         except GatewayError as exc:
             # The charge keeps its nextCheckAt: the reconciler settles it later.
             return _with(base, verdict=Verdict.DEFERRED, detail=f"status API: {type(exc).__name__}")
-        verdict = (
-            Verdict.SETTLED if settlement.outcome in ("changed", "unchanged") else Verdict.PENDING
-        )
+        settled = settlement.outcome in {SettleOutcome.CHANGED, SettleOutcome.UNCHANGED}
+        verdict = Verdict.SETTLED if settled else Verdict.PENDING
         return _with(
             base,
             verdict=verdict,

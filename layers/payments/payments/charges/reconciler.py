@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from payments.charges.model import CHECK_LADDER, DUE_SHARDS, Charge, ChargeStatus
-from payments.charges.ports import ReconcileStore
-from payments.charges.service import ChargeService
+from payments.charges.model import CHECK_LADDER, DUE_SHARDS, Charge, ChargeStatus, Source
+from payments.charges.ports import ChargeStore
+from payments.charges.settlement import PENDING_AT_GATEWAY, ChargeSettler, SettleOutcome
+from payments.charges.transitions import Change, ChargeTransitions
 from payments.errors import GatewayError, NotFoundError, StaleStateError
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
@@ -26,9 +28,6 @@ NOT_FOUND_FINAL_AGE = timedelta(minutes=15)
 
 # Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
 PENDING_FINAL_AGE = timedelta(hours=3)
-
-
-PENDING_AT_EPAY = frozenset({"NEW", "3D", "FINGERPRINT"})
 
 
 BATCH_SIZE = 50
@@ -49,19 +48,21 @@ class ReconcileReport:
 
 
 class Reconciler:
-    """Checks due charges, each through ChargeService.settle, so every path shares one machine."""
+    """Checks due charges, each through ChargeSettler.settle, so every path shares one machine."""
 
     def __init__(
         self,
         *,
-        charges: ChargeService,
-        store: ReconcileStore,
+        store: ChargeStore,
+        settler: ChargeSettler,
+        transitions: ChargeTransitions,
         clock: Callable[[], datetime] = utc_now,
         shards: int = DUE_SHARDS,
         batch_size: int = BATCH_SIZE,
     ) -> None:
-        self._charges = charges
         self._store = store
+        self._settler = settler
+        self._tx = transitions
         self._clock = clock
         self._shards = shards
         self._batch = batch_size
@@ -94,16 +95,16 @@ class Reconciler:
         now = self._clock()
         due = charge.next_check_at is not None and charge.next_check_at <= now
         if not (due or forced) or charge.status is S.NEEDS_REVIEW:
-            return CheckResult(charge, "skipped")
+            return CheckResult(charge, CheckOutcome.SKIPPED)
         try:
-            settlement = self._charges.settle(charge_id, "reconciler", deadline)
+            settlement = self._settler.settle(charge_id, Source.RECONCILER, deadline)
         except GatewayError as exc:
             return self._later(charge, f"status API: {type(exc).__name__}")
         result = settlement.charge
         if result.status is not charge.status:
-            return CheckResult(result, "settled")
+            return CheckResult(result, CheckOutcome.SETTLED)
         if (
-            settlement.outcome == "not_found"
+            settlement.outcome is SettleOutcome.NOT_FOUND
             and now - charge.created_at >= NOT_FOUND_FINAL_AGE
             and charge.status in {S.PROCESSING, S.UNKNOWN, S.REQUIRES_3DS}
         ):
@@ -111,7 +112,7 @@ class Reconciler:
         if result.status is S.REQUIRES_3DS and _three_ds_expired(result, now):
             return self._conclude(result, S.EXPIRED, "3-D Secure not completed in time")
         if (
-            settlement.gateway_status in PENDING_AT_EPAY
+            settlement.gateway_status in PENDING_AT_GATEWAY
             and result.status in {S.PROCESSING, S.UNKNOWN}
             and now - charge.created_at >= PENDING_FINAL_AGE
         ):
@@ -119,36 +120,54 @@ class Reconciler:
             # with the answer, and every token it could use has expired. Nothing was taken.
             return self._conclude(result, S.EXPIRED, f"still {settlement.gateway_status} at ePay")
         if result.next_check_at is None:
-            return CheckResult(result, "unchanged")
-        return self._later(result, f"status API: {settlement.outcome}")
+            return CheckResult(result, CheckOutcome.UNCHANGED)
+        return self._later(result, f"status API: {settlement.outcome.value}")
 
     def _later(self, charge: Charge, reason: str) -> CheckResult:
         attempts = charge.check_attempts + 1
         if attempts >= len(CHECK_LADDER):
             return self._conclude(charge, S.NEEDS_REVIEW, f"unsettled after {attempts} checks")
+        later = Change(
+            Source.RECONCILER,
+            next_check_at=self._clock() + CHECK_LADDER[attempts],
+            check_attempts=attempts,
+        )
         try:
-            moved = self._store.reschedule(charge, self._clock() + CHECK_LADDER[attempts], attempts)
+            moved = self._tx.apply(charge, later)
         except StaleStateError:
-            latest = self._store.get(charge.id)
-            return CheckResult(latest or charge, "skipped")
-        return CheckResult(moved, "rescheduled", reason)
+            return CheckResult(self._tx.latest(charge), CheckOutcome.SKIPPED)
+        return CheckResult(moved, CheckOutcome.RESCHEDULED, reason)
 
     def _conclude(self, charge: Charge, target: ChargeStatus, detail: str) -> CheckResult:
-        concluded = self._charges.conclude(charge, target, detail, "reconciler")
-        outcome = "needs_review" if concluded.status is S.NEEDS_REVIEW else "settled"
+        concluded = self._settler.conclude(charge, target, detail, Source.RECONCILER)
+        outcome = (
+            CheckOutcome.NEEDS_REVIEW
+            if concluded.status is S.NEEDS_REVIEW
+            else CheckOutcome.SETTLED
+        )
         return CheckResult(concluded, outcome, detail)
 
     @staticmethod
     def _count(report: ReconcileReport, result: CheckResult) -> None:
-        report.checked += result.outcome != "skipped"
-        if result.outcome == "settled":
+        report.checked += result.outcome is not CheckOutcome.SKIPPED
+        if result.outcome is CheckOutcome.SETTLED:
             report.settled += 1
-        elif result.outcome == "rescheduled":
+        elif result.outcome is CheckOutcome.RESCHEDULED:
             report.rescheduled += 1
-        elif result.outcome == "needs_review":
+        elif result.outcome is CheckOutcome.NEEDS_REVIEW:
             report.needs_review += 1
         else:
             report.skipped += 1
+
+
+class CheckOutcome(StrEnum):
+    """What one check did to a charge."""
+
+    SETTLED = "settled"
+    RESCHEDULED = "rescheduled"
+    NEEDS_REVIEW = "needs_review"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -156,7 +175,7 @@ class CheckResult:
     """One charge after a check: settled, rescheduled, needs_review, unchanged or skipped."""
 
     charge: Charge
-    outcome: str
+    outcome: CheckOutcome
     reason: str = ""
 
 

@@ -1,30 +1,229 @@
-"""TODO docstring for charges.settlement."""
+"""Settling a charge from what ePay says: the one mapping of ePay's statuses to ours.
+
+Every signal that can settle a charge (the synchronous answer, the 3-D Secure return, postLink
+and the reconciler) ends here, so they share one state machine and one reading of ePay.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
 
+from payments.charges.declines import decline_category
 from payments.charges.model import (
+    CaptureMode,
     Charge,
+    ChargeError,
     ChargeStatus,
+    EpayRef,
+    S,
+    Source,
+    can_transition,
 )
+from payments.charges.payment_gateway import (
+    GatewayStatus,
+    PaymentGateway,
+    StatusResult,
+    TransactionStatus,
+)
+from payments.charges.ports import ChargeStore, Telemetry
+from payments.charges.transitions import Change, ChargeTransitions, Step
+from payments.errors import (
+    GatewayError,
+    GatewayRejectedError,
+    InvalidTransitionError,
+    NotFoundError,
+)
+from payments.shared.deadline import Deadline
+
+G = GatewayStatus
+# What each final status at ePay makes of a charge (epay-api.md section 4).
+SETTLES_AS: Mapping[GatewayStatus, ChargeStatus] = MappingProxyType(
+    {
+        G.AUTH: S.AUTHORIZED,
+        G.CHARGE: S.CAPTURED,
+        G.CANCEL: S.CANCELLED,
+        G.CANCEL_OLD: S.EXPIRED,
+        G.REFUND: S.REFUNDED,
+        G.REJECT: S.DECLINED,
+        G.FAILED: S.DECLINED,
+    }
+)
+# ePay is waiting for a step (3-D Secure, a fingerprint): not final, ask again later.
+PENDING_AT_GATEWAY = frozenset({G.NEW, G.THREE_DS, G.FINGERPRINT})
+
+
+class SettleOutcome(StrEnum):
+    """What a status check did to a charge."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    PENDING = "pending"  # ePay's answer is not final yet: ask later
+    NOT_FOUND = "not_found"  # ePay has no such invoice (resultCode 102)
 
 
 @dataclass(frozen=True)
 class Settlement:
-    """What a status check did: changed, unchanged, pending (ask later) or not_found (102)."""
+    """A charge after a status check, what the check did, and the status ePay named."""
 
     charge: Charge
-    outcome: str
-    gateway_status: str | None = None
+    outcome: SettleOutcome
+    gateway_status: GatewayStatus | None = None
 
 
-_STATUS_TARGETS = {
-    "AUTH": ChargeStatus.AUTHORIZED,
-    "CHARGE": ChargeStatus.CAPTURED,
-    "CANCEL": ChargeStatus.CANCELLED,
-    "CANCEL_OLD": ChargeStatus.EXPIRED,
-    "REFUND": ChargeStatus.REFUNDED,
-    "REJECT": ChargeStatus.DECLINED,
-    "FAILED": ChargeStatus.DECLINED,
-}
+class ChargeSettler:
+    """Moves charges to what ePay says, through the state machine, once."""
+
+    def __init__(
+        self,
+        *,
+        store: ChargeStore,
+        gateway: PaymentGateway,
+        transitions: ChargeTransitions,
+        telemetry: Telemetry,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._tx = transitions
+        self._telemetry = telemetry
+
+    def settle(self, charge_id: str, source: Source, deadline: Deadline) -> Settlement:
+        """Ask ePay's status API about a charge and apply the answer."""
+        charge = self._store.get(charge_id)
+        if charge is None:
+            raise NotFoundError("no such charge")
+        self._telemetry.bind_charge(charge)
+        answer = self._gateway.status(charge.invoice_id, deadline)
+        return self.apply_status(charge, answer, source, deadline)
+
+    def settle_or_report(self, charge: Charge, source: Source, deadline: Deadline) -> Charge:
+        """`settle`; when ePay cannot answer, report it and carry on with the charge as stored
+        (its reconciler schedule stands)."""
+        try:
+            return self.settle(charge.id, source, deadline).charge
+        except GatewayError as exc:
+            self._telemetry.gateway_failure(charge, exc)
+            return self._tx.latest(charge)
+
+    def apply_status(
+        self, charge: Charge, answer: StatusResult, source: Source, deadline: Deadline
+    ) -> Settlement:
+        """Move a charge to what the status API says, once; contradictions go to NEEDS_REVIEW."""
+        if charge.status is S.NEEDS_REVIEW:
+            return Settlement(charge, SettleOutcome.UNCHANGED)
+        if answer.not_found:
+            return Settlement(charge, SettleOutcome.NOT_FOUND)
+        tx = answer.transaction
+        target = SETTLES_AS.get(tx.status) if tx and tx.status else None
+        if tx is None or target is None:
+            return Settlement(charge, SettleOutcome.PENDING, tx.status if tx else None)
+        said = f"status API: {tx.status_name}"
+        if tx.currency not in (None, charge.currency) or (
+            tx.amount is not None and tx.amount > charge.amount
+        ):
+            return self._review(charge, f"{said} for {tx.amount} {tx.currency}", source)
+        if target is charge.status and not (target is S.AUTHORIZED and charge.capture_pending):
+            return Settlement(charge, SettleOutcome.UNCHANGED, tx.status)
+        if target is not charge.status and not can_transition(charge.status, target):
+            return self._review(charge, f"{said} but the charge is {charge.status.value}", source)
+        epay = EpayRef(tx.transaction_id, tx.reference, tx.approval_code, tx.card_mask)
+        if target is S.AUTHORIZED:
+            moved = self.authorized(charge, epay, source, said, deadline)
+        else:
+            moved = self._tx.move(charge, _settled(charge, tx, target, epay, source, said))
+        return Settlement(moved, SettleOutcome.CHANGED, tx.status)
+
+    def authorized(
+        self, charge: Charge, epay: EpayRef, source: Source, detail: str, deadline: Deadline
+    ) -> Charge:
+        """Record an AUTH (money held); with auto capture, capture it first and write once."""
+        steps: tuple[Step, ...] = ()
+        if charge.status is not S.AUTHORIZED:
+            steps = (Step(S.AUTHORIZED, detail),)
+        if charge.capture is CaptureMode.MANUAL or epay.transaction_id is None:
+            return self._tx.move(charge, Change(source, steps, epay=epay, capture_pending=False))
+        try:
+            self._gateway.capture(epay.transaction_id, None, deadline)
+        except GatewayError as exc:
+            if isinstance(exc, GatewayRejectedError) and self._captured_elsewhere(charge, deadline):
+                # Another path (postLink, 3DS return, reconciler) captured it a moment ago.
+                step = Step(S.CAPTURED, "captured by a concurrent path")
+            else:
+                # The money is held; the reconciler retries or checks the capture later.
+                self._telemetry.gateway_failure(charge, exc)
+                failed = f"auto capture failed: {type(exc).__name__}"
+                retry = (Step(S.AUTHORIZED, f"{detail}; {failed}".strip("; ")),) if steps else ()
+                return self._tx.move(charge, Change(source, retry, epay=epay, capture_pending=True))
+        else:
+            step = Step(S.CAPTURED, "auto capture")
+        return self._tx.move(
+            charge,
+            Change(
+                source, (*steps, step), epay=epay, captured=charge.amount, capture_pending=False
+            ),
+        )
+
+    def conclude(self, charge: Charge, target: ChargeStatus, detail: str, source: Source) -> Charge:
+        """Settle without ePay's word: EXPIRED 3DS, FAILED (never at ePay), NEEDS_REVIEW."""
+        if not can_transition(charge.status, target):
+            raise InvalidTransitionError(f"{charge.status.value} cannot become {target.value}")
+        error = None
+        if target is S.FAILED:
+            error = ChargeError("not_attempted", "ePay has no record of this charge", "other")
+        return self._tx.move(charge, Change(source, (Step(target, detail),), error=error))
+
+    def end_3ds(
+        self,
+        charge: Charge,
+        target: ChargeStatus,
+        detail: str,
+        source: Source,
+        error: ChargeError | None = None,
+    ) -> Charge:
+        """End a REQUIRES_3DS charge the customer can no longer complete (its page expired, or
+        ePay's ACS address is unusable); any other status is returned as it is."""
+        if charge.status is not S.REQUIRES_3DS:
+            return charge
+        return self._tx.move(charge, Change(source, (Step(target, detail),), error=error))
+
+    def _captured_elsewhere(self, charge: Charge, deadline: Deadline) -> bool:
+        """After a refused capture: does ePay already show the money taken?"""
+        try:
+            answer = self._gateway.status(charge.invoice_id, deadline)
+        except GatewayError:
+            return False
+        return answer.transaction is not None and answer.transaction.status is G.CHARGE
+
+    def _review(self, charge: Charge, detail: str, source: Source) -> Settlement:
+        if not can_transition(charge.status, S.NEEDS_REVIEW):
+            return Settlement(charge, SettleOutcome.UNCHANGED)
+        moved = self._tx.move(charge, Change(source, (Step(S.NEEDS_REVIEW, detail),)))
+        return Settlement(moved, SettleOutcome.CHANGED)
+
+
+def _settled(
+    charge: Charge,
+    tx: TransactionStatus,
+    target: ChargeStatus,
+    epay: EpayRef,
+    source: Source,
+    detail: str,
+) -> Change:
+    """The change a final status other than AUTH makes (money taken, returned or refused)."""
+    error = None
+    if target is S.DECLINED:
+        error = ChargeError(
+            code=str(tx.reason_code if tx.reason_code is not None else "rejected"),
+            message=tx.reason or "declined",
+            category=decline_category(tx.reason_code).value,
+        )
+    return Change(
+        source,
+        (Step(target, detail),),
+        epay=epay,
+        error=error,
+        captured=(tx.amount or charge.amount) if target is S.CAPTURED else None,
+        capture_pending=False,
+    )

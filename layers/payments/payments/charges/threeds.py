@@ -3,7 +3,7 @@
 Flow (epay-api.md section 3): the charge's resource carries `nextAction.url` (the page, with a
 single-use token); the page auto-posts PaReq/MD/TermUrl to ePay's `secure3D.action`; the ACS posts
 PaRes/MD back to TermUrl; we forward them to ePay's confirm endpoint once, then ask the status API
-and settle through `ChargeService.settle` — the same state machine as every other signal.
+and settle through `ChargeSettler.settle` — the same state machine as every other signal.
 
 No events, no HTML, no boto3 or urllib3 here: only the models, the ports and the charge service.
 """
@@ -18,21 +18,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from payments.charges.model import CHECK_LADDER, Charge, ChargeError, ChargeStatus
+from payments.charges.links import PublicLinks
+from payments.charges.model import CHECK_LADDER, Charge, ChargeError, ChargeStatus, Source
 from payments.charges.page_tokens import PageTokens
-from payments.charges.ports import ChargeReader, Confirmer, Telemetry
-from payments.charges.service import ChargeService
+from payments.charges.payment_gateway import PaymentGateway
+from payments.charges.ports import ChargeStore, Telemetry
+from payments.charges.settlement import ChargeSettler
+from payments.charges.transitions import Change, ChargeTransitions
 from payments.errors import GatewayError, NotFoundError, StaleStateError, ValidationError
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
-
-
-SOURCE_PAGE = "3ds-page"
-
-
-SOURCE_RETURN = "3ds-return"
 
 
 CHARGE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -105,29 +102,27 @@ def with_query(url: str, **params: str) -> str:
 
 
 class PageLinks:
-    """The public URLs of the 3DS step of a charge."""
+    """The customer-facing URLs of a charge's 3DS step: its page (with the token) and TermUrl."""
 
-    def __init__(self, tokens: PageTokens, public_base_url: str) -> None:
+    def __init__(self, tokens: PageTokens, links: PublicLinks) -> None:
         self._tokens = tokens
-        self._base = public_base_url.rstrip("/")
+        self._links = links
 
     @property
     def base_origin(self) -> str:
         """scheme://host[:port] of PUBLIC_BASE_URL."""
-        parts = urlsplit(self._base)
-        return f"{parts.scheme}://{parts.netloc}"
+        return self._links.base_origin
 
     def term_url(self, charge_id: str) -> str:
         """Where the ACS posts PaRes/MD."""
-        return f"{self._base}/charges/{charge_id}/3ds/return"
+        return self._links.term_url(charge_id)
 
     def page_url(self, charge: Charge) -> str | None:
         """`nextAction.url` of a REQUIRES_3DS charge (its token recomputed), else None."""
         three_ds = charge.three_ds
         if charge.status is not S.REQUIRES_3DS or three_ds is None or not three_ds.page_nonce:
             return None
-        token = self._tokens.token(charge.id, three_ds.page_nonce)
-        return f"{self._base}/charges/{charge.id}/3ds?token={token}"
+        return self._links.page_url(charge.id, self._tokens.token(charge.id, three_ds.page_nonce))
 
 
 class ThreeDSService:
@@ -136,9 +131,10 @@ class ThreeDSService:
     def __init__(
         self,
         *,
-        charges: ChargeService,
-        store: ChargeReader,
-        gateway: Confirmer,
+        store: ChargeStore,
+        gateway: PaymentGateway,
+        settler: ChargeSettler,
+        transitions: ChargeTransitions,
         telemetry: Telemetry,
         links: PageLinks,
         allow_loopback_acs: bool = False,
@@ -146,9 +142,10 @@ class ThreeDSService:
         sleep: Callable[[float], None] = time.sleep,
         double_submit_wait: float = 5.0,
     ) -> None:
-        self._charges = charges
         self._store = store
         self._gateway = gateway
+        self._settler = settler
+        self._tx = transitions
         self._telemetry = telemetry
         self._links = links
         self._allow_loopback = allow_loopback_acs
@@ -182,13 +179,13 @@ class ThreeDSService:
             return self.finish(self._expire(charge, deadline))
         origin = self._action_origin(three_ds.action)
         if origin is None:
-            ended = self._charges.end_3ds(
-                charge, S.DECLINED, "ACS address refused", SOURCE_PAGE, ACS_UNUSABLE
+            ended = self._settler.end_3ds(
+                charge, S.DECLINED, "ACS address refused", Source.THREEDS_PAGE, ACS_UNUSABLE
             )
             return self.finish(ended)
-        served = replace(charge, three_ds=replace(three_ds, page_served_at=now), updated_at=now)
+        served = Change(Source.THREEDS_PAGE, three_ds=replace(three_ds, page_served_at=now))
         try:
-            self._store.transition(charge, served, [])
+            self._tx.apply(charge, served)
         except StaleStateError as exc:
             # Another request served it first, or another path moved the charge: single use.
             raise NotFoundError("not found") from exc
@@ -204,13 +201,12 @@ class ThreeDSService:
 
     def _expire(self, charge: Charge, deadline: Deadline) -> Charge:
         """The status API first (it is the authority); still waiting for 3DS -> EXPIRED."""
-        try:
-            charge = self._charges.settle(charge.id, SOURCE_PAGE, deadline).charge
-        except GatewayError as exc:
-            # The customer never got the ACS form, so nothing can have been authorised; the
-            # reconciler checks again and a contradiction would go to NEEDS_REVIEW.
-            self._telemetry.gateway_failure(charge, exc)
-        return self._charges.end_3ds(charge, S.EXPIRED, "3-D Secure page expired", SOURCE_PAGE)
+        # If ePay cannot answer: the customer never got the ACS form, so nothing can have been
+        # authorised; the reconciler checks again and a contradiction would go to NEEDS_REVIEW.
+        charge = self._settler.settle_or_report(charge, Source.THREEDS_PAGE, deadline)
+        return self._settler.end_3ds(
+            charge, S.EXPIRED, "3-D Secure page expired", Source.THREEDS_PAGE
+        )
 
     def _action_origin(self, action: str) -> str | None:
         """scheme://netloc of a usable ACS address, or None."""
@@ -253,13 +249,8 @@ class ThreeDSService:
         except GatewayError as exc:
             # Refused, unreachable or ambiguous: the status API below says what happened.
             self._telemetry.gateway_failure(charge, exc)
-        try:
-            charge = self._charges.settle(charge_id, SOURCE_RETURN, deadline).charge
-        except GatewayError as exc:
-            # The status API is down: the charge stays REQUIRES_3DS for the reconciler.
-            self._telemetry.gateway_failure(charge, exc)
-            charge = self._store.get(charge_id) or charge
-        return self.finish(charge)
+        # If the status API is down, the charge stays REQUIRES_3DS for the reconciler.
+        return self.finish(self._settler.settle_or_report(charge, Source.THREEDS_RETURN, deadline))
 
     def _claim_return(self, charge: Charge, deadline: Deadline) -> Charge | None:
         """Record that the return arrived (conditional write): the winner alone calls ePay.
@@ -276,20 +267,16 @@ class ThreeDSService:
                 self._await_first(charge, deadline)
                 return None
             now = self._clock()
-            claimed = replace(
-                charge,
+            claim = Change(
+                Source.THREEDS_RETURN,
                 three_ds=replace(three_ds, returned_at=now),
-                updated_at=now,
                 # Should we die after the confirm, the reconciler looks soon, not after expiry.
                 next_check_at=now + CHECK_LADDER[0],
             )
             try:
-                return self._store.transition(charge, claimed, [])
+                return self._tx.apply(charge, claim)
             except StaleStateError:
-                latest = self._store.get(charge.id)
-                if latest is None:
-                    raise
-                charge = latest
+                charge = self._tx.latest(charge)
         return None
 
     def _await_first(self, charge: Charge, deadline: Deadline) -> Charge:

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from payments.charges.ports import (
+from payments.charges.payment_gateway import (
     AuthRequest,
     AuthResult,
     ConfirmResult,

@@ -9,9 +9,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from payments.charges.ports import (
+from payments.charges.payment_gateway import (
     AuthResult,
     ConfirmResult,
+    GatewayStatus,
     Secure3D,
     StatusResult,
     TransactionStatus,
@@ -25,6 +26,8 @@ from payments.shared import jsonutil
 from payments.shared.money import to_money
 
 Operation = Literal["token", "auth", "status", "capture", "confirm"]
+# The statuses a 200 answer of the auth endpoint may carry (epay-api.md section 2).
+_AUTH_ANSWERS = frozenset({GatewayStatus.AUTH, GatewayStatus.CHARGE, GatewayStatus.THREE_DS})
 # Operations that change nothing at ePay: safe to retry, and a failure means "unavailable".
 SAFE_OPERATIONS: frozenset[str] = frozenset({"token", "status"})
 
@@ -125,18 +128,19 @@ def interpret_confirm(
     fields = lower_keys(interpret("confirm", status, body, error))
     error_code = opt_str(fields.get("errorcode"))
     code = opt_int(fields.get("code"))
-    state = str(fields.get("status") or "").upper()
-    if error_code is None and code and state not in {"AUTH", "CHARGE"}:
+    state = GatewayStatus.parse(fields.get("status"))
+    if error_code is None and code and state not in _AUTH_ANSWERS:
         error_code = str(code)
     return ConfirmResult(reference=opt_str(fields.get("reference")), error_code=error_code)
 
 
 def auth_result(data: dict[str, Any]) -> AuthResult:
     fields = lower_keys(data)
-    status = str(fields.get("status") or "").upper()
+    raw_status = str(fields.get("status") or "").upper()
+    status = GatewayStatus.parse(raw_status)
     secure = fields.get("secure3d")
     secure3d = None
-    if isinstance(secure, dict) and status == "3D":
+    if isinstance(secure, dict) and status is GatewayStatus.THREE_DS:
         s = lower_keys(secure)
         if not (s.get("pareq") and s.get("md") and s.get("action")):
             raise GatewayUnknownOutcomeError("ePay auth: incomplete secure3D", operation="auth")
@@ -146,15 +150,16 @@ def auth_result(data: dict[str, Any]) -> AuthResult:
             action=str(s["action"]),
             term_url=opt_str(s.get("termurl")),
         )
-    if status not in {"AUTH", "CHARGE", "3D"} or (status == "3D" and secure3d is None):
+    if status not in _AUTH_ANSWERS or (status is GatewayStatus.THREE_DS and secure3d is None):
         code = opt_int(fields.get("code"))
         if code:
             raise GatewayRejectedError(
-                str(fields.get("message") or status)[:200], operation="auth", gateway_code=code
+                str(fields.get("message") or raw_status)[:200], operation="auth", gateway_code=code
             )
         raise GatewayUnknownOutcomeError(
-            f"ePay auth: unexpected status {status[:20]!r}", operation="auth"
+            f"ePay auth: unexpected status {raw_status[:20]!r}", operation="auth"
         )
+    assert status is not None
     return AuthResult(
         status=status,
         transaction_id=opt_str(fields.get("id")),
@@ -178,7 +183,7 @@ def status_result(data: dict[str, Any]) -> StatusResult:
         parsed = TransactionStatus(
             transaction_id=opt_str(t.get("id")),
             invoice_id=opt_str(t.get("invoiceid")),
-            status_name=str(t.get("statusname") or "").upper(),
+            status_name=str(t.get("statusname") or "").upper()[:40],
             amount=opt_money(t.get("amount")),
             currency=opt_str(t.get("currency")),
             reference=opt_str(t.get("reference")),

@@ -1,0 +1,188 @@
+"""The payment gateway port: what charges ask of ePay, and its answers in our types.
+
+ePay's status names are parsed once, by the adapter (payments.epay), into `GatewayStatus`; what
+each one means for a charge is decided once, in payments.charges.settlement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from payments.shared.deadline import Deadline
+
+
+class GatewayStatus(StrEnum):
+    """A transaction's status at ePay (`status` of an auth answer, `statusName` of a status one)."""
+
+    NEW = "NEW"
+    THREE_DS = "3D"
+    FINGERPRINT = "FINGERPRINT"
+    AUTH = "AUTH"
+    CHARGE = "CHARGE"
+    CANCEL = "CANCEL"
+    CANCEL_OLD = "CANCEL_OLD"
+    REFUND = "REFUND"
+    REJECT = "REJECT"
+    FAILED = "FAILED"
+    VERIFIED = "VERIFIED"
+
+    @classmethod
+    def parse(cls, value: object) -> GatewayStatus | None:
+        """The status named by `value` (any case), or None for a name ePay does not document."""
+        try:
+            return cls(str(value or "").strip().upper())
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Token:
+    """An ePay access token; the value never appears in repr()."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class InvoiceTokenRequest:
+    """The invoice fields a per-operation token is bound to (epay-api.md section 1)."""
+
+    invoice_id: str
+    amount: Decimal
+    currency: str
+    post_link: str
+    failure_post_link: str
+    secret_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """The body of POST /payments/cards/auth (epay-api.md section 2)."""
+
+    invoice_id: str
+    amount: Decimal
+    currency: str
+    card_id: str = field(repr=False)
+    account_id: str
+    description: str
+    language: str
+    recurrent: bool
+    post_link: str
+    failure_post_link: str
+    invoice_id_alt: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    back_link: str | None = None
+    failure_back_link: str | None = None
+
+
+@dataclass(frozen=True)
+class Secure3D:
+    """ePay's demand for 3-D Secure: where to send the customer and what to post there."""
+
+    pa_req: str = field(repr=False)
+    md: str = field(repr=False)
+    action: str
+    term_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A 200 answer of the auth endpoint: AUTH (held), CHARGE (taken) or 3D."""
+
+    status: GatewayStatus
+    transaction_id: str | None
+    invoice_id: str | None
+    reference: str | None = None
+    approval_code: str | None = None
+    card_mask: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    secure3d: Secure3D | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """What ePay's 3-D Secure confirm said: a `reference` (RRN) on success, an `error_code` on
+    failure, neither when the answer was unclear. Informational: the status API decides."""
+
+    reference: str | None = None
+    error_code: str | None = None
+
+    @property
+    def approved(self) -> bool | None:
+        """True, False, or None when the answer carried neither field."""
+        if self.error_code is not None:
+            return False
+        return True if self.reference is not None else None
+
+
+@dataclass(frozen=True)
+class TransactionStatus:
+    """The transaction part of a status answer (epay-api.md section 4)."""
+
+    transaction_id: str | None
+    invoice_id: str | None
+    status_name: str  # as ePay wrote it (upper-cased), for history and logs
+    amount: Decimal | None
+    currency: str | None
+    reference: str | None
+    approval_code: str | None
+    card_mask: str | None
+    reason: str | None
+    reason_code: int | None
+
+    @property
+    def status(self) -> GatewayStatus | None:
+        """The status in our enum; None for a name ePay does not document."""
+        return GatewayStatus.parse(self.status_name)
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """An answer of the status API; `transaction` is set when resultCode is 100."""
+
+    result_code: str
+    message: str
+    transaction: TransactionStatus | None
+
+    @property
+    def not_found(self) -> bool:
+        """ePay has no transaction for the invoice (resultCode 102)."""
+        return self.result_code == "102"
+
+
+class PaymentGateway(Protocol):
+    """The ePay operations the charge use cases call."""
+
+    def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
+        """A token bound to one invoice, amount and currency."""
+        ...
+
+    def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
+        """Charge a saved card; never retried."""
+        ...
+
+    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+        """Ask ePay what happened to an invoice."""
+        ...
+
+    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+        """Charge (capture) a held AUTH, wholly or partly."""
+        ...
+
+    def confirm_3ds(
+        self, access_token: str, pa_res: str, md: str, deadline: Deadline
+    ) -> ConfirmResult:
+        """Forward the ACS's PaRes/MD to ePay's confirm endpoint with the charge's token; never
+        retried, redirects never followed."""
+        ...
+
+    def terminal_id(self) -> str:
+        """The merchant's terminal id, from the credentials."""
+        ...
