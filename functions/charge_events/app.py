@@ -16,8 +16,9 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.aws.charge_stream import charge_event_from_stream
+from payments.aws.charge_stream import charge_change_from_stream
 from payments.aws.telemetry import event_publish_failed
+from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
 
@@ -30,7 +31,11 @@ processor = BatchProcessor(
 
 def record_handler(record: DynamoDBRecord) -> str:
     """Publish the event of one charge item change (raising fails this record only)."""
-    event = charge_event_from_stream(record.raw_event.get("dynamodb") or {}, bootstrap.page_url)
+    change = charge_change_from_stream(record.raw_event.get("dynamodb") or {})
+    event = None
+    if change is not None:
+        page_url = bootstrap.page_url(change.charge)
+        event = charge_event_from_change(change.previous_status, change.charge, page_url)
     if event is None:
         return "skipped"
     try:

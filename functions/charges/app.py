@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
 from payments.charges import views
+from payments.charges.model import Charge
 from payments.charges.requests import parse_capture_request, parse_charge_request
 from payments.http import bodies, router
 from payments.http.router import Reply, Request
@@ -17,6 +18,11 @@ from payments.shared import deadline
 from payments.shared.fields import validate_idempotency_key
 
 app = router.Router()
+
+
+def _resource(charge: Charge) -> dict[str, Any]:
+    """The charge's JSON, with its 3-D Secure page URL when it has one."""
+    return views.charge_resource(charge, bootstrap.page_url(charge))
 
 
 @app.route("POST", "/charges")
@@ -28,7 +34,7 @@ def create_charge(request: Request, context: router.Context) -> Reply:
     result = bootstrap.charge_service().create_charge(
         charge_request, key, deadline.deadline_from(context)
     )
-    resource = views.charge_resource(result.charge, bootstrap.page_url)
+    resource = _resource(result.charge)
     if result.replayed:
         return router.json_response(200, resource, **{"Idempotent-Replayed": "true"})
     return router.json_response(201, resource, Location=f"/charges/{result.charge.id}")
@@ -38,7 +44,7 @@ def create_charge(request: Request, context: router.Context) -> Reply:
 def get_charge(request: Request, _context: router.Context) -> Reply:
     """Read a charge."""
     charge = bootstrap.charge_service().get_charge(request.path_params["chargeId"])
-    return router.json_response(200, views.charge_resource(charge, bootstrap.page_url))
+    return router.json_response(200, _resource(charge))
 
 
 @app.route("POST", "/charges/{chargeId}/capture")
@@ -48,7 +54,7 @@ def capture_charge(request: Request, context: router.Context) -> Reply:
     charge = bootstrap.charge_service().capture_charge(
         request.path_params["chargeId"], amount, deadline.deadline_from(context)
     )
-    return router.json_response(200, views.charge_resource(charge, bootstrap.page_url))
+    return router.json_response(200, _resource(charge))
 
 
 @app.route("POST", "/charges/{chargeId}/reconcile")
@@ -57,7 +63,7 @@ def reconcile_charge(request: Request, context: router.Context) -> Reply:
     result = bootstrap.reconciler().check(
         request.path_params["chargeId"], deadline.deadline_from(context), forced=True
     )
-    return router.json_response(200, views.charge_resource(result.charge, bootstrap.page_url))
+    return router.json_response(200, _resource(result.charge))
 
 
 @logger.inject_lambda_context(clear_state=True)

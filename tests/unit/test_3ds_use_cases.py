@@ -277,14 +277,16 @@ def test_resource_shows_the_redirect_url_recomputed_from_the_nonce() -> None:
     store = FakeStore()
     charge = three_ds_charge(store)
     links = PageLinks(TOKENS, PublicLinks("https://pay.example/v1"))
-    resource = charge_resource(charge, links.page_url)
+    resource = charge_resource(charge, links.page_url(charge))
     assert resource["nextAction"] == {
         "type": "redirect",
         "url": f"https://pay.example/v1/charges/ch_1/3ds?token={token()}",
     }
     # Without a page token (an older charge) the bare marker stays
     legacy = replace(charge, three_ds=replace(charge.three_ds, page_nonce=None))  # type: ignore[type-var]
-    assert charge_resource(legacy, links.page_url)["nextAction"] == {"type": "three_d_secure"}
+    assert charge_resource(legacy, links.page_url(legacy))["nextAction"] == {
+        "type": "three_d_secure"
+    }
 
 
 def test_page_is_served_once() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,9 +12,10 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 
 from payments.aws.charge_store import charge_to_item
-from payments.aws.charge_stream import charge_event_from_stream
+from payments.aws.charge_stream import charge_change_from_stream
 from payments.charges.events import charge_event_from_change
 from payments.charges.model import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
+from payments.shared.events import DomainEvent
 from tests.fakes import make_charge
 
 S = ChargeStatus
@@ -34,6 +36,17 @@ def change(old: Charge | None, new: Charge | None) -> dict[str, Any]:
     if new is not None:
         record["NewImage"] = image(new)
     return record
+
+
+def charge_event_from_stream(
+    record: dict[str, Any], page_url: Callable[[Charge], str | None] | None = None
+) -> DomainEvent | None:
+    """What functions/charge_events does with one record: its change, then the change's event."""
+    found = charge_change_from_stream(record)
+    if found is None:
+        return None
+    url = page_url(found.charge) if page_url is not None else None
+    return charge_event_from_change(found.previous_status, found.charge, url)
 
 
 def moved(status: ChargeStatus, **changes: Any) -> Charge:

@@ -14,7 +14,6 @@ This module holds the port and the event builders; the EventBridge adapter is
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from payments.charges import views
@@ -54,9 +53,7 @@ def parse_renewal_key(key: str) -> tuple[str, int, int] | None:
     return match.group(1), int(match.group(2)), int(match.group(3) or 0)
 
 
-def charge_event(
-    charge: Charge, page_url: Callable[[Charge], str | None] | None = None
-) -> DomainEvent | None:
+def charge_event(charge: Charge, page_url: str | None = None) -> DomainEvent | None:
     """The event a charge's new status reports, or None when the status is not one we tell.
 
     CAPTURED (and AUTHORIZED under manual capture) is `charge.succeeded`; DECLINED, FAILED and
@@ -95,9 +92,7 @@ def charge_event(
 
 
 def charge_event_from_change(
-    previous_status: str | None,
-    charge: Charge,
-    page_url: Callable[[Charge], str | None] | None = None,
+    previous_status: str | None, charge: Charge, page_url: str | None = None
 ) -> DomainEvent | None:
     """The event of one stored change of a charge item (the outbox: the table's stream).
 
