@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from local.apigw import LocalApiGateway
+from local.apigw.server import LocalApiGateway
 from local.template import load_template
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

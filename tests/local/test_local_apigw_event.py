@@ -1,4 +1,4 @@
-"""local.apigw without sockets: proxy events, route choice, proxy responses, context, handlers."""
+"""local.apigw without sockets: proxy events, route choice, proxy responses, the Lambda runtime."""
 
 from __future__ import annotations
 
@@ -13,15 +13,10 @@ from typing import Any
 import pytest
 from conftest import FIXTURES
 
-from local.apigw import (
-    LOCAL_IAM_USER_ARN,
-    LambdaContext,
-    build_proxy_event,
-    is_text_content_type,
-    load_handler,
-    match_route,
-    parse_proxy_response,
-)
+import local.apigw
+from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, is_text_content_type
+from local.apigw.integration import match_route, parse_proxy_response
+from local.apigw.runtime import LambdaContext, invoke, load_handler
 from local.template import api_routes
 
 REQUEST_CONTEXT_KEYS = {
@@ -354,3 +349,64 @@ def test_events_validate_against_powertools_model(overrides: dict[str, Any]) -> 
     parsed = models.APIGatewayProxyEventModel.model_validate(_event(**overrides))
     # Then they are accepted
     assert parsed.httpMethod == "POST"
+
+
+def _context(timeout_seconds: float = 2) -> LambdaContext:
+    return LambdaContext(
+        function_name="EchoFunction", memory_limit_in_mb=128, timeout_seconds=timeout_seconds
+    )
+
+
+def test_invoke_returns_the_handlers_result() -> None:
+    # Given a handler that answers from its event and context
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        return {"got": event["x"], "name": context.function_name}
+
+    # When it is invoked
+    outcome = invoke(handler, {"x": 1}, _context(), wait=1)
+
+    # Then the invocation finished with that result and no error
+    assert outcome.finished
+    assert outcome.result == {"got": 1, "name": "EchoFunction"}
+    assert outcome.error is None
+
+
+def test_invoke_reports_what_the_handler_raised() -> None:
+    # Given a handler that raises
+    failure = RuntimeError("boom")
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        raise failure
+
+    # When it is invoked
+    outcome = invoke(handler, {}, _context(), wait=1)
+
+    # Then the error is reported, not raised in the caller
+    assert outcome.finished
+    assert outcome.error is failure
+
+
+def test_invoke_abandons_a_handler_still_running_after_the_wait() -> None:
+    # Given a handler slower than the time the caller waits for it
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        time.sleep(0.5)
+        return "late"
+
+    # When it is invoked with a short wait
+    started = time.monotonic()
+    outcome = invoke(handler, {}, _context(), wait=0.05)
+
+    # Then the caller gets "not finished" after the wait, without the result
+    assert not outcome.finished
+    assert outcome.result is None
+    assert time.monotonic() - started < 0.4
+
+
+def test_the_package_re_exports_its_public_names() -> None:
+    # Given the names callers import from local.apigw (run.py, workers.py, bench, integration)
+    # Then every one of them resolves on the package
+    for name in local.apigw.__all__:
+        assert getattr(local.apigw, name) is not None
+    assert local.apigw.LambdaContext is LambdaContext
+    assert local.apigw.load_handler is load_handler
+    assert local.apigw.build_proxy_event is build_proxy_event

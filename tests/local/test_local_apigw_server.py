@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 import urllib3
 from conftest import FIXTURE_ENV, FIXTURE_TEMPLATE
 
-from local.apigw import LOCAL_IAM_USER_ARN, MAX_REQUEST_BYTES, LocalApiGateway
+from local.apigw.event import LOCAL_IAM_USER_ARN
+from local.apigw.integration import MAX_REQUEST_BYTES
+from local.apigw.server import LocalApiGateway
 
 
 def _echo(response: urllib3.BaseHTTPResponse) -> dict[str, Any]:
@@ -238,3 +242,48 @@ def test_chunked_request_bodies_are_assembled(
     )
     # Then the handler gets the whole body
     assert _echo(response)["event"]["body"] == b"".join(chunks).decode()
+
+
+BURST = 300
+
+
+def test_a_burst_of_concurrent_connections_is_all_answered(gateway: LocalApiGateway) -> None:
+    # Given 300 clients that each open their own connection and wait to start together
+    start_together = threading.Barrier(BURST)
+
+    def one_request(_: int) -> int | str:
+        connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+        try:
+            start_together.wait()
+            connection.request("GET", "/behave/status?code=200")
+            return connection.getresponse().status
+        except OSError as error:  # ConnectionResetError, TimeoutError...
+            return repr(error)
+        finally:
+            connection.close()
+
+    # When they all connect and send a request at once
+    with ThreadPoolExecutor(max_workers=BURST) as pool:
+        answers = list(pool.map(one_request, range(BURST)))
+
+    # Then every connection is accepted and answered (the listen backlog takes the burst)
+    failures = [answer for answer in answers if answer != 200]
+    assert failures == [], f"{len(failures)} of {BURST} failed, e.g. {failures[:3]}"
+
+
+def test_keep_alive_requests_are_not_held_back_by_nagle(gateway: LocalApiGateway) -> None:
+    # Given one keep-alive connection
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+    try:
+        # When 20 requests are sent one after the other on it
+        started = time.monotonic()
+        for _ in range(20):
+            connection.request("POST", "/behave/status?code=200", body=b"{}")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+        elapsed = time.monotonic() - started
+    finally:
+        connection.close()
+    # Then none waits for a delayed ACK (~40 ms each with Nagle on; about 1 ms without)
+    assert elapsed < 0.5

@@ -1,0 +1,53 @@
+"""A small local API Gateway (REST API, Lambda proxy integration) over template.yaml's routes.
+
+It reads the ``Type: Api`` events of every ``AWS::Serverless::Function``, serves them on loopback
+and invokes the real handlers in-process with the event API Gateway would send (payload format 1.0)
+and a Lambda-like context. The handler's proxy response goes back to the caller the way API
+Gateway would pass it through, including its error answers:
+
+* unknown resource or method: 403 ``{"message":"Missing Authentication Token"}``
+* request body over 10 MB: 413; event over Lambda's 6 MB request limit: 413
+* handler raised, returned a malformed proxy response or ran past the function's Timeout: 502
+  ``{"message": "Internal server error"}``
+* handler still running after the 29 s integration timeout: 504
+  ``{"message": "Endpoint request timed out"}`` (the worker thread is abandoned, not killed)
+
+What it deliberately does not do:
+
+* SigV4 is **not** verified. Routes whose Auth is ``AWS_IAM`` get a fixed fake IAM identity
+  (``arn:aws:iam::000000000000:user/local``) in ``requestContext.identity``.
+* Environment: ``os.environ`` is process-wide, so the merged environment is set once in
+  :meth:`LocalApiGateway.start` (all functions share Globals.Function's variables) and restored in
+  :meth:`LocalApiGateway.stop`. Per-function differences cannot be honoured at the same time.
+* Isolation: every function runs in this process, concurrently in threads, sharing module state
+  (one warm "container" per function, loaded once); layers are put on ``sys.path`` like /opt/python.
+
+Modules: :mod:`~local.apigw.event` builds proxy events, :mod:`~local.apigw.runtime` loads and runs
+handlers, :mod:`~local.apigw.integration` picks routes and translates outcomes into answers,
+:mod:`~local.apigw.server` serves HTTP. Their public names are re-exported here.
+"""
+
+from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, is_text_content_type
+from local.apigw.integration import (
+    INTEGRATION_TIMEOUT_SECONDS,
+    MAX_REQUEST_BYTES,
+    ProxyResponse,
+    match_route,
+    parse_proxy_response,
+)
+from local.apigw.runtime import LambdaContext, load_handler
+from local.apigw.server import LocalApiGateway
+
+__all__ = [
+    "INTEGRATION_TIMEOUT_SECONDS",
+    "LOCAL_IAM_USER_ARN",
+    "MAX_REQUEST_BYTES",
+    "LambdaContext",
+    "LocalApiGateway",
+    "ProxyResponse",
+    "build_proxy_event",
+    "is_text_content_type",
+    "load_handler",
+    "match_route",
+    "parse_proxy_response",
+]
