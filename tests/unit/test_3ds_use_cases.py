@@ -40,6 +40,7 @@ from payments.errors import (
 )
 from payments.http.pages import SCRIPT_HASH, auto_submit_page, parse_form
 from payments.shared.deadline import Deadline
+from payments.shared.payer import Payer
 from tests.fakes import (
     FakeGateway,
     FakeResponse,
@@ -230,8 +231,7 @@ def three_ds_charge(store: FakeStore, **three_ds: object) -> Charge:
         description="Order",
         created_at=NOW,
         updated_at=NOW,
-        back_link="https://shop/ok",
-        failure_back_link="https://shop/fail",
+        payer=Payer(back_link="https://shop/ok", failure_back_link="https://shop/fail"),
         three_ds=replace(data, **three_ds),  # type: ignore[arg-type]
     )
     store.charges[charge.id] = charge

@@ -18,6 +18,7 @@ from payments.errors import (
     GatewayUnknownOutcomeError,
 )
 from payments.shared.deadline import Deadline
+from payments.shared.payer import Payer
 from tests.fakes import FakeResponse, FakeTransport
 
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -116,7 +117,9 @@ def test_auth_sends_exactly_the_documented_json_with_bearer() -> None:
     )
     token = Token("tok-1", FAR_FUTURE)
     # When a saved card is charged
-    result = client(transport).authorize(token, auth_request(name="IVAN PETROV"), deadline())
+    result = client(transport).authorize(
+        token, auth_request(payer=Payer(name="IVAN PETROV")), deadline()
+    )
     # Then the JSON is ePay's, the card id is an object and the token is a Bearer header
     sent = transport.requests[0]
     assert sent.url == "https://api.test/payments/cards/auth"

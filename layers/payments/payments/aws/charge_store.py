@@ -36,6 +36,7 @@ from payments.charges.model import (
 )
 from payments.shared.clock import from_iso, from_iso_or_none, iso
 from payments.shared.idempotency import IdempotencyRecord
+from payments.shared.payer import Payer
 
 
 def due_shard(charge_id: str) -> str:
@@ -68,11 +69,7 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         "createdAt": iso(charge.created_at),
         "updatedAt": iso(charge.updated_at),
         "invoiceIdAlt": charge.invoice_id_alt,
-        "name": charge.name,
-        "email": charge.email,
-        "phone": charge.phone,
-        "backLink": charge.back_link,
-        "failureBackLink": charge.failure_back_link,
+        **charge.payer.fields(),
         "capturedAmount": charge.captured_amount,
         "capturePending": charge.capture_pending,
         "checkAttempts": charge.check_attempts,
@@ -142,11 +139,7 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         created_at=from_iso(item["createdAt"]),
         updated_at=from_iso(item["updatedAt"]),
         invoice_id_alt=item.get("invoiceIdAlt"),
-        name=item.get("name"),
-        email=item.get("email"),
-        phone=item.get("phone"),
-        back_link=item.get("backLink"),
-        failure_back_link=item.get("failureBackLink"),
+        payer=Payer.from_fields(item),
         captured_amount=Decimal(captured) if captured is not None else None,
         capture_pending=bool(item.get("capturePending", False)),
         check_attempts=int(item.get("checkAttempts", 0)),

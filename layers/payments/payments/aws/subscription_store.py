@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from payments.aws.dynamo import from_attributes, to_attributes, translate
 from payments.errors import StaleStateError
 from payments.shared.clock import from_iso, from_iso_or_none, iso
+from payments.shared.payer import Payer
 from payments.subscriptions.calendar import BillingInterval, Interval
 from payments.subscriptions.model import (
     CycleClaim,
@@ -75,10 +76,7 @@ def subscription_to_item(sub: Subscription) -> dict[str, Any]:
         "requestHash": sub.request_hash,
         "createdAt": iso(sub.created_at),
         "updatedAt": iso(sub.updated_at),
-        "email": sub.email,
-        "phone": sub.phone,
-        "backLink": sub.back_link,
-        "failureBackLink": sub.failure_back_link,
+        **sub.payer.fields(),
         "pastDueReason": sub.past_due_reason.value if sub.past_due_reason else None,
         "paidCycles": sub.paid_cycles,
         "lastChargeId": sub.last_charge_id,
@@ -112,10 +110,7 @@ def subscription_from_item(item: Mapping[str, Any]) -> Subscription:
         request_hash=str(item["requestHash"]),
         created_at=from_iso(item["createdAt"]),
         updated_at=from_iso(item["updatedAt"]),
-        email=item.get("email"),
-        phone=item.get("phone"),
-        back_link=item.get("backLink"),
-        failure_back_link=item.get("failureBackLink"),
+        payer=Payer.from_fields(item),
         past_due_reason=PastDueReason(reason) if reason else None,
         paid_cycles=int(item.get("paidCycles", 0)),
         last_charge_id=item.get("lastChargeId"),
@@ -139,10 +134,7 @@ def claim_to_item(claim: CycleClaim) -> dict[str, Any]:
         "accountId": claim.account_id,
         "description": claim.description,
         "claimedAt": iso(claim.claimed_at),
-        "email": claim.email,
-        "phone": claim.phone,
-        "backLink": claim.back_link,
-        "failureBackLink": claim.failure_back_link,
+        **claim.payer.fields(),
         "state": claim.state,
         "chargeId": claim.charge_id,
         "pendingEvents": list(claim.pending_events) or None,
@@ -162,10 +154,7 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
         account_id=str(item["accountId"]),
         description=str(item["description"]),
         claimed_at=from_iso(item["claimedAt"]),
-        email=item.get("email"),
-        phone=item.get("phone"),
-        back_link=item.get("backLink"),
-        failure_back_link=item.get("failureBackLink"),
+        payer=Payer.from_fields(item),
         state=str(item.get("state", "claimed")),
         charge_id=item.get("chargeId"),
         pending_events=tuple(str(e) for e in item.get("pendingEvents") or ()),

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from payments.shared.payer import Payer
+
 
 class ChargeStatus(StrEnum):
     """Where a charge is in its life."""
@@ -150,11 +152,7 @@ class Charge:
     updated_at: datetime
     version: int = 1
     invoice_id_alt: str | None = None
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
     captured_amount: Decimal | None = None
     epay: EpayRef = field(default_factory=EpayRef)
     error: ChargeError | None = None

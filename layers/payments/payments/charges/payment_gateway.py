@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from payments.shared.deadline import Deadline
+from payments.shared.payer import Payer
 
 
 class GatewayStatus(StrEnum):
@@ -74,11 +75,7 @@ class AuthRequest:
     post_link: str
     failure_post_link: str
     invoice_id_alt: str | None = None
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +10,7 @@ from payments.charges.model import CaptureMode
 from payments.errors import ValidationError
 from payments.shared.fields import FIELD_RULES, field_errors, message_unless
 from payments.shared.money import money_str, validate_amount
+from payments.shared.payer import Payer
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,7 @@ class ChargeRequest:
     language: str = "rus"
     invoice_id: str | None = None
     invoice_id_alt: str | None = None
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
 
     def fingerprint_fields(self) -> dict[str, str]:
         """The request's fields as strings, for the idempotency fingerprint."""
@@ -45,11 +42,7 @@ class ChargeRequest:
             "language": self.language,
             "invoiceId": self.invoice_id or "",
             "invoiceIdAlt": self.invoice_id_alt or "",
-            "name": self.name or "",
-            "email": self.email or "",
-            "phone": self.phone or "",
-            "backLink": self.back_link or "",
-            "failureBackLink": self.failure_back_link or "",
+            **{name: value or "" for name, value in self.payer.fields().items()},
         }
 
 
@@ -105,11 +98,7 @@ def parse_charge_request(body: Any, default_capture: CaptureMode) -> ChargeReque
         language=str(body.get("language") or "rus"),
         invoice_id=body.get("invoiceId"),
         invoice_id_alt=body.get("invoiceIdAlt"),
-        name=body.get("name"),
-        email=body.get("email"),
-        phone=body.get("phone"),
-        back_link=body.get("backLink"),
-        failure_back_link=body.get("failureBackLink"),
+        payer=Payer.from_fields(body),
     )
 
 

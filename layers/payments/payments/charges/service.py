@@ -154,11 +154,7 @@ class ChargeService:
                 updated_at=now,
                 next_check_at=now + PROCESSING_SAFE_AGE,
                 invoice_id_alt=request.invoice_id_alt,
-                name=request.name,
-                email=request.email,
-                phone=request.phone,
-                back_link=request.back_link,
-                failure_back_link=request.failure_back_link,
+                payer=request.payer,
             )
             try:
                 self._store.create(charge, HistoryEntry(None, S.PROCESSING, now, Source.API))
@@ -281,11 +277,7 @@ class ChargeService:
             post_link=self._links.post_link,
             failure_post_link=self._links.failure_post_link,
             invoice_id_alt=charge.invoice_id_alt,
-            name=charge.name,
-            email=charge.email,
-            phone=charge.phone,
-            back_link=charge.back_link,
-            failure_back_link=charge.failure_back_link,
+            payer=charge.payer,
         )
 
     def _fail(self, charge: Charge, step: str, exc: GatewayError) -> None:

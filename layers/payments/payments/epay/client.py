@@ -152,11 +152,7 @@ class EpayClient:
         }
         optional = {
             "invoiceIdAlt": request.invoice_id_alt,
-            "name": request.name,
-            "email": request.email,
-            "phone": request.phone,
-            "backLink": request.back_link,
-            "failureBackLink": request.failure_back_link,
+            **request.payer.fields(),
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         data = self._call(

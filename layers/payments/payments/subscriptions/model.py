@@ -16,6 +16,7 @@ from payments.errors import (
     ValidationError,
 )
 from payments.shared.clock import iso
+from payments.shared.payer import Payer
 from payments.subscriptions.calendar import BillingInterval, cycle_start, parse_time
 
 C = ChargeStatus
@@ -92,10 +93,7 @@ class Subscription:
     failures: int = 0
     renew_at: datetime | None = None
     pending_amount: Decimal | None = None
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
     past_due_reason: PastDueReason | None = None
     paid_cycles: int = 0
     last_charge_id: str | None = None
@@ -130,10 +128,7 @@ class CycleClaim:
     account_id: str
     description: str
     claimed_at: datetime
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
     # claimed -> pending / requires_action (3DS, unknown) -> paid / declined / outage / orphaned
     state: str = "claimed"
     charge_id: str | None = None
@@ -152,10 +147,7 @@ class CycleClaim:
             description=self.description,
             capture=CaptureMode.AUTO,
             recurrent=True,
-            email=self.email,
-            phone=self.phone,
-            back_link=self.back_link,
-            failure_back_link=self.failure_back_link,
+            payer=self.payer,
         )
 
 

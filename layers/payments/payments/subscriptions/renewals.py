@@ -171,10 +171,7 @@ class Renewals:
                 account_id=sub.account_id,
                 description=sub.description,
                 claimed_at=self._clock(),
-                email=sub.email,
-                phone=sub.phone,
-                back_link=sub.back_link,
-                failure_back_link=sub.failure_back_link,
+                payer=sub.payer,
             )
             try:
                 self._store.claim(sub, claim)

@@ -18,6 +18,7 @@ from payments.errors import (
 from payments.shared.clock import iso
 from payments.shared.fields import FIELD_RULES, field_errors
 from payments.shared.money import money_str, validate_amount
+from payments.shared.payer import Payer
 from payments.subscriptions.calendar import (
     MAX_INTERVAL_COUNT,
     BillingInterval,
@@ -48,10 +49,7 @@ class SubscriptionRequest:
     description: str
     interval: BillingInterval
     start_at: datetime | None = None
-    email: str | None = None
-    phone: str | None = None
-    back_link: str | None = None
-    failure_back_link: str | None = None
+    payer: Payer = field(default_factory=Payer)
 
     def fingerprint(self) -> str:
         """A stable digest of the request, to tell a replay from a reused key."""
@@ -63,10 +61,7 @@ class SubscriptionRequest:
             "description": self.description,
             "interval": str(self.interval),
             "startAt": iso(self.start_at) if self.start_at else "",
-            "email": self.email or "",
-            "phone": self.phone or "",
-            "backLink": self.back_link or "",
-            "failureBackLink": self.failure_back_link or "",
+            **{name: value or "" for name, value in self.payer.fields().items() if name != "name"},
         }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -152,10 +147,7 @@ def parse_subscription_request(body: Any, now: datetime) -> SubscriptionRequest:
         description=str(body["description"]),
         interval=interval,
         start_at=start_at,
-        email=body.get("email"),
-        phone=body.get("phone"),
-        back_link=body.get("backLink"),
-        failure_back_link=body.get("failureBackLink"),
+        payer=Payer.from_fields(body),
     )
 
 

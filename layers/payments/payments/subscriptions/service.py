@@ -105,10 +105,7 @@ class Subscriptions:
             created_at=now,
             updated_at=now,
             renew_at=anchor,
-            email=request.email,
-            phone=request.phone,
-            back_link=request.back_link,
-            failure_back_link=request.failure_back_link,
+            payer=request.payer,
         )
         try:
             self._store.create(sub)
