@@ -77,7 +77,7 @@ def test_charge_is_stored_before_epay_is_called() -> None:
     # Then the charge, with the invoice id sent to ePay, was already PROCESSING in the store
     auth: AuthRequest = gateway.calls[1][1]
     assert seen == [(auth.invoice_id, ChargeStatus.PROCESSING)]
-    assert store.keys["key-1"].charge_id in store.charges
+    assert store.keys["key-1"].resource_id in store.charges
 
 
 def test_auto_capture_ends_captured_with_full_history_in_one_write() -> None:

@@ -24,13 +24,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from payments.aws.dynamo import from_attributes, to_attributes, translate
 from payments.errors import StaleStateError
 from payments.shared.clock import from_iso, from_iso_or_none, iso
+from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
 from payments.subscriptions.calendar import BillingInterval, Interval
 from payments.subscriptions.model import (
     CycleClaim,
     PastDueReason,
     Subscription,
-    SubscriptionKey,
     SubscriptionStatus,
     renewal_shard,
 )
@@ -238,7 +238,7 @@ class DynamoSubscriptionStore:
         item = answer.get("Item")
         return subscription_from_item(from_attributes(item)) if item else None
 
-    def get_key(self, key: str) -> SubscriptionKey | None:
+    def get_key(self, key: str) -> IdempotencyRecord | None:
         """Which subscription an Idempotency-Key created."""
         answer = self._call(
             "get_item",
@@ -250,7 +250,7 @@ class DynamoSubscriptionStore:
         if not item:
             return None
         data = from_attributes(item)
-        return SubscriptionKey(key, str(data["subscriptionId"]), str(data["requestHash"]))
+        return IdempotencyRecord(key, str(data["subscriptionId"]), str(data["requestHash"]))
 
     def list_by_account(
         self, account_id: str, limit: int, after: str | None

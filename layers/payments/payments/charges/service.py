@@ -7,8 +7,6 @@ payments.charges.settlement; every write goes through payments.charges.transitio
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,14 +46,13 @@ from payments.errors import (
     GatewayUnavailableError,
     GatewayUnknownOutcomeError,
     IdempotencyInFlightError,
-    IdempotencyMismatchError,
     InvalidTransitionError,
     NotFoundError,
     ValidationError,
 )
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
-from payments.shared.idempotency import IdempotencyRecord
+from payments.shared.idempotency import IdempotencyRecord, create_once, fingerprint
 
 INVOICE_DIGITS = 9
 MAX_INVOICE_ATTEMPTS = 5
@@ -67,12 +64,6 @@ class CreateResult:
 
     charge: Charge
     replayed: bool
-
-
-def request_fingerprint(request: ChargeRequest) -> str:
-    """A stable digest of a validated request, to tell a replay from a reused key."""
-    canonical = json.dumps(request.fingerprint_fields(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ChargeService:
@@ -110,18 +101,18 @@ class ChargeService:
         self, request: ChargeRequest, idempotency_key: str, deadline: Deadline
     ) -> CreateResult:
         """Charge a saved card once per idempotency key; the record is written before ePay."""
-        fingerprint = request_fingerprint(request)
-        existing = self._store.get_idempotency(idempotency_key)
-        if existing is not None:
-            return self._replay(existing, fingerprint)
-
+        request_hash = fingerprint(request.fingerprint_fields())
         secret_hash = self._new_secret()
-        charge = self._insert(request, idempotency_key, fingerprint, secret_hash)
-        if charge is None:
-            record = self._store.get_idempotency(idempotency_key)
-            if record is None:  # the key's record vanished (TTL) between two reads
-                raise IdempotencyInFlightError("the request is being processed, retry later")
-            return self._replay(record, fingerprint)
+        once = create_once(
+            idempotency_key,
+            request_hash,
+            lookup=self._store.get_idempotency,
+            create=lambda: self._insert(request, idempotency_key, request_hash, secret_hash),
+            replay=self._replay,
+        )
+        charge = once.value
+        if once.replayed:
+            return CreateResult(charge, replayed=True)
         self._telemetry.bind_charge(charge)
         self._telemetry.transitioned(charge, None, Source.API)
         return CreateResult(self._authorize(charge, secret_hash, deadline), replayed=False)
@@ -169,19 +160,16 @@ class ChargeService:
             return charge
         raise ConflictError("could not allocate a free invoice id, retry later")
 
-    def _replay(self, record: IdempotencyRecord, fingerprint: str) -> CreateResult:
-        if record.request_hash != fingerprint:
-            raise IdempotencyMismatchError(
-                "this Idempotency-Key was used with a different request body"
-            )
-        charge = self._store.get(record.charge_id)
+    def _replay(self, record: IdempotencyRecord) -> Charge:
+        """The charge an earlier request with the key created, once it is past PROCESSING."""
+        charge = self._store.get(record.resource_id)
         if charge is None or charge.status is S.PROCESSING:
             raise IdempotencyInFlightError(
                 "a request with this Idempotency-Key is still being processed"
             )
         if charge.status is S.FAILED and charge.error is not None:
             raise GatewayUnavailableError(charge.error.message, operation="token")
-        return CreateResult(charge, replayed=True)
+        return charge
 
     def _authorize(self, charge: Charge, secret_hash: str, deadline: Deadline) -> Charge:
         try:

@@ -107,15 +107,6 @@ class Subscription:
 
 
 @dataclass(frozen=True)
-class SubscriptionKey:
-    """Which subscription an Idempotency-Key created, and the request's fingerprint."""
-
-    key: str
-    subscription_id: str
-    request_hash: str
-
-
-@dataclass(frozen=True)
 class CycleClaim:
     """The claim on one attempt of one cycle: written once, it fixes what the attempt charges."""
 

@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 from payments.charges.requests import ChargeRequest
 from payments.shared.deadline import Deadline
-from payments.subscriptions.model import CycleClaim, RenewalMessage, Subscription, SubscriptionKey
+from payments.shared.idempotency import IdempotencyRecord
+from payments.subscriptions.model import CycleClaim, RenewalMessage, Subscription
 
 # --- ports ---
 
@@ -23,7 +24,7 @@ class SubscriptionStore(Protocol):
         """Read a subscription (strongly consistent)."""
         ...
 
-    def get_key(self, key: str) -> SubscriptionKey | None:
+    def get_key(self, key: str) -> IdempotencyRecord | None:
         """Which subscription an Idempotency-Key created."""
         ...
 

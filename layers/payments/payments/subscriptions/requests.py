@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,9 +49,9 @@ class SubscriptionRequest:
     start_at: datetime | None = None
     payer: Payer = field(default_factory=Payer)
 
-    def fingerprint(self) -> str:
-        """A stable digest of the request, to tell a replay from a reused key."""
-        fields = {
+    def fingerprint_fields(self) -> dict[str, str]:
+        """The request's fields as strings, for the idempotency fingerprint."""
+        return {
             "accountId": self.account_id,
             "cardId": self.card_id,
             "amount": money_str(self.amount),
@@ -63,8 +61,6 @@ class SubscriptionRequest:
             "startAt": iso(self.start_at) if self.start_at else "",
             **{name: value or "" for name, value in self.payer.fields().items() if name != "name"},
         }
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ from payments.errors import (
     ConflictError,
     DuplicateKeyError,
     EventPublishError,
-    IdempotencyInFlightError,
-    IdempotencyMismatchError,
     InvalidTransitionError,
     NotFoundError,
     PaymentsError,
@@ -29,6 +27,7 @@ from payments.errors import (
 )
 from payments.shared.clock import utc_now
 from payments.shared.events import DomainEvent, DomainEvents
+from payments.shared.idempotency import create_once, fingerprint
 from payments.subscriptions.events import (
     SUBSCRIPTION_CANCELED,
     _event,
@@ -39,7 +38,6 @@ from payments.subscriptions.model import (
     SUBSCRIPTION_ID_RE,
     PastDueReason,
     Subscription,
-    SubscriptionKey,
 )
 from payments.subscriptions.ports import SubscriptionStore
 from payments.subscriptions.requests import (
@@ -84,10 +82,20 @@ class Subscriptions:
 
     def create(self, request: SubscriptionRequest, idempotency_key: str) -> Created:
         """Create once per Idempotency-Key; cycle 0 is due at startAt (default: now)."""
-        fingerprint = request.fingerprint()
-        existing = self._store.get_key(idempotency_key)
-        if existing is not None:
-            return self._replay(existing, fingerprint)
+        request_hash = fingerprint(request.fingerprint_fields())
+        once = create_once(
+            idempotency_key,
+            request_hash,
+            lookup=self._store.get_key,
+            create=lambda: self._insert(request, idempotency_key, request_hash),
+            replay=lambda record: self.get(record.resource_id),
+        )
+        return Created(once.value, replayed=once.replayed)
+
+    def _insert(
+        self, request: SubscriptionRequest, idempotency_key: str, request_hash: str
+    ) -> Subscription | None:
+        """Write the new subscription; None when the idempotency key was taken meanwhile."""
         now = self._clock()
         anchor = request.start_at or now.replace(microsecond=now.microsecond // 1000 * 1000)
         sub = Subscription(
@@ -101,7 +109,7 @@ class Subscriptions:
             anchor=anchor,
             status=SS.ACTIVE,
             idempotency_key=idempotency_key,
-            request_hash=fingerprint,
+            request_hash=request_hash,
             created_at=now,
             updated_at=now,
             renew_at=anchor,
@@ -110,20 +118,8 @@ class Subscriptions:
         try:
             self._store.create(sub)
         except DuplicateKeyError:
-            record = self._store.get_key(idempotency_key)
-            if record is None:
-                raise IdempotencyInFlightError(
-                    "the request is being processed, retry later"
-                ) from None
-            return self._replay(record, fingerprint)
-        return Created(sub, replayed=False)
-
-    def _replay(self, record: SubscriptionKey, fingerprint: str) -> Created:
-        if record.request_hash != fingerprint:
-            raise IdempotencyMismatchError(
-                "this Idempotency-Key was used with a different request body"
-            )
-        return Created(self.get(record.subscription_id), replayed=True)
+            return None
+        return sub
 
     def get(self, subscription_id: str) -> Subscription:
         """The stored subscription, or NotFoundError."""
