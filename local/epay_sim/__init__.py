@@ -85,6 +85,15 @@ Control endpoints (not journaled): ``GET /_sim/journal``, ``GET /_sim/ledger``,
 ``GET /_sim/postlinks``, ``GET|POST /_sim/faults`` (``{"op","fault","count","delay"}``),
 ``POST /_sim/reset``, ``POST /_sim/clock`` (``{"advance": seconds}``), ``POST /_sim/config``
 (postlink_*, single_stage, three_ds_final_status, expires_in, expires_in_as_string, ...).
+
+Modules (one ePay area each, over one shared ``SimState``)
+---------------------------------------------------------
+``simulator`` (``EpaySimulator``: composition, lifecycle, journal, test controls), ``state``
+(settings, clock, lock, records), ``oauth`` (tokens, bearer check), ``card_payments`` (cards/auth,
+approve/reject, status API), ``validation`` (field and auth-body rules), ``operations``
+(charge/cancel/refund), ``acs`` (ACS page, PaRes, confirmPayment, result page), ``saved_cards``
+(card list, deactivate), ``postlinks`` (notifications), ``faults``, ``control`` (``/_sim/*``),
+``wire`` (requests, answers, routing), ``server`` (HTTP plumbing), ``cards``, ``models``.
 """
 
 from __future__ import annotations
@@ -107,14 +116,9 @@ from .cards import (
     CardProfile,
 )
 from .models import FAULTS, OPS, Fault, JournalEntry, LedgerEntry, PostLinkDelivery
-from .server import (
-    DEFAULT_SCOPE,
-    ERR_INVOICE_USED,
-    ERR_REQUEST,
-    ERR_TOKEN_BINDING,
-    OPERATION_FAILED,
-    EpaySimulator,
-)
+from .simulator import EpaySimulator
+from .state import DEFAULT_SCOPE
+from .wire import ERR_INVOICE_USED, ERR_REQUEST, ERR_TOKEN_BINDING, OPERATION_FAILED
 
 __all__ = [
     "CARDS",

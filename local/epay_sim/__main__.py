@@ -8,7 +8,7 @@ import threading
 from types import FrameType
 
 from .cards import TEST_CLIENT_ID, TEST_TERMINAL_ID
-from .server import EpaySimulator
+from .simulator import EpaySimulator
 
 
 def main(argv: list[str] | None = None) -> int:

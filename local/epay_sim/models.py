@@ -1,4 +1,4 @@
-"""Records the simulator keeps: the request journal, the ledger, tokens, faults."""
+"""Records the simulator keeps: the request journal, the ledger, tokens, 3DS steps, faults."""
 
 from __future__ import annotations
 
@@ -158,6 +158,27 @@ class TokenGrant:
 
 
 @dataclass
+class ThreeDSStep:
+    """A 3-D Secure step waiting for the customer (the ACS page) and confirmPayment."""
+
+    md: str
+    pa_req: str
+    invoice_id: str
+    access_token: str
+    back_link: str
+    failure_back_link: str
+
+
+@dataclass
+class NotifyLinks:
+    """Where an invoice's postLink notifications go, and the ``secret_hash`` they echo."""
+
+    post_link: str
+    failure_post_link: str
+    secret_hash: str
+
+
+@dataclass
 class Fault:
     """A fault armed for the next ``remaining`` requests of ``op``."""
 
@@ -178,6 +199,7 @@ class PostLinkDelivery:
     at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
         return {
             "url": self.url,
             "payload": self.payload,

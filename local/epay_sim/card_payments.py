@@ -1,0 +1,266 @@
+"""Payments by saved card: ``POST /payments/cards/auth`` and the status API.
+
+(Not named ``payments``: that is the project's layer, which the simulator never imports.)
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from .cards import CARDS, DECLINE_MESSAGES, NO_SUCH_CARD_CODE, CardProfile
+from .models import LedgerEntry, NotifyLinks, ThreeDSStep, TokenGrant
+from .oauth import OAuth
+from .postlinks import PostLinks
+from .state import SimState
+from .validation import auth_problem
+from .wire import (
+    ERR_INVOICE_USED,
+    ERR_REQUEST,
+    Request,
+    Response,
+    error,
+    json_response,
+    kz_time,
+    unauthorized,
+)
+
+
+def approve(entry: LedgerEntry, final: str, source: str) -> None:
+    """Commit an approval: ``final`` is AUTH (held) or CHARGE (taken)."""
+    entry.status_name = final
+    entry.reference = f"{secrets.randbelow(9 * 10**11) + 10**11}"
+    entry.int_reference = secrets.token_hex(8).upper()
+    entry.approval_code = f"{secrets.randbelow(10**6):06d}"
+    entry.reason_code = 0
+    entry.reason = ""
+    if final == "CHARGE":
+        entry.captured_amount = entry.amount
+    entry.history.append(f"{source}: {final} {entry.amount} {entry.currency}")
+
+
+def reject(entry: LedgerEntry, code: int, message: str, source: str = "auth") -> None:
+    """Commit a decline with the issuer's ``code``."""
+    entry.status_name = "REJECT"
+    entry.reason_code = code
+    entry.reason = message
+    entry.history.append(f"{source}: REJECT {code} {message}")
+
+
+def auth_body(entry: LedgerEntry) -> dict[str, Any]:
+    """The 200 answer of an approved auth, in ePay's casing (``invoiceID``, ``cardID``)."""
+    return {
+        "id": entry.transaction_id,
+        "invoiceID": entry.invoice_id,
+        "accountID": entry.account_id,
+        "amount": entry.amount,
+        "currency": entry.currency,
+        "status": entry.status_name,
+        "code": 0,
+        "reason": "",
+        "reference": entry.reference,
+        "intReference": entry.int_reference,
+        "approvalCode": entry.approval_code,
+        "cardID": entry.card_id,
+        "cardMask": entry.card_mask,
+        "secure3D": None,
+    }
+
+
+class CardPayments:
+    """Charges a saved card (the card id decides the outcome) and answers status queries."""
+
+    def __init__(self, state: SimState, oauth: OAuth, postlinks: PostLinks) -> None:
+        self._state = state
+        self._oauth = oauth
+        self._postlinks = postlinks
+
+    # ---------------------------------------------------------------- auth
+
+    def auth(self, req: Request) -> Response:
+        """``POST /payments/cards/auth``: validate, commit one transaction, answer, notify."""
+        grant = self._oauth.bearer(req)
+        if grant is None:
+            return unauthorized()
+        if "application/json" not in req.headers.get("content-type", "").lower():
+            return error(ERR_REQUEST, "Content-Type must be application/json")
+        body = req.json
+        if not isinstance(body, dict):
+            return error(ERR_REQUEST, "body must be a JSON object")
+        problem = auth_problem(body, grant)
+        if problem is not None:
+            return problem
+        with self._state.lock:
+            refused = self._invoice_refusal(body["invoiceId"])
+            if refused is not None:
+                return refused
+            profile = self._usable_card(body["cardId"]["id"])
+            entry = self._open(body, grant, profile)
+            response = self._decide(entry, profile, body, grant)
+            final = entry.status_name != "3D"
+        if final:
+            self._postlinks.notify(entry)
+        return response
+
+    def _invoice_refusal(self, invoice_id: str) -> Response | None:
+        """ERR_INVOICE_USED when the invoice (or its last 6 digits) already has a transaction."""
+        ledger = self._state.ledger
+        existing = ledger.get(invoice_id)
+        if existing is not None:
+            # Counted, so that a client which re-sends an auth is caught by the tests.
+            existing.auth_count += 1
+            existing.history.append(f"auth #{existing.auth_count} refused: invoice reused")
+            return error(ERR_INVOICE_USED, "invoiceId already used")
+        if self._state.settings.unique_last6:
+            tail = invoice_id[-6:]
+            for other in ledger.values():
+                if other.invoice_id[-6:] == tail:
+                    return error(
+                        ERR_INVOICE_USED,
+                        f"the last 6 digits of invoiceId clash with invoice {other.invoice_id}",
+                    )
+        return None
+
+    def _usable_card(self, card_id: str) -> CardProfile | None:
+        """The test card's profile; None for an unknown or deactivated card."""
+        profile = CARDS.get(card_id)
+        return None if card_id in self._state.deactivated else profile
+
+    def _open(
+        self, body: dict[str, Any], grant: TokenGrant, profile: CardProfile | None
+    ) -> LedgerEntry:
+        """A NEW ledger entry for a valid auth body, and where its notifications go."""
+        invoice_id: str = body["invoiceId"]
+        entry = LedgerEntry(
+            invoice_id=invoice_id,
+            transaction_id=str(uuid.uuid4()),
+            status_name="NEW",
+            amount=Decimal(body["amount"]),
+            currency=body["currency"],
+            terminal=body["terminalId"],
+            card_id=body["cardId"]["id"],
+            account_id=body.get("accountId", ""),
+            card_mask=profile.mask if profile else "",
+            invoice_id_alt=body.get("invoiceIdAlt") or "",
+            description=body.get("description", ""),
+            language=body.get("language") or "",
+            name=body.get("name") or "",
+            email=body.get("email") or "",
+            phone=body.get("phone") or "",
+            recurrent=bool(body.get("recurrent", False)),
+            created_at=self._state.now(),
+        )
+        self._state.ledger[invoice_id] = entry
+        self._state.links[invoice_id] = NotifyLinks(
+            post_link=body.get("postLink") or grant.post_link,
+            failure_post_link=body.get("failurePostLink") or grant.failure_post_link,
+            secret_hash=grant.secret_hash,
+        )
+        return entry
+
+    def _decide(
+        self,
+        entry: LedgerEntry,
+        profile: CardProfile | None,
+        body: dict[str, Any],
+        grant: TokenGrant,
+    ) -> Response:
+        """Play the issuer for the entry's card: decline, ask for 3DS, or approve."""
+        if profile is None:
+            reject(entry, NO_SUCH_CARD_CODE, DECLINE_MESSAGES[NO_SUCH_CARD_CODE])
+            return error(entry.reason_code, entry.reason)
+        if profile.outcome == "REJECT":
+            reject(entry, profile.code, profile.message)
+            return error(entry.reason_code, entry.reason)
+        if profile.outcome == "3D":
+            return self._ask_for_three_ds(entry, body, grant)
+        single_stage = profile.outcome == "CHARGE" or self._state.settings.single_stage
+        approve(entry, "CHARGE" if single_stage else "AUTH", "auth")
+        return json_response(200, auth_body(entry))
+
+    def _ask_for_three_ds(
+        self, entry: LedgerEntry, body: dict[str, Any], grant: TokenGrant
+    ) -> Response:
+        entry.status_name = "3D"
+        entry.secure = True
+        entry.history.append("auth: 3-D Secure required")
+        md = secrets.token_hex(16)
+        pa_req = base64.b64encode(secrets.token_bytes(96)).decode("ascii")
+        self._state.three_ds[md] = ThreeDSStep(
+            md=md,
+            pa_req=pa_req,
+            invoice_id=entry.invoice_id,
+            access_token=grant.access_token,
+            back_link=body.get("backLink", ""),
+            failure_back_link=body.get("failureBackLink", ""),
+        )
+        return json_response(
+            200,
+            {
+                "id": entry.transaction_id,
+                "invoiceID": entry.invoice_id,
+                "accountID": entry.account_id,
+                "amount": entry.amount,
+                "currency": entry.currency,
+                "status": "3D",
+                "code": 0,
+                "reason": "",
+                "cardID": entry.card_id,
+                "secure3D": {"paReq": pa_req, "md": md, "action": f"{self._state.base_url}/acs"},
+            },
+        )
+
+    # ---------------------------------------------------------------- status
+
+    def status(self, req: Request) -> Response:
+        """``GET /check-status/payment/transaction/{invoiceId}``: the authority on outcomes."""
+        grant = self._oauth.bearer(req)
+        if grant is None:
+            return unauthorized()
+        if grant.terminal is None:
+            return _result("104", "No terminal in the token")
+        with self._state.lock:
+            entry = self._state.ledger.get(req.params["invoice"])
+            if entry is None:
+                return _result("102", "No such transaction")
+            if entry.terminal != grant.terminal:
+                return _result("106", "Wrong terminal")
+            transaction = self._transaction(entry)
+        return json_response(
+            200, {"resultCode": "100", "resultMessage": "Success", "transaction": transaction}
+        )
+
+    def _transaction(self, entry: LedgerEntry) -> dict[str, Any]:
+        return {
+            "id": entry.transaction_id,
+            "createdDate": kz_time(entry.created_at),
+            "invoiceID": entry.invoice_id,
+            "invoiceIdAlt": entry.invoice_id_alt,
+            "amount": entry.amount,
+            "currency": entry.currency,
+            "terminalID": entry.terminal,
+            "accountID": entry.account_id,
+            "description": entry.description,
+            "language": entry.language,
+            "cardMask": entry.card_mask,
+            "cardType": "VISA" if entry.card_mask.startswith("4") else "",
+            "issuer": "HALYK BANK" if entry.card_mask else "",
+            "reference": entry.reference,
+            "approvalCode": entry.approval_code,
+            "secure": "Yes" if entry.secure else "No",
+            "reason": entry.reason or ("success" if entry.reason_code == 0 else ""),
+            "reasonCode": self._state.settings.reason_code(entry.reason_code),
+            "statusName": entry.status_name,
+            "name": entry.name,
+            "email": entry.email,
+            "phone": entry.phone,
+            "cardID": entry.card_id,
+        }
+
+
+def _result(code: str, message: str) -> Response:
+    """A status answer without a transaction (``resultCode`` other than 100)."""
+    return json_response(200, {"resultCode": code, "resultMessage": message})
