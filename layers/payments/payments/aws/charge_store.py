@@ -20,9 +20,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from payments.aws.dynamo import _epoch, _put_new, from_attributes, to_attributes, translate
+from payments.aws.dynamo import (
+    DynamoCalls,
+    _epoch,
+    _put_new,
+    from_attributes,
+    to_attributes,
+)
 from payments.charges.model import (
     DUE_SHARDS,
     CaptureMode,
@@ -197,24 +201,22 @@ class DynamoChargeStore:
         invoice_suffix_ttl: timedelta = timedelta(days=400),
     ) -> None:
         self._table = table_name
-        self._client = client
+        self._db = DynamoCalls(client)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._idempotency_ttl = idempotency_ttl
         self._suffix_ttl = invoice_suffix_ttl
 
     def allocate_invoice_number(self) -> int:
         """Take the next value of the atomic invoice counter (one UpdateItem)."""
-        try:
-            answer = self._client.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
-                UpdateExpression="ADD #n :one",
-                ExpressionAttributeNames={"#n": "value"},
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        answer = self._db.call(
+            "update_item",
+            TableName=self._table,
+            Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
+            UpdateExpression="ADD #n :one",
+            ExpressionAttributeNames={"#n": "value"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
         return int(answer["Attributes"]["value"]["N"])
 
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
@@ -257,7 +259,7 @@ class DynamoChargeStore:
             _put_new(self._table, _history_item(charge.id, charge.version, entry)),
         ]
         names = ["charge", "idempotency", "invoice", "invoice_suffix", "history"]
-        self._transact(items, names)
+        self._db.write(items, names)
 
     def get(self, charge_id: str) -> Charge | None:
         """Read a charge (strongly consistent), or None."""
@@ -277,14 +279,12 @@ class DynamoChargeStore:
         return IdempotencyRecord(key, str(item["chargeId"]), str(item["requestHash"]))
 
     def _get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
-        try:
-            answer = self._client.get_item(
-                TableName=self._table,
-                Key={"pk": {"S": pk}, "sk": {"S": sk}},
-                ConsistentRead=True,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        answer = self._db.call(
+            "get_item",
+            TableName=self._table,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ConsistentRead=True,
+        )
         item = answer.get("Item")
         return from_attributes(item) if item else None
 
@@ -313,23 +313,21 @@ class DynamoChargeStore:
                 _put_new(self._table, _history_item(current.id, current.version + offset, entry))
             )
             names.append("history")
-        self._transact(items, names)
+        self._db.write(items, names)
         return stored
 
     def history(self, charge_id: str) -> list[HistoryEntry]:
         """Every transition of a charge, oldest first."""
-        try:
-            answer = self._client.query(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
-                ExpressionAttributeValues={
-                    ":pk": {"S": f"CHARGE#{charge_id}"},
-                    ":h": {"S": "HISTORY#"},
-                },
-                ConsistentRead=True,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        answer = self._db.call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
+            ExpressionAttributeValues={
+                ":pk": {"S": f"CHARGE#{charge_id}"},
+                ":h": {"S": "HISTORY#"},
+            },
+            ConsistentRead=True,
+        )
         entries = []
         for raw in answer.get("Items", []):
             item = from_attributes(raw)
@@ -349,27 +347,15 @@ class DynamoChargeStore:
 
         The index is eventually consistent: callers re-read each charge before acting on it.
         """
-        try:
-            answer = self._client.query(
-                TableName=self._table,
-                IndexName="DueIndex",
-                KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
-                ExpressionAttributeValues={
-                    ":shard": {"S": f"DUE#{shard}"},
-                    ":now": {"S": iso(now)},
-                },
-                Limit=limit,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        answer = self._db.call(
+            "query",
+            TableName=self._table,
+            IndexName="DueIndex",
+            KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
+            ExpressionAttributeValues={
+                ":shard": {"S": f"DUE#{shard}"},
+                ":now": {"S": iso(now)},
+            },
+            Limit=limit,
+        )
         return [item["pk"]["S"].removeprefix("CHARGE#") for item in answer.get("Items", [])]
-
-    def _transact(self, items: list[dict[str, Any]], names: list[str]) -> None:
-        try:
-            if len(items) == 1 and "Put" in items[0]:
-                # One conditional Put is atomic on its own, at half a transaction's write cost.
-                self._client.put_item(**items[0]["Put"])
-            else:
-                self._client.transact_write_items(TransactItems=items)
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, names) from exc

@@ -1,4 +1,9 @@
-"""TODO docstring for aws.dynamo."""
+"""DynamoDB plumbing shared by every store: attribute conversion and one error translation.
+
+Every call to DynamoDB goes through `DynamoCalls`, so botocore's errors become ours in one place
+(`translate`): a failed condition is StaleStateError (or DuplicateKeyError for a guard item of a
+transaction), throttling and outages are StoreUnavailableError.
+"""
 
 from __future__ import annotations
 
@@ -90,3 +95,32 @@ def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
     if code in _UNAVAILABLE:
         return StoreUnavailableError(f"DynamoDB unavailable ({code})")
     return PaymentsError(f"DynamoDB refused the request ({code})")
+
+
+class DynamoCalls:
+    """A boto3 DynamoDB client whose every call raises only our errors."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def call(self, method: str, names: list[str] | None = None, **kwargs: Any) -> Any:
+        """Call `method`; `names` labels the items of a transaction for its errors."""
+        try:
+            return getattr(self._client, method)(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, names) from exc
+
+    def call_if(self, method: str, **kwargs: Any) -> Any | None:
+        """Call a conditional `method`; None when its condition failed."""
+        try:
+            return self.call(method, **kwargs)
+        except StaleStateError:
+            return None
+
+    def write(self, items: list[dict[str, Any]], names: list[str]) -> None:
+        """Write `items` atomically (TransactWriteItems); a single Put is written alone, which is
+        just as atomic at half the write cost."""
+        if len(items) == 1 and "Put" in items[0]:
+            self.call("put_item", names, **items[0]["Put"])
+        else:
+            self.call("transact_write_items", names, TransactItems=items)

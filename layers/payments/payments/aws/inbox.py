@@ -11,11 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from payments.aws.dynamo import translate
+from payments.aws.dynamo import DynamoCalls
 from payments.charges.inbox_records import InboxRecord, StoredVerdict, Verdict
-from payments.errors import StaleStateError
 from payments.shared.clock import from_iso, iso
 
 INBOX_TTL = timedelta(days=30)
@@ -41,7 +38,7 @@ class DynamoInbox:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._table = table_name
-        self._client = client
+        self._db = DynamoCalls(client)
         self._ttl = ttl
         self._clock = clock or (lambda: datetime.now(UTC))
 
@@ -65,32 +62,25 @@ class DynamoInbox:
             "secretHashDigest": record.secret_hash_digest,
         }
         item.update({k: _s(v[:256]) for k, v in optional.items() if v})
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            error = translate(exc)
-            if isinstance(error, StaleStateError):
-                return False
-            raise error from exc
-        return True
+        answer = self._db.call_if(
+            "put_item",
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return answer is not None
 
     def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
         """Count one more delivery of a stored body; return its verdict (one UpdateItem)."""
-        try:
-            answer = self._client.update_item(
-                TableName=self._table,
-                Key=_key(digest),
-                UpdateExpression="ADD deliveries :one SET lastReceivedAt = :at",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":at": _s(iso(at))},
-                ReturnValues="ALL_NEW",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        answer = self._db.call(
+            "update_item",
+            TableName=self._table,
+            Key=_key(digest),
+            UpdateExpression="ADD deliveries :one SET lastReceivedAt = :at",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":at": _s(iso(at))},
+            ReturnValues="ALL_NEW",
+        )
         item = answer["Attributes"]
         return StoredVerdict(
             verdict=Verdict(item["verdict"]["S"]),
@@ -114,14 +104,12 @@ class DynamoInbox:
         if charge_id:
             expression += ", chargeId = :c"
             values[":c"] = _s(charge_id)
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_key(digest),
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
+        self._db.call(
+            "update_item",
+            TableName=self._table,
+            Key=_key(digest),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )

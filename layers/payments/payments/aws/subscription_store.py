@@ -19,10 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from payments.aws.dynamo import from_attributes, to_attributes, translate
-from payments.errors import StaleStateError
+from payments.aws.dynamo import DynamoCalls, from_attributes, to_attributes
 from payments.shared.clock import from_iso, from_iso_or_none, iso
 from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
@@ -174,15 +171,9 @@ class DynamoSubscriptionStore:
         idempotency_ttl: timedelta = timedelta(days=30),
     ) -> None:
         self._table = table_name
-        self._client = client
+        self._db = DynamoCalls(client)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._ttl = idempotency_ttl
-
-    def _call(self, method: str, names: list[str] | None = None, **kwargs: Any) -> Any:
-        try:
-            return getattr(self._client, method)(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, names) from exc
 
     def _put_new(self, item: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -228,11 +219,11 @@ class DynamoSubscriptionStore:
             ),
         ]
         names = ["subscription_new", "idempotency", "listing"]
-        self._call("transact_write_items", names, TransactItems=items)
+        self._db.call("transact_write_items", names, TransactItems=items)
 
     def get(self, subscription_id: str) -> Subscription | None:
         """Read a subscription (strongly consistent), or None."""
-        answer = self._call(
+        answer = self._db.call(
             "get_item", TableName=self._table, Key=_sub_key(subscription_id), ConsistentRead=True
         )
         item = answer.get("Item")
@@ -240,7 +231,7 @@ class DynamoSubscriptionStore:
 
     def get_key(self, key: str) -> IdempotencyRecord | None:
         """Which subscription an Idempotency-Key created."""
-        answer = self._call(
+        answer = self._db.call(
             "get_item",
             TableName=self._table,
             Key={"pk": {"S": f"SUBKEY#{key}"}, "sk": {"S": "SUBKEY"}},
@@ -271,7 +262,7 @@ class DynamoSubscriptionStore:
                 "pk": {"S": f"ACCOUNT#{account_id}"},
                 "sk": {"S": after},
             }
-        answer = self._call("query", **request)
+        answer = self._db.call("query", **request)
         ids = [item["subscriptionId"]["S"] for item in answer.get("Items", [])]
         last = answer.get("LastEvaluatedKey")
         subs = self._batch_get(ids)
@@ -283,7 +274,7 @@ class DynamoSubscriptionStore:
         for _round in range(5):
             if not keys:
                 break
-            answer = self._call(
+            answer = self._db.call(
                 "batch_get_item",
                 RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
             )
@@ -296,7 +287,7 @@ class DynamoSubscriptionStore:
     def save(self, current: Subscription, updated: Subscription) -> Subscription:
         """Replace the subscription if its version is still the one read (StaleStateError)."""
         stored = replace(updated, version=current.version + 1)
-        self._call(
+        self._db.call(
             "transact_write_items",
             ["subscription"],
             TransactItems=[self._put_versioned(current, stored)],
@@ -305,7 +296,7 @@ class DynamoSubscriptionStore:
 
     def due(self, shard: int, now: datetime, limit: int) -> list[tuple[str, datetime]]:
         """(id, renewAt) of due subscriptions in one shard, earliest first (index may lag)."""
-        answer = self._call(
+        answer = self._db.call(
             "query",
             TableName=self._table,
             IndexName=RENEWAL_INDEX,
@@ -326,33 +317,30 @@ class DynamoSubscriptionStore:
     ) -> Subscription | None:
         """Move renewAt from `seen` to `until` in one conditional UpdateItem; None if it had
         moved (another dispatcher won, or the subscription changed)."""
-        try:
-            answer = self._client.update_item(
-                TableName=self._table,
-                Key=_sub_key(subscription_id),
-                UpdateExpression="SET renewAt = :until, #v = #v + :one, updatedAt = :now",
-                ConditionExpression="renewAt = :seen AND #s IN (:active, :past_due)",
-                ExpressionAttributeNames={"#v": "version", "#s": "status"},
-                ExpressionAttributeValues={
-                    ":until": {"S": iso(until)},
-                    ":seen": {"S": iso(seen)},
-                    ":now": {"S": iso(now)},
-                    ":one": {"N": "1"},
-                    ":active": {"S": _CHARGEABLE[0]},
-                    ":past_due": {"S": _CHARGEABLE[1]},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            error = translate(exc)
-            if isinstance(error, StaleStateError):
-                return None
-            raise error from exc
+        answer = self._db.call_if(
+            "update_item",
+            TableName=self._table,
+            Key=_sub_key(subscription_id),
+            UpdateExpression="SET renewAt = :until, #v = #v + :one, updatedAt = :now",
+            ConditionExpression="renewAt = :seen AND #s IN (:active, :past_due)",
+            ExpressionAttributeNames={"#v": "version", "#s": "status"},
+            ExpressionAttributeValues={
+                ":until": {"S": iso(until)},
+                ":seen": {"S": iso(seen)},
+                ":now": {"S": iso(now)},
+                ":one": {"N": "1"},
+                ":active": {"S": _CHARGEABLE[0]},
+                ":past_due": {"S": _CHARGEABLE[1]},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        if answer is None:
+            return None
         return subscription_from_item(from_attributes(answer["Attributes"]))
 
     def get_claim(self, subscription_id: str, cycle: int, attempt: int) -> CycleClaim | None:
         """The claim on an attempt of a cycle, or None."""
-        answer = self._call(
+        answer = self._db.call(
             "get_item",
             TableName=self._table,
             Key=_claim_key(subscription_id, cycle, attempt),
@@ -376,7 +364,7 @@ class DynamoSubscriptionStore:
             },
             self._put_new(claim_to_item(claim)),
         ]
-        self._call("transact_write_items", ["subscription", "claim"], TransactItems=items)
+        self._db.call("transact_write_items", ["subscription", "claim"], TransactItems=items)
 
     def record(
         self, current: Subscription, updated: Subscription, claim: CycleClaim
@@ -393,12 +381,12 @@ class DynamoSubscriptionStore:
                 }
             },
         ]
-        self._call("transact_write_items", ["subscription", "subscription"], TransactItems=items)
+        self._db.call("transact_write_items", ["subscription", "subscription"], TransactItems=items)
         return stored
 
     def events_published(self, claim: CycleClaim) -> None:
         """Forget the claim's pending events once they reached the bus."""
-        self._call(
+        self._db.call(
             "update_item",
             TableName=self._table,
             Key=_claim_key(claim.subscription_id, claim.cycle, claim.attempt),
@@ -407,20 +395,15 @@ class DynamoSubscriptionStore:
 
     def take_publishing(self, claim: CycleClaim, now: datetime, until: datetime) -> bool:
         """Take over publishing the claim's pending events if its publisher's time ran out."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_claim_key(claim.subscription_id, claim.cycle, claim.attempt),
-                UpdateExpression="SET publishUntil = :until",
-                ConditionExpression=(
-                    "attribute_exists(pendingEvents) AND "
-                    "(attribute_not_exists(publishUntil) OR publishUntil <= :now)"
-                ),
-                ExpressionAttributeValues={":until": {"S": iso(until)}, ":now": {"S": iso(now)}},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            error = translate(exc)
-            if isinstance(error, StaleStateError):
-                return False
-            raise error from exc
-        return True
+        answer = self._db.call_if(
+            "update_item",
+            TableName=self._table,
+            Key=_claim_key(claim.subscription_id, claim.cycle, claim.attempt),
+            UpdateExpression="SET publishUntil = :until",
+            ConditionExpression=(
+                "attribute_exists(pendingEvents) AND "
+                "(attribute_not_exists(publishUntil) OR publishUntil <= :now)"
+            ),
+            ExpressionAttributeValues={":until": {"S": iso(until)}, ":now": {"S": iso(now)}},
+        )
+        return answer is not None
