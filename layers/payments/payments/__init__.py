@@ -1,1 +1,0 @@
-"""Shared package of the saved-card payments service: models, ePay client, store, use cases."""

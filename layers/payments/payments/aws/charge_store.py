@@ -8,7 +8,7 @@ Items (pk / sk):
   INVOICE_SUFFIX#<last6> / INVOICE_SUFFIX     the last six digits are unique while reserved (TTL)
   COUNTER#invoice        / COUNTER            the atomic counter that allocates invoice ids
   INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
-                                              written by payments.inbox)
+                                              written by payments.aws.inbox)
 """
 
 from __future__ import annotations

@@ -19,8 +19,6 @@ from payments.aws.charge_store import charge_from_item
 from payments.charges.model import Charge
 
 CHARGE_SK = "CHARGE"
-
-
 _DESERIALIZER = TypeDeserializer()
 
 

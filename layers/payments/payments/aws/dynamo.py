@@ -22,11 +22,7 @@ from payments.errors import (
 )
 
 _SERIALIZER = TypeSerializer()
-
-
 _DESERIALIZER = TypeDeserializer()
-
-
 _UNAVAILABLE = frozenset(
     {
         "ProvisionedThroughputExceededException",

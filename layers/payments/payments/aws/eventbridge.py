@@ -11,8 +11,6 @@ from payments.errors import EventPublishError
 from payments.shared.events import DomainEvent
 
 EVENT_SOURCE = "payments"
-
-
 MAX_ENTRIES_PER_CALL = 10  # PutEvents' limit
 
 

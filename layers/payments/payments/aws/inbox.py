@@ -1,4 +1,4 @@
-"""DynamoDB inbox of postLink notifications (the `Inbox` port of payments.postlink).
+"""DynamoDB inbox of postLink notifications (the `Inbox` port of payments.charges.ports).
 
 Item (in the payments table): `INBOX#<sha256 of the exact body>` / `INBOX`, with the body (the
 value of `secret_hash` masked), content type, route, source IP, first and last receipt, the number

@@ -33,8 +33,6 @@ from payments.subscriptions.model import (
 )
 
 RENEWAL_INDEX = "RenewalDueIndex"
-
-
 _CHARGEABLE = [SubscriptionStatus.ACTIVE.value, SubscriptionStatus.PAST_DUE.value]
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for charges.declines."""
+"""What an ePay decline code means for retrying (epay-api.md section 7)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ class DeclineCategory(StrEnum):
 
 
 _HARD = {465, 467, 471, 472, 478, 479, 481, 482, 483, 485, 489, 490}
-
-
 _SOFT = {456, 458, 459, 484, 488, 491, 493, 494, 497}
-
-
 _AUTHENTICATION = {455, 468, 473, 496}
 
 

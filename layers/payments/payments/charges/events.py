@@ -1,14 +1,14 @@
-"""Domain events: what happened to charges and subscriptions, told to the merchant's systems.
+"""charge.* events: what happened to a charge, told to the merchant's systems.
 
 Every event has a deterministic `id` built from the fact it reports (`charge.succeeded:<chargeId>`,
 `subscription.renewed:<subscriptionId>#<cycle>`), so a publish that is retried, or repeated after a
 crash, carries the same id and consumers can drop the copy. An event is published only by the
 writer whose conditional write made the fact true (the winner); losers and replays publish nothing.
 `charge.*` events are published from the table's stream (the write itself is the outbox:
-`payments.charge_stream` and functions/charge_events), never by the writer in-line.
+`payments.aws.charge_stream` and functions/charge_events), never by the writer in-line.
 
-This module holds the port and the event builders; the EventBridge adapter is
-`payments.eventbridge` (boto3 stays out of the use cases).
+This module builds the events; they are published through the DomainEvents port
+(payments.shared.events), whose EventBridge adapter is payments.aws.eventbridge.
 """
 
 from __future__ import annotations
@@ -22,17 +22,9 @@ from payments.shared.events import DomainEvent
 from payments.shared.fields import mask_card_id
 
 S = ChargeStatus
-
-
 CHARGE_SUCCEEDED = "charge.succeeded"
-
-
 CHARGE_FAILED = "charge.failed"
-
-
 CHARGE_REQUIRES_ACTION = "charge.requires_action"
-
-
 # The idempotency key of a renewal charge. It contains a space, which the public API's
 # Idempotency-Key header may not (printable ASCII without spaces), so no merchant request can
 # ever collide with, replay or pre-empt a renewal's charge.

@@ -1,4 +1,4 @@
-"""TODO docstring for charges.inbox_records."""
+"""The postLink inbox's records and verdicts, and what one delivery came to."""
 
 from __future__ import annotations
 

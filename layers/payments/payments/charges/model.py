@@ -1,4 +1,4 @@
-"""Charges, money, statuses and their transitions, and the validation rules of ePay's fields."""
+"""The charge: its statuses and the state machine between them, and what is stored with it."""
 
 from __future__ import annotations
 
@@ -29,11 +29,7 @@ class ChargeStatus(StrEnum):
 
 
 S = ChargeStatus
-
-
 _SETTLED_BY_GATEWAY = {S.AUTHORIZED, S.CAPTURED, S.DECLINED, S.EXPIRED}
-
-
 TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
     S.PROCESSING: frozenset(
         {S.REQUIRES_3DS, S.UNKNOWN, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW, *_SETTLED_BY_GATEWAY}
@@ -54,13 +50,9 @@ TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
     S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
     S.FAILED: frozenset({S.NEEDS_REVIEW}),
 }
-
-
 FINAL_STATUSES = frozenset(
     {S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.CANCELLED, S.DECLINED, S.EXPIRED, S.FAILED}
 )
-
-
 # The reconciler's backoff ladder: how long after each unsuccessful check the next one is due.
 CHECK_LADDER = (
     timedelta(minutes=1),
@@ -70,12 +62,8 @@ CHECK_LADDER = (
     timedelta(hours=6),
     timedelta(hours=24),
 )
-
-
 # A PROCESSING charge older than this lost its function between the write and ePay's answer.
 PROCESSING_SAFE_AGE = timedelta(minutes=2)
-
-
 DUE_SHARDS = 8
 
 
@@ -120,7 +108,7 @@ class ThreeDSData:
     access_token: str = field(repr=False)
     token_expires_at: datetime
     term_url: str | None = None
-    # The customer's page token (payments.pagetoken): a per-charge nonce to recompute it for
+    # The customer's page token (charges.page_tokens): a per-charge nonce to recompute it for
     # display, and the SHA-256 of the token; the token itself is never stored.
     page_nonce: str | None = field(default=None, repr=False)
     page_token_digest: str | None = field(default=None, repr=False)

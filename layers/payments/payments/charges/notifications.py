@@ -1,4 +1,4 @@
-"""TODO docstring for charges.notifications."""
+"""postLink notifications: tolerant parsing, secret masking and verification against a charge."""
 
 from __future__ import annotations
 
@@ -23,20 +23,10 @@ from payments.shared.fields import CONTROL_RE, INVOICE_ID_RE
 from payments.shared.money import to_money
 
 MAX_NOTIFICATION_BYTES = 16 * 1024
-
-
 _MAX_FIELD_CHARS = 256
-
-
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-
-
 _JSON_SECRET_RE = re.compile(r'("secret_hash"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
-
-
 _FORM_SECRET_RE = re.compile(r"(^|&)(secret_hash=)[^&]*", re.IGNORECASE)
-
-
 MASK = "***"
 
 

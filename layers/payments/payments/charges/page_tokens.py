@@ -18,8 +18,6 @@ import secrets
 from collections.abc import Callable
 
 KEY_LABEL = b"payments/3ds-page-token/v1"
-
-
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 

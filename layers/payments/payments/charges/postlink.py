@@ -61,8 +61,6 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 SETTLE_BUDGET_SECONDS = 8.0
-
-
 # A copy arriving while the first is still being handled (younger than this, above the function's
 # 15 s timeout) is answered 200 without a second settle; an older `received` one is handled again.
 IN_FLIGHT = timedelta(seconds=30)

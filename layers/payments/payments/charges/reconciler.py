@@ -20,19 +20,11 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
-
-
 # ePay answering "no such invoice" is final only once an invoice could no longer appear there.
 NOT_FOUND_FINAL_AGE = timedelta(minutes=15)
-
-
 # Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
 PENDING_FINAL_AGE = timedelta(hours=3)
-
-
 BATCH_SIZE = 50
-
-
 MIN_SECONDS_PER_CHECK = 3.0
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for charges.requests."""
+"""The public charge requests (create, capture), validated into values."""
 
 from __future__ import annotations
 
@@ -67,8 +67,6 @@ _CHARGE_FIELDS = frozenset(
         "capture",
     }
 )
-
-
 CHARGE_RULES = {
     **FIELD_RULES,
     "capture": lambda v: message_unless(

@@ -30,27 +30,13 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
-
-
 CHARGE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-
-
 # A host that may appear in a CSP source and a form action as it is (no quotes, spaces, `;`, `,`).
 SAFE_NETLOC_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
-
-
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
 MAX_ACTION_LENGTH = 2048
-
-
 SUCCESS = frozenset({S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED})
-
-
 FAILURE = frozenset({S.DECLINED, S.EXPIRED, S.FAILED, S.CANCELLED})
-
-
 ACS_UNUSABLE = ChargeError(
     code="3ds_unavailable",
     message="the issuer's 3-D Secure page cannot be opened safely",

@@ -41,14 +41,8 @@ from payments.shared.money import money_str
 
 
 TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
-
-
 MIN_CALL_SECONDS = 0.5
-
-
 DEFAULT_TOKEN_LIFETIME = 300
-
-
 DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for epay.responses."""
+"""Reading ePay's answers: HTTP outcomes to results or errors, tolerant of casing and types."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP face of the service: request bodies in, charge resources and errors out."""
+"""HTTP bodies: strict JSON request bodies in, JSON answers and the error body out."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from payments.errors import PaymentsError, ValidationError
 from payments.shared import jsonutil
 
 MAX_BODY_BYTES = 16 * 1024
-
-
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 
 

@@ -17,11 +17,7 @@ from payments.charges.threeds import AutoSubmit, Finish, outcome_kind
 from payments.errors import ValidationError
 
 MAX_FORM_BYTES = 64 * 1024
-
-
 SCRIPT = 'document.getElementById("threeds-form").submit();'
-
-
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
     "color:#222}p{margin:.4rem 0}button{margin-top:1.2rem;padding:.6rem 1.2rem;font-size:1rem}"
@@ -33,11 +29,7 @@ def _csp_hash(text: str) -> str:
 
 
 SCRIPT_HASH = _csp_hash(SCRIPT)
-
-
 STYLE_HASH = _csp_hash(STYLE)
-
-
 BASE_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -46,18 +38,12 @@ BASE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-
-
 WAIT_TEXT = (
     ("kk", "Күте тұрыңыз: банктің растау бетіне өтіп жатырсыз…"),
     ("ru", "Пожалуйста, подождите: переходим на страницу подтверждения банка…"),
     ("en", "Please wait: taking you to your bank's confirmation page…"),
 )
-
-
 CONTINUE_TEXT = "Жалғастыру · Продолжить · Continue"
-
-
 OUTCOME_TEXT = {
     "success": (
         ("kk", "Төлем сәтті өтті."),
@@ -75,8 +61,6 @@ OUTCOME_TEXT = {
         ("en", "The payment is being processed."),
     ),
 }
-
-
 ERROR_TEXT = {
     400: (("kk", "Қате сұрау."), ("ru", "Неверный запрос."), ("en", "Bad request.")),
     404: (("kk", "Бет табылмады."), ("ru", "Страница не найдена."), ("en", "Not found.")),
@@ -86,8 +70,6 @@ ERROR_TEXT = {
         ("en", "Temporarily unavailable, please try again later."),
     ),
 }
-
-
 _HTML_LANG = {"kaz": "kk", "rus": "ru", "eng": "en"}
 
 

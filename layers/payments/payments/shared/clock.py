@@ -1,4 +1,4 @@
-"""TODO docstring for shared.clock."""
+"""Time: the real clock and the one ISO-8601 format the service writes and reads."""
 
 from __future__ import annotations
 

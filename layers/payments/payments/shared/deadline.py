@@ -1,4 +1,4 @@
-"""TODO docstring for shared.deadline."""
+"""Deadlines for outbound work, budgeted from the Lambda's remaining time."""
 
 from __future__ import annotations
 

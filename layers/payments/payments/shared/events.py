@@ -1,4 +1,4 @@
-"""TODO docstring for shared.events."""
+"""Domain events: one fact with a stable id, and the port they are published through."""
 
 from __future__ import annotations
 

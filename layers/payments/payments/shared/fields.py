@@ -1,4 +1,4 @@
-"""TODO docstring for shared.fields."""
+"""The rules of the public request fields every resource shares (charges, subscriptions)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,14 @@ from payments.errors import ValidationError
 from payments.shared.money import CURRENCIES, validate_amount
 
 LANGUAGES = frozenset({"rus", "kaz", "eng"})
-
-
 DESCRIPTION_MAX_BYTES = 125
-
-
 INVOICE_ID_RE = re.compile(r"^[0-9]{6,15}$")
-
-
 CARD_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
-
-
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z .'-]{0,99}$")
-
-
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-
-
 PHONE_RE = re.compile(r"^[0-9]{10,15}$")
-
-
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
 MAX_URL_LENGTH = 2048
 
 

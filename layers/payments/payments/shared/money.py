@@ -1,4 +1,4 @@
-"""TODO docstring for shared.money."""
+"""Money as Decimal: reading, validating and formatting amounts (never via float)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 CENT = Decimal("0.01")
-
-
 MAX_AMOUNT = Decimal("999999999.99")
-
-
 CURRENCIES = frozenset({"KZT", "USD", "EUR", "RUB", "GBP", "CNY", "KGS", "UZS"})
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.calendar."""
+"""Billing intervals and the calendar of cycles (UTC; month ends clamped from the anchor)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.events."""
+"""subscription.* events: what happened to a subscription, told to the merchant."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from payments.shared.events import DomainEvent
 from payments.subscriptions.model import Subscription
 
 SUBSCRIPTION_RENEWED = "subscription.renewed"
-
-
 SUBSCRIPTION_PAST_DUE = "subscription.past_due"
-
-
 SUBSCRIPTION_CANCELED = "subscription.canceled"
 
 

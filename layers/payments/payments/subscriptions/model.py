@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.model."""
+"""Subscriptions, their statuses, cycle claims and renewal messages."""
 
 from __future__ import annotations
 
@@ -20,8 +20,6 @@ from payments.shared.payer import Payer
 from payments.subscriptions.calendar import BillingInterval, cycle_start, parse_time
 
 C = ChargeStatus
-
-
 # 64 partitions of the due index, dispatched in parallel (one thread each): at the per-shard rate
 # measured against moto (bench/dispatch_bench.py, README) 34 shards are needed to enqueue 1,000,000
 # due subscriptions in 15 minutes; 64 leave room. Changing it later needs every subscription's
@@ -40,8 +38,6 @@ class SubscriptionStatus(StrEnum):
 
 
 SS = SubscriptionStatus
-
-
 CHARGEABLE = frozenset({SS.ACTIVE, SS.PAST_DUE})
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.policy."""
+"""The renewal policy: the soft-decline retry ladder and what happens when it runs out."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from payments.subscriptions.model import FinalAction
 # --- configuration of renewals ------------------------------------------------------------------
 
 _DURATION_RE = re.compile(r"^([0-9]{1,4})([mhd])$")
-
-
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.ports."""
+"""What subscriptions need from storage, the renewal queue and the charge use case."""
 
 from __future__ import annotations
 

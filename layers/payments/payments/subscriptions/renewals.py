@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.renewals."""
+"""Renewals: the dispatcher enqueues due cycles; the worker charges each cycle once."""
 
 from __future__ import annotations
 
@@ -43,8 +43,6 @@ from payments.subscriptions.policy import RenewalPolicy
 from payments.subscriptions.ports import ChargeCreator, RenewalQueue, SubscriptionStore
 
 MIN_SECONDS_PER_PAGE = 5.0
-
-
 DISPATCH_PAGE = 100
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.requests."""
+"""The public subscription requests (create, update, list), validated into values."""
 
 from __future__ import annotations
 
@@ -25,14 +25,8 @@ from payments.subscriptions.calendar import (
 )
 
 LIST_LIMIT_DEFAULT = 20
-
-
 LIST_LIMIT_MAX = 100
-
-
 START_AT_MAX_AHEAD = timedelta(days=366)
-
-
 START_AT_MAX_BEHIND = timedelta(minutes=5)
 
 
@@ -89,11 +83,7 @@ _SUBSCRIPTION_FIELDS = frozenset(
         "failureBackLink",
     }
 )
-
-
 _REQUIRED = ("accountId", "cardId", "amount", "currency", "description", "interval")
-
-
 _UPDATE_FIELDS = frozenset({"cardId", "amount", "description"})
 
 

@@ -1,4 +1,4 @@
-"""TODO docstring for subscriptions.views."""
+"""A subscription as the API shows it."""
 
 from __future__ import annotations
 
