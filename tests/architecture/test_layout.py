@@ -59,3 +59,45 @@ def test_layer_does_no_io_at_import_time() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+PACKAGE = ROOT / "layers" / "payments" / "payments"
+MAX_MODULE_LINES = 500
+
+
+def test_every_layer_package_init_is_empty() -> None:
+    # Given every package of the layer / Then its __init__.py is empty, so importing one domain
+    # never loads another (cold start) and names are always imported from where they live
+    inits = sorted(PACKAGE.rglob("__init__.py"))
+    assert len(inits) >= 7
+    for init in inits:
+        assert init.read_text() == "", init.relative_to(ROOT)
+
+
+def test_no_layer_module_outgrows_one_job() -> None:
+    # Given every module of the layer / Then none is over the size one job fits in, and each
+    # says that job in its docstring's first line
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        lines = path.read_text().splitlines()
+        assert len(lines) <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)}: {len(lines)} lines"
+        assert lines[0].startswith('"""'), path.relative_to(ROOT)
+        assert len(lines[0]) > 20, path.relative_to(ROOT)
+
+
+def test_public_paths_the_service_hands_out_are_routes_of_the_template() -> None:
+    # Given the paths PublicLinks owns (postLink, TermUrl, the 3DS page)
+    from local.template import api_routes, load_template
+    from payments.charges import links
+
+    owned = {
+        ("POST", links.POSTLINK_PATH),
+        ("POST", links.FAILURE_POSTLINK_PATH),
+        ("GET", links.THREEDS_PAGE_PATH),
+        ("POST", links.THREEDS_RETURN_PATH),
+    }
+    # When template.yaml's API routes are read
+    routes = {(r.method, r.resource) for r in api_routes(load_template(ROOT / "template.yaml"))}
+    # Then every URL we send ePay or a browser to is served, with the method it will use
+    assert owned <= routes, owned - routes
