@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.aws.telemetry import renewal_handled
+from payments.aws.renewal_telemetry import renewal_handled
 from payments.observability import logger, metrics
 from payments.shared.deadline import Deadline
 from payments.subscriptions.model import parse_renewal_message

@@ -25,6 +25,7 @@ from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
 from payments.subscriptions.calendar import BillingInterval, Interval
 from payments.subscriptions.model import (
+    ClaimState,
     CycleClaim,
     PastDueReason,
     Subscription,
@@ -150,7 +151,7 @@ def claim_from_item(item: Mapping[str, Any]) -> CycleClaim:
         description=str(item["description"]),
         claimed_at=from_iso(item["claimedAt"]),
         payer=Payer.from_fields(item),
-        state=str(item.get("state", "claimed")),
+        state=ClaimState(item.get("state", ClaimState.CLAIMED)),
         charge_id=item.get("chargeId"),
         pending_events=tuple(str(e) for e in item.get("pendingEvents") or ()),
         publish_until=from_iso_or_none(item.get("publishUntil")),

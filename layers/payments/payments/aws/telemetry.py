@@ -120,33 +120,3 @@ def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
         extra={"event_id": event.id, "event_type": event.type, "error": type(error).__name__},
     )
     metrics.add_metric(name="EventPublishFailed", unit=MetricUnit.Count, value=1)
-
-
-_RENEWAL_METRICS = {
-    "paid": "RenewalPaid",
-    "declined": "RenewalDeclined",
-    "past_due": "RenewalPastDue",
-    "unpaid": "RenewalUnpaid",
-    "cancelled": "RenewalCancelled",
-    "requires_action": "RenewalRequiresAction",
-    "pending": "RenewalPending",
-    "outage": "RenewalOutage",
-    "duplicate": "RenewalDuplicate",
-    "stale": "RenewalStale",
-}
-
-
-def renewal_handled(subscription_id: str, cycle: int, attempt: int, outcome: str) -> None:
-    """Log and count what one renewal message did (ids only, never card data)."""
-    logger.info(
-        "renewal handled",
-        extra={
-            "subscription_id": subscription_id,
-            "cycle": cycle,
-            "attempt": attempt,
-            "outcome": outcome,
-        },
-    )
-    name = _RENEWAL_METRICS.get(outcome)
-    if name is not None:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

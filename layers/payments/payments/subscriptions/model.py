@@ -56,6 +56,33 @@ class FinalAction(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ClaimState(StrEnum):
+    """Where one attempt of one cycle is: claimed, then waiting, then final."""
+
+    CLAIMED = "claimed"
+    PENDING = "pending"  # the charge is UNKNOWN or NEEDS_REVIEW: look again later
+    REQUIRES_ACTION = "requires_action"  # the customer must pass 3-D Secure
+    PAID = "paid"
+    DECLINED = "declined"
+    OUTAGE = "outage"  # ePay was unreachable: nothing was charged
+    ORPHANED = "orphaned"  # the subscription moved on while the attempt was charging
+
+
+class RenewalOutcome(StrEnum):
+    """What handling one renewal message did (one metric each)."""
+
+    PAID = "paid"
+    DECLINED = "declined"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    CANCELLED = "cancelled"
+    REQUIRES_ACTION = "requires_action"
+    PENDING = "pending"
+    OUTAGE = "outage"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
 def renewal_shard(subscription_id: str) -> int:
     """The due-index partition of a subscription (spreads the dispatcher)."""
     return hashlib.sha256(subscription_id.encode()).digest()[0] % RENEWAL_SHARDS
@@ -117,7 +144,7 @@ class CycleClaim:
     claimed_at: datetime
     payer: Payer = field(default_factory=Payer)
     # claimed -> pending / requires_action (3DS, unknown) -> paid / declined / outage / orphaned
-    state: str = "claimed"
+    state: ClaimState = ClaimState.CLAIMED
     charge_id: str | None = None
     # Events of the recorded outcome not yet known to be on the bus, and until when the writer
     # that recorded them (or took them over) has the sole right to publish them.
@@ -138,7 +165,9 @@ class CycleClaim:
         )
 
 
-FINAL_CLAIM_STATES = frozenset({"paid", "declined", "outage", "orphaned"})
+FINAL_CLAIM_STATES = frozenset(
+    {ClaimState.PAID, ClaimState.DECLINED, ClaimState.OUTAGE, ClaimState.ORPHANED}
+)
 
 
 @dataclass(frozen=True)

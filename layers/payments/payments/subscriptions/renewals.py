@@ -33,10 +33,12 @@ from payments.subscriptions.model import (
     RENEWAL_SHARDS,
     SS,
     C,
+    ClaimState,
     CycleClaim,
     FinalAction,
     PastDueReason,
     RenewalMessage,
+    RenewalOutcome,
     Subscription,
 )
 from payments.subscriptions.policy import RenewalPolicy
@@ -63,7 +65,7 @@ class RenewalResult:
     """What a renewal message did: paid, declined, past_due, pending, requires_action, outage,
     duplicate or stale (nothing to do)."""
 
-    outcome: str
+    outcome: RenewalOutcome
     charge_id: str | None = None
 
 
@@ -138,10 +140,10 @@ class Renewals:
         if claim is None:
             claim = self._claim(message)
             if claim is None:
-                return RenewalResult("stale")
+                return RenewalResult(RenewalOutcome.STALE)
         if claim.state in FINAL_CLAIM_STATES:
             self._flush_stranded(claim)
-            return RenewalResult("duplicate", claim.charge_id)
+            return RenewalResult(RenewalOutcome.DUPLICATE, claim.charge_id)
         key = renewal_key(message.subscription_id, message.cycle, message.attempt)
         charge: Charge | None
         try:
@@ -193,11 +195,11 @@ class Renewals:
                 # on (resumed past this cycle) while it was charging: keep the charge on the claim.
                 latest = self._store.get_claim(sub.id, message.cycle, message.attempt) or claim
                 if latest.state not in FINAL_CLAIM_STATES:
-                    orphan = replace(latest, state="orphaned", charge_id=charge_id)
+                    orphan = replace(latest, state=ClaimState.ORPHANED, charge_id=charge_id)
                     self._store.record(sub, sub, orphan)
-                    return RenewalResult("stale", charge_id)
+                    return RenewalResult(RenewalOutcome.STALE, charge_id)
                 self._flush_stranded(latest)
-                return RenewalResult("duplicate", latest.charge_id)
+                return RenewalResult(RenewalOutcome.DUPLICATE, latest.charge_id)
             now = self._clock()
             updated, state, outcome, events = self._decide(sub, charge, now)
             pending = tuple(e.to_json() for e in events)
@@ -236,7 +238,7 @@ class Renewals:
 
     def _decide(
         self, sub: Subscription, charge: Charge | None, now: datetime
-    ) -> tuple[Subscription, str, str, list[DomainEvent]]:
+    ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
         """(the subscription after, the claim's state, the outcome, the events) of one attempt."""
         chargeable = sub.status in CHARGEABLE
         if charge is None or charge.status is C.FAILED:
@@ -245,8 +247,8 @@ class Renewals:
             retry = now + self._policy.outage_retry
             return (
                 replace(sub, attempt=sub.attempt + 1, renew_at=retry if chargeable else None),
-                "outage",
-                "outage",
+                ClaimState.OUTAGE,
+                RenewalOutcome.OUTAGE,
                 [],
             )
         if charge.status in (C.CAPTURED, C.AUTHORIZED):
@@ -260,17 +262,17 @@ class Renewals:
             if charge.status is C.NEEDS_REVIEW
             else self._policy.pending_recheck
         )
-        state = "requires_action" if charge.status is C.REQUIRES_3DS else "pending"
+        waiting = charge.status is C.REQUIRES_3DS
         return (
             replace(sub, renew_at=now + delay if chargeable else None),
-            state,
-            state,
+            ClaimState.REQUIRES_ACTION if waiting else ClaimState.PENDING,
+            RenewalOutcome.REQUIRES_ACTION if waiting else RenewalOutcome.PENDING,
             [],
         )
 
     def _paid(
         self, sub: Subscription, charge: Charge, now: datetime
-    ) -> tuple[Subscription, str, str, list[DomainEvent]]:
+    ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
         cycle = sub.cycle
         nxt = sub.cycle + 1
         status = SS.ACTIVE if sub.status in CHARGEABLE else sub.status
@@ -299,17 +301,17 @@ class Renewals:
             periodEnd=iso(sub.due_at(nxt)),
             nextChargeAt=iso(advanced.due_at()) if status is SS.ACTIVE else None,
         )
-        return advanced, "paid", "paid", [event]
+        return advanced, ClaimState.PAID, RenewalOutcome.PAID, [event]
 
     def _declined(
         self, sub: Subscription, charge: Charge, now: datetime
-    ) -> tuple[Subscription, str, str, list[DomainEvent]]:
+    ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
         category = charge.error.category if charge.error else DeclineCategory.OTHER.value
         code = charge.error.code if charge.error else charge.status.value.lower()
         attempt = sub.attempt
         after = replace(sub, attempt=attempt + 1, failures=sub.failures + 1)
         if sub.status not in CHARGEABLE:  # paused or cancelled meanwhile: remember, do nothing
-            return replace(after, renew_at=None), "declined", "declined", []
+            return replace(after, renew_at=None), ClaimState.DECLINED, RenewalOutcome.DECLINED, []
 
         def past_due(updated: Subscription, reason: str, **extra: Any) -> DomainEvent:
             return _event(
@@ -334,7 +336,12 @@ class Renewals:
                 past_due_reason=PastDueReason.CARD_REQUIRED,
                 renew_at=None,
             )
-            return hard, "declined", "past_due", [past_due(hard, "card_required")]
+            return (
+                hard,
+                ClaimState.DECLINED,
+                RenewalOutcome.PAST_DUE,
+                [past_due(hard, "card_required")],
+            )
         ladder = self._policy.ladder
         if after.failures <= len(ladder):
             retry_at = now + ladder[after.failures - 1]
@@ -343,8 +350,8 @@ class Renewals:
             )
             return (
                 retrying,
-                "declined",
-                "declined",
+                ClaimState.DECLINED,
+                RenewalOutcome.DECLINED,
                 [past_due(retrying, "retrying", nextRetryAt=iso(retry_at))],
             )
         if self._policy.final_action is FinalAction.CANCELLED:
@@ -365,11 +372,16 @@ class Renewals:
                 cycle=sub.cycle,
                 chargeId=charge.id,
             )
-            return cancelled, "declined", "cancelled", [event]
+            return cancelled, ClaimState.DECLINED, RenewalOutcome.CANCELLED, [event]
         unpaid = replace(
             after,
             status=SS.UNPAID,
             renew_at=None,
             past_due_reason=PastDueReason.RETRIES_EXHAUSTED,
         )
-        return unpaid, "declined", "unpaid", [past_due(unpaid, "retries_exhausted")]
+        return (
+            unpaid,
+            ClaimState.DECLINED,
+            RenewalOutcome.UNPAID,
+            [past_due(unpaid, "retries_exhausted")],
+        )
