@@ -111,13 +111,6 @@ class ConfirmResult:
     reference: str | None = None
     error_code: str | None = None
 
-    @property
-    def approved(self) -> bool | None:
-        """True, False, or None when the answer carried neither field."""
-        if self.error_code is not None:
-            return False
-        return True if self.reference is not None else None
-
 
 @dataclass(frozen=True)
 class TransactionStatus:
