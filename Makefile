@@ -10,7 +10,7 @@ SAM := .venv-sam/bin/sam
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1:3.13.0
 export PYTHONPATH := layers/payments:.
 
-.PHONY: help setup run test unit integration lint format typecheck validate build bench bench-chaos bench-dispatch deploy clean
+.PHONY: help setup run test unit integration lint format typecheck validate build bench bench-smoke bench-chaos bench-dispatch deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -64,8 +64,12 @@ validate: setup .venv-sam/.installed  ## cfn-lint (pinned) and sam validate --li
 build: .venv-sam/.installed  ## sam build (layer and functions, arm64, python3.13)
 	$(SAM_ENV) $(SAM) build
 
-bench: setup  ## benchmarks: cold import, warm overhead, calls per charge, RSS
+bench: setup  ## benchmarks: cold import of every function, warm overhead, calls per charge, RSS
+	$(BIN)/python bench/cold_start_bench.py
 	$(BIN)/python bench/charge_bench.py
+
+bench-smoke: setup  ## every bench/ script in smoke mode, numbers unchecked (part of `make test`)
+	$(BIN)/pytest tests/bench -q
 
 bench-chaos: setup  ## the chaos scenario at scale (2,000 charges): final states vs the ledger
 	$(BIN)/python bench/chaos_bench.py

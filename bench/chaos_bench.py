@@ -1,6 +1,7 @@
 """The chaos scenario at scale (default 2,000 charges): prints how every charge ended.
 
-Not a test: it prints numbers. `make bench-chaos` or
+Not a test: it prints numbers. The scenario (`local.chaos.run_chaos`) runs against the local stack
+(`local.run.start_stack` on DynamoDB Local, with the ePay simulator). `make bench-chaos` or
 `PYTHONPATH=layers/payments:. .venv/bin/python bench/chaos_bench.py --charges 3000 --seed 7`.
 """
 
@@ -8,55 +9,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
 import time
-from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "layers" / "payments"), str(ROOT)]
+from local.chaos import ChaosReport, run_chaos
+from local.run import start_stack
 
-from local.aws import create_resources  # noqa: E402
-from local.chaos import run_chaos  # noqa: E402
-from local.dynamodb_local import DynamoDBLocal  # noqa: E402
-from local.epay_sim import EpaySimulator  # noqa: E402
-from local.template import load_template  # noqa: E402
+SMOKE_CHARGES = 20
 
 
-def main() -> None:
-    """Run the scenario once and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--charges", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=20261128)
-    args = parser.parse_args()
-    for key, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-    }.items():
-        os.environ.setdefault(key, value)
-
-    dynamodb_local = DynamoDBLocal().start()
-    simulator = EpaySimulator(host="127.0.0.1", port=0).start()
-    try:
-        dynamodb = boto3.client("dynamodb", endpoint_url=dynamodb_local.url)
-        table = _table_only(dynamodb)
+def run(charges: int, seed: int) -> tuple[ChaosReport, float]:
+    """The scenario on a fresh local stack, and how long it took (seconds)."""
+    with start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False) as stack:
         started = time.perf_counter()
         report = run_chaos(
-            table=table,
-            dynamodb=dynamodb,
-            simulator=simulator,
-            charges=args.charges,
-            seed=args.seed,
+            table=stack.env["PAYMENTS_TABLE"],
+            dynamodb=boto3.client("dynamodb"),  # pointed at the stack by its environment
+            simulator=stack.require_simulator(),
+            charges=charges,
+            seed=seed,
         )
-        elapsed = time.perf_counter() - started
-    finally:
-        simulator.stop()
-        dynamodb_local.stop()
+        return report, time.perf_counter() - started
 
-    print(f"chaos scenario: {report.charges} charges, seed {args.seed}")
+
+def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
+    """The figures, then one JSON line with the same."""
+    print(f"chaos scenario: {report.charges} charges, seed {seed}")
     print(f"  faults injected      {dict(sorted(report.faults.items()))}")
     print(f"  after create         {dict(sorted(report.after_create.items()))}")
     print(f"  after reconciliation {dict(sorted(report.final.items()))}")
@@ -68,28 +49,30 @@ def main() -> None:
         f"  time: create {report.create_seconds:.1f} s, reconcile {report.reconcile_seconds:.1f} s,"
         f" total {elapsed:.1f} s"
     )
-    print(
-        json.dumps(
-            {
-                "charges": report.charges,
-                "final": dict(report.final),
-                "mismatches": len(report.mismatches),
-                "double_auths": report.double_auths,
-                "rounds": report.rounds,
-                "seconds": round(elapsed, 1),
-            }
-        )
-    )
-
-
-def _table_only(dynamodb: object) -> str:
-    template = load_template(ROOT / "template.yaml")
-    template = {
-        **template,
-        "Resources": {"PaymentsTable": template["Resources"]["PaymentsTable"]},
+    summary = {
+        "charges": report.charges,
+        "final": dict(report.final),
+        "mismatches": len(report.mismatches),
+        "double_auths": report.double_auths,
+        "rounds": report.rounds,
+        "seconds": round(elapsed, 1),
     }
-    return create_resources(template, {"dynamodb": dynamodb}, stack_name="chaos")["PaymentsTable"]
+    print(json.dumps(summary))
+
+
+def main() -> int:
+    """Run the scenario once and print its figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--charges", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CHARGES} charges")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
+    charges = SMOKE_CHARGES if args.smoke else args.charges
+    report, elapsed = run(charges, args.seed)
+    print_report(report, args.seed, elapsed)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,14 +1,14 @@
-"""Benchmark of POST /charges: cold import, warm overhead against a bare floor, calls per charge,
-and the handler's peak RSS.
+"""Benchmark of POST /charges: warm overhead against a bare floor, calls per charge, peak RSS.
 
 Run by `make bench` (PYTHONPATH=layers/payments:.). It prints numbers and never fails on them:
-each target line only says "target met: yes/no". Everything listens on 127.0.0.1: DynamoDB Local
-(a Java process), moto's server for Secrets Manager, and the ePay simulator (threads of this
-process). The RSS figure comes from a separate child process (`--rss-child`) that only imports
-the handler and charges against the servers this process started.
+each target line only says "target met: yes/NO". The stack is the local one
+(`local.run.start_stack`: DynamoDB Local, moto, the ePay simulator, the resources and the
+functions' environment from template.yaml), all on 127.0.0.1; the handler runs in this process as
+the local API would run it. The RSS figure comes from a child process (`--rss-child`) that only
+imports the handler and charges against the servers this process started. Cold imports:
+bench/cold_start_bench.py.
 
-Top-level imports are stdlib only, so that the child and the cold-import subprocesses are not
-charged for anything the benchmark itself needs.
+Top-level imports are stdlib only, so the RSS child is not charged for what the benchmark needs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.util
+import functools
 import json
 import logging
 import os
@@ -29,40 +29,45 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from local.run import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDLER_PATH = ROOT / "functions" / "charges" / "app.py"
+FUNCTION_DIR = "functions/charges"
 EVENT_PATH = ROOT / "events" / "charges" / "create-charge.json"
-PYTHONPATH = os.pathsep.join([str(ROOT / "layers" / "payments"), str(ROOT)])
-for _entry in reversed(PYTHONPATH.split(os.pathsep)):
-    if _entry not in sys.path:
-        sys.path.insert(0, _entry)
 
 CARD_AUTH = "c0000000-0000-4000-8000-000000000001"  # AUTH, then our auto capture
 CARD_CHARGE = "c0000000-0000-4000-8000-000000000002"  # single-stage: CHARGE at once
-PUBLIC_BASE_URL = "http://127.0.0.1:3000"
-
-IMPORT_RUNS = 7
-WARMUP = 40
-ROUNDS = 8
-PER_ROUND = 25  # ROUNDS * PER_ROUND = 200 timed charges for the handler and for the floor
-CALL_SAMPLES = 5
-RSS_CHARGES = 50
 SUBPROCESS_TIMEOUT = 90
 
-TARGET_IMPORT_RATIO = 1.5
 TARGET_WARM_RATIO = 1.3
 TARGET_RSS_MB = 128.0
+TARGET_DYNAMODB_WRITES = 3
+TARGET_SECRETS_CALLS = 0
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many charges each part makes."""
+
+    warmup: int = 40
+    rounds: int = 8
+    per_round: int = 25  # rounds * per_round timed charges for the handler and for the floor
+    call_samples: int = 5
+    rss_charges: int = 50
+
+
+SMOKE = Sizes(warmup=2, rounds=2, per_round=2, call_samples=1, rss_charges=3)
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def p95(values: list[float]) -> float:
@@ -73,23 +78,23 @@ def p95(values: list[float]) -> float:
 
 
 def met(ok: bool) -> str:
+    """A target line's verdict."""
     return "target met: yes" if ok else "target met: NO"
 
 
-def load_handler() -> Any:
-    """The charges handler, loaded by path like the local API Gateway does."""
-    from local import apigw
+def load_handler() -> Handler:
+    """The charges handler, loaded by path as the local API Gateway loads it."""
+    from local.apigw import load_handler as load
 
-    return apigw.load_handler(HANDLER_PATH.parent, "app.lambda_handler")
+    handler: Handler = load(FUNCTION_DIR, "app.lambda_handler", ROOT)
+    return handler
 
 
-def Context(timeout_seconds: float = 28.0) -> Any:
-    """A Lambda context for the charges function."""
-    from local import apigw
+def charge_once(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:
+    """One invocation with a fresh Lambda context (the template's 28 s timeout)."""
+    from local.apigw import LambdaContext
 
-    return apigw.LambdaContext(
-        function_name="charges", memory_limit_in_mb=256, timeout_seconds=timeout_seconds
-    )
+    return handler(event, LambdaContext("charges", 256, 28.0))
 
 
 class EventFactory:
@@ -100,6 +105,7 @@ class EventFactory:
         self._bodies: dict[str, str] = {}
 
     def make(self, card: str) -> dict[str, Any]:
+        """An event for ``card`` that no earlier charge used the key of."""
         if card not in self._bodies:
             body = json.loads(self._base["body"])
             body["cardId"] = card
@@ -130,11 +136,8 @@ def silenced(sink: TextIO) -> Iterator[None]:
         handler.setStream(previous)  # type: ignore[attr-defined]
 
 
-def charge_once(handler: Callable[..., dict[str, Any]], event: dict[str, Any]) -> dict[str, Any]:
-    return handler(event, Context())
-
-
 def outcome(result: dict[str, Any]) -> str:
+    """ "<HTTP status>/<charge status>" of a proxy response."""
     try:
         status = json.loads(result.get("body") or "{}").get("status")
     except ValueError:
@@ -142,228 +145,163 @@ def outcome(result: dict[str, Any]) -> str:
     return f"{result.get('statusCode')}/{status}"
 
 
-# --------------------------------------------------------------------------- 1. cold import
+def start_bench_stack() -> LocalStack:
+    """The local stack on DynamoDB Local, quiet: no postLink deliveries, no stream polling."""
+    from local.run import start_stack
 
-IMPORT_HANDLER = f"""
-import json, sys, time
-t0 = time.perf_counter()
-import importlib.util
-spec = importlib.util.spec_from_file_location("function_charges_app", {str(HANDLER_PATH)!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-t1 = time.perf_counter()
-print(json.dumps({{"seconds": t1 - t0, "modules": len(sys.modules),
-    "tracing_loaded": "aws_lambda_powertools.tracing" in sys.modules,
-    "xray_loaded": "aws_xray_sdk" in sys.modules, "boto3_loaded": "boto3" in sys.modules}}))
-"""
-
-IMPORT_BOTO3 = """
-import json, sys, time
-t0 = time.perf_counter()
-import boto3
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0, "modules": len(sys.modules)}))
-"""
-
-IMPORT_TRACING_ALONE = IMPORT_BOTO3.replace("import boto3", "import aws_lambda_powertools.tracing")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
+    # environ={}: the bench always measures the local servers, whatever the shell points at.
+    stack = start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False)
+    # postLinks go nowhere: their delivery threads would only add noise to the timings.
+    stack.require_simulator().postlink_drop = True
+    return stack
 
 
-def after_handler(statement: str) -> str:
-    """Code that imports the handler, then times `statement` alone (what it would add)."""
-    return IMPORT_HANDLER.replace(
-        "t1 = time.perf_counter()",
-        f"t1 = time.perf_counter()\n{statement}\nt2 = time.perf_counter()",
-    ).replace('{"seconds": t1 - t0,', '{"seconds": t2 - t1,')
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PYTHONPATH
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(extra or {})
-    return env
-
-
-def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `python -c code` (fresh interpreter) and parse the JSON its last stdout line holds."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, *args, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        env=env or child_env(),
-        cwd=ROOT,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"subprocess failed ({done.returncode}): {done.stderr[-800:]}")
-    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    data["wall"] = wall
-    data["stderr"] = done.stderr
-    return data
-
-
-def importtime_top(limit: int = 6) -> list[tuple[str, float]]:
-    """Self import time of the handler's import grouped by top-level package (-X importtime)."""
-    data = run_python(IMPORT_HANDLER, "-X", "importtime")
-    by_package: Counter[str] = Counter()
-    for line in data["stderr"].splitlines():
-        if not line.startswith("import time:") or "self [us]" in line:
-            continue
-        parts = line.split("|")
-        if len(parts) != 3:
-            continue
-        self_us = int(parts[0].split(":")[1].strip())
-        package = parts[2].strip().split(".")[0]
-        by_package[package] += self_us
-    return [(name, us / 1000) for name, us in by_package.most_common(limit)]
-
-
-def bench_imports() -> dict[str, Any]:
-    run_python(IMPORT_HANDLER)  # compile .pyc files once; not counted
-    run_python(IMPORT_BOTO3)
-    handler, boto3_only = [], []
-    handler_wall, boto3_wall = [], []
-    info: dict[str, Any] = {}
-    for _ in range(IMPORT_RUNS):  # interleaved, so drift hits both alike
-        got = run_python(IMPORT_HANDLER)
-        handler.append(got["seconds"])
-        handler_wall.append(got["wall"])
-        info = got
-        got = run_python(IMPORT_BOTO3)
-        boto3_only.append(got["seconds"])
-        boto3_wall.append(got["wall"])
-    result: dict[str, Any] = {
-        "handler_ms": median(handler) * 1000,
-        "boto3_ms": median(boto3_only) * 1000,
-        "handler_process_ms": median(handler_wall) * 1000,
-        "boto3_process_ms": median(boto3_wall) * 1000,
-        "handler_modules": info["modules"],
-        "handler_loads_tracing": info["tracing_loaded"],
-        "handler_loads_xray": info["xray_loaded"],
-        "top_packages_ms": importtime_top(),
-    }
-    result["ratio"] = result["handler_ms"] / result["boto3_ms"]
-
-    def timed(code: str) -> float:
-        return median([run_python(code)["seconds"] for _ in range(3)]) * 1000
-
-    if importlib.util.find_spec("aws_lambda_powertools.tracing") is not None:
-        result["tracing_alone_ms"] = timed(IMPORT_TRACING_ALONE)
-        result["tracing_extra_ms"] = timed(after_handler("import aws_lambda_powertools.tracing"))
-    if importlib.util.find_spec("aws_xray_sdk") is not None:
-        result["xray_extra_ms"] = timed(after_handler("import aws_xray_sdk.core"))
-    return result
-
-
-# --------------------------------------------------------------------------- the local stack
-
-
-class LocalStack:
-    """DynamoDB Local, moto (Secrets Manager) and the ePay simulator on 127.0.0.1."""
-
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        import boto3
-        from moto.server import ThreadedMotoServer
-
-        from local.dynamodb_local import DynamoDBLocal, free_port
-        from local.epay_sim import (
-            TEST_CLIENT_ID,
-            TEST_CLIENT_SECRET,
-            TEST_TERMINAL_ID,
-            EpaySimulator,
-        )
-
-        dynamodb = DynamoDBLocal().start()
-        stack.callback(dynamodb.stop)
-        port = free_port()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        moto.start()
-        stack.callback(moto.stop)
-        # postLinks go nowhere: nothing listens on PUBLIC_BASE_URL and the delivery threads
-        # would only add noise to the timings.
-        self.simulator = EpaySimulator(host="127.0.0.1", port=0, postlink_drop=True).start()
-        stack.callback(self.simulator.stop)
-
-        suffix = uuid.uuid4().hex[:12]
-        self.table = f"payments-bench-{suffix}"
-        self.secret = f"epay-bench-{suffix}"
-        self.credentials = {
-            "client_id": TEST_CLIENT_ID,
-            "client_secret": TEST_CLIENT_SECRET,
-            "terminal_id": TEST_TERMINAL_ID,
-        }
-        self.env = {
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.url,
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://127.0.0.1:{port}",
-            "EPAY_ENV": "test",
-            "EPAY_OAUTH_URL": self.simulator.oauth_url,
-            "EPAY_API_URL": self.simulator.api_url,
-            "EPAY_SECRET_ID": self.secret,
-            "PAYMENTS_TABLE": self.table,
-            "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-            "CAPTURE_MODE": "auto",
-            "POWERTOOLS_SERVICE_NAME": "payments",
-            "POWERTOOLS_METRICS_NAMESPACE": "Payments",
-        }
-        os.environ.update(self.env)
-        os.environ.pop("AWS_ENDPOINT_URL", None)
-        os.environ.pop("AWS_PROFILE", None)
-        create_table(boto3.client("dynamodb", endpoint_url=dynamodb.url), self.table)
-        boto3.client(
-            "secretsmanager", endpoint_url=self.env["AWS_ENDPOINT_URL_SECRETS_MANAGER"]
-        ).create_secret(Name=self.secret, SecretString=json.dumps(self.credentials))
-
-
-def create_table(client: Any, name: str) -> None:
-    """Create the table exactly as template.yaml defines PaymentsTable."""
-    from local.template import load_template
-
-    props = load_template(ROOT / "template.yaml")["Resources"]["PaymentsTable"]["Properties"]
-    kwargs: dict[str, Any] = {
-        "TableName": name,
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "KeySchema": props["KeySchema"],
-        "BillingMode": props["BillingMode"],
-    }
-    if props.get("GlobalSecondaryIndexes"):
-        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-    client.create_table(**kwargs)
-    client.get_waiter("table_exists").wait(
-        TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
-    )
-
-
-# --------------------------------------------------------------------------- 2. the floor
+# --------------------------------------------------------------------------- 1. the floor
 
 
 class Floor:
     """The same network calls as one auto-capture charge, and nothing else: one urllib3 pool,
     one boto3 DynamoDB client (the bootstrap's botocore Config), prebuilt low-level items."""
 
-    def __init__(self, local: LocalStack) -> None:
+    def __init__(self, stack: LocalStack) -> None:
         import boto3
         import urllib3
 
+        from local.aws import LOCAL_EPAY_CREDENTIALS
         from payments.bootstrap import AWS_CONFIG
 
         self._ddb = boto3.session.Session().client("dynamodb", config=AWS_CONFIG)
         self._http = urllib3.PoolManager(maxsize=10, retries=False)
         self._timeout = urllib3.Timeout(connect=3.0, read=10.0)
-        self._table = local.table
-        self._oauth = local.env["EPAY_OAUTH_URL"]
-        self._api = local.env["EPAY_API_URL"].rstrip("/")
-        self._creds = local.credentials
+        self._table = stack.env["PAYMENTS_TABLE"]
+        self._oauth = stack.epay_oauth_url
+        self._api = stack.epay_api_url.rstrip("/")
+        self._links = {
+            "postLink": f"{stack.url}/epay/postlink",
+            "failurePostLink": f"{stack.url}/epay/postlink/failure",
+        }
+        self._creds: dict[str, str] = json.loads(LOCAL_EPAY_CREDENTIALS)
         self._body = json.loads(json.loads(EVENT_PATH.read_text())["body"])
         self._terminal_token = self._token({})
         self.failures = 0
+
+    def charge(self) -> None:
+        """Reserve, write PROCESSING, token, auth, capture, write CAPTURED."""
+        key = f"floor-{uuid.uuid4().hex}"
+        invoice = self._reserve(key)
+        charge = self._write_processing(key, invoice)
+        self._write_captured(charge, self._auth_and_capture(invoice))
+
+    def _reserve(self, key: str) -> str:
+        self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+            ConsistentRead=True,
+        )
+        counter = self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
+            UpdateExpression="ADD #n :one",
+            ExpressionAttributeNames={"#n": "value"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        invoice: str = counter["Attributes"]["value"]["N"].zfill(9)
+        return invoice
+
+    def _write_processing(self, key: str, invoice: str) -> dict[str, Any]:
+        body, charge_id = self._body, "ch_" + secrets.token_hex(16)
+        now, epoch = datetime.now(UTC).isoformat(), int(time.time())
+        pk = {"S": f"CHARGE#{charge_id}"}
+        charge = {
+            "pk": pk,
+            "sk": {"S": "CHARGE"},
+            "id": {"S": charge_id},
+            "invoiceId": {"S": invoice},
+            "status": {"S": "PROCESSING"},
+            "version": {"N": "1"},
+            "amount": {"N": "1500.00"},
+            "capture": {"S": "auto"},
+            "recurrent": {"BOOL": False},
+            "idempotencyKey": {"S": key},
+            "requestHash": {"S": "0" * 64},
+            "secretHashDigest": {"S": "1" * 64},
+            "createdAt": {"S": now},
+            "updatedAt": {"S": now},
+            "needsCheck": {"BOOL": False},
+            "epay": {"M": {}},
+            **{
+                name: {"S": body[field]}
+                for name, field in (
+                    ("currency", "currency"),
+                    ("accountId", "accountId"),
+                    ("cardId", "cardId"),
+                    ("description", "description"),
+                    ("language", "language"),
+                    ("name", "name"),
+                    ("email", "email"),
+                    ("phone", "phone"),
+                    ("backLink", "backLink"),
+                    ("failureBackLink", "failureBackLink"),
+                )
+            },
+        }
+        suffix = {
+            "pk": {"S": f"INVOICE_SUFFIX#{invoice[-6:]}"},
+            "sk": {"S": "INVOICE_SUFFIX"},
+            "invoiceId": {"S": invoice},
+            "chargeId": {"S": charge_id},
+            "expiresAt": {"N": str(epoch + 400 * 86400)},
+        }
+        self._ddb.transact_write_items(
+            TransactItems=[
+                self._put_new(charge),
+                self._put_new(
+                    {
+                        "pk": {"S": f"IDEMPOTENCY#{key}"},
+                        "sk": {"S": "IDEMPOTENCY"},
+                        "chargeId": {"S": charge_id},
+                        "requestHash": {"S": "0" * 64},
+                        "expiresAt": {"N": str(epoch + 30 * 86400)},
+                    }
+                ),
+                self._put_new(
+                    {
+                        "pk": {"S": f"INVOICE#{invoice}"},
+                        "sk": {"S": "INVOICE"},
+                        "chargeId": {"S": charge_id},
+                    }
+                ),
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": suffix,
+                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                        "ExpressionAttributeValues": {":now": {"N": str(epoch)}},
+                    }
+                },
+                self._put_new(
+                    {
+                        "pk": pk,
+                        "sk": {"S": "HISTORY#000001"},
+                        "to": {"S": "PROCESSING"},
+                        "at": {"S": now},
+                        "source": {"S": "api"},
+                    }
+                ),
+            ]
+        )
+        return charge
+
+    def _put_new(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
 
     def _token(self, extra: dict[str, str]) -> str:
         from urllib.parse import urlencode
@@ -388,143 +326,11 @@ class Floor:
         token: str = json.loads(answer.data)["access_token"]
         return token
 
-    def charge(self) -> None:
-        ddb, table, body = self._ddb, self._table, self._body
-        key = f"floor-{uuid.uuid4().hex}"
-        ddb.get_item(
-            TableName=table,
-            Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
-            ConsistentRead=True,
-        )
-        counter = ddb.update_item(
-            TableName=table,
-            Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
-            UpdateExpression="ADD #n :one",
-            ExpressionAttributeNames={"#n": "value"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
-        )
-        invoice = counter["Attributes"]["value"]["N"].zfill(9)
-        charge_id = "ch_" + secrets.token_hex(16)
-        secret_hash = secrets.token_urlsafe(32)
-        now = datetime.now(UTC).isoformat()
-        epoch = int(time.time())
-        pk = {"S": f"CHARGE#{charge_id}"}
-        charge = {
-            "pk": pk,
-            "sk": {"S": "CHARGE"},
-            "id": {"S": charge_id},
-            "invoiceId": {"S": invoice},
-            "status": {"S": "PROCESSING"},
-            "version": {"N": "1"},
-            "amount": {"N": "1500.00"},
-            "currency": {"S": body["currency"]},
-            "accountId": {"S": body["accountId"]},
-            "cardId": {"S": body["cardId"]},
-            "description": {"S": body["description"]},
-            "capture": {"S": "auto"},
-            "recurrent": {"BOOL": False},
-            "language": {"S": body["language"]},
-            "idempotencyKey": {"S": key},
-            "requestHash": {"S": "0" * 64},
-            "secretHashDigest": {"S": "1" * 64},
-            "createdAt": {"S": now},
-            "updatedAt": {"S": now},
-            "name": {"S": body["name"]},
-            "email": {"S": body["email"]},
-            "phone": {"S": body["phone"]},
-            "backLink": {"S": body["backLink"]},
-            "failureBackLink": {"S": body["failureBackLink"]},
-            "needsCheck": {"BOOL": False},
-            "epay": {"M": {}},
-        }
-        new = "attribute_not_exists(pk)"
-        ddb.transact_write_items(
-            TransactItems=[
-                {"Put": {"TableName": table, "Item": charge, "ConditionExpression": new}},
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": {"S": f"IDEMPOTENCY#{key}"},
-                            "sk": {"S": "IDEMPOTENCY"},
-                            "chargeId": {"S": charge_id},
-                            "requestHash": {"S": "0" * 64},
-                            "expiresAt": {"N": str(epoch + 30 * 86400)},
-                        },
-                        "ConditionExpression": new,
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": {"S": f"INVOICE#{invoice}"},
-                            "sk": {"S": "INVOICE"},
-                            "chargeId": {"S": charge_id},
-                        },
-                        "ConditionExpression": new,
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": {"S": f"INVOICE_SUFFIX#{invoice[-6:]}"},
-                            "sk": {"S": "INVOICE_SUFFIX"},
-                            "invoiceId": {"S": invoice},
-                            "chargeId": {"S": charge_id},
-                            "expiresAt": {"N": str(epoch + 400 * 86400)},
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                        "ExpressionAttributeValues": {":now": {"N": str(epoch)}},
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": pk,
-                            "sk": {"S": "HISTORY#000001"},
-                            "to": {"S": "PROCESSING"},
-                            "at": {"S": now},
-                            "source": {"S": "api"},
-                        },
-                        "ConditionExpression": new,
-                    }
-                },
-            ]
-        )
-        links = {
-            "postLink": f"{PUBLIC_BASE_URL}/epay/postlink",
-            "failurePostLink": f"{PUBLIC_BASE_URL}/epay/postlink/failure",
-        }
-        token = self._token(
-            {"invoiceID": invoice, "amount": "1500.00", "currency": "KZT", **links}
-            | {"secret_hash": secret_hash}
-        )
-        auth = {
-            "amount": 1500.00,
-            "currency": "KZT",
-            "terminalId": self._creds["terminal_id"],
-            "invoiceId": invoice,
-            "description": body["description"],
-            "accountId": body["accountId"],
-            "language": body["language"],
-            "paymentType": "cardId",
-            "recurrent": False,
-            "cardId": {"id": body["cardId"]},
-            **links,
-            "name": body["name"],
-            "email": body["email"],
-            "phone": body["phone"],
-            "backLink": body["backLink"],
-            "failureBackLink": body["failureBackLink"],
-        }
-        answer = self._http.request(
+    def _post(self, path: str, token: str, payload: dict[str, Any] | None) -> Any:
+        return self._http.request(
             "POST",
-            f"{self._api}/payments/cards/auth",
-            body=json.dumps(auth).encode(),
+            f"{self._api}{path}",
+            body=b"" if payload is None else json.dumps(payload).encode(),
             headers={
                 "Accept": "application/json",
                 "Content-Type": "application/json",
@@ -532,21 +338,45 @@ class Floor:
             },
             timeout=self._timeout,
         )
-        result = json.loads(answer.data)
-        transaction = result.get("id", "missing")
-        captured = self._http.request(
-            "POST",
-            f"{self._api}/operation/{transaction}/charge",
-            body=b"",
-            headers={
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self._terminal_token}",
-            },
-            timeout=self._timeout,
+
+    def _auth_and_capture(self, invoice: str) -> dict[str, Any]:
+        body = self._body
+        token = self._token(
+            {"invoiceID": invoice, "amount": "1500.00", "currency": "KZT", **self._links}
+            | {"secret_hash": secrets.token_urlsafe(32)}
         )
+        auth = {
+            "amount": 1500.00,
+            "currency": "KZT",
+            "terminalId": self._creds["terminal_id"],
+            "invoiceId": invoice,
+            "paymentType": "cardId",
+            "recurrent": False,
+            "cardId": {"id": body["cardId"]},
+            **self._links,
+            **{
+                field: body[field]
+                for field in (
+                    "description",
+                    "accountId",
+                    "language",
+                    "name",
+                    "email",
+                    "phone",
+                    "backLink",
+                    "failureBackLink",
+                )
+            },
+        }
+        answer = self._post("/payments/cards/auth", token, auth)
+        result: dict[str, Any] = json.loads(answer.data)
+        transaction = result.get("id", "missing")
+        captured = self._post(f"/operation/{transaction}/charge", self._terminal_token, None)
         if answer.status != 200 or result.get("status") != "AUTH" or captured.status != 200:
             self.failures += 1
+        return result
+
+    def _write_captured(self, charge: dict[str, Any], result: dict[str, Any]) -> None:
         later = datetime.now(UTC).isoformat()
         final = {
             **charge,
@@ -556,21 +386,20 @@ class Floor:
             "capturedAmount": {"N": "1500.00"},
             "epay": {
                 "M": {
-                    "transactionId": {"S": str(transaction)},
-                    "reference": {"S": str(result.get("reference"))},
-                    "approvalCode": {"S": str(result.get("approvalCode"))},
-                    "cardMask": {"S": str(result.get("cardMask"))},
+                    name: {"S": str(result.get(field))}
+                    for name, field in (
+                        ("transactionId", "id"),
+                        ("reference", "reference"),
+                        ("approvalCode", "approvalCode"),
+                        ("cardMask", "cardMask"),
+                    )
                 }
             },
         }
-        history = [
-            ("HISTORY#000002", "PROCESSING", "AUTHORIZED", ""),
-            ("HISTORY#000003", "AUTHORIZED", "CAPTURED", "auto capture"),
-        ]
         items: list[dict[str, Any]] = [
             {
                 "Put": {
-                    "TableName": table,
+                    "TableName": self._table,
                     "Item": final,
                     "ConditionExpression": "#s = :status AND #v = :version",
                     "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
@@ -581,9 +410,12 @@ class Floor:
                 }
             }
         ]
-        for sk, before, after, detail in history:
+        for sk, before, after, detail in (
+            ("HISTORY#000002", "PROCESSING", "AUTHORIZED", ""),
+            ("HISTORY#000003", "AUTHORIZED", "CAPTURED", "auto capture"),
+        ):
             item = {
-                "pk": pk,
+                "pk": charge["pk"],
                 "sk": {"S": sk},
                 "from": {"S": before},
                 "to": {"S": after},
@@ -592,156 +424,152 @@ class Floor:
             }
             if detail:
                 item["detail"] = {"S": detail}
-            items.append({"Put": {"TableName": table, "Item": item, "ConditionExpression": new}})
-        ddb.transact_write_items(TransactItems=items)
+            items.append(self._put_new(item))
+        self._ddb.transact_write_items(TransactItems=items)
 
 
 # --------------------------------------------------------------------------- 2. warm timings
 
 
-def bench_warm(
-    handler: Callable[..., dict[str, Any]], floor: Floor, sink: TextIO
-) -> dict[str, Any]:
+@dataclass
+class Timings:
+    """Wall and client CPU time (calling thread only) of each timed charge."""
+
+    wall: list[float]
+    cpu: list[float]
+
+    def add(self, run: Callable[[], Any]) -> Any:
+        """Time one call; return its result."""
+        cpu, started = time.thread_time(), time.perf_counter()
+        result = run()
+        self.wall.append(time.perf_counter() - started)
+        self.cpu.append(time.thread_time() - cpu)
+        return result
+
+
+def bench_warm(handler: Handler, floor: Floor, sink: TextIO, sizes: Sizes) -> dict[str, Any]:
+    """Handler and floor in alternating rounds, after a warm-up of both."""
     events = EventFactory()
     outcomes: Counter[str] = Counter()
     with silenced(sink):
-        for _ in range(WARMUP):
+        for _ in range(sizes.warmup):
             charge_once(handler, events.make(CARD_AUTH))
             floor.charge()
-    handler_times: list[float] = []
-    floor_times: list[float] = []
     # CPU of the calling thread only: the client side (handler or floor, boto3, urllib3), not
     # the simulator's threads nor DynamoDB Local's process.
-    handler_cpu: list[float] = []
-    floor_cpu: list[float] = []
+    ours, bare = Timings([], []), Timings([], [])
 
     def run_handler() -> None:
         with silenced(sink):
-            for _ in range(PER_ROUND):
+            for _ in range(sizes.per_round):
                 event = events.make(CARD_AUTH)
-                cpu, started = time.thread_time(), time.perf_counter()
-                result = charge_once(handler, event)
-                handler_times.append(time.perf_counter() - started)
-                handler_cpu.append(time.thread_time() - cpu)
-                outcomes[outcome(result)] += 1
+                outcomes[outcome(ours.add(functools.partial(charge_once, handler, event)))] += 1
 
     def run_floor() -> None:
-        for _ in range(PER_ROUND):
-            cpu, started = time.thread_time(), time.perf_counter()
-            floor.charge()
-            floor_times.append(time.perf_counter() - started)
-            floor_cpu.append(time.thread_time() - cpu)
+        for _ in range(sizes.per_round):
+            bare.add(floor.charge)
 
-    for round_no in range(ROUNDS):  # alternate which goes first, so drift hits both alike
+    for round_no in range(sizes.rounds):  # alternate which goes first, so drift hits both alike
         first, second = (run_handler, run_floor) if round_no % 2 == 0 else (run_floor, run_handler)
         first()
         second()
-    result = {
-        "n": len(handler_times),
-        "handler_median_ms": median(handler_times) * 1000,
-        "handler_p95_ms": p95(handler_times) * 1000,
-        "floor_median_ms": median(floor_times) * 1000,
-        "floor_p95_ms": p95(floor_times) * 1000,
-        "handler_cpu_median_ms": median(handler_cpu) * 1000,
-        "floor_cpu_median_ms": median(floor_cpu) * 1000,
+    return warm_summary(ours, bare, outcomes, floor.failures)
+
+
+def warm_summary(
+    ours: Timings, bare: Timings, outcomes: Counter[str], floor_failures: int
+) -> dict[str, Any]:
+    """Medians, p95s and ratios of the handler against the floor (milliseconds)."""
+    handler_median = statistics.median(ours.wall) * 1000
+    floor_median = statistics.median(bare.wall) * 1000
+    handler_p95, floor_p95 = p95(ours.wall) * 1000, p95(bare.wall) * 1000
+    handler_cpu = statistics.median(ours.cpu) * 1000
+    floor_cpu = statistics.median(bare.cpu) * 1000
+    return {
+        "n": len(ours.wall),
+        "handler_median_ms": handler_median,
+        "handler_p95_ms": handler_p95,
+        "floor_median_ms": floor_median,
+        "floor_p95_ms": floor_p95,
+        "handler_cpu_median_ms": handler_cpu,
+        "floor_cpu_median_ms": floor_cpu,
         "handler_outcomes": dict(outcomes),
-        "floor_failures": floor.failures,
+        "floor_failures": floor_failures,
+        "ratio_median": handler_median / floor_median,
+        "ratio_p95": handler_p95 / floor_p95,
+        "overhead_median_ms": handler_median - floor_median,
+        "ratio_cpu": handler_cpu / floor_cpu,
     }
-    result["ratio_median"] = result["handler_median_ms"] / result["floor_median_ms"]
-    result["ratio_p95"] = result["handler_p95_ms"] / result["floor_p95_ms"]
-    result["overhead_median_ms"] = result["handler_median_ms"] - result["floor_median_ms"]
-    result["ratio_cpu"] = result["handler_cpu_median_ms"] / result["floor_cpu_median_ms"]
-    return result
 
 
 # --------------------------------------------------------------------------- 3. calls per charge
 
 WRITE_OPERATIONS = frozenset(
-    {
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-        "TransactWriteItems",
-        "BatchWriteItem",
-    }
+    {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
 )
 
 
-class CallCounter:
-    """Counts API calls (before-call) and HTTP attempts (before-send) per service/operation."""
+@contextlib.contextmanager
+def aws_requests() -> Iterator[Counter[str]]:
+    """Count the AWS requests this process sends, by X-Amz-Target (``DynamoDB_20120810.GetItem``).
 
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.sends: Counter[str] = Counter()
+    Counted where botocore sends them (every HTTP attempt, retries included), so no handle on
+    the clients the bootstrap builds is needed.
+    """
+    from unittest import mock
 
-    def on_call(self, event_name: str, **_kwargs: Any) -> None:
-        _, service, operation = event_name.split(".", 2)
-        self.calls[f"{service}.{operation}"] += 1
+    from botocore.httpsession import URLLib3Session
 
-    def on_send(self, event_name: str, **_kwargs: Any) -> None:
-        self.sends[event_name.split(".")[1]] += 1
+    counts: Counter[str] = Counter()
+    send = URLLib3Session.send
 
-    def attach(self, clients: list[Any]) -> Callable[[], None]:
-        for client in clients:
-            client.meta.events.register("before-call", self.on_call)
-            client.meta.events.register("before-send", self.on_send)
+    def counted(session: Any, request: Any) -> Any:
+        target = request.headers.get("X-Amz-Target") or b"unknown.unknown"
+        counts[target.decode() if isinstance(target, bytes) else str(target)] += 1
+        return send(session, request)
 
-        def detach() -> None:
-            for client in clients:
-                client.meta.events.unregister("before-call", self.on_call)
-                client.meta.events.unregister("before-send", self.on_send)
-
-        return detach
+    with mock.patch.object(URLLib3Session, "send", counted):
+        yield counts
 
 
-def bench_calls(
-    handler: Callable[..., dict[str, Any]], local: LocalStack, sink: TextIO
+def calls_of_one_charge(
+    handler: Handler, stack: LocalStack, event: dict[str, Any]
 ) -> dict[str, Any]:
-    from payments import bootstrap
+    """ePay (the simulator's journal) and AWS requests (on the wire) of one charge."""
+    journal = stack.require_simulator().journal
+    journal_before = len(journal)
+    with aws_requests() as sent:
+        answer = charge_once(handler, event)
+    epay_ops = Counter(entry.op for entry in journal[journal_before:])
+    dynamodb = Counter(
+        {t.split(".", 1)[1]: n for t, n in sent.items() if t.startswith("DynamoDB_")}
+    )
+    return {
+        "outcome": outcome(answer),
+        "epay": sum(epay_ops.values()),
+        "epay_ops": dict(epay_ops),
+        "dynamodb_writes": sum(n for op, n in dynamodb.items() if op in WRITE_OPERATIONS),
+        "dynamodb_reads": sum(n for op, n in dynamodb.items() if op not in WRITE_OPERATIONS),
+        "dynamodb_ops": dict(dynamodb),
+        "secretsmanager": sum(n for t, n in sent.items() if t.startswith("secretsmanager.")),
+    }
 
-    clients = [bootstrap.store()._client, bootstrap._secrets().client]
+
+def bench_calls(handler: Handler, stack: LocalStack, sink: TextIO, samples: int) -> dict[str, Any]:
+    """Calls per warm charge for both test cards: the most over ``samples`` charges each."""
     events = EventFactory()
     results: dict[str, Any] = {}
     for label, card in (("auto_capture", CARD_AUTH), ("single_stage", CARD_CHARGE)):
-        with silenced(sink):  # one untimed charge first, so this card's path is warm too
+        with silenced(sink):  # one uncounted charge first, so this card's path is warm too
             charge_once(handler, events.make(card))
-        samples: list[dict[str, Any]] = []
-        for _ in range(CALL_SAMPLES):
-            counter = CallCounter()
-            detach = counter.attach(clients)
-            journal_before = len(local.simulator.journal)
-            try:
-                with silenced(sink):
-                    answer = charge_once(handler, events.make(card))
-            finally:
-                detach()
-            epay_ops = Counter(e.op for e in local.simulator.journal[journal_before:])
-            ddb = {
-                k.split(".", 1)[1]: v for k, v in counter.calls.items() if k.startswith("dynamodb.")
-            }
-            samples.append(
-                {
-                    "outcome": outcome(answer),
-                    "epay": sum(epay_ops.values()),
-                    "epay_ops": dict(epay_ops),
-                    "dynamodb_writes": sum(v for k, v in ddb.items() if k in WRITE_OPERATIONS),
-                    "dynamodb_reads": sum(v for k, v in ddb.items() if k not in WRITE_OPERATIONS),
-                    "dynamodb_ops": ddb,
-                    "dynamodb_http_sends": counter.sends["dynamodb"],
-                    "secretsmanager": sum(
-                        v for k, v in counter.calls.items() if k.startswith("secretsmanager.")
-                    ),
-                }
-            )
+            taken = [calls_of_one_charge(handler, stack, events.make(card)) for _ in range(samples)]
         summary: dict[str, Any] = {}
-        for field in ("epay", "dynamodb_writes", "dynamodb_reads", "secretsmanager"):
-            values = [s[field] for s in samples]
-            summary[field] = max(values)
-            summary[f"{field}_min"] = min(values)
-        summary["epay_ops"] = samples[-1]["epay_ops"]
-        summary["dynamodb_ops"] = samples[-1]["dynamodb_ops"]
-        summary["dynamodb_http_sends_max"] = max(s["dynamodb_http_sends"] for s in samples)
-        summary["outcomes"] = dict(Counter(s["outcome"] for s in samples))
+        for name in ("epay", "dynamodb_writes", "dynamodb_reads", "secretsmanager"):
+            summary[name] = max(s[name] for s in taken)
+            summary[f"{name}_min"] = min(s[name] for s in taken)
+        summary["epay_ops"] = taken[-1]["epay_ops"]
+        summary["dynamodb_ops"] = taken[-1]["dynamodb_ops"]
+        summary["outcomes"] = dict(Counter(s["outcome"] for s in taken))
         results[label] = summary
     return results
 
@@ -780,31 +608,27 @@ def rss_child(charges: int) -> None:
         after_first, _ = peak_rss_mb()
         for _ in range(charges - 1):
             outcomes[outcome(charge_once(handler, events.make(CARD_AUTH)))] += 1
-    print(
-        json.dumps(
-            {
-                "source": source,
-                "interpreter_mb": start,
-                "after_import_mb": after_import,
-                "after_first_charge_mb": after_first,
-                "peak_mb": peak_rss_mb()[0],
-                "ru_maxrss_mb": maxrss_mb(),
-                "charges": charges,
-                "outcomes": dict(outcomes),
-            }
-        ),
-        file=sys.__stdout__,
-        flush=True,
-    )
+    report = {
+        "source": source,
+        "interpreter_mb": start,
+        "after_import_mb": after_import,
+        "after_first_charge_mb": after_first,
+        "peak_mb": peak_rss_mb()[0],
+        "ru_maxrss_mb": maxrss_mb(),
+        "charges": charges,
+        "outcomes": dict(outcomes),
+    }
+    print(json.dumps(report), file=sys.__stdout__, flush=True)
 
 
-def bench_rss(local: LocalStack) -> dict[str, Any]:
+def bench_rss(stack: LocalStack, charges: int) -> dict[str, Any]:
+    """Run the RSS child with the functions' environment; its report."""
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(RSS_CHARGES)],
+        [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(charges)],
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT,
-        env=child_env(local.env),
+        env={**os.environ, **stack.env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
         cwd=ROOT,
         check=False,
     )
@@ -817,61 +641,16 @@ def bench_rss(local: LocalStack) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
-def report(
-    imports: dict[str, Any],
-    warm: dict[str, Any],
-    calls: dict[str, Any],
-    rss: dict[str, Any],
-    parent_rss: float,
-    elapsed: float,
-) -> dict[str, Any]:
-    auto, single = calls["auto_capture"], calls["single_stage"]
-    print()
-    print("POST /charges benchmark (functions/charges/app.py)")
-    print("=" * 100)
-    print(f"{'measure':<46}{'value':>22}   target")
-    print("-" * 100)
+def row(name: str, value: str, target: str = "") -> None:
+    """One line of the table."""
+    print(f"{name:<46}{value:>22}   {target}")
 
-    def row(name: str, value: str, target: str = "") -> None:
-        print(f"{name:<46}{value:>22}   {target}")
 
-    print(f"1. cold import (fresh subprocess, median of {IMPORT_RUNS}, perf_counter in-process)")
-    row("  handler module import", f"{imports['handler_ms']:.1f} ms")
-    row("  import boto3 alone", f"{imports['boto3_ms']:.1f} ms")
-    row(
-        "  ratio handler / boto3",
-        f"{imports['ratio']:.2f}",
-        f"<= {TARGET_IMPORT_RATIO}  {met(imports['ratio'] <= TARGET_IMPORT_RATIO)}",
-    )
-    row(
-        "  whole process (spawn..exit), handler / boto3",
-        f"{imports['handler_process_ms']:.0f} / {imports['boto3_process_ms']:.0f} ms",
-    )
-    row("  modules loaded by the handler import", str(imports["handler_modules"]))
-    top = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["top_packages_ms"])
-    print(f"  self import time by package (ms, -X importtime, one run): {top}")
-    if "tracing_alone_ms" in imports:
-        row("  import aws_lambda_powertools.tracing alone", f"{imports['tracing_alone_ms']:.1f} ms")
-        row(
-            "  + the same, after the handler import",
-            f"{imports['tracing_extra_ms']:.1f} ms",
-            "(already loaded: aws_lambda_powertools/__init__ imports Tracer)"
-            if imports["handler_loads_tracing"]
-            else "",
-        )
-    if "xray_extra_ms" in imports:
-        row("  + import aws_xray_sdk.core, after the handler", f"{imports['xray_extra_ms']:.1f} ms")
-        print(
-            "  Tracer: aws-xray-sdk installed; the handler does not use Tracer and "
-            + ("DOES load" if imports["handler_loads_xray"] else "does not load")
-            + " the X-Ray SDK"
-        )
-    else:
-        print("  Tracer: not installed, not used")
-    print()
+def report_warm(warm: dict[str, Any], sizes: Sizes) -> None:
+    """Section 1: warm latency against the floor."""
     print(
-        f"2. warm POST /charges, card ...0001 auto capture, n={warm['n']} each "
-        f"(after {WARMUP} warm-up), interleaved in {ROUNDS} rounds"
+        f"1. warm POST /charges, card ...0001 auto capture, n={warm['n']} each "
+        f"(after {sizes.warmup} warm-up), interleaved in {sizes.rounds} rounds"
     )
     row(
         "  handler median / p95",
@@ -895,12 +674,15 @@ def report(
         "  logging: sys.stdout redirected to os.devnull and the Powertools Logger's stream set to"
         " it\n  while the handler runs (records and EMF are still formatted and written)"
     )
-    print()
-    print(f"3. calls per warm charge (max over {CALL_SAMPLES} charges; botocore before-call hooks")
-    print("   on the bootstrap's DynamoDB and Secrets Manager clients, ePay from the sim journal)")
+
+
+def report_calls(calls: dict[str, Any], sizes: Sizes) -> None:
+    """Section 2: calls per warm charge."""
+    print(f"2. calls per warm charge (max over {sizes.call_samples} charges; AWS requests counted")
+    print("   where botocore sends them, ePay calls from the simulator's journal)")
     for label, data, epay_target in (
-        ("auto capture ...0001", auto, 3),
-        ("single-stage ...0002", single, 2),
+        ("auto capture ...0001", calls["auto_capture"], 3),
+        ("single-stage ...0002", calls["single_stage"], 2),
     ):
         print(f"  {label}: outcomes {json.dumps(data['outcomes'])}")
         row(
@@ -908,24 +690,26 @@ def report(
             f"{data['epay']}  {json.dumps(data['epay_ops'])}",
             f"== {epay_target}  {met(data['epay'] == data['epay_min'] == epay_target)}",
         )
+        writes = data["dynamodb_writes"]
         row(
             "    DynamoDB writes",
-            str(data["dynamodb_writes"]),
-            f"<= 3  {met(data['dynamodb_writes'] <= 3)}",
+            str(writes),
+            f"<= {TARGET_DYNAMODB_WRITES}  {met(writes <= TARGET_DYNAMODB_WRITES)}",
         )
         row("    DynamoDB reads", str(data["dynamodb_reads"]))
-        print(
-            f"    DynamoDB operations: {json.dumps(data['dynamodb_ops'])}"
-            f"  (HTTP sends incl. retries: {data['dynamodb_http_sends_max']})"
-        )
+        print(f"    DynamoDB requests: {json.dumps(data['dynamodb_ops'])}")
+        secrets_calls = data["secretsmanager"]
         row(
             "    Secrets Manager calls",
-            str(data["secretsmanager"]),
-            f"== 0  {met(data['secretsmanager'] == 0)}",
+            str(secrets_calls),
+            f"== {TARGET_SECRETS_CALLS}  {met(secrets_calls == TARGET_SECRETS_CALLS)}",
         )
-    print()
+
+
+def report_rss(rss: dict[str, Any], parent_rss: float) -> None:
+    """Section 3: the handler's peak RSS in a child process."""
     print(
-        f"4. peak RSS ({rss['source']}), handler alone in a child process, {rss['charges']} charges"
+        f"3. peak RSS ({rss['source']}), handler alone in a child process, {rss['charges']} charges"
     )
     row("  interpreter at start", f"{rss['interpreter_mb']:.1f} MB")
     row("  after handler import", f"{rss['after_import_mb']:.1f} MB")
@@ -937,12 +721,27 @@ def report(
     )
     row("  child outcomes", json.dumps(rss["outcomes"]))
     row("  (child ru_maxrss, inherits parent's on Linux)", f"{rss['ru_maxrss_mb']:.1f} MB")
-    row("  (this process, with moto + simulator)", f"{parent_rss:.1f} MB")
+    row("  (this process, with the local stack)", f"{parent_rss:.1f} MB")
+
+
+def report(
+    sizes: Sizes, warm: dict[str, Any], calls: dict[str, Any], rss: dict[str, Any], elapsed: float
+) -> None:
+    """Print the table, then one JSON line with the same numbers."""
+    parent_rss = peak_rss_mb()[0]
+    print()
+    print("POST /charges benchmark (functions/charges/app.py)")
+    print("=" * 100)
+    print(f"{'measure':<46}{'value':>22}   target")
+    print("-" * 100)
+    report_warm(warm, sizes)
+    print()
+    report_calls(calls, sizes)
+    print()
+    report_rss(rss, parent_rss)
     print("-" * 100)
     print(f"total run time {elapsed:.0f} s")
     summary = {
-        "cold_import": {k: v for k, v in imports.items() if k != "top_packages_ms"}
-        | {"target_ratio": TARGET_IMPORT_RATIO, "met": imports["ratio"] <= TARGET_IMPORT_RATIO},
         "warm": warm
         | {"target_ratio": TARGET_WARM_RATIO, "met": warm["ratio_median"] <= TARGET_WARM_RATIO},
         "calls": calls,
@@ -954,34 +753,31 @@ def report(
         },
         "elapsed_s": elapsed,
     }
-    return summary
+    print(json.dumps(summary, sort_keys=True, default=str))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Start the local stack, measure, print."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few charges: checks it runs")
     parser.add_argument("--rss-child", type=int, metavar="CHARGES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child)
         return 0
 
+    sizes = SMOKE if args.smoke else Sizes()
     started = time.perf_counter()
-    print("cold imports ...", flush=True)
-    imports = bench_imports()
-    with contextlib.ExitStack() as stack, open(os.devnull, "w") as sink:
-        print("starting DynamoDB Local, moto, ePay simulator ...", flush=True)
-        local = LocalStack(stack)
+    print("starting the local stack (DynamoDB Local, moto, ePay simulator) ...", flush=True)
+    with start_bench_stack() as stack, open(os.devnull, "w") as sink:
         handler = load_handler()
         print("warm charges ...", flush=True)
-        floor = Floor(local)
-        warm = bench_warm(handler, floor, sink)
+        warm = bench_warm(handler, Floor(stack), sink, sizes)
         print("calls per charge ...", flush=True)
-        calls = bench_calls(handler, local, sink)
+        calls = bench_calls(handler, stack, sink, sizes.call_samples)
         print("RSS child ...", flush=True)
-        rss = bench_rss(local)
-        parent_rss = peak_rss_mb()[0]
-    summary = report(imports, warm, calls, rss, parent_rss, time.perf_counter() - started)
-    print(json.dumps(summary, sort_keys=True, default=str))
+        rss = bench_rss(stack, sizes.rss_charges)
+    report(sizes, warm, calls, rss, time.perf_counter() - started)
     return 0
 
 

@@ -15,9 +15,12 @@ What starts, in order (each one skipped when the environment points elsewhere):
    template.yaml's routes with the functions' environment: the template's parameter defaults,
    overridden by the simulator's URLs, the created resource names, ``PUBLIC_BASE_URL`` (the local
    API) and the AWS endpoint.
+5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
+   queue when a renewal period is given, and the table's stream into the charge events function.
 
 :func:`start_stack` does all of it in-process and returns a :class:`LocalStack` to ``stop()``;
-tests use it with ``port=0``. :func:`main` only parses arguments, prints and waits for a signal.
+tests and benchmarks use it with ``port=0``. :func:`main` only parses arguments, prints and waits
+for a signal.
 """
 
 from __future__ import annotations
@@ -79,6 +82,12 @@ class LocalStack:
     gateway: LocalApiGateway
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
+    def require_simulator(self) -> Any:
+        """The ePay simulator; an error when the stack talks to a real gateway instead."""
+        if self.simulator is None:
+            raise RuntimeError(f"no ePay simulator: the stack uses {self.epay_api_url}")
+        return self.simulator
+
     def stop(self) -> None:
         """Stop the API, the simulator and the AWS emulators (in reverse start order)."""
         while self._stoppers:
@@ -131,6 +140,152 @@ def _dynamodb_local_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _AwsEndpoints:
+    """Where the functions' AWS clients go, and the environment that sends them there."""
+
+    endpoint: str
+    dynamodb_endpoint: str
+    region: str
+    credentials: dict[str, str]
+    env: dict[str, str]
+
+
+def _start_aws(
+    outside: Mapping[str, str],
+    host: str,
+    dynamodb: DynamoDBChoice,
+    stoppers: list[Callable[[], None]],
+) -> _AwsEndpoints:
+    """moto (unless AWS_ENDPOINT_URL is given), then DynamoDB Local when chosen and available."""
+    env: dict[str, str] = {}
+    endpoint = outside.get("AWS_ENDPOINT_URL", "")
+    credentials: dict[str, str] = {}
+    if endpoint:
+        region = outside.get("AWS_DEFAULT_REGION") or outside.get("AWS_REGION") or LOCAL_REGION
+        env["AWS_DEFAULT_REGION"] = region
+    else:
+        endpoint = _start_moto(host, stoppers)
+        region = LOCAL_REGION
+        credentials = dict(_DUMMY_CREDENTIALS)
+        env.update(credentials, AWS_DEFAULT_REGION=region, AWS_REGION=region)
+    env["AWS_ENDPOINT_URL"] = endpoint
+    dynamodb_endpoint = outside.get("AWS_ENDPOINT_URL_DYNAMODB", "")
+    if not dynamodb_endpoint and not outside.get("AWS_ENDPOINT_URL"):
+        dynamodb_endpoint = _start_dynamodb_local(host, dynamodb, stoppers)
+    # Always set, so a stray AWS_ENDPOINT_URL_DYNAMODB in the process cannot win over ours.
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint or endpoint
+    return _AwsEndpoints(endpoint, dynamodb_endpoint or endpoint, region, credentials, env)
+
+
+def _start_moto(host: str, stoppers: list[Callable[[], None]]) -> str:
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    moto.start()
+    stoppers.append(moto.stop)
+    moto_host, moto_port = moto.get_host_and_port()
+    endpoint = f"http://{moto_host}:{moto_port}"
+    logger.info("moto server on %s", endpoint)
+    return endpoint
+
+
+def _start_dynamodb_local(
+    host: str, dynamodb: DynamoDBChoice, stoppers: list[Callable[[], None]]
+) -> str:
+    """DynamoDB Local's URL when it is chosen (or "auto" and available), else "" (moto's)."""
+    use_local = dynamodb == "dynamodb-local" or (dynamodb == "auto" and _dynamodb_local_available())
+    if not use_local:
+        if dynamodb == "auto":
+            logger.warning(
+                "DynamoDB Local is not available (needs java and `make setup`): using moto's "
+                "DynamoDB, which does not isolate concurrent conditional writes"
+            )
+        return ""
+    from local.dynamodb_local import DynamoDBLocal
+
+    ddb = DynamoDBLocal(host=host).start()
+    stoppers.append(ddb.stop)
+    logger.info("DynamoDB Local on %s", ddb.url)
+    return ddb.url
+
+
+def _start_epay(
+    outside: Mapping[str, str], host: str, stoppers: list[Callable[[], None]]
+) -> tuple[Any | None, str, str]:
+    """The simulator and its URLs, or no simulator and the gateway the environment names."""
+    oauth_url, api_url = outside.get("EPAY_OAUTH_URL", ""), outside.get("EPAY_API_URL", "")
+    if oauth_url and api_url:
+        logger.info("using the ePay gateway at %s / %s", oauth_url, api_url)
+        return None, oauth_url, api_url
+    from local.epay_sim import EpaySimulator
+
+    simulator = EpaySimulator(host=host, port=0)
+    simulator.start()
+    stoppers.append(simulator.stop)
+    logger.info("ePay simulator on %s", simulator.base_url)
+    return simulator, str(simulator.oauth_url), str(simulator.api_url)
+
+
+def _environment_for(
+    template: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    parameter_overrides: Mapping[str, str],
+    names: Mapping[str, str],
+    overrides: Mapping[str, str],
+) -> Callable[[str], dict[str, str]]:
+    """The functions' environment once the API's own URL is known (it is bound to port 0)."""
+    declared = template.get("Parameters") or {}
+
+    def env_for(url: str) -> dict[str, str]:
+        # The API's URL is the public base URL (TermUrl, postLink) unless the caller overrides
+        # the PublicBaseUrl parameter.
+        url_parameter = {"PublicBaseUrl": url} if "PublicBaseUrl" in declared else {}
+        params = {**url_parameter, **parameters}
+        if "PublicBaseUrl" not in parameter_overrides:
+            params.update(url_parameter)
+        function_env = merged_environment(template, params, names)
+        return {
+            **function_env,
+            **overrides,
+            "PUBLIC_BASE_URL": params.get("PublicBaseUrl", url),
+        }
+
+    return env_for
+
+
+def _start_workers(
+    template: Mapping[str, Any],
+    template_dir: Path,
+    clients: Mapping[str, Any],
+    names: Mapping[str, str],
+    stoppers: list[Callable[[], None]],
+    *,
+    renewal_period: float | None,
+    charge_events: bool,
+) -> None:
+    """The schedule and event sources the template wires to functions, as local threads."""
+    from local.workers import ChargeEventWorker, RenewalWorkers
+
+    # Renewals: the dispatcher every `renewal_period` s and the worker on the queue.
+    if renewal_period is not None and RenewalWorkers.available(template):
+        workers = RenewalWorkers(
+            template, template_dir, clients["sqs"], names, period=renewal_period
+        ).start()
+        stoppers.append(workers.stop)
+    # charge.* events: the table's stream polled into ChargeEventsFunction (the outbox).
+    table_ids = list(resources_of_type(template, "AWS::DynamoDB::Table"))
+    if charge_events and ChargeEventWorker.available(template) and len(table_ids) == 1:
+        worker = ChargeEventWorker(
+            template,
+            template_dir,
+            clients["dynamodb"],
+            clients["dynamodbstreams"],
+            names[table_ids[0]],
+        ).start()
+        stoppers.append(worker.stop)
+
+
 def start_stack(
     port: int = 0,
     *,
@@ -141,13 +296,16 @@ def start_stack(
     dynamodb: DynamoDBChoice = "auto",
     integration_timeout: float | None = None,
     renewal_period: float | None = None,
+    charge_events: bool = True,
 ) -> LocalStack:
     """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
 
     ``environ`` (default ``os.environ``) is read for ``AWS_ENDPOINT_URL``,
     ``AWS_ENDPOINT_URL_DYNAMODB``, ``EPAY_OAUTH_URL`` and ``EPAY_API_URL``. ``dynamodb`` picks
     DynamoDB Local or moto for DynamoDB when no endpoint is given ("auto": DynamoDB Local if Java
-    and the jar are there). Everything is bound to ``host`` (loopback).
+    and the jar are there). Everything is bound to ``host`` (loopback). ``renewal_period`` runs the
+    renewal dispatcher and worker (None: not at all); ``charge_events`` feeds the table's stream to
+    the charge events function (benchmarks turn it off to keep its polling out of their timings).
     """
     import boto3  # lazily: keeps `--help` fast
 
@@ -155,107 +313,35 @@ def start_stack(
     template_path = Path(template_path).resolve()
     template = load_template(template_path)
     stoppers: list[Callable[[], None]] = []
-
-    def stop_all() -> None:
-        while stoppers:
-            stoppers.pop()()
-
     try:
-        # 1. AWS endpoints ---------------------------------------------------------------
-        aws_env: dict[str, str] = {}
-        aws_endpoint = outside.get("AWS_ENDPOINT_URL", "")
-        if aws_endpoint:
-            region = outside.get("AWS_DEFAULT_REGION") or outside.get("AWS_REGION") or LOCAL_REGION
-            aws_env["AWS_DEFAULT_REGION"] = region
-            credentials: dict[str, str] = {}
-        else:
-            from moto.server import ThreadedMotoServer
+        aws = _start_aws(outside, host, dynamodb, stoppers)
+        simulator, oauth_url, api_url = _start_epay(outside, host, stoppers)
 
-            moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-            moto.start()
-            stoppers.append(moto.stop)
-            moto_host, moto_port = moto.get_host_and_port()
-            aws_endpoint = f"http://{moto_host}:{moto_port}"
-            region = LOCAL_REGION
-            credentials = dict(_DUMMY_CREDENTIALS)
-            aws_env.update(credentials, AWS_DEFAULT_REGION=region, AWS_REGION=region)
-            logger.info("moto server on %s", aws_endpoint)
-        aws_env["AWS_ENDPOINT_URL"] = aws_endpoint
-
-        dynamodb_endpoint = outside.get("AWS_ENDPOINT_URL_DYNAMODB", "")
-        if not dynamodb_endpoint and not outside.get("AWS_ENDPOINT_URL"):
-            use_local = dynamodb == "dynamodb-local" or (
-                dynamodb == "auto" and _dynamodb_local_available()
-            )
-            if use_local:
-                from local.dynamodb_local import DynamoDBLocal
-
-                ddb = DynamoDBLocal(host=host).start()
-                stoppers.append(ddb.stop)
-                dynamodb_endpoint = ddb.url
-                logger.info("DynamoDB Local on %s", dynamodb_endpoint)
-            elif dynamodb == "auto":
-                logger.warning(
-                    "DynamoDB Local is not available (needs java and `make setup`): using moto's "
-                    "DynamoDB, which does not isolate concurrent conditional writes"
-                )
-        # Always set, so a stray AWS_ENDPOINT_URL_DYNAMODB in the process cannot win over ours.
-        aws_env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint or aws_endpoint
-
-        # 2. ePay ------------------------------------------------------------------------
-        simulator: Any | None = None
-        oauth_url, api_url = outside.get("EPAY_OAUTH_URL", ""), outside.get("EPAY_API_URL", "")
-        if not (oauth_url and api_url):
-            from local.epay_sim import (  # type: ignore[attr-defined, unused-ignore]
-                EpaySimulator,
-            )
-
-            simulator = EpaySimulator(host=host, port=0)
-            simulator.start()
-            stoppers.append(simulator.stop)
-            oauth_url, api_url = str(simulator.oauth_url), str(simulator.api_url)
-            logger.info("ePay simulator on %s", simulator.base_url)
-        else:
-            logger.info("using the ePay gateway at %s / %s", oauth_url, api_url)
-
-        # 3. resources -------------------------------------------------------------------
-        session = boto3.session.Session(region_name=region, **_session_credentials(credentials))
+        session = boto3.session.Session(
+            region_name=aws.region, **_session_credentials(aws.credentials)
+        )
         clients = {
-            "dynamodb": session.client("dynamodb", endpoint_url=dynamodb_endpoint or aws_endpoint),
-            "secretsmanager": session.client("secretsmanager", endpoint_url=aws_endpoint),
-            "sqs": session.client("sqs", endpoint_url=aws_endpoint),
-            "events": session.client("events", endpoint_url=aws_endpoint),
+            service: session.client(service, endpoint_url=aws.endpoint)
+            for service in ("secretsmanager", "sqs", "events")
         }
+        for service in ("dynamodb", "dynamodbstreams"):
+            clients[service] = session.client(service, endpoint_url=aws.dynamodb_endpoint)
         parameters = {**parameter_defaults(template), **(parameter_overrides or {})}
         names = create_resources(template, clients, parameters=parameters)
 
-        # 4. API -------------------------------------------------------------------------
-        declared = template.get("Parameters") or {}
         overrides = {
             "EPAY_OAUTH_URL": oauth_url,
             "EPAY_API_URL": api_url,
             # The simulator's 3-D Secure page (ACS) is plain http on loopback; only the local
-            # stack allows that (payments.threeds refuses any non-https ACS elsewhere).
+            # stack allows that (payments.charges.threeds refuses any non-https ACS elsewhere).
             "ALLOW_LOOPBACK_ACS": "true",
             **_named(template, names, "AWS::DynamoDB::Table", "PAYMENTS_TABLE"),
             **_named(template, names, "AWS::SecretsManager::Secret", "EPAY_SECRET_ID"),
+            **aws.env,
         }
-
-        def env_for(url: str) -> dict[str, str]:
-            # The API's own URL is known only once it is bound (port 0): it is the public base
-            # URL (TermUrl, postLink) unless the caller overrides the PublicBaseUrl parameter.
-            url_parameter = {"PublicBaseUrl": url} if "PublicBaseUrl" in declared else {}
-            params = {**url_parameter, **parameters}
-            if "PublicBaseUrl" not in (parameter_overrides or {}):
-                params.update(url_parameter)
-            function_env = merged_environment(template, params, names)
-            return {
-                **function_env,
-                **overrides,
-                "PUBLIC_BASE_URL": params.get("PublicBaseUrl", url),
-                **aws_env,
-            }
-
+        env_for = _environment_for(
+            template, parameters, parameter_overrides or {}, names, overrides
+        )
         gateway_kwargs: dict[str, Any] = {}
         if integration_timeout is not None:
             gateway_kwargs["integration_timeout"] = integration_timeout
@@ -264,36 +350,24 @@ def start_stack(
         stoppers.append(_reset_warm_state)
         gateway.start()
         stoppers.append(gateway.stop)
-
-        # 5. renewals: the dispatcher every `renewal_period` s and the worker on the queue.
-        from local.workers import RenewalWorkers
-
-        if renewal_period is not None and RenewalWorkers.available(template):
-            workers = RenewalWorkers(
-                template, template_path.parent, clients["sqs"], names, period=renewal_period
-            ).start()
-            stoppers.append(workers.stop)
-
-        # 6. charge.* events: the table's stream polled into ChargeEventsFunction (the outbox).
-        from local.workers import ChargeEventWorker
-
-        table_ids = list(resources_of_type(template, "AWS::DynamoDB::Table"))
-        if ChargeEventWorker.available(template) and len(table_ids) == 1:
-            streams = session.client(
-                "dynamodbstreams", endpoint_url=dynamodb_endpoint or aws_endpoint
-            )
-            charge_events = ChargeEventWorker(
-                template, template_path.parent, clients["dynamodb"], streams, names[table_ids[0]]
-            ).start()
-            stoppers.append(charge_events.stop)
+        _start_workers(
+            template,
+            template_path.parent,
+            clients,
+            names,
+            stoppers,
+            renewal_period=renewal_period,
+            charge_events=charge_events,
+        )
     except BaseException:
-        stop_all()
+        while stoppers:
+            stoppers.pop()()
         raise
 
     return LocalStack(
         url=gateway.url,
-        aws_endpoint=aws_endpoint,
-        dynamodb_endpoint=dynamodb_endpoint or aws_endpoint,
+        aws_endpoint=aws.endpoint,
+        dynamodb_endpoint=aws.dynamodb_endpoint,
         simulator=simulator,
         epay_oauth_url=oauth_url,
         epay_api_url=api_url,

@@ -1,0 +1,75 @@
+"""Every benchmark in bench/ runs in smoke mode (a few iterations) and prints its figures.
+
+Benchmarks are not tests: nothing here looks at a timing or a target. This keeps the scripts from
+rotting as the layer and the local stack move under them (each one starts its own local stack).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from local.cold_import import function_names
+
+pytestmark = pytest.mark.bench
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = r"\d+(\.\d+)?"
+
+# What each script must print, as multiline regular expressions over its stdout.
+EXPECTED: dict[str, list[str]] = {
+    "cold_start_bench.py": [
+        rf"^\(import boto3\)\s+{NUMBER} ms",
+        *(rf"^{name}\s+{NUMBER} ms\s+{NUMBER}\s+<= 1\.3 " for name in function_names()),
+    ],
+    "charge_bench.py": [
+        rf"handler median / p95\s+{NUMBER} / {NUMBER} ms",
+        rf"floor median / p95\s+{NUMBER} / {NUMBER} ms",
+        rf"ePay calls\s+{NUMBER}",
+        rf"DynamoDB writes\s+{NUMBER}",
+        rf"peak after all charges\s+{NUMBER} MB",
+    ],
+    "dispatch_bench.py": [
+        rf"^per_shard_rate_median {NUMBER} /s",
+        # a rate, or why the bootstrap's 5 s read timeout stopped the run on a busy machine
+        rf"^all_shards_parallel_rate ({NUMBER} /s|unavailable)",
+        r"^shards_needed_at_measured_rate \d+$",
+    ],
+    "chaos_bench.py": [
+        r"^chaos scenario: \d+ charges",
+        r"after reconciliation\s+\{",
+        r"mismatches with the ledger\s+\d+",
+    ],
+}
+
+
+def test_every_bench_script_is_smoked() -> None:
+    # Given bench/ / Then each script there has a line below (a new one cannot rot unseen)
+    assert {path.name for path in (ROOT / "bench").glob("*.py")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_bench_script_runs_in_smoke_mode(script: str) -> None:
+    # Given the script in smoke mode, with the layer and the repository on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["layers/payments", "."])}
+
+    # When it runs
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    # Then it ends well and prints every figure of its table
+    assert done.returncode == 0, done.stderr[-3000:]
+    missing = [p for p in EXPECTED[script] if not re.search(p, done.stdout, re.MULTILINE)]
+    assert not missing, f"{script} did not print {missing}:\n{done.stdout[-3000:]}"
