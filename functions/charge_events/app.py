@@ -6,32 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
+from payments.aws.batch import BatchResponse, Record, process_stream
 from payments.aws.charge_stream import charge_change_from_stream
 from payments.aws.telemetry import event_publish_failed
 from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
 
-# A batch whose every record failed is still answered with its batchItemFailures, so Lambda
-# bisects and retries from the first failed record rather than treating it as a crash.
-processor = BatchProcessor(
-    event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False
-)
 
-
-def record_handler(record: DynamoDBRecord) -> str:
+def record_handler(record: Record) -> str:
     """Publish the event of one charge item change (raising fails this record only)."""
-    change = charge_change_from_stream(record.raw_event.get("dynamodb") or {})
+    change = charge_change_from_stream(record.get("dynamodb") or {})
     event = None
     if change is not None:
         page_url = bootstrap.page_url(change.charge)
@@ -49,8 +37,8 @@ def record_handler(record: DynamoDBRecord) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    """DynamoDB stream entry point with partial batch failures (ReportBatchItemFailures)."""
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> BatchResponse:
+    """DynamoDB stream entry point with partial batch failures (ReportBatchItemFailures). A batch
+    whose every record failed is answered the same way, so Lambda bisects and retries from the
+    first failed record rather than treating it as a crash."""
+    return process_stream(event, record_handler)

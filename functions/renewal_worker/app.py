@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
+from payments.aws.batch import BatchResponse, Record, process_sqs
 from payments.aws.renewal_telemetry import renewal_handled
 from payments.observability import logger, metrics
 from payments.shared.deadline import Deadline
@@ -24,9 +18,6 @@ from payments.subscriptions.model import parse_renewal_message
 PER_MESSAGE_SECONDS = 25.0
 SAFETY_SECONDS = 2.0
 
-# A batch whose every record failed is still answered with its batchItemFailures (not an
-# invocation error): SQS then retries exactly those records, the same as for a partial failure.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _context: list[LambdaContext] = []
 
 
@@ -34,9 +25,9 @@ class OutOfTimeError(Exception):
     """Not enough of the invocation left to charge another card; SQS redelivers the record."""
 
 
-def record_handler(record: SQSRecord) -> str:
+def record_handler(record: Record) -> str:
     """One renewal message: charge the cycle's attempt once (raising fails only this record)."""
-    message = parse_renewal_message(record.body)
+    message = parse_renewal_message(str(record.get("body") or ""))
     remaining = _context[0].get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
     if remaining < PER_MESSAGE_SECONDS:
         raise OutOfTimeError("too little time left in this invocation")
@@ -47,9 +38,8 @@ def record_handler(record: SQSRecord) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    """SQS entry point with partial batch failures (ReportBatchItemFailures)."""
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> BatchResponse:
+    """SQS entry point with partial batch failures (ReportBatchItemFailures). A batch whose every
+    record failed is answered the same way, so SQS retries exactly those records."""
     _context[:] = [context]
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return process_sqs(event, record_handler)

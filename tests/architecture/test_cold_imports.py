@@ -53,31 +53,12 @@ ALLOWED: dict[str, Allowed] = {
     "renewal_worker": Allowed(CORE | {"epay", "subscriptions"}),
 }
 
-# Where today's code loads more than the table allows. Strict: once fixed, the case passes and
-# fails as XPASS until its line here is deleted.
-EAGER_EPAY = "payments.bootstrap imports payments.epay.client (EpayClient) at module level"
-KNOWN_VIOLATIONS = {
-    "subscriptions": EAGER_EPAY,
-    "charge_events": EAGER_EPAY,
-    "renewal_dispatcher": EAGER_EPAY,
-}
-
-
-def _cases() -> list[object]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_VIOLATIONS[name], strict=True))
-        if name in KNOWN_VIOLATIONS
-        else name
-        for name in function_names()
-    ]
-
-
 def test_every_function_has_an_expectation() -> None:
     # Given the function folders / Then each one has a line in the table, and no line is stale
     assert set(function_names()) == set(ALLOWED)
 
 
-@pytest.mark.parametrize("function", _cases())
+@pytest.mark.parametrize("function", function_names())
 def test_cold_import_loads_only_what_the_function_needs(function: str) -> None:
     # Given a fresh interpreter with only PATH and PYTHONPATH
     # When the handler module is imported as Lambda imports it

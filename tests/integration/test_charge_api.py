@@ -359,3 +359,28 @@ def test_logs_never_carry_secrets_tokens_or_card_ids(stack: Stack, captured_logs
     assert len(secrets) >= 8
     leaked = [s for s in secrets if s in logs]
     assert leaked == []
+
+
+def test_thirty_concurrent_captures_make_one_capture_call(stack: Stack) -> None:
+    # Given a held (AUTHORIZED) charge and ePay answering the capture slowly, so callers overlap
+    created = stack.invoke(create_event(body(capture="manual"), "order-race")).body
+    assert created["status"] == "AUTHORIZED"
+    stack.simulator.inject("charge", "slow", count=1, delay=1.0)
+    # When 30 captures of it arrive at once
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(lambda _: stack.invoke(capture_event(created["id"])), range(30)))
+    # Then ePay's charge endpoint was called exactly once
+    assert len(stack.simulator.requests("charge")) == 1
+    assert stack.simulator.ledger[created["invoiceId"]].status_name == "CHARGE"
+    # And every caller got the documented answer: the captured charge, or 409 while in flight
+    assert {a.status for a in answers} <= {200, 409}
+    assert any(a.status == 200 for a in answers)
+    for answer in answers:
+        if answer.status == 200:
+            assert answer.body["status"] == "CAPTURED"
+        else:
+            assert answer.body["error"]["code"] == "capture_in_progress"
+    # And the charge holds one capture, with the claim released
+    (item,) = [i for i in stack.charge_items() if i["pk"]["S"] == f"CHARGE#{created['id']}"]
+    assert item["status"]["S"] == "CAPTURED"
+    assert "captureClaimedAt" not in item

@@ -3,6 +3,8 @@ two reconcilers at once on a test clock until nothing is due. ePay's ledger is t
 
 from __future__ import annotations
 
+import pytest
+
 from local.chaos import run_chaos
 from payments.charges.model import ChargeStatus
 from tests.integration.conftest import Stack
@@ -10,6 +12,7 @@ from tests.integration.conftest import Stack
 S = ChargeStatus
 
 
+@pytest.mark.slow
 def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
     # Given 300 charges meeting faults, crashes, a flaky status API and no postLink at all
     # When the reconcilers run until nothing is due

@@ -320,6 +320,10 @@ def test_validation_is_strict_and_writes_nothing(subs: Subs) -> None:
 # -------------------------------------------------------------------------------- a year of it
 
 
+SOFT_DECLINE_CYCLE = 3  # insufficient funds, then the retry ladder
+HARD_DECLINE_CYCLE = 7  # a stolen card: nothing is retried until a new card is given
+
+
 def test_a_year_of_monthly_renewals_with_declines_on_chosen_cycles(subs: Subs) -> None:
     # Given a monthly subscription anchored on 31 January 2027, 09:00 UTC
     sub = subs.create(key="year")
@@ -328,43 +332,67 @@ def test_a_year_of_monthly_renewals_with_declines_on_chosen_cycles(subs: Subs) -
         "2027-01-31", "2027-02-28", "2027-03-31", "2027-04-30", "2027-05-31", "2027-06-30",
         "2027-07-31", "2027-08-31", "2027-09-30", "2027-10-31", "2027-11-30", "2027-12-31",
     ]  # fmt: skip
+    # When each cycle falls due, a soft decline on cycle 3 and a hard one on cycle 7
     for cycle, day in enumerate(due):
         moment = datetime.fromisoformat(f"{day}T09:00:00+00:00")
-        # A second before the cycle is due, nothing is dispatched
-        subs.clock.now = moment - timedelta(seconds=1)
-        assert subs.run() == 0, cycle
-        if cycle == 3:  # a soft decline (insufficient funds), then the retry ladder
-            subs.call("update-subscription", sub_id, {"cardId": CARD_INSUFFICIENT_FUNDS})
-        if cycle == 7:  # a hard decline (stolen card)
-            subs.call("update-subscription", sub_id, {"cardId": CARD_STOLEN})
-        subs.clock.now = moment
-        assert subs.run() == 1, cycle
-        state = subs.get(sub_id)
-        if cycle == 3:
-            # Then the cycle is retried a day later, declined again, then paid with a new card
-            assert state["status"] == "PAST_DUE"
-            assert state["pastDueReason"] == "retrying"
-            retry_at = (moment + timedelta(days=1)).isoformat().replace("+00:00", ".000Z")
-            assert state["nextChargeAt"] == retry_at
-            subs.clock.now = moment + timedelta(days=1)
-            assert subs.run() == 1
-            assert subs.get(sub_id)["status"] == "PAST_DUE"
-            subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
-            subs.clock.now = moment + timedelta(days=4)
-            assert subs.run() == 1
-        if cycle == 7:
-            # Then it is PAST_DUE needing a new card, nothing is retried until one is given
-            assert state["status"] == "PAST_DUE"
-            assert state["pastDueReason"] == "card_required"
-            assert state["nextChargeAt"] is None
-            subs.clock.now = moment + timedelta(days=10)
-            assert subs.run() == 0
-            subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
-            assert subs.run() == 1
-        state = subs.get(sub_id)
-        assert state["status"] == "ACTIVE", cycle
-        assert state["currentCycle"] == cycle + 1
+        renew_the_cycle_when_due(subs, sub_id, cycle, moment)
     # Then twelve cycles were paid, month ends clamped and anchored on the 31st
+    assert_twelve_cycles_paid_besides_three_declines(subs, sub_id)
+    # And every fact was told exactly once
+    assert_each_fact_of_the_year_told_once(subs, sub_id)
+
+
+def renew_the_cycle_when_due(subs: Subs, sub_id: str, cycle: int, moment: datetime) -> None:
+    """Run the dispatcher a second before and at `moment`; the chosen cycles decline first."""
+    # A second before the cycle is due, nothing is dispatched
+    subs.clock.now = moment - timedelta(seconds=1)
+    assert subs.run() == 0, cycle
+    if cycle == SOFT_DECLINE_CYCLE:
+        subs.call("update-subscription", sub_id, {"cardId": CARD_INSUFFICIENT_FUNDS})
+    if cycle == HARD_DECLINE_CYCLE:
+        subs.call("update-subscription", sub_id, {"cardId": CARD_STOLEN})
+    subs.clock.now = moment
+    assert subs.run() == 1, cycle
+    state = subs.get(sub_id)
+    if cycle == SOFT_DECLINE_CYCLE:
+        soft_decline_is_retried_then_paid_with_a_new_card(subs, sub_id, moment, state)
+    if cycle == HARD_DECLINE_CYCLE:
+        hard_decline_waits_for_a_new_card(subs, sub_id, moment, state)
+    state = subs.get(sub_id)
+    assert state["status"] == "ACTIVE", cycle
+    assert state["currentCycle"] == cycle + 1
+
+
+def soft_decline_is_retried_then_paid_with_a_new_card(
+    subs: Subs, sub_id: str, moment: datetime, state: dict[str, Any]
+) -> None:
+    # Then the cycle is retried a day later, declined again, then paid with a new card
+    assert state["status"] == "PAST_DUE"
+    assert state["pastDueReason"] == "retrying"
+    retry_at = (moment + timedelta(days=1)).isoformat().replace("+00:00", ".000Z")
+    assert state["nextChargeAt"] == retry_at
+    subs.clock.now = moment + timedelta(days=1)
+    assert subs.run() == 1
+    assert subs.get(sub_id)["status"] == "PAST_DUE"
+    subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
+    subs.clock.now = moment + timedelta(days=4)
+    assert subs.run() == 1
+
+
+def hard_decline_waits_for_a_new_card(
+    subs: Subs, sub_id: str, moment: datetime, state: dict[str, Any]
+) -> None:
+    # Then it is PAST_DUE needing a new card, nothing is retried until one is given
+    assert state["status"] == "PAST_DUE"
+    assert state["pastDueReason"] == "card_required"
+    assert state["nextChargeAt"] is None
+    subs.clock.now = moment + timedelta(days=10)
+    assert subs.run() == 0
+    subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
+    assert subs.run() == 1
+
+
+def assert_twelve_cycles_paid_besides_three_declines(subs: Subs, sub_id: str) -> None:
     final = subs.get(sub_id)
     assert final["paidCycles"] == 12
     assert final["currentPeriodStart"] == "2028-01-31T09:00:00.000Z"
@@ -376,7 +404,9 @@ def test_a_year_of_monthly_renewals_with_declines_on_chosen_cycles(subs: Subs) -
     assert len(charges) == 12 + 2 + 1  # two soft declines on cycle 3, one hard on cycle 7
     # And ePay saw one auth per charge, never two for an invoice
     assert len(subs.stack.auths()) == len(charges)
-    # And every fact was told exactly once
+
+
+def assert_each_fact_of_the_year_told_once(subs: Subs, sub_id: str) -> None:
     events = subs.events()
     ids = [e["id"] for e in events]
     assert len(ids) == len(set(ids))
@@ -385,13 +415,16 @@ def test_a_year_of_monthly_renewals_with_declines_on_chosen_cycles(subs: Subs) -
     assert types.count("charge.succeeded") == 12
     assert types.count("charge.failed") == 3
     assert types.count("subscription.past_due") == 3
+    # And each renewal names its cycle and its clamped period
     renewed = [e for e in events if e["type"] == "subscription.renewed"]
     assert [e["data"]["cycle"] for e in renewed] == list(range(12))
     assert renewed[1]["data"]["periodStart"] == "2027-02-28T09:00:00.000Z"
     assert renewed[1]["data"]["periodEnd"] == "2027-03-31T09:00:00.000Z"
+    # And the hard decline's past_due asks for a card and names ePay's code
     hard = [e for e in events if e["type"] == "subscription.past_due"][-1]
     assert hard["data"]["reason"] == "card_required"
     assert hard["data"]["declineCode"] == "483"
+    # And charge.succeeded has a deterministic id, names its cycle and masks the card
     succeeded = next(e for e in events if e["type"] == "charge.succeeded")
     assert succeeded["id"] == f"charge.succeeded:{succeeded['data']['chargeId']}"
     assert succeeded["data"]["subscription"] == {"id": sub_id, "cycle": 0, "attempt": 0}

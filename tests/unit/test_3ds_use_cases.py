@@ -58,16 +58,20 @@ TOKENS = PageTokens(lambda: KEY, new_nonce=lambda: "nonce-1")
 
 
 def test_page_token_is_256_bits_bound_to_the_charge_and_kept_as_a_digest() -> None:
+    # Given a page token issued for charge ch_1
     nonce, digest = TOKENS.issue("ch_1")
     token = TOKENS.token("ch_1", nonce)
+    # Then it is 43 URL-safe characters (256 bits) and only its SHA-256 digest is kept
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
     assert digest == hashlib.sha256(token.encode()).hexdigest() == token_digest(token)
+    # And it opens only its own charge's page: not another charge's, not one altered character,
+    # and nothing when either the token or the stored digest is missing
     assert PageTokens.matches(token, digest)
     assert not PageTokens.matches(TOKENS.token("ch_2", nonce), digest)
     assert not PageTokens.matches(token[:-1] + ("A" if token[-1] != "A" else "B"), digest)
     assert not PageTokens.matches(None, digest)
     assert not PageTokens.matches(token, None)
-    # another key (another secret) gives another token
+    # And another key (another client secret) gives another token
     other = PageTokens(lambda: derive_key("other-secret"))
     assert other.token("ch_1", nonce) != token
 
@@ -87,17 +91,24 @@ def test_page_token_is_256_bits_bound_to_the_charge_and_kept_as_a_digest() -> No
 def test_confirm_redirect_is_read_without_following_it(
     location: str, expected: ConfirmResult
 ) -> None:
+    # Given ePay answering the confirm with a redirect / Then its reference or error code is read
     assert interpret_confirm(302, location, b"") == expected
 
 
-def test_confirm_json_body_and_errors() -> None:
+def test_confirm_json_body_is_read_as_approved_or_not() -> None:
+    # Given ePay answering the confirm with JSON: an AUTH with a reference, then a 3DS failure
     ok = interpret_confirm(200, None, b'{"status":"AUTH","code":0,"reference":"1234"}')
-    assert ok == ConfirmResult("1234", None)
-    assert ok.approved is True
     bad = interpret_confirm(200, None, b'{"code":455,"message":"3DS failed"}')
-    assert bad.approved is False
+    # Then the first is approved (a reference, no error code), the second is not (ePay's code)
+    assert ok == ConfirmResult("1234", None)
+    assert bad == ConfirmResult(None, "455")
+
+
+def test_confirm_errors_are_a_refusal_or_an_unknown_outcome() -> None:
+    # Given a 4xx refusal of the PaRes / Then ePay rejected the confirm
     with pytest.raises(GatewayRejectedError):
         interpret_confirm(400, None, b'{"code":1,"message":"invalid PaRes"}')
+    # Given a 5xx, a redirect without a Location, or a read timeout / Then the outcome is unknown
     with pytest.raises(GatewayUnknownOutcomeError):
         interpret_confirm(503, None, b"")
     with pytest.raises(GatewayUnknownOutcomeError):
@@ -107,6 +118,7 @@ def test_confirm_json_body_and_errors() -> None:
 
 
 def test_confirm_posts_a_form_with_the_access_token_once_and_never_follows() -> None:
+    # Given ePay answering a first confirm with a redirect and timing out on a second
     transport = FakeTransport(
         [
             FakeResponse(302, b"", {"Location": "https://shop/ok?reference=1"}),
@@ -121,14 +133,16 @@ def test_confirm_posts_a_form_with_the_access_token_once_and_never_follows() -> 
         http=transport,  # type: ignore[arg-type]
         confirm_path="/payments/cards/confirmPayment",
     )
+    # When the customer's PaRes and MD are confirmed / Then the redirect's reference is read
     assert client.confirm_3ds("tok/+1", "pa res", "md-1", Deadline.after(20)).reference == "1"
+    # And it was one form POST with the access token in the query, not as a Bearer header
     (request,) = transport.requests
     assert request.method == "POST"
     assert request.url == "https://api.test/payments/cards/confirmPayment?Access=tok%2F%2B1"
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert "Authorization" not in request.headers
     assert parse_qs((request.body or b"").decode()) == {"PaRes": ["pa res"], "MD": ["md-1"]}
-    # An ambiguous answer is never retried
+    # When the next confirm times out / Then the ambiguous answer is raised and never retried
     with pytest.raises(GatewayUnknownOutcomeError):
         client.confirm_3ds("tok", "p", "m", Deadline.after(20))
     assert len(transport.requests) == 2
@@ -138,7 +152,9 @@ def test_confirm_posts_a_form_with_the_access_token_once_and_never_follows() -> 
 
 
 def test_page_escapes_every_value_and_allows_only_its_own_script() -> None:
+    # Given an ACS address, PaReq and MD that each carry a script injection
     evil = "\"'><script>alert(1)</script>"
+    # When the auto-submit page is rendered
     page = auto_submit_page(
         AutoSubmit(
             charge_id="ch_1",
@@ -151,22 +167,28 @@ def test_page_escapes_every_value_and_allows_only_its_own_script() -> None:
         ),
         "https://pay.example",
     )
+    # Then only the page's own script is there, and every injected value is escaped
     assert page.body.count("<script>") == 1
     assert "<script>alert" not in page.body
     assert page.body.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3
     assert "&#x27;" in page.body
     assert "&quot;" in page.body
+    # And the CSP runs only that script and posts the form only to the ACS and to us; never cached
     csp = page.headers["Content-Security-Policy"]
     assert f"script-src {SCRIPT_HASH}" in csp
     assert "form-action https://acs.example https://pay.example" in csp
     assert page.headers["Cache-Control"] == "no-store"
+    # And the page speaks the charge's language
     assert '<html lang="en">' in page.body
 
 
 def test_form_parsing_accepts_base64_and_refuses_garbage() -> None:
+    # Given the ACS's return post as a plain form, base64 encoded by API Gateway, or absent
+    # Then each is read into its fields
     assert parse_form("PaRes=a%2Bb&MD=1", False) == {"PaRes": "a+b", "MD": "1"}
     assert parse_form("UGFSZXM9YSUyQmImTUQ9MQ==", True) == {"PaRes": "a+b", "MD": "1"}
     assert parse_form(None, False) == {}
+    # Given a body that is not base64, or is too large / Then it is refused
     with pytest.raises(ValidationError):
         parse_form("not base64!", True)
     with pytest.raises(ValidationError):
@@ -174,7 +196,10 @@ def test_form_parsing_accepts_base64_and_refuses_garbage() -> None:
 
 
 def test_with_query_keeps_the_merchants_parameters() -> None:
+    # Given the merchant's back link with its own query and fragment
+    # When our outcome is added to it
     url = with_query("https://shop/ok?order=42&status=old#top", chargeId="ch_1", status="CAPTURED")
+    # Then the merchant's parameters and fragment stay, and our status replaces a stale one
     assert url == "https://shop/ok?order=42&chargeId=ch_1&status=CAPTURED#top"
 
 
@@ -274,15 +299,17 @@ def deadline() -> Deadline:
 
 
 def test_resource_shows_the_redirect_url_recomputed_from_the_nonce() -> None:
+    # Given a charge waiting for 3DS with a page nonce stored
     store = FakeStore()
     charge = three_ds_charge(store)
     links = PageLinks(TOKENS, PublicLinks("https://pay.example/v1"))
+    # When the charge is shown / Then its next action is a redirect to our 3DS page with the token
     resource = charge_resource(charge, links.page_url(charge))
     assert resource["nextAction"] == {
         "type": "redirect",
         "url": f"https://pay.example/v1/charges/ch_1/3ds?token={token()}",
     }
-    # Without a page token (an older charge) the bare marker stays
+    # Given an older charge without a page token / Then the bare 3DS marker stays
     legacy = replace(charge, three_ds=replace(charge.three_ds, page_nonce=None))  # type: ignore[type-var]
     assert charge_resource(legacy, links.page_url(legacy))["nextAction"] == {
         "type": "three_d_secure"
@@ -290,13 +317,17 @@ def test_resource_shows_the_redirect_url_recomputed_from_the_nonce() -> None:
 
 
 def test_page_is_served_once() -> None:
+    # Given a charge waiting for 3DS
     store, gateway = FakeStore(), Fake3DSGateway()
     three_ds_charge(store)
     svc = service(gateway, store)
+    # When the customer opens the 3DS page with its token
     form = svc.open_page("ch_1", token(), deadline())
+    # Then the form posts to the ACS and comes back to our return URL
     assert isinstance(form, AutoSubmit)
     assert form.term_url == "https://pay.example/v1/charges/ch_1/3ds/return"
     assert form.action_origin == "https://acs.example"
+    # And the same token does not open it a second time, and ePay was not asked anything
     with pytest.raises(NotFoundError):
         svc.open_page("ch_1", token(), deadline())
     assert gateway.calls == []
@@ -314,9 +345,12 @@ def test_page_is_served_once() -> None:
     ],
 )
 def test_acs_address_rules(action: str, loopback: bool, ok: bool) -> None:
+    # Given ePay named this ACS address (loopback allowed only when the stack says so)
     store, gateway = FakeStore(), Fake3DSGateway()
     three_ds_charge(store, action=action)
+    # When the customer opens the 3DS page
     answer = service(gateway, store, allow_loopback=loopback).open_page("ch_1", token(), deadline())
+    # Then a safe address gets the form; an unsafe one declines the charge and sends them back
     assert isinstance(answer, AutoSubmit) is ok
     if not ok:
         assert isinstance(answer, Finish)
@@ -325,10 +359,13 @@ def test_acs_address_rules(action: str, loopback: bool, ok: bool) -> None:
 
 
 def test_expired_page_asks_the_status_api_then_expires_the_charge() -> None:
+    # Given ePay still shows the invoice as 3D, and the access token expired a minute ago
     store, gateway = FakeStore(), Fake3DSGateway(status_name="3D")
     three_ds_charge(store)
     later = NOW + timedelta(minutes=21)
+    # When the customer opens the 3DS page
     answer = service(gateway, store, now=later).open_page("ch_1", token(), deadline())
+    # Then the status API was asked once and the charge is EXPIRED
     assert isinstance(answer, Finish)
     assert answer.charge.status is ChargeStatus.EXPIRED
     assert gateway.ops() == ["status"]
@@ -336,24 +373,31 @@ def test_expired_page_asks_the_status_api_then_expires_the_charge() -> None:
 
 
 def test_return_checks_md_then_confirms_once_and_settles_by_status() -> None:
+    # Given a charge waiting for 3DS that ePay will show as CHARGE
     store, gateway = FakeStore(), Fake3DSGateway(status_name="CHARGE")
     three_ds_charge(store)
     svc = service(gateway, store)
+    # When the ACS returns with another charge's MD / Then it is refused before ePay or the store
     with pytest.raises(MdMismatchError):
         svc.complete("ch_1", "pares", "md-2", deadline())
     assert gateway.calls == []
     assert store.writes == 0
+    # When it returns with the right MD
     finish = svc.complete("ch_1", "pares", "md-1", deadline())
+    # Then the PaRes is confirmed with ePay's access token, the status API settles it CAPTURED,
+    # and the customer goes to the merchant's success link
     assert gateway.ops() == ["confirm", "status"]
     assert gateway.calls[0] == ("confirm", ("epay-token", "pares", "md-1"))
     assert finish.charge.status is ChargeStatus.CAPTURED
     assert finish.redirect == "https://shop/ok?chargeId=ch_1&status=CAPTURED"
+    # When the same return is posted again / Then the same answer comes without calling ePay
     again = svc.complete("ch_1", "pares", "md-1", deadline())
     assert again.redirect == finish.redirect
     assert gateway.ops() == ["confirm", "status"]
 
 
 def test_concurrent_double_submit_calls_confirm_once_and_both_see_the_outcome() -> None:
+    # Given a first return post whose confirm is held at ePay (which will REJECT it)
     store = FakeStore()
     gateway = Fake3DSGateway(
         status_name="REJECT", on_confirm=threading.Event(), release_confirm=threading.Event()
@@ -391,12 +435,15 @@ def test_concurrent_double_submit_calls_confirm_once_and_both_see_the_outcome() 
 
 
 def test_confirm_failure_still_asks_the_status_api() -> None:
+    # Given the confirm times out at ePay, although ePay authorised the payment
     store = FakeStore()
     gateway = Fake3DSGateway(
         status_name="AUTH",
         confirm_outcome=GatewayUnknownOutcomeError("timeout", operation="confirm"),
     )
     three_ds_charge(store)
+    # When the ACS's return is completed
     finish = service(gateway, store).complete("ch_1", "pares", "md-1", deadline())
+    # Then the status API decides: AUTH, so the charge is captured
     assert gateway.ops() == ["confirm", "status", "capture"]
     assert finish.charge.status is ChargeStatus.CAPTURED

@@ -58,12 +58,14 @@ def test_a_write_that_keeps_the_status_tells_nothing() -> None:
     later = replace(CHARGE, updated_at=NOW + timedelta(minutes=2))
     # Then there is no event
     assert charge_event_from_stream(change(CHARGE, later)) is None
+    # Given a CAPTURED charge rewritten at a later version, still CAPTURED / Then no event either
     captured = moved(S.CAPTURED)
     assert charge_event_from_stream(change(captured, replace(captured, version=9))) is None
 
 
 def test_new_items_removals_and_other_items() -> None:
-    # A new charge in a status we do not tell, a removal, and a non-charge item: nothing
+    # Given a new charge in a status we do not tell, a removed charge, and a history item
+    # Then none of them is an event
     assert charge_event_from_stream(change(None, CHARGE)) is None
     assert charge_event_from_stream(change(moved(S.CAPTURED), None)) is None
     history = change(None, CHARGE)
@@ -72,7 +74,9 @@ def test_new_items_removals_and_other_items() -> None:
 
 
 def test_captured_is_charge_succeeded_with_a_deterministic_id() -> None:
+    # Given a charge moving to CAPTURED / When its stream record is read
     event = charge_event_from_stream(change(CHARGE, moved(S.CAPTURED)))
+    # Then it is charge.succeeded, its id derived from the charge, with the masked card
     assert event is not None
     assert (event.id, event.type) == ("charge.succeeded:ch_1", "charge.succeeded")
     assert event.data["status"] == "CAPTURED"
@@ -84,23 +88,28 @@ def test_captured_is_charge_succeeded_with_a_deterministic_id() -> None:
 
 
 def test_a_new_item_already_settled_is_told() -> None:
+    # Given a charge whose first write is already DECLINED / Then charge.failed is told
     event = charge_event_from_stream(change(None, moved(S.DECLINED)))
     assert event is not None
     assert event.type == "charge.failed"
 
 
 def test_authorized_is_succeeded_only_under_manual_capture() -> None:
+    # Given a manual-capture charge moving to AUTHORIZED / Then it is charge.succeeded
     manual = replace(CHARGE, capture=CaptureMode.MANUAL)
     event = charge_event_from_stream(change(manual, replace(manual, status=S.AUTHORIZED)))
     assert event is not None
     assert event.type == "charge.succeeded"
+    # Given an auto-capture charge moving to AUTHORIZED (capture still to come) / Then nothing
     assert charge_event_from_stream(change(CHARGE, moved(S.AUTHORIZED))) is None
 
 
 @pytest.mark.parametrize("status", [S.DECLINED, S.FAILED, S.EXPIRED])
 def test_declined_failed_and_expired_are_charge_failed(status: ChargeStatus) -> None:
+    # Given a charge ending unpaid with a soft decline / When its stream record is read
     error = ChargeError(code="card_declined", message="Declined", category="soft")
     event = charge_event_from_stream(change(CHARGE, moved(status, error=error)))
+    # Then it is charge.failed with the final status and the decline's code, message and category
     assert event is not None
     assert (event.id, event.type) == ("charge.failed:ch_1", "charge.failed")
     assert event.data["status"] == status.value
@@ -112,6 +121,7 @@ def test_declined_failed_and_expired_are_charge_failed(status: ChargeStatus) -> 
 
 
 def test_requires_3ds_is_requires_action_with_the_page_url() -> None:
+    # Given a charge moving to REQUIRES_3DS with a page nonce
     three_ds = ThreeDSData(
         pa_req="pareq",
         md="md",
@@ -128,20 +138,24 @@ def test_requires_3ds_is_requires_action_with_the_page_url() -> None:
         seen.append(charge)
         return f"https://pay.example/charges/{charge.id}/3ds?token=t"
 
+    # When its stream record is read
     event = charge_event_from_stream(change(CHARGE, new), page_url)
+    # Then it is charge.requires_action, redirecting the customer to our 3DS page
     assert event is not None
     assert (event.id, event.type) == ("charge.requires_action:ch_1", "charge.requires_action")
     assert event.data["nextAction"] == {
         "type": "redirect",
         "url": "https://pay.example/charges/ch_1/3ds?token=t",
     }
-    # The page URL is computed from the stored charge (its nonce survives the round trip)
+    # And the page URL is computed from the stored charge (its nonce survives the round trip)
     assert seen[0].three_ds is not None
     assert seen[0].three_ds.page_nonce == "nonce-1"
 
 
 def test_the_use_case_function_compares_statuses() -> None:
+    # Given the previous status equals the new one / Then there is no event
     assert charge_event_from_change("CAPTURED", moved(S.CAPTURED)) is None
+    # Given PROCESSING moving to CAPTURED / Then charge.succeeded
     event = charge_event_from_change("PROCESSING", moved(S.CAPTURED))
     assert event is not None
     assert event.type == "charge.succeeded"

@@ -151,6 +151,7 @@ def test_auth_sends_exactly_the_documented_json_with_bearer() -> None:
 
 
 def test_auth_3d_answer_carries_secure3d() -> None:
+    # Given ePay answering 3D for the auth, with the ACS's PaReq, MD and address
     transport = FakeTransport(
         [
             FakeResponse(
@@ -160,7 +161,9 @@ def test_auth_3d_answer_carries_secure3d() -> None:
             )
         ]
     )
+    # When a saved card is charged
     result = client(transport).authorize(Token("t", FAR_FUTURE), auth_request(), deadline())
+    # Then the result is 3D and carries what the 3DS page needs
     assert result.status == "3D"
     assert result.secure3d is not None
     assert (result.secure3d.pa_req, result.secure3d.md) == ("PAREQ", "MD1")
@@ -190,6 +193,7 @@ def test_auth_outcomes_are_mapped_and_never_retried(
     with pytest.raises(error) as caught:
         client(transport).authorize(Token("t", FAR_FUTURE), auth_request(), deadline())
     assert len(transport.requests) == 1
+    # And a decline keeps ePay's code, whether it came as a number or a string
     if isinstance(caught.value, GatewayRejectedError):
         assert caught.value.gateway_code in {484, 483}
 
@@ -204,10 +208,11 @@ def test_token_is_retried_with_jittered_backoff_then_succeeds() -> None:
             TOKEN_OK,
         ]
     )
-    # When a terminal token is needed (status call)
+    # And the status API answering "no such invoice"
     transport.answers.append(
         FakeResponse(200, b'{"resultCode":"102","resultMessage":"No such invoice"}')
     )
+    # When a terminal token is needed (status call)
     result = client(transport, sleeps).status("000000042", deadline())
     # Then it was retried twice, with bounded delays, and the status was read
     assert [r.url for r in transport.requests].count("https://oauth.test/oauth2/token") == 3
@@ -217,7 +222,9 @@ def test_token_is_retried_with_jittered_backoff_then_succeeds() -> None:
 
 
 def test_token_gives_up_after_the_retry_budget() -> None:
+    # Given the token endpoint failing with 500 every time
     transport = FakeTransport([FakeResponse(500, b"")] * 3)
+    # When an invoice token is requested / Then ePay is unavailable after 1 try and 2 retries
     with pytest.raises(GatewayUnavailableError):
         client(transport).invoice_token(
             InvoiceTokenRequest("000000042", Decimal(1), "KZT", "https://a", "https://b", "h"),
@@ -227,6 +234,7 @@ def test_token_gives_up_after_the_retry_budget() -> None:
 
 
 def test_status_parses_epay_casing_and_string_numbers() -> None:
+    # Given the status API answering CHARGE with ePay's casing and numbers as strings
     transport = FakeTransport(
         [
             TOKEN_OK,
@@ -240,11 +248,14 @@ def test_status_parses_epay_casing_and_string_numbers() -> None:
             ),
         ]
     )
+    # When the invoice's status is asked
     result = client(transport).status("000000042", deadline())
+    # Then the transaction is read with exact amounts and numeric codes
     assert result.transaction is not None
     assert result.transaction.status_name == "CHARGE"
     assert result.transaction.amount == Decimal("1500.50")
     assert result.transaction.reason_code == 0
+    # And it was a GET on the invoice's check-status path
     assert transport.requests[1].url.endswith("/check-status/payment/transaction/000000042")
     assert transport.requests[1].method == "GET"
 
@@ -261,20 +272,25 @@ def test_terminal_token_is_reused_until_it_expires() -> None:
 
 
 def test_capture_posts_to_the_transaction_and_maps_a_refusal() -> None:
+    # Given ePay accepting a first capture and refusing a second
     transport = FakeTransport(
         [TOKEN_OK, FakeResponse(200, b""), FakeResponse(400, b'{"code":100,"message":""}')]
     )
     epay = client(transport)
+    # When the whole amount is captured / Then it posts to the transaction with the Bearer token
     epay.capture("tx-1", None, deadline())
     assert transport.requests[1].url == "https://api.test/operation/tx-1/charge"
     assert transport.requests[1].headers["Authorization"] == "Bearer tok-1"
+    # When a part is captured and ePay refuses / Then it is a rejection, and the amount was sent
     with pytest.raises(GatewayRejectedError):
         epay.capture("tx-1", Decimal("10.00"), deadline())
     assert json.loads(transport.requests[2].body or b"") == {"amount": 10.0}
 
 
 def test_no_call_is_made_without_time_left() -> None:
+    # Given less time left than a call needs / When a card is charged
     transport = FakeTransport([])
+    # Then ePay counts as unavailable and nothing is sent
     with pytest.raises(GatewayUnavailableError):
         client(transport).authorize(
             Token("t", FAR_FUTURE),
@@ -285,9 +301,12 @@ def test_no_call_is_made_without_time_left() -> None:
 
 
 def test_read_timeout_is_capped_by_the_deadline() -> None:
+    # Given 4 s left of the invocation (less than the 7 s read timeout)
     transport = FakeTransport([TOKEN_OK])
+    # When a token is requested
     client(transport).invoice_token(
         InvoiceTokenRequest("000000042", Decimal(1), "KZT", "https://a", "https://b", "h"),
         Deadline.after(4.0),
     )
+    # Then the read timeout fits in the time left, with a margin
     assert transport.requests[0].timeout.read_timeout <= 3.5

@@ -63,7 +63,9 @@ def raw(**changes: Any) -> bytes:
 
 
 def test_json_notification_is_parsed_tolerantly() -> None:
+    # Given ePay's JSON postLink with fields we do not know / When it is parsed
     n = parse_notification(raw(), "application/json")
+    # Then the fields we check are read, and the secret never shows in its repr
     assert n.invoice_id == "000000042"
     assert n.amount == Decimal("1500.5")
     assert n.currency == "KZT"
@@ -78,12 +80,15 @@ def test_json_notification_is_parsed_tolerantly() -> None:
     ("value", "expected"), [(484, 484), ("484", 484), (" 484 ", 484), ("n/a", None), (None, None)]
 )
 def test_reason_code_as_number_or_string(value: Any, expected: int | None) -> None:
+    # Given a reasonCode as a number, a string, garbage or null / Then it is a number or nothing
     assert parse_notification(raw(reasonCode=value), None).reason_code == expected
 
 
 def test_form_body_and_any_key_case_and_a_wrong_content_type_are_accepted() -> None:
+    # Given a form-encoded postLink with odd key case, sent as text/plain / When it is parsed
     form = "INVOICEID=000000042&amount=1500.50&currency=kzt&terminal=T&secret_hash=a%2Bb&x="
     n = parse_notification(form.encode(), "text/plain")
+    # Then its fields are read (currency upper-cased, the secret URL-decoded)
     assert (n.invoice_id, n.amount, n.currency, n.terminal) == (
         "000000042",
         Decimal("1500.50"),
@@ -91,6 +96,7 @@ def test_form_body_and_any_key_case_and_a_wrong_content_type_are_accepted() -> N
         "T",
     )
     assert n.secret_hash == "a+b"
+    # Given a JSON body labelled as a form / Then it is still read as JSON
     assert parse_notification(raw(), "application/x-www-form-urlencoded").invoice_id == "000000042"
 
 
@@ -112,12 +118,16 @@ def test_form_body_and_any_key_case_and_a_wrong_content_type_are_accepted() -> N
     ],
 )
 def test_malformed_bodies_name_what_is_wrong(body: bytes, fields: set[str]) -> None:
+    # Given an unreadable body, or one with bad fields / When it is parsed
+    # Then it is refused, naming the bad fields (none when the body as a whole is unreadable)
     with pytest.raises(ValidationError) as caught:
         parse_notification(body, "application/json")
     assert set(caught.value.fields) == fields
 
 
 def test_secret_hash_is_masked_in_json_and_form_bodies() -> None:
+    # Given a postLink body kept for the record, as JSON (even with escapes) or as a form
+    # When it is masked / Then the secret_hash value is starred out and the rest is untouched
     assert json.loads(mask_secret(raw().decode()))["secret_hash"] == "***"
     assert mask_secret('{"secret_hash" : "a\\"b", "x": 1}') == '{"secret_hash" : "***", "x": 1}'
     assert mask_secret("a=1&secret_hash=abc&b=2") == "a=1&secret_hash=***&b=2"
@@ -125,9 +135,11 @@ def test_secret_hash_is_masked_in_json_and_form_bodies() -> None:
 
 
 def test_body_bytes_decodes_base64_and_refuses_huge_bodies_early() -> None:
+    # Given API Gateway's body, base64 encoded, plain or absent / Then its bytes are read
     assert body_bytes(base64.b64encode(b"\x00\x01").decode(), True) == b"\x00\x01"
     assert body_bytes("plain", False) == b"plain"
     assert body_bytes(None, False) == b""
+    # Given a body far over the limit / Then it is refused before decoding
     with pytest.raises(PayloadTooLargeError):
         body_bytes("x" * (MAX_NOTIFICATION_BYTES * 2 + 1), False)
 
@@ -136,6 +148,7 @@ def test_body_bytes_decodes_base64_and_refuses_huge_bodies_early() -> None:
 
 
 def test_genuine_notification_verifies() -> None:
+    # Given a postLink matching the charge (terminal id in any case) / Then nothing mismatches
     assert verify(parse_notification(raw(), None), CHARGE, TERMINAL.upper()) == ()
 
 
@@ -151,6 +164,7 @@ def test_genuine_notification_verifies() -> None:
     ],
 )
 def test_every_mismatch_is_named(changes: dict[str, Any], mismatched: tuple[str, ...]) -> None:
+    # Given a postLink differing from the charge / Then each differing field is named
     assert verify(parse_notification(raw(**changes), None), CHARGE, TERMINAL) == mismatched
 
 
@@ -248,12 +262,15 @@ def world() -> World:
 
 
 def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> None:
+    # Given a genuine postLink with 27 s left / When it is received
     outcome = world.receive(raw())
+    # Then it is stored, checked against the charge, settled CAPTURED, and the verdict recorded
     assert outcome.verdict is Verdict.SETTLED
     assert outcome.status is ChargeStatus.CAPTURED
     assert world.inbox.calls == ["put", "lookup", "verdict:settled"]
-    # The settle deadline is capped at 8 s even with 27 s left
+    # And the settle deadline is capped at 8 s even with 27 s left
     assert 7.0 < world.settler.deadlines[0] <= 8.0
+    # And the stored copy keeps only the secret's digest
     (record,) = world.inbox.records.values()
     assert SECRET not in record.body
     assert record.secret_hash_digest == secret_hash_digest(SECRET)
@@ -261,69 +278,89 @@ def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> 
 
 
 def test_short_remaining_time_wins_over_the_budget(world: World) -> None:
+    # Given only 2 s left / When a postLink is received / Then settling gets at most those 2 s
     world.receive(raw(), seconds=2.0)
     assert world.settler.deadlines[0] <= 2.0
 
 
 def test_replay_of_a_final_verdict_is_answered_without_settling(world: World) -> None:
+    # Given ePay delivers the same postLink five times
+    # When each copy is received / Then each is answered SETTLED
     for _ in range(5):
         assert world.receive(raw()).verdict is Verdict.SETTLED
+    # And only the first was settled; the others were told as duplicates and counted
     assert len(world.settler.deadlines) == 1
     assert [o.duplicate for o in world.telemetry.outcomes] == [False, True, True, True, True]
     assert next(iter(world.inbox.verdicts.values())).deliveries == 5
 
 
 def test_gateway_failure_defers_and_a_later_copy_is_handled_again(world: World) -> None:
+    # Given the status API times out while settling / When a postLink is received
     world.settler.outcome = GatewayUnknownOutcomeError("slow", operation="status")
+    # Then it is DEFERRED
     assert world.receive(raw()).verdict is Verdict.DEFERRED
+    # When ePay sends the same postLink again and the status API answers
     world.settler.outcome = "changed"
+    # Then the copy is settled (a second attempt)
     assert world.receive(raw()).verdict is Verdict.SETTLED
     assert len(world.settler.deadlines) == 2
 
 
 def test_pending_status_is_not_final(world: World) -> None:
+    # Given ePay's status is still pending / When a postLink is received / Then it is PENDING
     world.settler.outcome = "pending"
     assert world.receive(raw()).verdict is Verdict.PENDING
+    # When a copy arrives / Then it is settled again (a pending verdict is not final)
     world.receive(raw())
     assert len(world.settler.deadlines) == 2
 
 
 def test_forged_is_stored_refused_and_reported_without_settling(world: World) -> None:
+    # Given a postLink with a guessed secret from another terminal
+    # When it is received / Then it is refused with 403, naming both mismatches
     with pytest.raises(ForgedNotificationError) as caught:
         world.receive(raw(secret_hash="guess", terminal="other"))
     assert caught.value.http_status == 403
     assert caught.value.mismatched == ("secret_hash", "terminal")
+    # And nothing was settled; it was stored and its forged verdict recorded
     assert world.settler.deadlines == []
     assert world.inbox.calls == ["put", "lookup", "verdict:forged"]
+    # And it is reported with the sender's address, without the guessed secret
     (outcome,) = world.telemetry.outcomes
     assert outcome.verdict is Verdict.FORGED
     assert outcome.source_ip == "203.0.113.9"
     assert "guess" not in repr(outcome)
-    # A replay of the same forgery is refused again from the stored verdict
+    # When the same forgery is replayed / Then it is refused again from the stored verdict
     with pytest.raises(ForgedNotificationError):
         world.receive(raw(secret_hash="guess", terminal="other"))
     assert world.inbox.calls[-1] == "seen_again"
 
 
 def test_unknown_invoice_is_accepted_and_kept(world: World) -> None:
+    # Given a postLink for an invoice we never charged / When it is received
     outcome = world.receive(raw(invoiceId="999999999"))
+    # Then it is accepted and kept as unknown_invoice, and nothing is settled
     assert outcome.verdict is Verdict.UNKNOWN_INVOICE
     assert world.settler.deadlines == []
     assert world.inbox.calls[-1] == "verdict:unknown_invoice"
 
 
 def test_malformed_is_stored_then_refused(world: World) -> None:
+    # Given a body that is not a postLink / When it is received / Then it is refused
     with pytest.raises(ValidationError):
         world.receive(b"garbage")
+    # And it was stored as malformed, as received, without looking for a charge
     (record,) = world.inbox.records.values()
     assert record.verdict is Verdict.MALFORMED
     assert record.body == "garbage"
     assert world.inbox.calls == ["put"]
+    # When the same body arrives again / Then it is refused again
     with pytest.raises(ValidationError):
         world.receive(b"garbage")
 
 
 def test_oversized_is_refused_before_storing(world: World) -> None:
+    # Given a body over the size limit / When it is received / Then it is refused, never stored
     with pytest.raises(PayloadTooLargeError):
         world.receive(b"{" + b" " * MAX_NOTIFICATION_BYTES + b"}")
     assert world.inbox.calls == []

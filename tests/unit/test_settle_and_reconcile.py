@@ -138,8 +138,11 @@ def test_unknown_charge_is_settled_by_the_status_api_and_auto_captured() -> None
 
 
 def test_nothing_is_checked_before_it_is_due() -> None:
+    # Given an UNKNOWN charge whose first check is not yet due
     _, reconciler, _, gateway, _, _ = setup(unknown())
+    # When the reconciler runs
     report = reconciler.run(Deadline.after(30))
+    # Then it checked nothing and did not ask the status API
     assert report.checked == 0
     assert "status" not in gateway.ops()
 
@@ -163,11 +166,14 @@ def test_pending_answers_climb_the_ladder_then_need_review() -> None:
 
 
 def test_no_such_invoice_fails_only_once_it_is_old_enough() -> None:
+    # Given an UNKNOWN charge ePay has no invoice for (102), twice
     _, reconciler, store, gateway, clock, charge_id = setup(unknown())
     gateway.status_answers.extend([NOT_FOUND, NOT_FOUND])
+    # When the first check runs while the charge is young / Then it stays UNKNOWN
     clock.advance(CHECK_LADDER[0])
     reconciler.run(Deadline.after(30))
     assert store.charges[charge_id].status is S.UNKNOWN
+    # When a check runs 15 minutes later / Then the charge FAILED as never attempted
     clock.advance(timedelta(minutes=15))
     reconciler.run(Deadline.after(30))
     charge = store.charges[charge_id]
@@ -177,10 +183,13 @@ def test_no_such_invoice_fails_only_once_it_is_old_enough() -> None:
 
 
 def test_status_api_down_reschedules_without_a_state_change() -> None:
+    # Given an UNKNOWN charge and the status API down
     _, reconciler, store, gateway, clock, charge_id = setup(unknown())
     gateway.status_answers.append(GatewayUnavailableError("down", operation="status"))
+    # When its first check runs
     clock.advance(CHECK_LADDER[0])
     reconciler.run(Deadline.after(30))
+    # Then it stays UNKNOWN, the attempt is counted and the next rung is scheduled
     charge = store.charges[charge_id]
     assert charge.status is S.UNKNOWN
     assert charge.check_attempts == 1
@@ -188,16 +197,20 @@ def test_status_api_down_reschedules_without_a_state_change() -> None:
 
 
 def test_abandoned_3ds_expires_after_its_token() -> None:
+    # Given a charge waiting for 3DS
     three_ds = AuthResult(
         GatewayStatus.THREE_DS, "tx-3", "1", secure3d=Secure3D("PAREQ", "MD", "https://acs")
     )
     _, reconciler, store, gateway, clock, charge_id = setup(three_ds)
+    # Then its first check is due one rung after its access token expires
     charge = store.charges[charge_id]
     assert charge.three_ds is not None
     assert charge.next_check_at == charge.three_ds.token_expires_at + CHECK_LADDER[0]
+    # When the check runs and ePay still shows 3D (the customer never came back)
     gateway.status_answers.append(status("3D"))
     clock.now = charge.next_check_at
     reconciler.run(Deadline.after(30))
+    # Then the charge EXPIRED
     assert store.charges[charge_id].status is S.EXPIRED
 
 
@@ -238,10 +251,13 @@ def test_contradiction_of_a_final_state_goes_to_review_with_both_facts() -> None
 
 
 def test_same_answer_twice_changes_nothing_the_second_time() -> None:
+    # Given an UNKNOWN charge that ePay shows as CHARGE
     service, _, store, gateway, _, charge_id = setup(unknown())
     gateway.status_answers.extend([status("CHARGE"), status("CHARGE")])
+    # When it is settled twice (e.g. a postLink and its copy)
     first = service.settle(charge_id, "postlink", Deadline.after(10))
     second = service.settle(charge_id, "postlink", Deadline.after(10))
+    # Then the first captured it and the second changed nothing, adding no history
     assert first.outcome == "changed"
     assert second.outcome == "unchanged"
     assert first.charge.status is second.charge.status is S.CAPTURED
@@ -249,10 +265,13 @@ def test_same_answer_twice_changes_nothing_the_second_time() -> None:
 
 
 def test_failure_after_success_never_moves_backwards() -> None:
+    # Given a charge captured at creation (single-stage CHARGE)
     service, _, store, gateway, _, charge_id = setup(AuthResult(GatewayStatus.CHARGE, "tx-1", "1"))
     gateway.status_answers.append(status("CHARGE"))
     before = len(store.history[charge_id])
+    # When a postLink makes us settle it again
     settlement = service.settle(charge_id, "postlink", Deadline.after(10))
+    # Then it stays CAPTURED and its history does not grow
     assert settlement.charge.status is S.CAPTURED
     assert len(store.history[charge_id]) == before
 
@@ -269,9 +288,12 @@ def test_failure_after_success_never_moves_backwards() -> None:
     ],
 )
 def test_status_names_map_to_states(name: str, expected: ChargeStatus) -> None:
+    # Given an UNKNOWN charge and the status API answering this status name (reason 484)
     service, _, _store, gateway, _, charge_id = setup(unknown())
     gateway.status_answers.append(status(name, reason_code=484))
+    # When the reconciler settles it
     result = service.settle(charge_id, "reconciler", Deadline.after(10)).charge
+    # Then the charge ends in the matching state; a decline keeps the code as a soft decline
     assert result.status is expected
     if expected is S.DECLINED:
         assert result.error is not None
@@ -279,8 +301,10 @@ def test_status_names_map_to_states(name: str, expected: ChargeStatus) -> None:
 
 
 def test_amount_above_the_charge_is_a_contradiction() -> None:
+    # Given the status API shows 1000.00 taken for a 100.00 charge
     service, _, _, gateway, _, charge_id = setup(unknown())
     gateway.status_answers.append(status("CHARGE", amount="1000.00"))
+    # When the reconciler settles it / Then it needs a person
     assert (
         service.settle(charge_id, "reconciler", Deadline.after(10)).charge.status is S.NEEDS_REVIEW
     )
@@ -295,9 +319,11 @@ def test_stale_processing_charge_is_found_and_settled() -> None:
     store.charges[charge_id] = replace(
         charge, status=S.PROCESSING, next_check_at=charge.created_at + timedelta(minutes=2)
     )
+    # When the reconciler runs two minutes later and ePay shows AUTH
     gateway.status_answers.append(status("AUTH"))
     clock.advance(timedelta(minutes=2))
     reconciler.run(Deadline.after(30))
+    # Then the charge is settled and captured
     assert store.charges[charge_id].status is S.CAPTURED
 
 

@@ -29,7 +29,10 @@ def test_anchor_on_31_january_renews_on_the_last_day_of_short_months() -> None:
 
 
 def test_leap_years() -> None:
+    # Given a monthly anchor on 31 January of a leap year / Then February's cycle is the 29th
     assert cycle_start(datetime(2028, 1, 31, tzinfo=UTC), monthly(), 1).day == 29
+    # Given a yearly anchor on 29 February / Then it renews on the 28th, and on the 29th again
+    # in the next leap year
     feb29 = datetime(2028, 2, 29, tzinfo=UTC)
     yearly = BillingInterval(Interval.YEAR, 1)
     assert [cycle_start(feb29, yearly, n).date().isoformat() for n in range(5)] == [
@@ -38,8 +41,11 @@ def test_leap_years() -> None:
 
 
 def test_counts_and_units() -> None:
+    # Given an anchor on 31 January
+    # Then every 3 months clamps to 30 April and comes back to the 31st a year on
     assert cycle_start(JAN31, monthly(3), 1).date().isoformat() == "2027-04-30"
     assert cycle_start(JAN31, monthly(3), 4).date().isoformat() == "2028-01-31"
+    # And weeks and days are exact durations, years whole years
     assert cycle_start(JAN31, BillingInterval(Interval.WEEK, 2), 3) == JAN31 + timedelta(weeks=6)
     assert cycle_start(JAN31, BillingInterval(Interval.DAY, 1), 365) == JAN31 + timedelta(days=365)
     assert cycle_start(JAN31, BillingInterval(Interval.YEAR, 2), 1).year == 2029
@@ -56,6 +62,7 @@ def test_counts_and_units() -> None:
     ],
 )
 def test_add_months(months: int, expected: str) -> None:
+    # Given 31 January / When months are added (or taken away) / Then short months clamp
     assert add_months(JAN31, months).date().isoformat() == expected
 
 

@@ -179,8 +179,10 @@ DECLINE = (ChargeStatus.DECLINED, "484")
 
 
 def test_soft_declines_climb_the_ladder_then_unpaid() -> None:
+    # Given a card that soft-declines (484) every attempt, and the final action UNPAID
     renewals, store, bus, clock = make([DECLINE] * 4)
     outcomes = []
+    # When each renewal runs as it falls due
     for _ in range(4):
         clock.now = store.subs[SUB_ID].renew_at or clock.now
         outcomes.append(renew_current(renewals, store))
@@ -190,22 +192,28 @@ def test_soft_declines_climb_the_ladder_then_unpaid() -> None:
     assert sub.status is SubscriptionStatus.UNPAID
     assert sub.renew_at is None
     assert clock.now == T0 + timedelta(days=9)
+    # And each step was told once, with its own event id
     assert [e.data["reason"] for e in bus.published] == ["retrying"] * 3 + ["retries_exhausted"]
     assert len({e.id for e in bus.published}) == 4
 
 
 def test_the_final_action_can_cancel() -> None:
+    # Given a card that soft-declines every attempt, and the final action CANCELLED
     renewals, store, bus, clock = make([DECLINE] * 4, FinalAction.CANCELLED)
+    # When the ladder runs out
     for _ in range(4):
         clock.now = store.subs[SUB_ID].renew_at or clock.now
         renew_current(renewals, store)
+    # Then the subscription is CANCELLED and subscription.canceled was told last
     assert store.subs[SUB_ID].status is SubscriptionStatus.CANCELLED
     assert bus.published[-1].id == f"subscription.canceled:{SUB_ID}"
 
 
 def test_a_hard_decline_stops_retries() -> None:
+    # Given a stolen card (483, a hard decline) / When the renewal runs
     renewals, store, _bus, _clock = make([(ChargeStatus.DECLINED, "483")])
     assert renew_current(renewals, store) == "past_due"
+    # Then it is PAST_DUE waiting for a new card, with no retry scheduled
     sub = store.subs[SUB_ID]
     assert (sub.status, sub.past_due_reason, sub.renew_at) == (
         SubscriptionStatus.PAST_DUE,
@@ -215,10 +223,13 @@ def test_a_hard_decline_stops_retries() -> None:
 
 
 def test_success_after_a_decline_is_active_again_with_the_next_cycle_due() -> None:
+    # Given a first attempt soft-declined
     renewals, store, bus, clock = make([DECLINE, (ChargeStatus.CAPTURED, None)])
     renew_current(renewals, store)
+    # When the retry is captured
     clock.now = store.subs[SUB_ID].renew_at or clock.now
     assert renew_current(renewals, store) == "paid"
+    # Then the subscription is ACTIVE on the next cycle, its failures cleared
     sub = store.subs[SUB_ID]
     assert (sub.status, sub.cycle, sub.attempt, sub.failures) == (
         SubscriptionStatus.ACTIVE,
@@ -226,24 +237,26 @@ def test_success_after_a_decline_is_active_again_with_the_next_cycle_due() -> No
         0,
         0,
     )
+    # And the next renewal is due on the anchor's clamped day, and cycle 0 was told renewed
     assert sub.renew_at == datetime(2027, 2, 28, 9, tzinfo=UTC)
     assert bus.published[-1].id == f"subscription.renewed:{SUB_ID}#0"
 
 
 def test_a_lost_publish_is_redone_by_a_redelivery_with_the_same_id_once() -> None:
+    # Given a renewal that will be paid, and a bus that refuses the first publish
     renewals, store, bus, clock = make([(ChargeStatus.CAPTURED, None)])
     sub = store.subs[SUB_ID]
     message = RenewalMessage(SUB_ID, 0, 0, sub.due_at())
-    # Given the outcome was written but the bus refused its event
     bus.fail_next = True
+    # When it runs / Then the outcome was written (next cycle) but its event was lost
     with pytest.raises(EventPublishError):
         renewals.renew(message, Deadline.after(10))
     assert store.subs[SUB_ID].cycle == 1
     assert bus.published == []
-    # When SQS redelivers at once, the writer's publish time is not up: nothing yet
+    # When SQS redelivers at once / Then the writer's publish time is not up: nothing yet
     assert renewals.renew(message, Deadline.after(10)).outcome == "duplicate"
     assert bus.published == []
-    # When it redelivers after it, the event goes out (same id), and only once
+    # When it redelivers after that time, twice / Then the event goes out (same id), only once
     clock.now += timedelta(minutes=3)
     renewals.renew(message, Deadline.after(10))
     renewals.renew(message, Deadline.after(10))
@@ -251,8 +264,10 @@ def test_a_lost_publish_is_redone_by_a_redelivery_with_the_same_id_once() -> Non
 
 
 def test_a_pending_charge_is_looked_at_again_without_a_new_attempt() -> None:
+    # Given the renewal's charge waits for 3DS / When the renewal runs
     renewals, store, bus, _clock = make([(ChargeStatus.REQUIRES_3DS, None)])
     assert renew_current(renewals, store) == "requires_action"
+    # Then the same cycle and attempt are looked at again in 15 minutes, and nothing is told yet
     sub = store.subs[SUB_ID]
     assert (sub.cycle, sub.attempt) == (0, 0)
     assert sub.renew_at == T0 + timedelta(minutes=15)

@@ -1,7 +1,8 @@
 """The only place that wires concrete parts: built lazily, once per container.
 
-Every function imports this module, so the parts only some functions use (postLink, subscriptions,
-events) are imported inside their builders: a charge's cold start does not pay for them.
+Every function imports this module, so it imports only what every function uses (boto3, the
+settings); each part is imported by its builder, and a function loads only the parts it builds:
+the subscriptions API never loads the ePay client, the charge functions never load subscriptions.
 """
 
 from __future__ import annotations
@@ -14,32 +15,28 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
-from payments.aws.charge_store import DynamoChargeStore
-from payments.aws.telemetry import (
-    PowertoolsPostLinkTelemetry,
-    PowertoolsTelemetry,
-    event_publish_failed,
-)
-from payments.charges.links import PublicLinks
-from payments.charges.model import Charge
-from payments.charges.service import ChargeService
-from payments.charges.settlement import ChargeSettler
-from payments.charges.transitions import ChargeTransitions
-from payments.charges.use_cases import ChargeUseCases
 from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
-from payments.epay.client import EpayClient, EpayCredentials, Timeouts
 from payments.shared.clock import utc_now
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    from payments.aws.charge_store import DynamoChargeStore
     from payments.aws.inbox import DynamoInbox
     from payments.aws.subscription_store import DynamoSubscriptionStore
+    from payments.charges.links import PublicLinks
+    from payments.charges.model import Charge
     from payments.charges.page_tokens import PageTokens
     from payments.charges.postlink import PostLinkService
     from payments.charges.reconciler import Reconciler
+    from payments.charges.service import ChargeService
+    from payments.charges.settlement import ChargeSettler
     from payments.charges.threeds import PageLinks, ThreeDSService
+    from payments.charges.transitions import ChargeTransitions
+    from payments.charges.use_cases import ChargeUseCases
+    from payments.epay.client import EpayClient, EpayCredentials
     from payments.shared.events import DomainEvents
     from payments.subscriptions.renewals import Renewals
     from payments.subscriptions.service import Subscriptions
@@ -63,20 +60,31 @@ def _session() -> Any:
 
 @cache
 def _secrets() -> SecretsProvider:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
     with _lock:
         client = _session().client("secretsmanager", config=AWS_CONFIG)
     return SecretsProvider(boto3_client=client)
 
 
+def _secret() -> tuple[str, str, str]:
+    """(client_id, client_secret, terminal_id) from Secrets Manager, cached a few minutes."""
+    secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
+    return parse_credentials(secret)
+
+
 def credentials() -> EpayCredentials:
     """ePay credentials from Secrets Manager, cached for a few minutes per container."""
-    secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
-    return EpayCredentials(*parse_credentials(secret))
+    from payments.epay.client import EpayCredentials
+
+    return EpayCredentials(*_secret())
 
 
 @cache
 def gateway() -> EpayClient:
     """The ePay client."""
+    from payments.epay.client import EpayClient, Timeouts
+
     config = settings()
     return EpayClient(
         oauth_url=config.oauth_url,
@@ -91,6 +99,8 @@ def gateway() -> EpayClient:
 @cache
 def store() -> DynamoChargeStore:
     """The DynamoDB charge store."""
+    from payments.aws.charge_store import DynamoChargeStore
+
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
     return DynamoChargeStore(settings().table_name, client)
@@ -98,12 +108,17 @@ def store() -> DynamoChargeStore:
 
 def links() -> PublicLinks:
     """The public URLs (postLink, TermUrl, the 3DS page) under PUBLIC_BASE_URL."""
+    from payments.charges.links import PublicLinks
+
     return PublicLinks(settings().public_base_url)
 
 
 @cache
 def charge_use_cases() -> ChargeUseCases:
     """The charge writer, settler and service on the real adapters."""
+    from payments.aws.telemetry import PowertoolsTelemetry
+    from payments.charges.use_cases import ChargeUseCases
+
     with _lock:
         # charge.* events are not published by writers: the table's stream publishes them
         # (functions/charge_events), so a crash after the write cannot lose one.
@@ -154,6 +169,7 @@ def inbox() -> DynamoInbox:
 @cache
 def postlink_service() -> PostLinkService:
     """The postLink intake, settling through the charge service."""
+    from payments.aws.telemetry import PowertoolsPostLinkTelemetry
     from payments.charges.postlink import PostLinkService
 
     with _lock:
@@ -171,7 +187,7 @@ def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
     from payments.charges.page_tokens import PageTokens, derive_key
 
-    return PageTokens(lambda: derive_key(credentials().client_secret))
+    return PageTokens(lambda: derive_key(_secret()[1]))
 
 
 @cache
@@ -190,6 +206,7 @@ def page_url(charge: Charge) -> str | None:
 @cache
 def three_ds_service() -> ThreeDSService:
     """The 3-D Secure page and return, settling through the charge service."""
+    from payments.aws.telemetry import PowertoolsTelemetry
     from payments.charges.threeds import ThreeDSService
 
     with _lock:
@@ -240,7 +257,7 @@ def events() -> DomainEvents:
     from payments.aws.eventbridge import EventBridgeEvents
     from payments.shared.events import NullEvents
 
-    bus = os.environ.get("EVENT_BUS_NAME", "")
+    bus = settings().event_bus_name
     if not bus:
         return NullEvents()
     with _lock:
@@ -265,6 +282,7 @@ def subscription_store() -> DynamoSubscriptionStore:
 @cache
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
+    from payments.aws.telemetry import event_publish_failed
     from payments.subscriptions.service import Subscriptions
 
     return Subscriptions(
@@ -282,7 +300,7 @@ def renewals() -> Renewals:
     from payments.subscriptions.policy import load_renewal_policy
     from payments.subscriptions.renewals import Renewals
 
-    queue_url = os.environ.get("RENEWAL_QUEUE_URL", "")
+    queue_url = settings().renewal_queue_url
     with _lock:
         sqs = _session().client("sqs", config=_DISPATCH_CONFIG)
     return Renewals(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ EPAY_HOSTS = {
 DEFAULT_SCOPE = "webapi usermanagement email_send verification statement statistics payment"
 DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 SECRET_MAX_AGE_SECONDS = 300
+_BUS_RE = re.compile(r"(arn:aws[\w-]*:events:[a-z0-9-]+:\d{12}:event-bus/)?[/.\-_A-Za-z0-9]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class Settings:
     # Only the local stack and tests set ALLOW_LOOPBACK_ACS=true: the simulator's ACS is plain
     # http on 127.0.0.1. Everywhere else an ACS address that is not https fails the charge safe.
     allow_loopback_acs: bool = False
+    # Where domain events go (empty: nowhere) and where renewal messages are queued (only the
+    # renewal dispatcher needs it).
+    event_bus_name: str = ""
+    renewal_queue_url: str = ""
 
 
 def _url(name: str, value: str) -> str:
@@ -88,7 +94,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         connect_timeout=_seconds(env, "EPAY_CONNECT_TIMEOUT", 3.0),
         read_timeout=_seconds(env, "EPAY_READ_TIMEOUT", 10.0),
         allow_loopback_acs=_flag(env, "ALLOW_LOOPBACK_ACS"),
+        event_bus_name=_bus_name(env.get("EVENT_BUS_NAME") or ""),
+        renewal_queue_url=_optional_url("RENEWAL_QUEUE_URL", env.get("RENEWAL_QUEUE_URL") or ""),
     )
+
+
+def _bus_name(value: str) -> str:
+    """An EventBridge bus name or ARN (EventBridge's own pattern), or empty."""
+    if value and not _BUS_RE.fullmatch(value):
+        raise ConfigurationError("EVENT_BUS_NAME must be an EventBridge bus name or ARN")
+    return value
+
+
+def _optional_url(name: str, value: str) -> str:
+    return _url(name, value) if value else ""
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -57,6 +57,13 @@ class IdempotencyInFlightError(ConflictError):
     retryable = True
 
 
+class CaptureInProgressError(ConflictError):
+    """Another request holds the claim to capture this charge: read it again shortly."""
+
+    code = "capture_in_progress"
+    retryable = True
+
+
 class IdempotencyMismatchError(PaymentsError):
     """The idempotency key was used before with a different request body."""
 

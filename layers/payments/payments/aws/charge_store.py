@@ -76,6 +76,7 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         **charge.payer.fields(),
         "capturedAmount": charge.captured_amount,
         "capturePending": charge.capture_pending,
+        "captureClaimedAt": iso(charge.capture_claimed_at) if charge.capture_claimed_at else None,
         "checkAttempts": charge.check_attempts,
         # The reconciler's sparse index: only charges due for a check carry these two keys.
         "dueShard": None if charge.next_check_at is None else due_shard(charge.id),
@@ -146,6 +147,7 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         payer=Payer.from_fields(item),
         captured_amount=Decimal(captured) if captured is not None else None,
         capture_pending=bool(item.get("capturePending", False)),
+        capture_claimed_at=from_iso_or_none(item.get("captureClaimedAt")),
         check_attempts=int(item.get("checkAttempts", 0)),
         next_check_at=from_iso_or_none(item.get("nextCheckAt")),
         epay=EpayRef(

@@ -1,10 +1,12 @@
-"""The postLink inbox's records and verdicts, and what one delivery came to."""
+"""The postLink intake's records: inbox items and verdicts, what one delivery came to, and the
+intake's ports (the inbox, its telemetry)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from payments.charges.model import ChargeStatus
 from payments.charges.notifications import Route
@@ -66,3 +68,29 @@ class PostLinkOutcome:
     mismatched: tuple[str, ...] = ()
     source_ip: str | None = None
     detail: str = ""
+
+
+class Inbox(Protocol):
+    """Where raw notifications are kept (with a TTL) before anything acts on them."""
+
+    def put_new(self, record: InboxRecord) -> bool:
+        """Store a record; False when a record with the same digest already exists."""
+        ...
+
+    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
+        """Count one more delivery of a stored body and return what is stored for it."""
+        ...
+
+    def record_verdict(
+        self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
+    ) -> None:
+        """Write what the intake concluded."""
+        ...
+
+
+class PostLinkTelemetry(Protocol):
+    """Logs and metrics of the intake; never sees the body or the secret."""
+
+    def handled(self, outcome: PostLinkOutcome) -> None:
+        """One delivery reached a verdict."""
+        ...

@@ -67,6 +67,16 @@ PROCESSING_SAFE_AGE = timedelta(minutes=2)
 DUE_SHARDS = 8
 
 
+# A capture claimed less than this ago is still being made (longer than any function's timeout).
+CAPTURE_IN_FLIGHT = timedelta(seconds=60)
+
+
+def capture_in_flight(charge: Charge, now: datetime) -> bool:
+    """True while another request holds the claim to capture this charge at ePay."""
+    claimed = charge.capture_claimed_at
+    return claimed is not None and now - claimed < CAPTURE_IN_FLIGHT
+
+
 def can_transition(current: ChargeStatus, target: ChargeStatus) -> bool:
     """True when the state machine allows moving from `current` to `target`."""
     return target in TRANSITIONS[current]
@@ -146,6 +156,8 @@ class Charge:
     error: ChargeError | None = None
     three_ds: ThreeDSData | None = None
     capture_pending: bool = False
+    # When a capture was claimed (written before ePay's charge endpoint is called); None: no claim.
+    capture_claimed_at: datetime | None = None
     next_check_at: datetime | None = None
     check_attempts: int = 0
 

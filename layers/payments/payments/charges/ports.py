@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from payments.charges.inbox_records import InboxRecord, PostLinkOutcome, StoredVerdict, Verdict
 from payments.charges.model import Charge, ChargeStatus, HistoryEntry, Source
 from payments.errors import GatewayError
 from payments.shared.idempotency import IdempotencyRecord
@@ -61,30 +60,4 @@ class Telemetry(Protocol):
 
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         """ePay failed in a way an operator may need to know about."""
-        ...
-
-
-class Inbox(Protocol):
-    """Where raw notifications are kept (with a TTL) before anything acts on them."""
-
-    def put_new(self, record: InboxRecord) -> bool:
-        """Store a record; False when a record with the same digest already exists."""
-        ...
-
-    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
-        """Count one more delivery of a stored body and return what is stored for it."""
-        ...
-
-    def record_verdict(
-        self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
-    ) -> None:
-        """Write what the intake concluded."""
-        ...
-
-
-class PostLinkTelemetry(Protocol):
-    """Logs and metrics of the intake; never sees the body or the secret."""
-
-    def handled(self, outcome: PostLinkOutcome) -> None:
-        """One delivery reached a verdict."""
         ...

@@ -32,8 +32,10 @@ from typing import Any, Protocol
 
 from payments.charges.inbox_records import (
     FINAL_VERDICTS,
+    Inbox,
     InboxRecord,
     PostLinkOutcome,
+    PostLinkTelemetry,
     Verdict,
 )
 from payments.charges.model import (
@@ -49,7 +51,7 @@ from payments.charges.notifications import (
     parse_notification,
     verify,
 )
-from payments.charges.ports import ChargeStore, Inbox, PostLinkTelemetry
+from payments.charges.ports import ChargeStore
 from payments.charges.settlement import Settlement, SettleOutcome
 from payments.errors import (
     ForgedNotificationError,

@@ -24,6 +24,7 @@ from payments.charges.model import (
     S,
     Source,
     ThreeDSData,
+    capture_in_flight,
     secret_hash_digest,
 )
 from payments.charges.payment_gateway import (
@@ -39,6 +40,7 @@ from payments.charges.requests import ChargeRequest
 from payments.charges.settlement import SETTLES_AS, ChargeSettler
 from payments.charges.transitions import Change, ChargeTransitions, Step
 from payments.errors import (
+    CaptureInProgressError,
     ConflictError,
     DuplicateKeyError,
     GatewayError,
@@ -48,6 +50,7 @@ from payments.errors import (
     IdempotencyInFlightError,
     InvalidTransitionError,
     NotFoundError,
+    StaleStateError,
     ValidationError,
 )
 from payments.shared.clock import utc_now
@@ -287,11 +290,50 @@ class ChargeService:
         return charge
 
     def capture_charge(self, charge_id: str, amount: Decimal | None, deadline: Deadline) -> Charge:
-        """Charge a held AUTH wholly or partly; capturing a captured charge again is a no-op."""
+        """Charge a held AUTH wholly or partly, calling ePay once however many callers race.
+
+        The capture is claimed by a conditional write first: the winner calls ePay; a caller that
+        loses the claim gets the charge once captured, or a 409 while the capture is in flight.
+        Capturing a captured charge again (same amount) answers it as it is.
+        """
         charge = self.get_charge(charge_id)
         self._telemetry.bind_charge(charge)
-        if charge.status is S.CAPTURED and (amount is None or amount == charge.captured_amount):
+        if _already_captured(charge, amount):
             return charge
+        self._check_capturable(charge, amount)
+        now = self._tx.now()
+        if capture_in_flight(charge, now):
+            raise CaptureInProgressError("a capture of this charge is in progress")
+        try:
+            claimed = self._tx.apply(charge, Change(Source.API, capture_claimed_at=now))
+        except StaleStateError as exc:
+            latest = self._tx.latest(charge)
+            if _already_captured(latest, amount):
+                return latest
+            raise CaptureInProgressError("a capture of this charge is in progress") from exc
+        assert claimed.epay.transaction_id is not None
+        try:
+            self._gateway.capture(claimed.epay.transaction_id, amount, deadline)
+        except GatewayUnknownOutcomeError:
+            # Taken or not: the reconciler asks the status API (capture_pending schedules it).
+            self._tx.move(claimed, Change(Source.API, capture_pending=True))
+            raise
+        except GatewayError:
+            self._tx.move(claimed, Change(Source.API, capture_claimed_at=None))
+            raise
+        return self._tx.move(
+            claimed,
+            Change(
+                Source.API,
+                (Step(S.CAPTURED, "capture"),),
+                captured=amount or claimed.amount,
+                capture_pending=False,
+                capture_claimed_at=None,
+            ),
+        )
+
+    @staticmethod
+    def _check_capturable(charge: Charge, amount: Decimal | None) -> None:
         if charge.status is not S.AUTHORIZED:
             raise InvalidTransitionError(f"a {charge.status.value} charge cannot be captured")
         if amount is not None and amount > charge.amount:
@@ -300,17 +342,7 @@ class ChargeService:
             )
         if charge.epay.transaction_id is None:
             raise InvalidTransitionError("the charge has no ePay transaction to capture")
-        try:
-            self._gateway.capture(charge.epay.transaction_id, amount, deadline)
-        except GatewayUnknownOutcomeError:
-            self._tx.move(charge, Change(Source.API, capture_pending=True))
-            raise
-        return self._tx.move(
-            charge,
-            Change(
-                Source.API,
-                (Step(S.CAPTURED, "capture"),),
-                captured=amount or charge.amount,
-                capture_pending=False,
-            ),
-        )
+
+
+def _already_captured(charge: Charge, amount: Decimal | None) -> bool:
+    return charge.status is S.CAPTURED and (amount is None or amount == charge.captured_amount)

@@ -21,6 +21,7 @@ from payments.charges.model import (
     S,
     Source,
     can_transition,
+    capture_in_flight,
 )
 from payments.charges.payment_gateway import (
     GatewayStatus,
@@ -35,6 +36,7 @@ from payments.errors import (
     GatewayRejectedError,
     InvalidTransitionError,
     NotFoundError,
+    StaleStateError,
 )
 from payments.shared.deadline import Deadline
 
@@ -138,30 +140,37 @@ class ChargeSettler:
     def authorized(
         self, charge: Charge, epay: EpayRef, source: Source, detail: str, deadline: Deadline
     ) -> Charge:
-        """Record an AUTH (money held); with auto capture, capture it first and write once."""
-        steps: tuple[Step, ...] = ()
-        if charge.status is not S.AUTHORIZED:
-            steps = (Step(S.AUTHORIZED, detail),)
+        """Record an AUTH (money held); with auto capture, claim the capture by a conditional
+        write, capture once at ePay, then record it. A path that loses the claim calls nothing."""
+        steps = () if charge.status is S.AUTHORIZED else (Step(S.AUTHORIZED, detail),)
         if charge.capture is CaptureMode.MANUAL or epay.transaction_id is None:
             return self._tx.move(charge, Change(source, steps, epay=epay, capture_pending=False))
+        now = self._tx.now()
+        if capture_in_flight(charge, now):
+            return charge  # another path holds the capture; it records the outcome
+        claim = Change(source, steps, epay=epay, capture_pending=True, capture_claimed_at=now)
+        try:
+            claimed = self._tx.apply(charge, claim)
+        except StaleStateError:
+            return self._tx.latest(charge)  # another path moved it first: its state wins
         try:
             self._gateway.capture(epay.transaction_id, None, deadline)
         except GatewayError as exc:
-            if isinstance(exc, GatewayRejectedError) and self._captured_elsewhere(charge, deadline):
-                # Another path (postLink, 3DS return, reconciler) captured it a moment ago.
-                step = Step(S.CAPTURED, "captured by a concurrent path")
-            else:
+            if not (
+                isinstance(exc, GatewayRejectedError)
+                and self._captured_at_gateway(claimed, deadline)
+            ):
                 # The money is held; the reconciler retries or checks the capture later.
-                self._telemetry.gateway_failure(charge, exc)
-                failed = f"auto capture failed: {type(exc).__name__}"
-                retry = (Step(S.AUTHORIZED, f"{detail}; {failed}".strip("; ")),) if steps else ()
-                return self._tx.move(charge, Change(source, retry, epay=epay, capture_pending=True))
-        else:
-            step = Step(S.CAPTURED, "auto capture")
+                self._telemetry.gateway_failure(claimed, exc)
+                return self._tx.move(claimed, Change(source, capture_claimed_at=None))
         return self._tx.move(
-            charge,
+            claimed,
             Change(
-                source, (*steps, step), epay=epay, captured=charge.amount, capture_pending=False
+                source,
+                (Step(S.CAPTURED, "auto capture"),),
+                captured=charge.amount,
+                capture_pending=False,
+                capture_claimed_at=None,
             ),
         )
 
@@ -188,8 +197,9 @@ class ChargeSettler:
             return charge
         return self._tx.move(charge, Change(source, (Step(target, detail),), error=error))
 
-    def _captured_elsewhere(self, charge: Charge, deadline: Deadline) -> bool:
-        """After a refused capture: does ePay already show the money taken?"""
+    def _captured_at_gateway(self, charge: Charge, deadline: Deadline) -> bool:
+        """After a refused capture: does ePay already show the money taken (an earlier attempt
+        whose answer was lost)?"""
         try:
             answer = self._gateway.status(charge.invoice_id, deadline)
         except GatewayError:

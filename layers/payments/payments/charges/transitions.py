@@ -39,7 +39,7 @@ class Step:
 
 
 class _Keep:
-    """Marks the schedule as left to the state machine (None is a value: "no next check")."""
+    """Marks an optional value as unchanged (None is a value: "no next check", "no claim")."""
 
 
 KEEP: Final = _Keep()
@@ -56,6 +56,7 @@ class Change:
     three_ds: ThreeDSData | None = None
     captured: Decimal | None = None
     capture_pending: bool | None = None
+    capture_claimed_at: datetime | _Keep | None = KEEP
     next_check_at: datetime | _Keep | None = KEEP
     check_attempts: int | None = None
 
@@ -69,6 +70,10 @@ class ChargeTransitions:
         self._store = store
         self._telemetry = telemetry
         self._clock = clock
+
+    def now(self) -> datetime:
+        """The clock every write of this writer is stamped with."""
+        return self._clock()
 
     def apply(self, charge: Charge, change: Change) -> Charge:
         """Write the change if nobody changed the charge since it was read; StaleStateError if
@@ -92,6 +97,11 @@ class ChargeTransitions:
             captured_amount=charge.captured_amount if change.captured is None else change.captured,
             capture_pending=(
                 charge.capture_pending if change.capture_pending is None else change.capture_pending
+            ),
+            capture_claimed_at=(
+                charge.capture_claimed_at
+                if isinstance(change.capture_claimed_at, _Keep)
+                else change.capture_claimed_at
             ),
         )
         updated = _schedule(updated, now, bool(entries), change)
