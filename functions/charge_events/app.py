@@ -1,29 +1,41 @@
-"""Charge events from the table's stream (the outbox): each charge status change -> its charge.*
-event on the bus. A record that could not be published fails alone (ReportBatchItemFailures);
-Lambda retries from it, and the deterministic ids make the repeats dedupable."""
+"""Domain events from the table's stream (the outbox): each charge status change -> its charge.*
+event, each subscription change the API made -> its subscription.* event, on the bus. A record
+that could not be published fails alone (ReportBatchItemFailures); Lambda retries from it, and the
+deterministic ids make the repeats dedupable."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
 from payments.aws.batch import BatchResponse, Record, process_stream
-from payments.aws.charge_stream import charge_change_from_stream
+from payments.aws.charge_stream import charge_change_from_stream, subscription_change_from_stream
 from payments.aws.telemetry import event_publish_failed
 from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
+from payments.shared.events import DomainEvent
+from payments.subscriptions.events import subscription_event_from_change
+
+
+def _event_of(change: Mapping[str, Any]) -> DomainEvent | None:
+    """The event one stored change tells, if any."""
+    charge = charge_change_from_stream(change)
+    if charge is not None:
+        page_url = bootstrap.page_url(charge.charge)
+        return charge_event_from_change(charge.previous_status, charge.charge, page_url)
+    sub = subscription_change_from_stream(change)
+    if sub is not None:
+        return subscription_event_from_change(sub.previous_status, sub.subscription)
+    return None
 
 
 def record_handler(record: Record) -> str:
-    """Publish the event of one charge item change (raising fails this record only)."""
-    change = charge_change_from_stream(record.get("dynamodb") or {})
-    event = None
-    if change is not None:
-        page_url = bootstrap.page_url(change.charge)
-        event = charge_event_from_change(change.previous_status, change.charge, page_url)
+    """Publish the event of one item change (raising fails this record only)."""
+    event = _event_of(record.get("dynamodb") or {})
     if event is None:
         return "skipped"
     try:

@@ -12,10 +12,14 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 
 from payments.aws.charge_store import charge_to_item
-from payments.aws.charge_stream import charge_change_from_stream
+from payments.aws.charge_stream import charge_change_from_stream, subscription_change_from_stream
+from payments.aws.subscription_store import subscription_to_item
 from payments.charges.events import charge_event_from_change
 from payments.charges.model import CaptureMode, Charge, ChargeError, ChargeStatus, ThreeDSData
 from payments.shared.events import DomainEvent
+from payments.subscriptions.calendar import BillingInterval, Interval
+from payments.subscriptions.events import CANCEL_REQUESTED, subscription_event_from_change
+from payments.subscriptions.model import Subscription, SubscriptionStatus
 from tests.fakes import make_charge
 
 S = ChargeStatus
@@ -159,3 +163,64 @@ def test_the_use_case_function_compares_statuses() -> None:
     event = charge_event_from_change("PROCESSING", moved(S.CAPTURED))
     assert event is not None
     assert event.type == "charge.succeeded"
+
+
+def test_a_merchant_cancel_is_told_once_from_the_subscription_write() -> None:
+    # Given a subscription item as the stream carries it, before and after the API's cancel
+    active = make_subscription()
+    cancelled = replace(
+        active,
+        status=SubscriptionStatus.CANCELLED,
+        canceled_at=NOW,
+        cancel_reason=CANCEL_REQUESTED,
+        version=active.version + 1,
+    )
+    record = {
+        "Keys": {"pk": {"S": f"SUB#{active.id}"}, "sk": {"S": "SUB"}},
+        "OldImage": sub_image(active),
+        "NewImage": sub_image(cancelled),
+    }
+    # When the outbox reads the change
+    change = subscription_change_from_stream(record)
+    assert change is not None
+    event = subscription_event_from_change(change.previous_status, change.subscription)
+    # Then it is subscription.canceled, with the id every redelivery repeats
+    assert event is not None
+    assert (event.id, event.type) == (f"subscription.canceled:{active.id}", "subscription.canceled")
+    assert event.data["reason"] == "requested"
+    assert event.occurred_at == NOW
+    # And a write that keeps it cancelled, or a cancel by the renewal worker (told from its own
+    # claim), tells nothing here
+    assert subscription_event_from_change("CANCELLED", cancelled) is None
+    unpaid = replace(cancelled, cancel_reason="unpaid")
+    assert subscription_event_from_change("PAST_DUE", unpaid) is None
+    # And a charge item is not mistaken for a subscription
+    assert subscription_change_from_stream(change_record(CHARGE)) is None
+
+
+def make_subscription() -> Subscription:
+    return Subscription(
+        id="sub_" + "0" * 32,
+        account_id="acc-1",
+        card_id="c0000000-0000-4000-8000-000000000001",
+        amount=Decimal("990.00"),
+        currency="KZT",
+        description="Monthly plan",
+        interval=BillingInterval(Interval.MONTH, 1),
+        anchor=NOW,
+        status=SubscriptionStatus.ACTIVE,
+        idempotency_key="sub-key",
+        request_hash="h",
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def sub_image(sub: Subscription) -> dict[str, Any]:
+    return {
+        k: _SERIALIZER.serialize(v) for k, v in subscription_to_item(sub).items() if v is not None
+    }
+
+
+def change_record(charge: Charge) -> dict[str, Any]:
+    return {"Keys": {}, "NewImage": image(charge)}

@@ -282,15 +282,11 @@ def subscription_store() -> DynamoSubscriptionStore:
 @cache
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
-    from payments.aws.telemetry import event_publish_failed
     from payments.subscriptions.service import Subscriptions
 
-    return Subscriptions(
-        store=subscription_store(),
-        events=events(),
-        clock=now,
-        on_publish_error=event_publish_failed,
-    )
+    # subscription.* events of API changes are published from the table's stream
+    # (functions/charge_events), so a crash after the write cannot lose one.
+    return Subscriptions(store=subscription_store(), clock=now)
 
 
 @cache

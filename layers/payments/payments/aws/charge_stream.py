@@ -1,4 +1,4 @@
-"""The charge outbox's adapter: a DynamoDB stream record of a charge item -> its charge.* event.
+"""The outbox's adapter: a DynamoDB stream record of a charge or subscription item -> its change.
 
 The table's stream (NEW_AND_OLD_IMAGES) is the outbox: the conditional write that makes a fact true
 is also what records it, so no extra write is needed and no crash between the write and PutEvents
@@ -16,9 +16,12 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from payments.aws.charge_store import charge_from_item
+from payments.aws.subscription_store import subscription_from_item
 from payments.charges.model import Charge
+from payments.subscriptions.model import Subscription
 
 CHARGE_SK = "CHARGE"
+SUBSCRIPTION_SK = "SUB"
 _DESERIALIZER = TypeDeserializer()
 
 
@@ -36,19 +39,43 @@ class ChargeChange:
     charge: Charge
 
 
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """One stored write of a subscription item: its status before (None: a new item), and after."""
+
+    previous_status: str | None
+    subscription: Subscription
+
+
 def charge_change_from_stream(change: Mapping[str, Any]) -> ChargeChange | None:
     """The charge change of one stream record's `dynamodb` part (Keys, NewImage, OldImage, ...).
 
     None for anything that is not a charge item: other items of the table and removals (no
     NewImage).
     """
+    images = _images(change, CHARGE_SK, "CHARGE#")
+    if images is None:
+        return None
+    previous, new = images
+    return ChargeChange(previous, charge_from_item(new))
+
+
+def subscription_change_from_stream(change: Mapping[str, Any]) -> SubscriptionChange | None:
+    """The subscription change of one stream record's `dynamodb` part; None for other items."""
+    images = _images(change, SUBSCRIPTION_SK, "SUB#")
+    if images is None:
+        return None
+    previous, new = images
+    return SubscriptionChange(previous, subscription_from_item(new))
+
+
+def _images(
+    change: Mapping[str, Any], sk: str, pk_prefix: str
+) -> tuple[str | None, dict[str, Any]] | None:
+    """(the status before, the new image) of an item of this kind; None for other items."""
     new = _plain(change.get("NewImage"))
-    if (
-        new is None
-        or new.get("sk") != CHARGE_SK
-        or not str(new.get("pk", "")).startswith("CHARGE#")
-    ):
+    if new is None or new.get("sk") != sk or not str(new.get("pk", "")).startswith(pk_prefix):
         return None
     old = _plain(change.get("OldImage"))
     previous = None if old is None else old.get("status")
-    return ChargeChange(None if previous is None else str(previous), charge_from_item(new))
+    return (None if previous is None else str(previous)), new

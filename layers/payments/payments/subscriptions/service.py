@@ -19,18 +19,14 @@ from datetime import datetime
 from payments.errors import (
     ConflictError,
     DuplicateKeyError,
-    EventPublishError,
     InvalidTransitionError,
     NotFoundError,
-    PaymentsError,
     StaleStateError,
 )
 from payments.shared.clock import utc_now
-from payments.shared.events import DomainEvent, DomainEvents
 from payments.shared.idempotency import create_once, fingerprint
 from payments.subscriptions.events import (
-    SUBSCRIPTION_CANCELED,
-    _event,
+    CANCEL_REQUESTED,
 )
 from payments.subscriptions.model import (
     CHARGEABLE,
@@ -65,16 +61,12 @@ class Subscriptions:
         self,
         *,
         store: SubscriptionStore,
-        events: DomainEvents,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: "sub_" + secrets.token_hex(16),
-        on_publish_error: Callable[[DomainEvent, PaymentsError], None] | None = None,
     ) -> None:
         self._store = store
-        self._events = events
         self._clock = clock
         self._new_id = new_id
-        self._on_publish_error = on_publish_error
 
     def now(self) -> datetime:
         """The injected clock (handlers validate startAt against it)."""
@@ -152,70 +144,49 @@ class Subscriptions:
 
     def update(self, subscription_id: str, change: SubscriptionUpdate) -> Subscription:
         """Change the card (from the next attempt) or the amount (from the next cycle)."""
-        return self._change(subscription_id, lambda sub, now: (self._update(sub, change, now), []))
+        return self._change(subscription_id, lambda sub, now: self._update(sub, change, now))
 
     # -- transitions, each applied with one conditional write (retried on a lost race) --
 
     def _change(
         self,
         subscription_id: str,
-        decide: Callable[[Subscription, datetime], tuple[Subscription, list[DomainEvent]]],
+        decide: Callable[[Subscription, datetime], Subscription],
     ) -> Subscription:
         for _attempt in range(5):
             sub = self.get(subscription_id)
             now = self._clock()
-            updated, events = decide(sub, now)
+            updated = decide(sub, now)
             if updated is sub:
                 return sub
             try:
-                stored = self._store.save(sub, replace(updated, updated_at=now))
+                return self._store.save(sub, replace(updated, updated_at=now))
             except StaleStateError:
                 continue
-            self._publish(events)
-            return stored
         raise ConflictError("the subscription is changing concurrently, retry")
 
-    def _publish(self, events: list[DomainEvent]) -> None:
-        """After the write: a refused event is reported, the change stands (decisions.md)."""
-        if not events:
-            return
-        try:
-            self._events.publish(events)
-        except EventPublishError as exc:
-            if self._on_publish_error is None:
-                raise
-            for event in events:
-                self._on_publish_error(event, exc)
-
     @staticmethod
-    def _cancel(sub: Subscription, now: datetime) -> tuple[Subscription, list[DomainEvent]]:
+    def _cancel(sub: Subscription, now: datetime) -> Subscription:
         if sub.status is SS.CANCELLED:
-            return sub, []
+            return sub
+        # subscription.canceled is told from this write by the table's stream (the outbox).
         cancelled = replace(
-            sub, status=SS.CANCELLED, renew_at=None, canceled_at=now, cancel_reason="requested"
+            sub, status=SS.CANCELLED, renew_at=None, canceled_at=now, cancel_reason=CANCEL_REQUESTED
         )
-        event = _event(
-            SUBSCRIPTION_CANCELED,
-            f"{SUBSCRIPTION_CANCELED}:{sub.id}",
-            cancelled,
-            now,
-            reason="requested",
-            cycle=sub.cycle,
-        )
-        return cancelled, [event]
+        return cancelled
 
     @staticmethod
-    def _pause(sub: Subscription, now: datetime) -> tuple[Subscription, list[DomainEvent]]:
+    def _pause(sub: Subscription, now: datetime) -> Subscription:
         if sub.status is SS.PAUSED:
-            return sub, []
+            return sub
         if sub.status not in CHARGEABLE:
             raise InvalidTransitionError(f"a {sub.status.value} subscription cannot be paused")
-        return replace(sub, status=SS.PAUSED, renew_at=None, paused_at=now), []
+        return replace(sub, status=SS.PAUSED, renew_at=None, paused_at=now)
 
     @staticmethod
-    def _resume(sub: Subscription, now: datetime) -> tuple[Subscription, list[DomainEvent]]:
+    def _resume(sub: Subscription, now: datetime) -> Subscription:
         if sub.status in CHARGEABLE:
-            return sub, []
+            return sub
         if sub.status is not SS.PAUSED:
             raise InvalidTransitionError(f"a {sub.status.value} subscription cannot be resumed")
         cycle = sub.cycle
@@ -227,7 +198,7 @@ class Subscriptions:
             resumed = replace(
                 resumed, cycle=cycle, attempt=0, failures=0, amount=amount, pending_amount=None
             )
-        return replace(resumed, renew_at=max(resumed.due_at(), now)), []
+        return replace(resumed, renew_at=max(resumed.due_at(), now))
 
     @staticmethod
     def _update(sub: Subscription, change: SubscriptionUpdate, now: datetime) -> Subscription:
