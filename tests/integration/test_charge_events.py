@@ -115,16 +115,16 @@ def test_each_fact_is_published_once_from_the_stream(
     by_id = {e["id"]: e for e in events}
     assert len(events) == len(by_id) == 3
     assert set(by_id) == {
-        f"charge.succeeded:{captured['id']}",
-        f"charge.failed:{declined['id']}",
-        f"charge.requires_action:{three_ds['id']}",
+        f"charge.succeeded:{captured['id']}:CAPTURED",
+        f"charge.failed:{declined['id']}:DECLINED",
+        f"charge.requires_action:{three_ds['id']}:REQUIRES_3DS",
     }
-    succeeded = by_id[f"charge.succeeded:{captured['id']}"]
+    succeeded = by_id[f"charge.succeeded:{captured['id']}:CAPTURED"]
     assert succeeded["data"]["status"] == "CAPTURED"
     assert succeeded["data"]["cardId"] == "****0001"
-    failed = by_id[f"charge.failed:{declined['id']}"]
+    failed = by_id[f"charge.failed:{declined['id']}:DECLINED"]
     assert failed["data"]["error"]["code"]
-    action = by_id[f"charge.requires_action:{three_ds['id']}"]["data"]["nextAction"]
+    action = by_id[f"charge.requires_action:{three_ds['id']}:REQUIRES_3DS"]["data"]["nextAction"]
     assert action == three_ds["nextAction"]
     assert "/3ds?token=" in action["url"]
 
@@ -179,7 +179,7 @@ def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
     assert failed_record["dynamodb"]["NewImage"]["status"] == {"S": "CAPTURED"}
     assert failed_record["dynamodb"]["NewImage"]["id"] == {"S": captured["id"]}
     # And the other fact was published
-    assert [e["id"] for e in bus.received()] == [f"charge.failed:{declined['id']}"]
+    assert [e["id"] for e in bus.received()] == [f"charge.failed:{declined['id']}:DECLINED"]
 
     # When Lambda retries from the failed record with EventBridge accepting again
     monkeypatch.setattr(bootstrap, "events", accepting)
@@ -188,5 +188,5 @@ def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
 
     # Then the lost event is published, and every fact was told (copies share ids)
     ids = [e["id"] for e in bus.received()]
-    assert set(ids) == {f"charge.failed:{declined['id']}", f"charge.succeeded:{captured['id']}"}
-    assert ids.count(f"charge.succeeded:{captured['id']}") == 1
+    assert set(ids) == {f"charge.failed:{declined['id']}:DECLINED", f"charge.succeeded:{captured['id']}:CAPTURED"}
+    assert ids.count(f"charge.succeeded:{captured['id']}:CAPTURED") == 1

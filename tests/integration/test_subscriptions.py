@@ -426,7 +426,7 @@ def assert_each_fact_of_the_year_told_once(subs: Subs, sub_id: str) -> None:
     assert hard["data"]["declineCode"] == "483"
     # And charge.succeeded has a deterministic id, names its cycle and masks the card
     succeeded = next(e for e in events if e["type"] == "charge.succeeded")
-    assert succeeded["id"] == f"charge.succeeded:{succeeded['data']['chargeId']}"
+    assert succeeded["id"] == f"charge.succeeded:{succeeded['data']['chargeId']}:CAPTURED"
     assert succeeded["data"]["subscription"] == {"id": sub_id, "cycle": 0, "attempt": 0}
     assert succeeded["data"]["cardId"] == "****0001"
 

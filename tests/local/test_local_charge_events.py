@@ -64,7 +64,7 @@ def test_local_stack_publishes_charge_events_from_the_stream() -> None:
         time.sleep(1.5)  # a second poll must not publish it again
         for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", []):
             seen.append(json.loads(message["Body"])["detail"])
-        assert [e["id"] for e in seen] == [f"charge.succeeded:{charge_id}"]
+        assert [e["id"] for e in seen] == [f"charge.succeeded:{charge_id}:CAPTURED"]
 
 
 def test_stream_records_have_lambdas_shape_and_the_filter_applies() -> None:

@@ -82,13 +82,32 @@ def test_captured_is_charge_succeeded_with_a_deterministic_id() -> None:
     event = charge_event_from_stream(change(CHARGE, moved(S.CAPTURED)))
     # Then it is charge.succeeded, its id derived from the charge, with the masked card
     assert event is not None
-    assert (event.id, event.type) == ("charge.succeeded:ch_1", "charge.succeeded")
+    assert (event.id, event.type) == ("charge.succeeded:ch_1:CAPTURED", "charge.succeeded")
     assert event.data["status"] == "CAPTURED"
     assert event.data["amount"] == Decimal("1500.50")
     assert event.data["cardId"] == "****0001"
     # And the same record again (a redelivery) is the same event
     again = charge_event_from_stream(change(CHARGE, moved(S.CAPTURED)))
     assert again == event
+
+
+def test_held_then_captured_under_manual_capture_are_two_facts_with_two_ids() -> None:
+    # Given a manual-capture charge that becomes AUTHORIZED, then CAPTURED by the merchant
+    manual = replace(CHARGE, capture=CaptureMode.MANUAL)
+    held = replace(manual, status=S.AUTHORIZED, version=2)
+    captured = replace(held, status=S.CAPTURED, captured_amount=held.amount, version=3)
+    # When both writes reach the outbox, and the second is delivered twice
+    first = charge_event_from_stream(change(manual, held))
+    second = charge_event_from_stream(change(held, captured))
+    again = charge_event_from_stream(change(held, captured))
+    # Then both are charge.succeeded, with different ids: a consumer deduplicating on the id keeps
+    # the capture; the redelivery repeats its id
+    assert first is not None
+    assert second is not None
+    assert again is not None
+    assert first.type == second.type == "charge.succeeded"
+    assert first.id != second.id
+    assert again.id == second.id
 
 
 def test_a_new_item_already_settled_is_told() -> None:
@@ -115,7 +134,7 @@ def test_declined_failed_and_expired_are_charge_failed(status: ChargeStatus) -> 
     event = charge_event_from_stream(change(CHARGE, moved(status, error=error)))
     # Then it is charge.failed with the final status and the decline's code, message and category
     assert event is not None
-    assert (event.id, event.type) == ("charge.failed:ch_1", "charge.failed")
+    assert (event.id, event.type) == (f"charge.failed:ch_1:{status.value}", "charge.failed")
     assert event.data["status"] == status.value
     assert event.data["error"] == {
         "code": "card_declined",
@@ -146,7 +165,10 @@ def test_requires_3ds_is_requires_action_with_the_page_url() -> None:
     event = charge_event_from_stream(change(CHARGE, new), page_url)
     # Then it is charge.requires_action, redirecting the customer to our 3DS page
     assert event is not None
-    assert (event.id, event.type) == ("charge.requires_action:ch_1", "charge.requires_action")
+    assert (event.id, event.type) == (
+        "charge.requires_action:ch_1:REQUIRES_3DS",
+        "charge.requires_action",
+    )
     assert event.data["nextAction"] == {
         "type": "redirect",
         "url": "https://pay.example/charges/ch_1/3ds?token=t",

@@ -1,6 +1,7 @@
 """charge.* events: what happened to a charge, told to the merchant's systems.
 
-Every event has a deterministic `id` built from the fact it reports (`charge.succeeded:<chargeId>`,
+Every event has a deterministic `id` built from the fact it reports
+(`charge.succeeded:<chargeId>:CAPTURED`,
 `subscription.renewed:<subscriptionId>#<cycle>`), so a publish that is retried, or repeated after a
 crash, carries the same id and consumers can drop the copy. An event is published only by the
 writer whose conditional write made the fact true (the winner); losers and replays publish nothing.
@@ -78,9 +79,15 @@ def charge_event(charge: Charge, page_url: str | None = None) -> DomainEvent | N
         if renewal is None
         else {"id": renewal[0], "cycle": renewal[1], "attempt": renewal[2]},
     }
-    # A charge can only enter a status once per conditional write; the id makes a re-entry after
-    # NEEDS_REVIEW (e.g. CAPTURED again) the same fact.
-    return DomainEvent(f"{kind}:{charge.id}", kind, charge.updated_at, data)
+    # One id per fact: the status is part of it, so AUTHORIZED and then CAPTURED under manual
+    # capture are two charge.succeeded events; a redelivery of the same change, or a re-entry
+    # after NEEDS_REVIEW (CAPTURED again), is the same fact and repeats its id.
+    return DomainEvent(event_id(kind, charge), kind, charge.updated_at, data)
+
+
+def event_id(kind: str, charge: Charge) -> str:
+    """The id of the event telling that `charge` reached its status (`<type>:<id>:<status>`)."""
+    return f"{kind}:{charge.id}:{charge.status.value}"
 
 
 def charge_event_from_change(
