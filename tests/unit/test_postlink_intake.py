@@ -19,7 +19,6 @@ from payments.charges.notifications import (
     Delivery,
     Route,
     body_bytes,
-    mask_secret,
     parse_notification,
     verify,
 )
@@ -125,13 +124,39 @@ def test_malformed_bodies_name_what_is_wrong(body: bytes, fields: set[str]) -> N
     assert set(caught.value.fields) == fields
 
 
-def test_secret_hash_is_masked_in_json_and_form_bodies() -> None:
-    # Given a postLink body kept for the record, as JSON (even with escapes) or as a form
-    # When it is masked / Then the secret_hash value is starred out and the rest is untouched
-    assert json.loads(mask_secret(raw().decode()))["secret_hash"] == "***"
-    assert mask_secret('{"secret_hash" : "a\\"b", "x": 1}') == '{"secret_hash" : "***", "x": 1}'
-    assert mask_secret("a=1&secret_hash=abc&b=2") == "a=1&secret_hash=***&b=2"
-    assert mask_secret("secret_hash=abc") == "secret_hash=***"
+CARD_ID = "c0000000-0000-4000-8000-000000000001"
+PRIVATE = {
+    "email": "ivan@example.kz",
+    "phone": "77001234567",
+    "name": "IVAN PETROV",
+    "accountId": "customer-42",
+    "ip": "203.0.113.7",
+    "ipCountry": "XQ",
+    "ipLatitude": "43.2",
+    "ipLongitude": "76.9",
+}
+
+
+@pytest.mark.parametrize("secret", [SECRET, [SECRET], {"value": SECRET}, 12345678901234])
+def test_only_what_audit_needs_is_kept_whatever_the_secrets_type(secret: Any) -> None:
+    # Given ePay's postLink with the payer's contacts, location, a full card id, and a
+    # secret_hash that may come as a string, a list, an object or a number
+    body = raw(**PRIVATE, cardId=CARD_ID, cardMask="440043******0178", secret_hash=secret)
+    # When it is parsed for the inbox
+    kept = parse_notification(body, "application/json").kept
+    # Then ePay's facts are kept, the card id masked like everywhere else
+    assert kept["invoiceId"] == "000000042"
+    assert kept["amount"] == "1500.5"
+    assert kept["cardMask"] == "440043******0178"
+    assert kept["cardId"] == "****0001"
+    # And nothing else: no secret in any form, no contacts, no location, no account id
+    text = json.dumps(kept)
+    assert "secret" not in text.lower()
+    assert SECRET not in text
+    assert CARD_ID not in text
+    for name, value in PRIVATE.items():
+        assert name not in kept
+        assert value not in text
 
 
 def test_body_bytes_decodes_base64_and_refuses_huge_bodies_early() -> None:
@@ -272,7 +297,8 @@ def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> 
     assert 7.0 < world.settler.deadlines[0] <= 8.0
     # And the stored copy keeps only the secret's digest
     (record,) = world.inbox.records.values()
-    assert SECRET not in record.body
+    assert SECRET not in json.dumps(dict(record.notification))
+    assert record.notification["invoiceId"] == "000000042"
     assert record.secret_hash_digest == secret_hash_digest(SECRET)
     assert record.route is Route.SUCCESS
 
@@ -345,15 +371,14 @@ def test_unknown_invoice_is_accepted_and_kept(world: World) -> None:
     assert world.inbox.calls[-1] == "verdict:unknown_invoice"
 
 
-def test_malformed_is_stored_then_refused(world: World) -> None:
+def test_junk_is_refused_and_counted_without_a_durable_write(world: World) -> None:
     # Given a body that is not a postLink / When it is received / Then it is refused
     with pytest.raises(ValidationError):
         world.receive(b"garbage")
-    # And it was stored as malformed, as received, without looking for a charge
-    (record,) = world.inbox.records.values()
-    assert record.verdict is Verdict.MALFORMED
-    assert record.body == "garbage"
-    assert world.inbox.calls == ["put"]
+    # And nothing was written, no charge looked up; the refusal was counted
+    assert world.inbox.records == {}
+    assert world.inbox.calls == []
+    assert world.telemetry.outcomes[-1].verdict is Verdict.MALFORMED
     # When the same body arrives again / Then it is refused again
     with pytest.raises(ValidationError):
         world.receive(b"garbage")

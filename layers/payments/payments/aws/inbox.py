@@ -1,8 +1,10 @@
 """DynamoDB inbox of postLink notifications (the `Inbox` port of payments.charges.ports).
 
-Item (in the payments table): `INBOX#<sha256 of the exact body>` / `INBOX`, with the body (the
-value of `secret_hash` masked), content type, route, source IP, first and last receipt, the number
-of deliveries, the verdict and its detail, the invoice and charge ids, and `expiresAt` (TTL).
+Item (in the payments table): `INBOX#<sha256 of the exact body>` / `INBOX`, with what
+verification and audit need of the notification (`notification`: ePay's fields without the
+secret or the payer's contacts, the card id masked), the digest of its `secret_hash`, content
+type, route, source IP, first and last receipt, the number of deliveries, the verdict and its
+detail, the invoice and charge ids, and `expiresAt` (TTL).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from payments.aws.dynamo import DynamoCalls
 from payments.charges.inbox_records import InboxRecord, StoredVerdict, Verdict
+from payments.shared import jsonutil
 from payments.shared.clock import from_iso, iso
 
 INBOX_TTL = timedelta(days=30)
@@ -27,7 +30,8 @@ def _s(value: str) -> dict[str, str]:
 
 
 class DynamoInbox:
-    """Raw postLink notifications, written once per distinct body, kept for `ttl`."""
+    """Well-formed postLink notifications (what verification and audit need), written once per
+    distinct body, kept for `ttl`."""
 
     def __init__(
         self,
@@ -47,7 +51,7 @@ class DynamoInbox:
         expires = int((self._clock() + self._ttl).timestamp())
         item: dict[str, Any] = {
             **_key(record.digest),
-            "body": _s(record.body),
+            "notification": _s(jsonutil.dumps(dict(record.notification))),
             "route": _s(record.route.value),
             "receivedAt": _s(iso(record.received_at)),
             "lastReceivedAt": _s(iso(record.received_at)),

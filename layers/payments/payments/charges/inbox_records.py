@@ -3,6 +3,7 @@ intake's ports (the inbox, its telemetry)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -31,10 +32,12 @@ FINAL_VERDICTS = frozenset(
 
 @dataclass(frozen=True)
 class InboxRecord:
-    """A notification as first stored: the body (secret masked), where it came from, when."""
+    """A well-formed notification as first stored: what verification and audit need of it (card
+    id masked, no secret, no payer contacts), where it came from, when. `digest` is the SHA-256 of
+    the exact body, so a byte-identical repeat is a duplicate."""
 
     digest: str
-    body: str = field(repr=False)
+    notification: Mapping[str, str] = field(repr=False)
     content_type: str | None
     route: Route
     source_ip: str | None

@@ -19,15 +19,32 @@ from payments.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from payments.shared.fields import CONTROL_RE, INVOICE_ID_RE
+from payments.shared.fields import CONTROL_RE, INVOICE_ID_RE, mask_card_id
 from payments.shared.money import to_money
 
 MAX_NOTIFICATION_BYTES = 16 * 1024
+# The fields of a notification the inbox keeps (epay-api.md section 6), as ePay names them.
+KEPT_FIELDS = (
+    "id",
+    "dateTime",
+    "invoiceId",
+    "invoiceIdAlt",
+    "amount",
+    "currency",
+    "terminal",
+    "code",
+    "reason",
+    "reasonCode",
+    "reference",
+    "approvalCode",
+    "cardMask",
+    "cardType",
+    "cardId",
+    "issuer",
+    "secure",
+)
 _MAX_FIELD_CHARS = 256
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-_JSON_SECRET_RE = re.compile(r'("secret_hash"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
-_FORM_SECRET_RE = re.compile(r"(^|&)(secret_hash=)[^&]*", re.IGNORECASE)
-MASK = "***"
 
 
 class Route(StrEnum):
@@ -59,6 +76,9 @@ class Notification:
     code: str | None = None
     transaction_id: str | None = None
     reason_code: int | None = None
+    # What the inbox keeps for audit: ePay's own names, card id masked; never the secret, the
+    # payer's contacts or location (email, phone, name, ip*) or the merchant's account id.
+    kept: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -116,10 +136,10 @@ def _decode_fields(body: bytes, content_type: str | None) -> Mapping[str, Any]:
 
 
 def _text(value: Any) -> str | None:
-    """A short single-line string from a string or an integer; None when absent or unusable."""
+    """A short single-line string from a string or a number; None when absent or unusable."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
+    if isinstance(value, int | Decimal):
         value = str(value)
     if not isinstance(value, str):
         return None
@@ -170,6 +190,9 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
         raise ValidationError("the notification is invalid", errors)
     secret = fields.get("secret_hash")
     code = _text(fields.get("code"))
+    kept = {name: text for name in KEPT_FIELDS if (text := _text(fields.get(name.lower())))}
+    if "cardId" in kept:
+        kept["cardId"] = mask_card_id(kept["cardId"])
     return Notification(
         invoice_id=invoice_id,
         amount=amount,
@@ -179,13 +202,8 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
         code=code.lower() if code else None,
         transaction_id=_text(fields.get("id")),
         reason_code=_reason_code(fields.get("reasoncode")),
+        kept=kept,
     )
-
-
-def mask_secret(text: str) -> str:
-    """The body with the value of `secret_hash` replaced by a mask (JSON and form bodies)."""
-    text = _JSON_SECRET_RE.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
-    return _FORM_SECRET_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
 
 def verify(notification: Notification, charge: Charge, terminal_id: str) -> tuple[str, ...]:

@@ -5,18 +5,19 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
 
 1. refuses bodies over `MAX_NOTIFICATION_BYTES` (413, nothing stored);
 2. parses the body tolerantly (JSON, or a urlencoded form; keys in any case; `reasonCode` a
-   number or a string; unknown fields ignored);
-3. stores it in the inbox (keyed by the SHA-256 of the exact body, so a byte-identical repeat is
-   a duplicate), with `secret_hash`'s value masked, *before* anything else happens; a malformed
-   body is stored too and answered 400;
+   number or a string; unknown fields ignored); a body that is not a notification is answered
+   400 and counted, never stored (anyone could fill the table with junk);
+3. stores a well-formed one in the inbox (keyed by the SHA-256 of the exact body, so a
+   byte-identical repeat is a duplicate) *before* anything else happens: only what verification
+   and audit need (ePay's fields, card id masked; no secret, no payer contacts or location);
 4. finds the charge by invoice id (unknown: 200, kept for review, no retries invited);
 5. verifies `secret_hash` in constant time against the charge's digest, and `invoiceId`, `amount`,
    `currency` and `terminal` against the charge (any mismatch: 403, nothing changes);
-6. settles the charge from ePay's status API through `ChargeService.settle` (the one state
+6. settles the charge from ePay's status API through `ChargeSettler.settle` (the one state
    machine), within a short deadline; if ePay cannot answer in time the charge keeps its
    reconciler schedule and the answer is still 200.
 
-A duplicate whose stored verdict is final (malformed, forged, unknown invoice, settled) is answered
+A duplicate whose stored verdict is final (forged, unknown invoice, settled) is answered
 from that verdict without calling ePay; any other duplicate (still being handled, deferred,
 pending) is handled again, which is safe because settling is idempotent.
 """
@@ -47,7 +48,6 @@ from payments.charges.notifications import (
     Delivery,
     Notification,
     _too_large,
-    mask_secret,
     parse_notification,
     verify,
 )
@@ -101,31 +101,38 @@ class PostLinkService:
     def receive(self, delivery: Delivery, deadline: Deadline) -> PostLinkOutcome:
         """Store, verify and act on one delivery.
 
-        Returns the outcome for a 200 answer; raises PayloadTooLargeError (413, not stored),
-        ValidationError (400, stored) or ForgedNotificationError (403, stored).
+        Returns the outcome for a 200 answer; raises PayloadTooLargeError (413), ValidationError
+        (400) or ForgedNotificationError (403, stored). Only a well-formed notification is stored
+        (before anything acts on it): junk is answered and counted, never written, so nobody can
+        fill the table with it.
         """
         if len(delivery.body) > MAX_NOTIFICATION_BYTES:
             raise PayloadTooLargeError(_too_large())
-        digest = hashlib.sha256(delivery.body).hexdigest()
-        notification: Notification | None = None
-        problem: ValidationError | None = None
         try:
             notification = parse_notification(delivery.body, delivery.content_type)
-        except ValidationError as exc:
-            problem = exc
+        except ValidationError as problem:
+            malformed = PostLinkOutcome(
+                Verdict.MALFORMED,
+                delivery.route,
+                duplicate=False,
+                source_ip=delivery.source_ip,
+                detail=", ".join(sorted(problem.fields)),
+            )
+            return self._answer(malformed, problem)
 
+        digest = hashlib.sha256(delivery.body).hexdigest()
         now = self._clock()
         record = InboxRecord(
             digest=digest,
-            body=mask_secret(delivery.body.decode("utf-8", errors="backslashreplace")),
+            notification=notification.kept,
             content_type=delivery.content_type,
             route=delivery.route,
             source_ip=delivery.source_ip,
             received_at=now,
-            verdict=Verdict.MALFORMED if problem else Verdict.RECEIVED,
-            invoice_id=notification.invoice_id if notification else None,
+            verdict=Verdict.RECEIVED,
+            invoice_id=notification.invoice_id,
             secret_hash_digest=secret_hash_digest(notification.secret_hash)
-            if notification and notification.secret_hash
+            if notification.secret_hash
             else None,
         )
         duplicate = not self._inbox.put_new(record)
@@ -142,17 +149,7 @@ class PostLinkService:
                     source_ip=delivery.source_ip,
                     detail=stored.detail,
                 )
-                return self._answer(outcome, problem)
-
-        if problem is not None or notification is None:
-            outcome = PostLinkOutcome(
-                Verdict.MALFORMED,
-                delivery.route,
-                duplicate,
-                source_ip=delivery.source_ip,
-                detail=", ".join(sorted(problem.fields)) if problem else "",
-            )
-            return self._answer(outcome, problem)
+                return self._answer(outcome, None)
 
         outcome = self._handle(notification, delivery, duplicate, deadline)
         self._inbox.record_verdict(
