@@ -352,13 +352,13 @@ def test_approved_3ds_confirms_once_settles_by_status_and_redirects_to_back_link
 ) -> None:
     charge_id, fields, action = start_3ds(threeds, "approve")
     pa_res = acs_pares(action, fields, "approve")
+    stored_token = threeds.item(charge_id)["threeDS"]["M"]["accessToken"]["S"]
     # When the ACS posts PaRes/MD to TermUrl
     answer = threeds.call(return_event(charge_id, {"PaRes": pa_res, "MD": fields["MD"]}))
     # Then ePay's confirm got PaRes/MD as a form with the charge's token, then the status API
     confirms = [e for e in threeds.stack.simulator.journal if e.op == "confirm"]
     assert len(confirms) == 1
     assert confirms[0].form == {"PaRes": pa_res, "MD": fields["MD"]}
-    stored_token = threeds.item(charge_id)["threeDS"]["M"]["accessToken"]["S"]
     assert confirms[0].query["Access"] == stored_token
     after = threeds.ops()[threeds.ops().index("confirm") :]
     assert [op for op in after if op != "token"] == ["confirm", "status", "charge"]
@@ -381,6 +381,18 @@ def test_approved_3ds_confirms_once_settles_by_status_and_redirects_to_back_link
     logs = captured_logs.getvalue()
     for secret in (pa_res, fields["MD"], fields["PaReq"], stored_token):
         assert secret not in logs
+    # And the settled charge keeps no PaReq, MD, ePay token or page nonce (only MD's digest)
+    kept = threeds.item(charge_id)["threeDS"]["M"]
+    assert {"paReq", "accessToken", "pageNonce"}.isdisjoint(kept)
+    assert kept["mdIsDigest"]["BOOL"] is True
+    item_text = json.dumps(threeds.item(charge_id))
+    for secret in (fields["MD"], fields["PaReq"], stored_token):
+        assert secret not in item_text
+    # And a late copy of the ACS's post is still recognised by its MD, and calls nothing
+    calls = len(threeds.stack.simulator.journal)
+    late = threeds.call(return_event(charge_id, {"PaRes": pa_res, "MD": fields["MD"]}))
+    assert late.status == 303
+    assert len(threeds.stack.simulator.journal) == calls
 
 
 def test_double_submit_does_not_call_epay_again_and_shows_the_same_outcome(

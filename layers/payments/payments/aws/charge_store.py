@@ -113,8 +113,9 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
                 "pageTokenDigest": three_ds.page_token_digest,
                 "pageServedAt": iso(three_ds.page_served_at) if three_ds.page_served_at else None,
                 "returnedAt": iso(three_ds.returned_at) if three_ds.returned_at else None,
+                "mdIsDigest": three_ds.md_is_digest or None,
             }.items()
-            if v is not None
+            if v not in (None, "")
         },
     }
 
@@ -162,10 +163,10 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         three_ds=None
         if not three_ds
         else ThreeDSData(
-            pa_req=str(three_ds["paReq"]),
+            pa_req=str(three_ds.get("paReq", "")),
             md=str(three_ds["md"]),
             action=str(three_ds["action"]),
-            access_token=str(three_ds["accessToken"]),
+            access_token=str(three_ds.get("accessToken", "")),
             token_expires_at=from_iso(three_ds["tokenExpiresAt"]),
             term_url=three_ds.get("termUrl"),
             page_nonce=three_ds.get("pageNonce"),
@@ -174,6 +175,7 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
             if three_ds.get("pageServedAt")
             else None,
             returned_at=from_iso_or_none(three_ds.get("returnedAt")),
+            md_is_digest=bool(three_ds.get("mdIsDigest", False)),
         ),
     )
 

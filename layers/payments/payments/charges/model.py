@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import hmac
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -50,6 +51,8 @@ TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
     S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
     S.FAILED: frozenset({S.NEEDS_REVIEW}),
 }
+# While a charge is in one of these, its 3-D Secure step may still need PaReq, MD and the token.
+THREE_DS_OPEN = frozenset({S.PROCESSING, S.REQUIRES_3DS, S.UNKNOWN})
 FINAL_STATUSES = frozenset(
     {S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.CANCELLED, S.DECLINED, S.EXPIRED, S.FAILED}
 )
@@ -126,6 +129,27 @@ class ThreeDSData:
     # reached TermUrl (the confirm is then ours to make, once).
     page_served_at: datetime | None = None
     returned_at: datetime | None = None
+    # Once the step is over, PaReq, the token and the nonce are gone and MD is kept only as its
+    # SHA-256 (a late ACS return is still recognised, never replayable).
+    md_is_digest: bool = False
+
+    def md_matches(self, md: str) -> bool:
+        """Whether `md` is the MD ePay gave for this charge (constant time)."""
+        offered = _sha256(md) if self.md_is_digest else md
+        return hmac.compare_digest(offered.encode("utf-8"), self.md.encode("utf-8"))
+
+    def scrubbed(self) -> ThreeDSData:
+        """This step's data without PaReq, MD, the ePay access token or the page nonce."""
+        if self.md_is_digest:
+            return self
+        return replace(
+            self,
+            pa_req="",
+            md=_sha256(self.md),
+            md_is_digest=True,
+            access_token="",
+            page_nonce=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,6 +195,10 @@ class HistoryEntry:
     at: datetime
     source: Source
     detail: str = ""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def secret_hash_digest(secret_hash: str) -> str:

@@ -10,7 +10,6 @@ No events, no HTML, no boto3 or urllib3 here: only the models, the ports and the
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from collections.abc import Callable
@@ -223,7 +222,7 @@ class ThreeDSService:
         charge = self._charge_with_3ds(charge_id)
         three_ds = charge.three_ds
         assert three_ds is not None
-        if not hmac.compare_digest(md.encode("utf-8"), three_ds.md.encode("utf-8")):
+        if not three_ds.md_matches(md):
             raise MdMismatchError("the 3-D Secure answer does not belong to this charge")
         self._telemetry.bind_charge(charge)
         claimed = self._claim_return(charge, deadline)

@@ -16,6 +16,7 @@ from typing import Final
 from payments.charges.model import (
     CHECK_LADDER,
     PROCESSING_SAFE_AGE,
+    THREE_DS_OPEN,
     Charge,
     ChargeError,
     ChargeStatus,
@@ -104,6 +105,9 @@ class ChargeTransitions:
                 else change.capture_claimed_at
             ),
         )
+        if updated.three_ds is not None and updated.status not in THREE_DS_OPEN:
+            # The 3-D Secure step is over: keep nothing that could replay or continue it.
+            updated = replace(updated, three_ds=updated.three_ds.scrubbed())
         updated = _schedule(updated, now, bool(entries), change)
         stored = self._store.transition(charge, updated, entries)
         for entry in entries:
