@@ -53,9 +53,10 @@ format: setup  ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typecheck: setup  ## mypy strict on the layer and on each function (each has its own app.py)
+typecheck: setup  ## mypy strict on the layer, each function (each has its own app.py), the local stack and the benchmarks
 	$(BIN)/mypy layers/payments/payments
 	for dir in functions/*/; do $(BIN)/mypy "$$dir"app.py || exit 1; done
+	$(BIN)/mypy local bench
 
 validate: setup .venv-sam/.installed  ## cfn-lint (pinned) and sam validate --lint
 	$(BIN)/cfn-lint template.yaml

@@ -188,5 +188,8 @@ def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
 
     # Then the lost event is published, and every fact was told (copies share ids)
     ids = [e["id"] for e in bus.received()]
-    assert set(ids) == {f"charge.failed:{declined['id']}:DECLINED", f"charge.succeeded:{captured['id']}:CAPTURED"}
+    assert set(ids) == {
+        f"charge.failed:{declined['id']}:DECLINED",
+        f"charge.succeeded:{captured['id']}:CAPTURED",
+    }
     assert ids.count(f"charge.succeeded:{captured['id']}:CAPTURED") == 1
