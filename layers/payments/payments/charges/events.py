@@ -20,7 +20,6 @@ from typing import Any
 from payments.charges import views
 from payments.charges.model import CaptureMode, Charge, ChargeStatus
 from payments.shared.events import DomainEvent
-from payments.shared.fields import mask_card_id
 
 S = ChargeStatus
 CHARGE_SUCCEEDED = "charge.succeeded"
@@ -65,14 +64,7 @@ def charge_event(charge: Charge, page_url: str | None = None) -> DomainEvent | N
     renewal = parse_renewal_key(charge.idempotency_key)
     data: dict[str, Any] = {
         "chargeId": charge.id,
-        "invoiceId": charge.invoice_id,
-        "status": charge.status.value,
-        "amount": charge.amount,
-        "capturedAmount": charge.captured_amount,
-        "currency": charge.currency,
-        "accountId": charge.account_id,
-        "cardId": mask_card_id(charge.card_id),
-        "recurrent": charge.recurrent,
+        **views.charge_summary(charge),
         "nextAction": views.next_action(charge, page_url),
         "error": views.error_view(charge),
         "subscription": None

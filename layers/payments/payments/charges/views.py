@@ -30,6 +30,21 @@ def error_view(charge: Charge) -> dict[str, str] | None:
     }
 
 
+def charge_summary(charge: Charge) -> dict[str, Any]:
+    """What the API and the events both tell of a charge: invoice, status, money, account, card
+    (masked)."""
+    return {
+        "invoiceId": charge.invoice_id,
+        "status": charge.status.value,
+        "amount": charge.amount,
+        "capturedAmount": charge.captured_amount,
+        "currency": charge.currency,
+        "accountId": charge.account_id,
+        "cardId": mask_card_id(charge.card_id),
+        "recurrent": charge.recurrent,
+    }
+
+
 def charge_resource(charge: Charge, page_url: str | None = None) -> dict[str, Any]:
     """The public representation of a charge (card id masked, no secrets).
 
@@ -39,16 +54,9 @@ def charge_resource(charge: Charge, page_url: str | None = None) -> dict[str, An
     """
     return {
         "id": charge.id,
-        "invoiceId": charge.invoice_id,
-        "status": charge.status.value,
-        "amount": charge.amount,
-        "capturedAmount": charge.captured_amount,
-        "currency": charge.currency,
-        "accountId": charge.account_id,
-        "cardId": mask_card_id(charge.card_id),
+        **charge_summary(charge),
         "description": charge.description,
         "capture": charge.capture.value,
-        "recurrent": charge.recurrent,
         "createdAt": iso(charge.created_at),
         "updatedAt": iso(charge.updated_at),
         "epay": {
