@@ -10,7 +10,21 @@ SAM := .venv-sam/bin/sam
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1:3.13.0
 export PYTHONPATH := layers/payments:.
 
-.PHONY: help setup run test unit integration lint format typecheck validate build bench bench-smoke bench-chaos bench-dispatch deploy clean
+# bandit skips, each with its reason (also in docs/decisions.md, 2026-12-06 security scans; a skip
+# of one line is `# nosec BXXX # reason` on that line: bandit reads test ids up to the next #).
+#   B101 assert: every assert narrows a type for mypy right after the check that guarantees it
+#        (no input is validated by an assert); Lambda never runs Python with -O.
+BANDIT_SKIPS := B101
+# local/ and bench/ are developer tools, never deployed (the ePay simulator, the local stack,
+# benchmarks). On top of B101 they may:
+#   B105 hold the bank's published sandbox credentials and moto's dummy keys ("testing"),
+#   B311 draw chaos faults from a seeded random.Random (reproducible runs, not cryptography),
+#   B404/B603 start fixed programs (java for DynamoDB Local, python for cold-import samples)
+#        with argument lists, never a shell,
+#   B506 load YAML with TemplateLoader, a yaml.SafeLoader subclass (bandit cannot tell).
+BANDIT_DEV_SKIPS := B101,B105,B311,B404,B506,B603
+
+.PHONY: help setup run test unit integration lint format typecheck scan validate build bench bench-smoke bench-chaos bench-dispatch deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,12 +44,18 @@ node_modules/.installed: package.json package-lock.json
 	.venv-sam/bin/pip install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0
 	touch $@
 
+# checkov pins dozens of its own dependencies: a venv of its own keeps them out of the app's.
+.venv-scan/.installed: requirements-scan.txt
+	test -x .venv-scan/bin/python || $(PY311) -m venv .venv-scan
+	.venv-scan/bin/pip install -q -r requirements-scan.txt
+	touch $@
+
 setup: $(BIN)/.installed node_modules/.installed  ## create the venv and install DynamoDB Local
 
 run: setup  ## serve the API on http://127.0.0.1:3000 (ePay simulator, DynamoDB Local, moto)
 	$(BIN)/python -m local.run
 
-test: setup .venv-sam/.installed lint typecheck  ## lint, typecheck, then unit, integration, template and e2e tests
+test: setup .venv-sam/.installed lint typecheck scan  ## lint, typecheck, scan, then unit, integration, template and e2e tests
 	$(BIN)/pytest
 
 unit: setup  ## unit tests only (no sockets)
@@ -57,6 +77,11 @@ typecheck: setup  ## mypy strict on the layer, each function (each has its own a
 	$(BIN)/mypy layers/payments/payments
 	for dir in functions/*/; do $(BIN)/mypy "$$dir"app.py || exit 1; done
 	$(BIN)/mypy local bench
+
+scan: setup .venv-scan/.installed  ## security scanners: checkov (template.yaml, config files; .checkov.yaml) and bandit
+	.venv-scan/bin/checkov
+	$(BIN)/bandit -q -r layers functions --skip $(BANDIT_SKIPS)
+	$(BIN)/bandit -q -r local bench --skip $(BANDIT_DEV_SKIPS)
 
 validate: setup .venv-sam/.installed  ## cfn-lint (pinned) and sam validate --lint
 	$(BIN)/cfn-lint template.yaml

@@ -53,6 +53,7 @@ ALLOWED: dict[str, Allowed] = {
     "renewal_worker": Allowed(CORE | {"epay", "subscriptions"}),
 }
 
+
 def test_every_function_has_an_expectation() -> None:
     # Given the function folders / Then each one has a line in the table, and no line is stale
     assert set(function_names()) == set(ALLOWED)

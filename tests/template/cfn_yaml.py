@@ -55,3 +55,19 @@ def ref_target(value: Any) -> str | None:
         if "Fn::GetAtt" in value:
             return str(value["Fn::GetAtt"][0])
     return None
+
+
+def function_statements(template: dict[str, Any], function_id: str) -> list[dict[str, Any]]:
+    """Every inline IAM statement a function runs with: its SAM `Policies`, or the inline
+    policies of the template's AWS::IAM::Role it names with `Role`."""
+    properties = template["Resources"][function_id].get("Properties", {})
+    role_id = ref_target(properties.get("Role"))
+    if role_id is not None:
+        role = template["Resources"][role_id]["Properties"]
+        return [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    return [
+        s
+        for p in properties.get("Policies", [])
+        if isinstance(p, dict) and "Statement" in p
+        for s in p["Statement"]
+    ]

@@ -269,7 +269,9 @@ def test_no_iam_statement_uses_wildcard_actions_or_resources(template: dict[str,
             assert resource != "*", f"{key}: Resource '*'"
 
 
-def test_functions_use_only_inline_or_narrow_policies(functions: dict[str, dict[str, Any]]) -> None:
+def test_functions_use_only_inline_or_narrow_policies(
+    template: dict[str, Any], functions: dict[str, dict[str, Any]]
+) -> None:
     for function_id, function in functions.items():
         # Given the function's Policies
         for policy in _as_list(function["Properties"].get("Policies", [])):
@@ -281,8 +283,21 @@ def test_functions_use_only_inline_or_narrow_policies(functions: dict[str, dict[
                 assert template_name in NARROW_SAM_POLICY_TEMPLATES, (
                     f"{function_id}: broad SAM policy template {template_name}"
                 )
-        # And no function brings its own role (its permissions would escape these checks)
-        assert "Role" not in function["Properties"], function_id
+        # And a function that brings its own role takes it from this template, inline policies
+        # only (so the statement checks above see every permission), assumable by Lambda alone
+        role = function["Properties"].get("Role")
+        if role is None:
+            continue
+        assert "Policies" not in function["Properties"], f"{function_id}: Policies beside Role"
+        role_id = ref_target(role)
+        assert role_id, f"{function_id}: Role {role!r} is not a role of this template"
+        role_resource = template["Resources"][role_id]
+        assert role_resource["Type"] == "AWS::IAM::Role", function_id
+        assert "ManagedPolicyArns" not in role_resource["Properties"], role_id
+        assert "PermissionsBoundary" not in role_resource["Properties"], role_id
+        trust = role_resource["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}], role_id
+        assert [s["Action"] for s in trust] == ["sts:AssumeRole"], role_id
 
 
 def test_charges_function_can_read_and_write_only_its_table_and_secret(

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cfn_yaml import ref_target
+from cfn_yaml import function_statements, ref_target
 
 CHARGE_PATHS = ("ChargesFunction", "PostLinkFunction", "ReconcilerFunction", "ThreeDSFunction")
-
-
-def _statements(function: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for p in function["Properties"]["Policies"] for s in p["Statement"]]
 
 
 def _stream_event(template: dict[str, Any]) -> dict[str, Any]:
@@ -48,25 +44,45 @@ def test_charge_events_consume_the_stream_with_retries_bisect_and_a_dlq(
     assert ref_target(alarm["Dimensions"][0]["Value"]) == "ChargeEventsDLQ"
 
 
-def test_charge_events_function_is_least_privilege(template: dict[str, Any]) -> None:
-    statements = _statements(template["Resources"]["ChargeEventsFunction"])
-    granted = {(a, ref_target(r)) for s in statements for a in s["Action"] for r in s["Resource"]}
+def test_charge_events_function_has_its_own_least_privilege_role(template: dict[str, Any]) -> None:
+    # Given the stream function: it runs with a role of its own, not SAM's (which would attach
+    # AWSLambdaDynamoDBExecutionRole: every stream of the account, any log group)
+    function = template["Resources"]["ChargeEventsFunction"]["Properties"]
+    assert function["Role"] == {"Fn::GetAtt": ["ChargeEventsRole", "Arn"]}
+    assert "Policies" not in function
+    role = template["Resources"]["ChargeEventsRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+
+    # Then the role holds exactly: its log group, this table's stream, the bus, its DLQ, the secret
+    statements = function_statements(template, "ChargeEventsFunction")
+    granted = {(a, _target(r)) for s in statements for a in s["Action"] for r in s["Resource"]}
     assert granted == {
-        ("dynamodb:DescribeStream", "PaymentsTable"),
-        ("dynamodb:GetRecords", "PaymentsTable"),
-        ("dynamodb:GetShardIterator", "PaymentsTable"),
+        ("logs:CreateLogStream", "ChargeEventsLogGroup"),
+        ("logs:PutLogEvents", "ChargeEventsLogGroup"),
+        ("dynamodb:DescribeStream", "PaymentsTable.StreamArn"),
+        ("dynamodb:GetRecords", "PaymentsTable.StreamArn"),
+        ("dynamodb:GetShardIterator", "PaymentsTable.StreamArn"),
+        ("dynamodb:ListStreams", "${PaymentsTable.Arn}/stream/*"),
         ("events:PutEvents", "PaymentsBus"),
         ("sqs:SendMessage", "ChargeEventsDLQ"),
         ("secretsmanager:GetSecretValue", "EpayCredentialsSecret"),
     }
-    stream = [s for s in statements if "dynamodb:GetRecords" in s["Action"]]
-    assert [r for s in stream for r in s["Resource"]] == [
-        {"Fn::GetAtt": ["PaymentsTable", "StreamArn"]}
-    ]
+    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+
+
+def _target(resource: Any) -> str:
+    """A readable name for a statement's resource: the logical id, `Id.Attribute` for the
+    stream ARN, or the Sub string."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        logical_id, attribute = resource["Fn::GetAtt"]
+        return logical_id if attribute == "Arn" else f"{logical_id}.{attribute}"
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        return str(resource["Fn::Sub"])
+    return str(ref_target(resource))
 
 
 def test_charge_paths_no_longer_put_events(template: dict[str, Any]) -> None:
     # The stream is the one publisher of charge.*: the paths that settle charges need no PutEvents
     for function_id in CHARGE_PATHS:
-        actions = {a for s in _statements(template["Resources"][function_id]) for a in s["Action"]}
+        actions = {a for s in function_statements(template, function_id) for a in s["Action"]}
         assert "events:PutEvents" not in actions, function_id

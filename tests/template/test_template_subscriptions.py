@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cfn_yaml import api_events, ref_target
+from cfn_yaml import api_events, function_statements, ref_target
 
 SUBSCRIPTION_ROUTES = {
     ("POST", "/subscriptions"),
@@ -89,7 +89,7 @@ def test_events_may_only_be_put_on_the_stacks_bus(template: dict[str, Any]) -> N
     for function_id, function in template["Resources"].items():
         if function["Type"] != "AWS::Serverless::Function":
             continue
-        for statement in _statements(function):
+        for statement in function_statements(template, function_id):
             if "events:PutEvents" in statement["Action"]:
                 assert statement["Action"] == ["events:PutEvents"], function_id
                 assert [ref_target(r) for r in statement["Resource"]] == ["PaymentsBus"]

@@ -147,7 +147,7 @@ class ThreeDSData:
             pa_req="",
             md=_sha256(self.md),
             md_is_digest=True,
-            access_token="",
+            access_token="",  # nosec B106 # erases the token (an empty string), not a credential
             page_nonce=None,
         )
 
