@@ -42,6 +42,7 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
     print(f"  after create         {dict(sorted(report.after_create.items()))}")
     print(f"  after reconciliation {dict(sorted(report.final.items()))}")
     print(f"  mismatches with the ledger  {len(report.mismatches)}")
+    print(f"  non-final code, yet taken   {report.nonfinal_went_through}")
     print(f"  invoices authorised twice   {report.double_auths}")
     print(f"  NEEDS_REVIEW                {report.final.get('NEEDS_REVIEW', 0)}")
     print(f"  reconcile rounds            {report.rounds}")
@@ -53,6 +54,7 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
         "charges": report.charges,
         "final": dict(report.final),
         "mismatches": len(report.mismatches),
+        "nonfinal_went_through": report.nonfinal_went_through,
         "double_auths": report.double_auths,
         "rounds": report.rounds,
         "seconds": round(elapsed, 1),

@@ -42,6 +42,18 @@ Declines answer HTTP 400 ``{"code": <code>, "message": "<text>"}``; the ledger k
 with ``reason_code``. A 3DS step ends at confirmPayment: approve -> ``three_ds_final_status``
 (AUTH, or CHARGE when ``single_stage``), fail -> REJECT 455.
 
+Shapes as ePay's records show them: the auth answer echoes ``accountId`` (not ``accountID``),
+``amountBonus``, ``description``, ``email``, ``phone``, ``language``, ``invoiceIdAlt``; the status
+transaction carries ``amount`` (what it stands at), ``orgAmount`` (what it was made for) and
+``payoutAmount`` (what went back to the card), ``amountBonus``, ``data``, ``intReference``, the
+terminal's 8-digit code in ``terminal`` beside the UUID in ``terminalID`` (``TEST_TERMINAL_CODE``),
+``secure`` as a boolean and ``reasonCode`` as a string; tokens carry ``refresh_token: ""``;
+postLink ``dateTime`` has fractional seconds and ``terminal`` is the code, the UUID or left out
+(``postlink_terminal``: code | uuid | none; default code). ``GET /cards/{accountId}`` lists cards
+with ``TransactionId``, ``Reference``, ``IntReference``, ``Token`` and ``CardMask`` like
+``4400...0178``; an account id starting with ``unknown`` has none: 400
+``{"code": 1373, "message": "Запись не найдена!"}``.
+
 Request errors (HTTP 400 ``{"code", "message"}``, nothing committed unless said)
 --------------------------------------------------------------------------------
 * code 1 (``ERR_REQUEST``): malformed field: invoiceId not a string of 6-15 digits, amount not a
@@ -73,8 +85,11 @@ cancel, refund, cards, deactivate, confirm, acs), fault in ``FAULTS``: ``timeout
 ``500_after_commit``, ``500_before_commit`` (500 ``{"message": "Internal error"}``),
 ``broken_body`` (commit, then 200 with truncated JSON), ``slow`` (sleep ``delay``, default 2 s,
 then answer), ``down`` (close the connection without answering, nothing committed),
-``in_progress`` (status only: resultCode 107, ask later). The journal records ``status`` 0 when
-no answer was sent.
+``in_progress`` (status only: resultCode 107, ask later), ``nonfinal_after_commit`` (commit,
+then answer 400 with a code ePay does not document as final: ``nonfinal_code``, 454 by default,
+or 459 / 1267; the transaction may well have gone through), ``nonfinal_before_commit`` (the same
+answer, nothing committed) and ``error_as_200`` (a 4xx ``{code, message}`` answered with HTTP
+200, as some ePay errors come). The journal records ``status`` 0 when no answer was sent.
 
 postLink: after each final outcome (auth or confirm), a JSON notification (epay-api.md section 6)
 goes from a daemon thread to the auth's postLink (or the token's), failures to failurePostLink
@@ -84,7 +99,8 @@ Knobs: ``postlink_delay``, ``postlink_duplicates`` (extra copies), ``postlink_dr
 Control endpoints (not journaled): ``GET /_sim/journal``, ``GET /_sim/ledger``,
 ``GET /_sim/postlinks``, ``GET|POST /_sim/faults`` (``{"op","fault","count","delay"}``),
 ``POST /_sim/reset``, ``POST /_sim/clock`` (``{"advance": seconds}``), ``POST /_sim/config``
-(postlink_*, single_stage, three_ds_final_status, expires_in, expires_in_as_string, ...).
+(postlink_*, single_stage, three_ds_final_status, expires_in, expires_in_as_string,
+terminal_code, postlink_terminal, nonfinal_code, ...).
 
 Modules (one ePay area each, over one shared ``SimState``)
 ---------------------------------------------------------
@@ -110,8 +126,11 @@ from .cards import (
     CARD_NO_SUCH_CARD,
     CARD_STOLEN,
     CARDS,
+    NO_RECORD_CODE,
+    NONFINAL_MESSAGES,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
+    TEST_TERMINAL_CODE,
     TEST_TERMINAL_ID,
     CardProfile,
 )
@@ -137,10 +156,13 @@ __all__ = [
     "ERR_REQUEST",
     "ERR_TOKEN_BINDING",
     "FAULTS",
+    "NONFINAL_MESSAGES",
+    "NO_RECORD_CODE",
     "OPERATION_FAILED",
     "OPS",
     "TEST_CLIENT_ID",
     "TEST_CLIENT_SECRET",
+    "TEST_TERMINAL_CODE",
     "TEST_TERMINAL_ID",
     "CardProfile",
     "EpaySimulator",

@@ -50,14 +50,27 @@ def reject(entry: LedgerEntry, code: int, message: str, source: str = "auth") ->
     entry.history.append(f"{source}: REJECT {code} {message}")
 
 
+def _payer_echo(entry: LedgerEntry) -> dict[str, Any]:
+    """What an auth answer echoes of the request, as ePay's records show it (``accountId``)."""
+    return {
+        "invoiceID": entry.invoice_id,
+        "invoiceIdAlt": entry.invoice_id_alt,
+        "accountId": entry.account_id,
+        "amount": entry.amount,
+        "amountBonus": 0,
+        "currency": entry.currency,
+        "description": entry.description,
+        "email": entry.email,
+        "phone": entry.phone,
+        "language": entry.language,
+    }
+
+
 def auth_body(entry: LedgerEntry) -> dict[str, Any]:
     """The 200 answer of an approved auth, in ePay's casing (``invoiceID``, ``cardID``)."""
     return {
         "id": entry.transaction_id,
-        "invoiceID": entry.invoice_id,
-        "accountID": entry.account_id,
-        "amount": entry.amount,
-        "currency": entry.currency,
+        **_payer_echo(entry),
         "status": entry.status_name,
         "code": 0,
         "reason": "",
@@ -67,6 +80,24 @@ def auth_body(entry: LedgerEntry) -> dict[str, Any]:
         "cardID": entry.card_id,
         "cardMask": entry.card_mask,
         "secure3D": None,
+    }
+
+
+def amounts(entry: LedgerEntry) -> dict[str, Any]:
+    """The status API's three amounts (ePay's example: a 22.22 payment with 10 returned shows
+    orgAmount 22.22, amount 12.22, payoutAmount 10): what the transaction was made for, what it
+    stands at now, and what went back to the card (orgAmount = amount + payoutAmount)."""
+    if entry.status_name in ("CANCEL", "CANCEL_OLD", "REFUND"):
+        standing = Decimal(0)
+    elif entry.status_name == "CHARGE":
+        standing = entry.captured_amount - entry.refunded_amount
+    else:
+        standing = entry.amount
+    return {
+        "amount": standing,
+        "amountBonus": 0,
+        "orgAmount": entry.amount,
+        "payoutAmount": entry.amount - standing,
     }
 
 
@@ -201,10 +232,7 @@ class CardPayments:
             200,
             {
                 "id": entry.transaction_id,
-                "invoiceID": entry.invoice_id,
-                "accountID": entry.account_id,
-                "amount": entry.amount,
-                "currency": entry.currency,
+                **_payer_echo(entry),
                 "status": "3D",
                 "code": 0,
                 "reason": "",
@@ -239,8 +267,9 @@ class CardPayments:
             "createdDate": kz_time(entry.created_at),
             "invoiceID": entry.invoice_id,
             "invoiceIdAlt": entry.invoice_id_alt,
-            "amount": entry.amount,
+            **amounts(entry),
             "currency": entry.currency,
+            "terminal": self._state.settings.terminal_code,
             "terminalID": entry.terminal,
             "accountID": entry.account_id,
             "description": entry.description,
@@ -249,10 +278,12 @@ class CardPayments:
             "cardType": "VISA" if entry.card_mask.startswith("4") else "",
             "issuer": "HALYK BANK" if entry.card_mask else "",
             "reference": entry.reference,
+            "intReference": entry.int_reference,
             "approvalCode": entry.approval_code,
-            "secure": "Yes" if entry.secure else "No",
+            "secure": entry.secure,  # a boolean here; postLinks say "yes"/"no"
+            "data": "",
             "reason": entry.reason or ("success" if entry.reason_code == 0 else ""),
-            "reasonCode": self._state.settings.reason_code(entry.reason_code),
+            "reasonCode": str(entry.reason_code),  # the status API writes it as a string
             "statusName": entry.status_name,
             "name": entry.name,
             "email": entry.email,

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 TEST_CLIENT_ID = "test"
 TEST_CLIENT_SECRET = "yF587AV9Ms94qN2QShFzVR3vFnWkhjbAK3sG"
 TEST_TERMINAL_ID = "67e34d63-102f-4bd1-898e-370781d0074d"
+# The terminal's 8-digit code, as ePay's records show it beside the UUID (the status API gives
+# both: "terminal" and "terminalID"; postLinks carry the code). Not published: one of this shape.
+TEST_TERMINAL_CODE = "98120001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,11 @@ class CardProfile:
     payment_available: bool = True
     listed: bool = True  # shown by GET /cards/{accountId}
 
+    @property
+    def list_mask(self) -> str:
+        """The mask as the card list shows it: first four, dots, last four (``4400...0178``)."""
+        return f"{self.mask[:4]}...{self.mask[-4:]}" if self.mask else ""
+
 
 CARD_AUTH = "c0000000-0000-4000-8000-000000000001"
 CARD_CHARGE = "c0000000-0000-4000-8000-000000000002"
@@ -39,6 +47,19 @@ CARD_ISSUER_UNAVAILABLE = "c0000000-0000-4000-8000-000000000009"
 CARD_NO_SUCH_CARD = "c0000000-0000-4000-8000-000000000010"
 
 NO_SUCH_CARD_CODE = 471
+# Error codes ePay does not document as final ("request the payment status"): the fault
+# ``nonfinal_*`` answers one of them (``Settings.nonfinal_code``). 1267 is not in ePay's table.
+NONFINAL_MESSAGES: dict[int, str] = {
+    454: "Операция не удалась, проверьте, не заблокирована ли сумма на карте и повторите "
+    "попытку позже",
+    459: "Сервер не отвечает. Попробуйте попозже",
+    1267: "Ошибка связи с карточной системой",  # noqa: RUF001 (ePay's own Russian text)
+}
+# GET /cards/{accountId} for an account without saved cards (ePay's "no record").
+NO_RECORD_CODE = 1373
+NO_RECORD_MESSAGE = "Запись не найдена!"
+# Accounts whose id starts with this have no saved cards (the data chooses, as card ids do).
+UNKNOWN_ACCOUNT_PREFIX = "unknown"
 
 DECLINE_MESSAGES: dict[int, str] = {
     484: "Insufficient funds",

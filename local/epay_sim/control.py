@@ -6,13 +6,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .state import SimState, checked_final_status
+from .state import (
+    SimState,
+    checked_final_status,
+    checked_nonfinal_code,
+    checked_postlink_terminal,
+)
 from .validation import decimal_from
 from .wire import Response, json_response
 
 # Settings that ``POST /_sim/config`` may change, with the type each value is converted to
 # (``three_ds_final_status`` is handled apart: it is validated, and None is allowed).
-SETTABLE: dict[str, type] = {
+SETTABLE: dict[str, Callable[[Any], object]] = {
     "postlink_delay": float,
     "postlink_duplicates": int,
     "postlink_drop": bool,
@@ -21,6 +26,9 @@ SETTABLE: dict[str, type] = {
     "expires_in_as_string": bool,
     "reason_code_as_string": bool,
     "unique_last6": bool,
+    "terminal_code": str,
+    "postlink_terminal": checked_postlink_terminal,
+    "nonfinal_code": checked_nonfinal_code,
 }
 
 _OK: dict[str, Any] = {"ok": True}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 
 from .models import DEFAULT_FAULT_DELAY, FAULTS, OPS, Fault, JournalEntry
-from .wire import Response, internal_error, json_response
+from .wire import Response, error, internal_error, json_response
 
 
 class FaultBook:
@@ -55,11 +56,13 @@ def answer_through(
     entry: JournalEntry,
     answer: Callable[[], Response],
     wait: Callable[[float], object],
+    nonfinal: tuple[int, str] = (454, ""),
 ) -> Response | None:
     """Answer one journaled request through ``fault``; None means: close, do not answer.
 
     ``answer`` commits and returns the normal answer; ``wait`` sleeps (interrupted on stop).
-    ``entry.status`` becomes 0 as soon as it is known that no answer will be sent.
+    ``entry.status`` becomes 0 as soon as it is known that no answer will be sent. ``nonfinal``
+    is the (code, message) the ``nonfinal_*`` faults answer with HTTP 400.
     """
     kind = fault.fault if fault else None
     entry.fault = kind
@@ -70,6 +73,8 @@ def answer_through(
         return internal_error()
     if kind == "in_progress":  # the status API's "ask later" (resultCode 107)
         return json_response(200, {"resultCode": "107", "resultMessage": "In progress"})
+    if kind == "nonfinal_before_commit":  # refused with a non-final code, nothing happened
+        return error(*nonfinal)
     delay = fault.delay if fault else 0.0
     if kind == "slow":
         wait(delay)
@@ -83,4 +88,21 @@ def answer_through(
     if kind == "broken_body":
         cut = response.body[: len(response.body) // 2] if len(response.body) > 2 else b""
         return Response(200, cut or b'{"status": "', "application/json; charset=utf-8")
+    if kind == "nonfinal_after_commit":  # it went through (or not), yet a non-final code comes
+        return error(*nonfinal)
+    if kind == "error_as_200":
+        return _error_as_200(response)
     return response
+
+
+def _error_as_200(response: Response) -> Response:
+    """A 4xx ``{code, message}`` answered with HTTP 200 instead (as some ePay answers come)."""
+    if not 400 <= response.status < 500:
+        return response
+    try:
+        body = json.loads(response.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return response
+    if not isinstance(body, dict) or "code" not in body:
+        return response
+    return Response(200, response.body, response.content_type, dict(response.headers))

@@ -28,6 +28,9 @@ FAULTS = (
     "slow",
     "down",
     "in_progress",
+    "nonfinal_after_commit",
+    "nonfinal_before_commit",
+    "error_as_200",
 )
 DEFAULT_FAULT_DELAY = {"timeout_after_commit": 30.0, "slow": 2.0}
 

@@ -55,14 +55,15 @@ class PostLinks:
             return list(state.postlinks)
 
     def _payload(self, entry: LedgerEntry, links: NotifyLinks, success: bool) -> dict[str, Any]:
-        return {
+        terminal = self._state.settings.postlink_terminal_name()
+        payload = {
             "id": entry.transaction_id,
-            "dateTime": kz_time(self._state.now()),
+            "dateTime": kz_time(self._state.now(), "microseconds"),
             "invoiceId": entry.invoice_id,
             "invoiceIdAlt": entry.invoice_id_alt,
             "amount": json_default(entry.amount),
             "currency": entry.currency,
-            "terminal": entry.terminal,
+            "terminal": terminal,
             "accountId": entry.account_id,
             "description": entry.description,
             "language": entry.language,
@@ -89,6 +90,9 @@ class PostLinks:
             "ipLatitude": 43.25,
             "ipLongitude": 76.95,
         }
+        if terminal is None:  # ``postlink_terminal = "none"``: the field is left out
+            del payload["terminal"]
+        return payload
 
     def _deliver(self, url: str, payload: dict[str, Any], copies: int, delay: float) -> None:
         state = self._state

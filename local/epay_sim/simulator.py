@@ -15,7 +15,7 @@ from typing import Self, overload
 
 from .acs import ThreeDSecure
 from .card_payments import CardPayments
-from .cards import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID
+from .cards import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_CODE, TEST_TERMINAL_ID
 from .control import Controls
 from .faults import answer_through
 from .models import Fault, JournalEntry, LedgerEntry, PostLinkDelivery
@@ -70,6 +70,9 @@ class EpaySimulator:
     postlink_delay = _Setting[float]()
     postlink_duplicates = _Setting[int]()
     postlink_drop = _Setting[bool]()
+    terminal_code = _Setting[str]()
+    postlink_terminal = _Setting[str]()
+    nonfinal_code = _Setting[int]()
 
     def __init__(
         self,
@@ -91,6 +94,9 @@ class EpaySimulator:
         postlink_delay: float = 0.0,
         postlink_duplicates: int = 0,
         postlink_drop: bool = False,
+        terminal_code: str = TEST_TERMINAL_CODE,
+        postlink_terminal: str = "code",
+        nonfinal_code: int = 454,
     ) -> None:
         if not is_loopback_url(f"http://{host}/"):
             raise ValueError(f"the simulator only listens on loopback, not {host!r}")
@@ -109,6 +115,9 @@ class EpaySimulator:
             postlink_delay=postlink_delay,
             postlink_duplicates=postlink_duplicates,
             postlink_drop=postlink_drop,
+            terminal_code=terminal_code,
+            postlink_terminal=postlink_terminal,
+            nonfinal_code=nonfinal_code,
         )
         self.host = host
         self.port = port
@@ -282,7 +291,11 @@ class EpaySimulator:
         entry = self._record(req)
         fault = self._state.faults.take(req.op)
         response = answer_through(
-            fault, entry, lambda: self._answer(req), self._state.stopping.wait
+            fault,
+            entry,
+            lambda: self._answer(req),
+            self._state.stopping.wait,
+            self.settings.nonfinal(),
         )
         if response is not None:
             entry.status = response.status

@@ -6,7 +6,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .cards import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID
+from .cards import (
+    NONFINAL_MESSAGES,
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    TEST_TERMINAL_CODE,
+    TEST_TERMINAL_ID,
+)
 from .faults import FaultBook
 from .models import (
     JournalEntry,
@@ -19,6 +25,8 @@ from .models import (
 
 DEFAULT_SCOPE = "webapi usermanagement email_send verification statement statistics payment"
 CONFIRM_RESPONSES = ("redirect", "json")
+# How a postLink names the terminal: its 8-digit code (as ePay's records do), its UUID, or not.
+POSTLINK_TERMINALS = ("code", "uuid", "none")
 
 
 def checked_final_status(value: object) -> str | None:
@@ -28,6 +36,20 @@ def checked_final_status(value: object) -> str | None:
     if value in ("AUTH", "CHARGE"):
         return str(value)
     raise ValueError("three_ds_final_status must be None, 'AUTH' or 'CHARGE'")
+
+
+def checked_postlink_terminal(value: object) -> str:
+    """``value`` if it is a valid ``postlink_terminal`` (code, uuid or none); else raise."""
+    if value not in POSTLINK_TERMINALS:
+        raise ValueError(f"postlink_terminal must be one of {POSTLINK_TERMINALS}")
+    return str(value)
+
+
+def checked_nonfinal_code(value: object) -> int:
+    """``value`` if it is a code of ``NONFINAL_MESSAGES``; else raise."""
+    if value not in NONFINAL_MESSAGES:
+        raise ValueError(f"nonfinal_code must be one of {sorted(NONFINAL_MESSAGES)}")
+    return int(str(value))
 
 
 @dataclass
@@ -48,11 +70,24 @@ class Settings:
     postlink_delay: float = 0.0
     postlink_duplicates: int = 0
     postlink_drop: bool = False
+    terminal_code: str = TEST_TERMINAL_CODE
+    postlink_terminal: str = "code"
+    nonfinal_code: int = 454
 
     def __post_init__(self) -> None:
         self.three_ds_final_status = checked_final_status(self.three_ds_final_status)
         if self.confirm_response not in CONFIRM_RESPONSES:
             raise ValueError("confirm_response must be 'redirect' or 'json'")
+        checked_postlink_terminal(self.postlink_terminal)
+        checked_nonfinal_code(self.nonfinal_code)
+
+    def postlink_terminal_name(self) -> str | None:
+        """The terminal as postLinks name it (None: left out)."""
+        return {"code": self.terminal_code, "uuid": self.terminal_id}.get(self.postlink_terminal)
+
+    def nonfinal(self) -> tuple[int, str]:
+        """The non-final error the ``nonfinal_*`` faults answer: (code, message)."""
+        return self.nonfinal_code, NONFINAL_MESSAGES[self.nonfinal_code]
 
     def final_three_ds_status(self) -> str:
         """What an approved 3DS step ends as: the override, else CHARGE on single-stage."""

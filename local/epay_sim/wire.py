@@ -105,9 +105,10 @@ def page(status: int, title: str, body_html: str) -> Response:
     return Response(status, text.encode("utf-8"), "text/html; charset=utf-8")
 
 
-def kz_time(timestamp: float) -> str:
-    """An ISO time in Kazakhstan's zone (UTC+5), to the second, as ePay stamps its records."""
-    return datetime.fromtimestamp(timestamp, tz=KZ_TZ).isoformat(timespec="seconds")
+def kz_time(timestamp: float, timespec: str = "seconds") -> str:
+    """An ISO time in Kazakhstan's zone (UTC+5), to the second (records) or finer (postLink's
+    ``dateTime`` carries fractional seconds)."""
+    return datetime.fromtimestamp(timestamp, tz=KZ_TZ).isoformat(timespec=timespec)
 
 
 # ---------------------------------------------------------------- requests

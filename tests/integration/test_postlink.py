@@ -501,6 +501,7 @@ def test_status_api_contradicting_a_final_state_needs_review_with_both_facts(
     failure = pl.notification()
     ledger = pl.simulator.ledger[charge["invoiceId"]]
     ledger.status_name, ledger.reason_code, ledger.reason = "CHARGE", 0, ""
+    ledger.captured_amount = ledger.amount
 
     # When a success notification arrives
     answer = pl.post({**failure, "code": "ok", "reasonCode": 0})

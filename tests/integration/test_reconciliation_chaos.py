@@ -14,7 +14,8 @@ S = ChargeStatus
 
 @pytest.mark.slow
 def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
-    # Given 300 charges meeting faults, crashes, a flaky status API and no postLink at all
+    # Given 300 charges meeting faults, crashes, non-final error codes (some whose transaction
+    # went through), errors answered with HTTP 200, a flaky status API and no postLink at all
     # When the reconcilers run until nothing is due
     report = run_chaos(
         table=stack.table,
@@ -35,6 +36,9 @@ def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
     # And the faults really left charges unclear before reconciliation
     assert report.after_create[S.UNKNOWN.value] > 20
     assert report.after_create[S.PROCESSING.value] > 5
+    # And charges answered with a non-final code whose money was in fact taken were captured
+    assert report.faults["auth:nonfinal_after_commit"] > 5
+    assert report.nonfinal_went_through > 0
     # And no invoice was ever authorised twice
     assert report.double_auths == 0
     assert all(report.final[s.value] for s in (S.CAPTURED, S.DECLINED, S.EXPIRED, S.FAILED))

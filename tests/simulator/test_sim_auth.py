@@ -53,7 +53,12 @@ def test_auth_happy_path_answers_with_epay_casing(
     assert data["secure3D"] is None
     assert re.fullmatch(r"\d{12}", data["reference"])
     assert len(data["approvalCode"]) == 6
-    assert {"id", "accountID", "amount", "currency", "reason", "intReference"} <= set(data)
+    # And it echoes the request as ePay's records do: accountId (not accountID), amountBonus,
+    # description, email, phone, language and invoiceIdAlt
+    assert {"id", "accountId", "amount", "currency", "reason", "intReference"} <= set(data)
+    assert "accountID" not in data
+    assert {"amountBonus", "description", "email", "phone", "language", "invoiceIdAlt"} <= set(data)
+    assert data["amountBonus"] == 0
     # And the ledger shows one committed auth
     entry = sim.ledger[invoice]
     assert entry.status_name == "AUTH"

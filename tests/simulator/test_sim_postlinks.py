@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from local.epay_sim import CARD_AUTH, CARD_INSUFFICIENT_FUNDS, TEST_TERMINAL_ID, EpaySimulator
+from local.epay_sim import CARD_AUTH, CARD_INSUFFICIENT_FUNDS, TEST_TERMINAL_CODE, EpaySimulator
 from tests.simulator.epay_client import auth_body, invoice_token, new_invoice, post_auth
 
 
@@ -81,8 +82,11 @@ def test_postlink_success_and_failure(
     assert ok["code"] == "ok"
     assert ok["reasonCode"] == 0
     assert ok["secret_hash"] == "hash-123"
-    assert ok["terminal"] == TEST_TERMINAL_ID
+    # And the terminal is named by its 8-digit code, as ePay's records show it
+    assert ok["terminal"] == TEST_TERMINAL_CODE
     assert ok["amount"] == 100
+    # And dateTime carries fractional seconds
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+05:00", ok["dateTime"])
     assert ok["reference"] == sim.ledger[ok_invoice].reference
     assert bad["code"] == "error"
     assert bad["reasonCode"] == 484

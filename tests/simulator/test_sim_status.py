@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib3
 
-from local.epay_sim import CARD_AUTH, TEST_TERMINAL_ID, EpaySimulator
+from local.epay_sim import CARD_AUTH, TEST_TERMINAL_CODE, TEST_TERMINAL_ID, EpaySimulator
 from tests.simulator.epay_client import pay, request_token, status
 
 
@@ -22,8 +22,19 @@ def test_status_found_and_not_found(http: urllib3.PoolManager, sim: EpaySimulato
     assert tx["id"] == resp.json()["id"]
     assert tx["cardID"] == CARD_AUTH
     assert tx["terminalID"] == TEST_TERMINAL_ID
-    assert tx["reasonCode"] == 0
+    # And, as ePay's records: the terminal's 8-digit code beside its UUID, reasonCode as a
+    # string, secure as a boolean, the three amounts, bonus, data and intReference
+    assert tx["terminal"] == TEST_TERMINAL_CODE
+    assert tx["reasonCode"] == "0"
+    assert tx["secure"] is False
+    assert (tx["amount"], tx["orgAmount"], tx["payoutAmount"], tx["amountBonus"]) == (
+        100,
+        100,
+        0,
+        0,
+    )
     assert {"reference", "approvalCode", "cardMask", "reason", "createdDate"} <= set(tx)
+    assert {"data", "intReference"} <= set(tx)
     assert missing["resultCode"] == "102"
     assert "transaction" not in missing
 

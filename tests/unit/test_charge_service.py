@@ -136,10 +136,15 @@ def test_single_stage_charge_is_captured_directly() -> None:
 
 
 def test_decline_keeps_code_message_and_category() -> None:
-    # Given ePay declines for insufficient funds (484)
+    # Given ePay declines for insufficient funds (484: final, and a soft decline as the adapter
+    # reads it; the domain never reads code numbers itself)
     gateway = FakeGateway(
         auth_outcome=GatewayRejectedError(
-            "Insufficient funds", operation="auth", gateway_code=484, http_status=400
+            "Insufficient funds",
+            operation="auth",
+            gateway_code=484,
+            http_status=400,
+            decline_category="soft",
         )
     )
     service, _, _ = make(gateway)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from payments.charges.declines import DeclineCategory
 from payments.charges.links import PublicLinks
 from payments.charges.model import CHECK_LADDER, CaptureMode, ChargeStatus
 from payments.charges.payment_gateway import (
@@ -44,7 +46,10 @@ class Clock:
         self.now += delta
 
 
-def status(name: str, amount: str = "100.00", reason_code: int | None = None) -> StatusResult:
+def status(
+    name: str, amount: str | None = "100.00", reason_code: int | None = None, **read: Any
+) -> StatusResult:
+    """A status answer as the adapter reads it (`read`: amounts, terminal names, category)."""
     return StatusResult(
         "100",
         "OK",
@@ -52,13 +57,14 @@ def status(name: str, amount: str = "100.00", reason_code: int | None = None) ->
             "tx-1",
             "000000001",
             name,
-            Decimal(amount),
+            None if amount is None else Decimal(amount),
             "KZT",
             "rrn",
             "ap",
             "4400****",
             "r",
             reason_code,
+            **read,
         ),
     )
 
@@ -288,9 +294,11 @@ def test_failure_after_success_never_moves_backwards() -> None:
     ],
 )
 def test_status_names_map_to_states(name: str, expected: ChargeStatus) -> None:
-    # Given an UNKNOWN charge and the status API answering this status name (reason 484)
+    # Given an UNKNOWN charge and the status API answering this status name (reason 484, which
+    # the adapter reads as a soft decline)
     service, _, _store, gateway, _, charge_id = setup(unknown())
-    gateway.status_answers.append(status(name, reason_code=484))
+    soft = DeclineCategory.SOFT
+    gateway.status_answers.append(status(name, reason_code=484, decline_category=soft))
     # When the reconciler settles it
     result = service.settle(charge_id, "reconciler", Deadline.after(10)).charge
     # Then the charge ends in the matching state; a decline keeps the code as a soft decline

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from payments.charges.reconciler import Reconciler
     from payments.charges.service import ChargeService
     from payments.charges.settlement import ChargeSettler
+    from payments.charges.terminals import TerminalCodes
     from payments.charges.threeds import PageLinks, ThreeDSService
     from payments.charges.transitions import ChargeTransitions
     from payments.charges.use_cases import ChargeUseCases
@@ -148,12 +149,27 @@ def charge_service() -> ChargeService:
 
 
 @cache
+def terminals() -> TerminalCodes:
+    """Our terminal's names: the credentials' UUID and its code, learned from the status API and
+    kept in the table (read by the postLink intake)."""
+    from payments.charges.terminals import TerminalCodes
+
+    return TerminalCodes(store(), gateway().terminal_id)
+
+
+@cache
 def reconciler() -> Reconciler:
     """The reconciler, over the same store, settler and writer."""
     from payments.charges.reconciler import Reconciler
 
     with _lock:
-        return Reconciler(store=store(), settler=settler(), transitions=transitions(), clock=now)
+        return Reconciler(
+            store=store(),
+            settler=settler(),
+            transitions=transitions(),
+            clock=now,
+            terminals=terminals(),
+        )
 
 
 @cache
@@ -177,7 +193,7 @@ def postlink_service() -> PostLinkService:
             inbox=inbox(),
             charges=store(),
             settler=settler(),
-            terminal_id=gateway().terminal_id,
+            terminals=terminals(),
             telemetry=PowertoolsPostLinkTelemetry(),
         )
 
@@ -223,7 +239,7 @@ def three_ds_service() -> ThreeDSService:
 
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for built in (settings, _session, _secrets, gateway, store):
+    for built in (settings, _session, _secrets, gateway, store, terminals):
         built.cache_clear()
     for charge_built in (charge_use_cases, reconciler):
         charge_built.cache_clear()

@@ -113,7 +113,9 @@ class GatewayUnavailableError(GatewayError):
 
 
 class GatewayRejectedError(GatewayError):
-    """ePay refused the request with a 4xx and a code (a decline, or a failed operation)."""
+    """ePay refused the request for good: a decline with a code ePay documents as final, or a
+    failed operation. `decline_category` (hard, soft, authentication, other) is the adapter's
+    reading of the code, so nothing beyond it reads ePay's code numbers."""
 
     code = "gateway_rejected"
     http_status = 402
@@ -125,13 +127,16 @@ class GatewayRejectedError(GatewayError):
         operation: str,
         gateway_code: int | None,
         http_status: int | None = None,
+        decline_category: str | None = None,
     ) -> None:
         super().__init__(message, operation=operation, http_status=http_status)
         self.gateway_code = gateway_code
+        self.decline_category = decline_category
 
 
 class GatewayUnknownOutcomeError(GatewayError):
-    """The request may or may not have taken effect at ePay (timeout, 5xx, broken body)."""
+    """The request may or may not have taken effect at ePay (timeout, 5xx, broken body, or an
+    error code ePay does not document as final)."""
 
     code = "gateway_unknown_outcome"
     http_status = 502

@@ -9,6 +9,8 @@ Items (pk / sk):
   COUNTER#invoice        / COUNTER            the atomic counter that allocates invoice ids
   INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
                                               written by payments.aws.inbox)
+  TERMINAL#<terminal id> / TERMINAL           the terminal's 8-digit code, written once when the
+                                              status API first names it (charges.terminals)
 """
 
 from __future__ import annotations
@@ -345,6 +347,26 @@ class DynamoChargeStore:
                 )
             )
         return entries
+
+    def terminal_code(self, terminal_id: str) -> str | None:
+        """The 8-digit code kept for a terminal (its UUID), or None while none is known."""
+        item = self._get_item(f"TERMINAL#{terminal_id.strip().lower()}", "TERMINAL")
+        return str(item["code"]) if item else None
+
+    def remember_terminal_code(self, terminal_id: str, code: str) -> str:
+        """Keep a terminal's code unless one is kept already (one conditional put); the code
+        kept, which is the earlier one when two paths learn it at once."""
+        key = f"TERMINAL#{terminal_id.strip().lower()}"
+        item = {
+            "pk": key,
+            "sk": "TERMINAL",
+            "terminalId": terminal_id,
+            "code": code,
+            "learnedAt": iso(self._clock()),
+        }
+        if self._db.call_if("put_item", **_put_new(self._table, item)["Put"]) is not None:
+            return code
+        return self.terminal_code(terminal_id) or code
 
     def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
         """Ids of charges whose next check is due, oldest first, from one shard of DueIndex.

@@ -1,4 +1,5 @@
-"""What an ePay decline code means for retrying (epay-api.md section 7)."""
+"""What a decline means for retrying. Which ePay code is which category is ePay's vocabulary:
+the adapter reads it (payments.epay.codes) and hands the category over with its answers."""
 
 from __future__ import annotations
 
@@ -6,25 +7,9 @@ from enum import StrEnum
 
 
 class DeclineCategory(StrEnum):
-    """What a decline means for retrying (epay-api.md section 7)."""
+    """What a decline means for retrying (dunning reads it from `charge.error.category`)."""
 
-    HARD = "hard"
-    SOFT = "soft"
-    AUTHENTICATION = "authentication"
+    HARD = "hard"  # lost, stolen, expired, restricted, no such card: never retry
+    SOFT = "soft"  # funds, limits, issuer unavailable, try later
+    AUTHENTICATION = "authentication"  # 3-D Secure failed or required
     OTHER = "other"
-
-
-_HARD = {465, 467, 471, 472, 478, 479, 481, 482, 483, 485, 489, 490}
-_SOFT = {456, 458, 459, 484, 488, 491, 493, 494, 497}
-_AUTHENTICATION = {455, 468, 473, 496}
-
-
-def decline_category(code: int | None) -> DeclineCategory:
-    """Classify an ePay decline code; unlisted codes are `other`."""
-    if code in _HARD:
-        return DeclineCategory.HARD
-    if code in _SOFT:
-        return DeclineCategory.SOFT
-    if code in _AUTHENTICATION:
-        return DeclineCategory.AUTHENTICATION
-    return DeclineCategory.OTHER

@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from payments.charges.declines import DeclineCategory
 from payments.shared.deadline import Deadline
 from payments.shared.payer import Payer
 
@@ -113,8 +114,60 @@ class ConfirmResult:
 
 
 @dataclass(frozen=True)
+class TransactionAmounts:
+    """A transaction's amounts as the status API gives them, read together, in one way.
+
+    ePay's own status example shows a 22.22 payment as `orgAmount` 22.22, `amount` 12.22 and
+    `payoutAmount` 10. So: `original` (orgAmount) is what the transaction was made for,
+    `current` (amount) what it stands at now, `returned` (payoutAmount) what went back to the
+    card (a refund, a released hold): original = current + returned. An answer without
+    orgAmount (older shape) has `amount` as both. 0 is an amount, never "missing". `bonus`
+    (amountBonus, paid with the bank's loyalty points) is kept for the record only.
+    """
+
+    current: Decimal | None = None
+    original: Decimal | None = None
+    returned: Decimal | None = None
+    bonus: Decimal | None = None
+
+    @property
+    def made_for(self) -> Decimal | None:
+        """What the transaction was made for."""
+        return self.original if self.original is not None else self.current
+
+    @property
+    def standing(self) -> Decimal | None:
+        """What the transaction stands at now."""
+        return self.current if self.current is not None else self.original
+
+    def fits(self, made_for: Decimal, standing: Decimal | None = None) -> bool:
+        """Whether these amounts tell of a transaction made for `made_for` that now stands at
+        `standing` (None: whatever it stands at), nothing else returned, adding up."""
+        if self.made_for not in (None, made_for):
+            return False
+        if not self.adds_up():
+            return False
+        if standing is None:
+            return True
+        return self.standing in (None, standing) and self.returned in (None, made_for - standing)
+
+    def adds_up(self) -> bool:
+        """original = current + returned, when ePay gave all three."""
+        current, original, returned = self.current, self.original, self.returned
+        if current is None or original is None or returned is None:
+            return True
+        return original == current + returned
+
+    def __str__(self) -> str:
+        parts = [f"amount {self.current}", f"orgAmount {self.original}"]
+        parts += [f"payoutAmount {self.returned}", f"amountBonus {self.bonus}"]
+        return ", ".join(p for p in parts if not p.endswith(" None")) or "no amounts"
+
+
+@dataclass(frozen=True)
 class TransactionStatus:
-    """The transaction part of a status answer (epay-api.md section 4)."""
+    """The transaction part of a status answer (epay-api.md section 4), as the adapter read it:
+    the decline category of its reason code and both names of its terminal included."""
 
     transaction_id: str | None
     invoice_id: str | None
@@ -126,11 +179,24 @@ class TransactionStatus:
     card_mask: str | None
     reason: str | None
     reason_code: int | None
+    original_amount: Decimal | None = None  # orgAmount
+    returned_amount: Decimal | None = None  # payoutAmount
+    bonus_amount: Decimal | None = None  # amountBonus
+    terminal_id: str | None = None  # terminalID: the terminal's UUID (the credentials' name)
+    terminal_code: str | None = None  # terminal: its 8-digit code (what postLinks may carry)
+    decline_category: DeclineCategory = DeclineCategory.OTHER
 
     @property
     def status(self) -> GatewayStatus | None:
         """The status in our enum; None for a name ePay does not document."""
         return GatewayStatus.parse(self.status_name)
+
+    @property
+    def amounts(self) -> TransactionAmounts:
+        """The amounts, read together (see TransactionAmounts)."""
+        return TransactionAmounts(
+            self.amount, self.original_amount, self.returned_amount, self.bonus_amount
+        )
 
 
 @dataclass(frozen=True)

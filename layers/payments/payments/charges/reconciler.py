@@ -14,6 +14,7 @@ from enum import StrEnum
 from payments.charges.model import CHECK_LADDER, DUE_SHARDS, Charge, ChargeStatus, Source
 from payments.charges.ports import ChargeStore
 from payments.charges.settlement import PENDING_AT_GATEWAY, ChargeSettler, SettleOutcome
+from payments.charges.terminals import TerminalCodes
 from payments.charges.transitions import Change, ChargeTransitions
 from payments.errors import GatewayError, NotFoundError, StaleStateError
 from payments.shared.clock import utc_now
@@ -51,8 +52,10 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
         shards: int = DUE_SHARDS,
         batch_size: int = BATCH_SIZE,
+        terminals: TerminalCodes | None = None,
     ) -> None:
         self._store = store
+        self._terminals = terminals  # learns the terminal's code from the status answers
         self._settler = settler
         self._tx = transitions
         self._clock = clock
@@ -92,6 +95,8 @@ class Reconciler:
             settlement = self._settler.settle(charge_id, Source.RECONCILER, deadline)
         except GatewayError as exc:
             return self._later(charge, f"status API: {type(exc).__name__}")
+        if self._terminals is not None:
+            self._terminals.learn(settlement.transaction)
         result = settlement.charge
         if result.status is not charge.status:
             return CheckResult(result, CheckOutcome.SETTLED)

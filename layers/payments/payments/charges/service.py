@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from payments.charges.declines import decline_category
+from payments.charges.declines import DeclineCategory
 from payments.charges.links import PublicLinks
 from payments.charges.model import (
     PROCESSING_SAFE_AGE,
@@ -198,10 +198,11 @@ class ChargeService:
         try:
             result = self._gateway.authorize(token, self._auth_request(charge), deadline)
         except GatewayRejectedError as exc:
+            # Only a code ePay documents as final is a decline; others arrive as unknown outcomes.
             error = ChargeError(
                 code=str(exc.gateway_code if exc.gateway_code is not None else "rejected"),
                 message=exc.message,
-                category=decline_category(exc.gateway_code).value,
+                category=exc.decline_category or DeclineCategory.OTHER.value,
             )
             step = Step(S.DECLINED, f"ePay code {exc.gateway_code}")
             return self._tx.move(charge, Change(Source.API, (step,), error=error))

@@ -6,12 +6,12 @@ and the reconciler) ends here, so they share one state machine and one reading o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
-from payments.charges.declines import decline_category
 from payments.charges.model import (
     CaptureMode,
     Charge,
@@ -68,11 +68,13 @@ class SettleOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class Settlement:
-    """A charge after a status check, what the check did, and the status ePay named."""
+    """A charge after a status check, what the check did, the status ePay named and the
+    transaction it described (its terminal's names included)."""
 
     charge: Charge
     outcome: SettleOutcome
     gateway_status: GatewayStatus | None = None
+    transaction: TransactionStatus | None = None
 
 
 class ChargeSettler:
@@ -91,13 +93,22 @@ class ChargeSettler:
         self._tx = transitions
         self._telemetry = telemetry
 
-    def settle(self, charge_id: str, source: Source, deadline: Deadline) -> Settlement:
-        """Ask ePay's status API about a charge and apply the answer."""
+    def settle(
+        self,
+        charge_id: str,
+        source: Source,
+        deadline: Deadline,
+        vet: Callable[[StatusResult], None] | None = None,
+    ) -> Settlement:
+        """Ask ePay's status API about a charge and apply the answer; `vet` sees the answer
+        first and may refuse it by raising (nothing is applied then)."""
         charge = self._store.get(charge_id)
         if charge is None:
             raise NotFoundError("no such charge")
         self._telemetry.bind_charge(charge)
         answer = self._gateway.status(charge.invoice_id, deadline)
+        if vet is not None:
+            vet(answer)
         return self.apply_status(charge, answer, source, deadline)
 
     def settle_or_report(self, charge: Charge, source: Source, deadline: Deadline) -> Charge:
@@ -113,29 +124,36 @@ class ChargeSettler:
         self, charge: Charge, answer: StatusResult, source: Source, deadline: Deadline
     ) -> Settlement:
         """Move a charge to what the status API says, once; contradictions go to NEEDS_REVIEW."""
+        tx = answer.transaction
         if charge.status is S.NEEDS_REVIEW:
-            return Settlement(charge, SettleOutcome.UNCHANGED)
+            return Settlement(charge, SettleOutcome.UNCHANGED, transaction=tx)
         if answer.not_found:
             return Settlement(charge, SettleOutcome.NOT_FOUND)
-        tx = answer.transaction
         target = SETTLES_AS.get(tx.status) if tx and tx.status else None
         if tx is None or target is None:
-            return Settlement(charge, SettleOutcome.PENDING, tx.status if tx else None)
+            return Settlement(charge, SettleOutcome.PENDING, tx.status if tx else None, tx)
         said = f"status API: {tx.status_name}"
-        if tx.currency not in (None, charge.currency) or (
-            tx.amount is not None and tx.amount > charge.amount
+        standing = _standing(charge, target)
+        if tx.currency not in (None, charge.currency) or not tx.amounts.fits(
+            charge.amount, standing
         ):
-            return self._review(charge, f"{said} for {tx.amount} {tx.currency}", source)
+            # ePay's amounts tell of other money than this charge's (the service makes no
+            # refunds): a person decides rather than a wrong amount being recorded.
+            currency = f" {tx.currency}" if tx.currency else ""
+            detail = f"{said} with {tx.amounts}{currency} for a {charge.amount} charge"
+            return self._review(charge, detail, source, tx)
         if target is charge.status and not (target is S.AUTHORIZED and charge.capture_pending):
-            return Settlement(charge, SettleOutcome.UNCHANGED, tx.status)
+            return Settlement(charge, SettleOutcome.UNCHANGED, tx.status, tx)
         if target is not charge.status and not can_transition(charge.status, target):
-            return self._review(charge, f"{said} but the charge is {charge.status.value}", source)
+            detail = f"{said} but the charge is {charge.status.value}"
+            return self._review(charge, detail, source, tx)
         epay = EpayRef(tx.transaction_id, tx.reference, tx.approval_code, tx.card_mask)
         if target is S.AUTHORIZED:
             moved = self.authorized(charge, epay, source, said, deadline)
         else:
-            moved = self._tx.move(charge, _settled(charge, tx, target, epay, source, said))
-        return Settlement(moved, SettleOutcome.CHANGED, tx.status)
+            change = _settled(tx, target, epay, source, said, standing)
+            moved = self._tx.move(charge, change)
+        return Settlement(moved, SettleOutcome.CHANGED, tx.status, tx)
 
     def authorized(
         self, charge: Charge, epay: EpayRef, source: Source, detail: str, deadline: Deadline
@@ -206,20 +224,32 @@ class ChargeSettler:
             return False
         return answer.transaction is not None and answer.transaction.status is G.CHARGE
 
-    def _review(self, charge: Charge, detail: str, source: Source) -> Settlement:
+    def _review(
+        self, charge: Charge, detail: str, source: Source, tx: TransactionStatus | None = None
+    ) -> Settlement:
         if not can_transition(charge.status, S.NEEDS_REVIEW):
-            return Settlement(charge, SettleOutcome.UNCHANGED)
+            return Settlement(charge, SettleOutcome.UNCHANGED, transaction=tx)
         moved = self._tx.move(charge, Change(source, (Step(S.NEEDS_REVIEW, detail),)))
-        return Settlement(moved, SettleOutcome.CHANGED)
+        return Settlement(moved, SettleOutcome.CHANGED, transaction=tx)
+
+
+def _standing(charge: Charge, target: ChargeStatus) -> Decimal | None:
+    """What ePay's transaction must stand at for `target` to fit this charge: all of it held
+    (AUTHORIZED) or taken (CAPTURED: what we captured, or all of it); None: not checked."""
+    if target is S.CAPTURED:
+        return charge.captured_amount if charge.captured_amount is not None else charge.amount
+    if target is S.AUTHORIZED:
+        return charge.amount
+    return None
 
 
 def _settled(
-    charge: Charge,
     tx: TransactionStatus,
     target: ChargeStatus,
     epay: EpayRef,
     source: Source,
     detail: str,
+    standing: Decimal | None,
 ) -> Change:
     """The change a final status other than AUTH makes (money taken, returned or refused)."""
     error = None
@@ -227,13 +257,13 @@ def _settled(
         error = ChargeError(
             code=str(tx.reason_code if tx.reason_code is not None else "rejected"),
             message=tx.reason or "declined",
-            category=decline_category(tx.reason_code).value,
+            category=tx.decline_category.value,
         )
     return Change(
         source,
         (Step(target, detail),),
         epay=epay,
         error=error,
-        captured=(tx.amount or charge.amount) if target is S.CAPTURED else None,
+        captured=standing if target is S.CAPTURED else None,
         capture_pending=False,
     )

@@ -24,21 +24,22 @@ from payments.charges.payment_gateway import (
     Token,
 )
 from payments.epay.responses import (
+    NO_SUCH_RECORD,
+    SavedCard,
     auth_result,
-    interpret,
     interpret_confirm,
     opt_int,
+    read,
+    saved_cards_result,
     status_result,
 )
 from payments.errors import (
+    GatewayRejectedError,
     GatewayUnavailableError,
 )
 from payments.shared import jsonutil
 from payments.shared.deadline import Deadline
 from payments.shared.money import money_str
-
-# Operations that create nothing at ePay: an ambiguous answer means "try again", not "unknown".
-
 
 TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
 MIN_CALL_SECONDS = 0.5
@@ -170,6 +171,22 @@ class EpayClient:
 
         return self._with_retries(once, deadline)
 
+    def saved_cards(self, account_id: str, deadline: Deadline) -> list[SavedCard]:
+        """GET the cards saved under an account (none: ePay's "no record", code 1373); retried
+        on transient failures (it changes nothing). For the saved-cards use cases to come."""
+        url = f"{self._api_url}/cards/{quote(account_id, safe='')}"
+
+        def once() -> list[SavedCard]:
+            token = self._terminal(deadline)
+            try:
+                return saved_cards_result(self._send("cards", "GET", url, token, deadline))
+            except GatewayRejectedError as exc:
+                if exc.gateway_code == NO_SUCH_RECORD:
+                    return []
+                raise
+
+        return self._with_retries(once, deadline)
+
     def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
         """Charge a held AUTH (whole, or `amount` of it). Not retried: a resend could double."""
         token = self._terminal(deadline)
@@ -282,6 +299,23 @@ class EpayClient:
         body: bytes | None = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
+        """`_send`, for answers that are JSON objects (anything else reads as `{}`)."""
+        answer = self._send(
+            operation, method, url, token, deadline, body=body, content_type=content_type
+        )
+        return answer if isinstance(answer, dict) else {}
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        token: Token | None,
+        deadline: Deadline,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Any:
         budget = deadline.remaining() - MIN_CALL_SECONDS
         if budget < MIN_CALL_SECONDS:
             raise GatewayUnavailableError(
@@ -306,5 +340,5 @@ class EpayClient:
                 redirect=False,
             )
         except HTTPError as exc:
-            return interpret(operation, None, b"", exc)
-        return interpret(operation, response.status, response.data)
+            return read(operation, None, b"", exc)
+        return read(operation, response.status, response.data)

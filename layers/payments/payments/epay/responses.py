@@ -1,8 +1,14 @@
-"""Reading ePay's answers: HTTP outcomes to results or errors, tolerant of casing and types."""
+"""Reading ePay's answers: HTTP outcomes to results or errors, tolerant of casing and types.
+
+An auth refused with an error code (a 4xx `{code, message}`, or a 2xx body with a non-zero
+`code` and no status) is a decline only when ePay documents the code as final
+(payments.epay.codes); any other code leaves the outcome unknown, for the status API to settle.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -17,7 +23,9 @@ from payments.charges.payment_gateway import (
     StatusResult,
     TransactionStatus,
 )
+from payments.epay import codes
 from payments.errors import (
+    GatewayError,
     GatewayRejectedError,
     GatewayUnavailableError,
     GatewayUnknownOutcomeError,
@@ -25,11 +33,13 @@ from payments.errors import (
 from payments.shared import jsonutil
 from payments.shared.money import to_money
 
-Operation = Literal["token", "auth", "status", "capture", "confirm"]
+Operation = Literal["token", "auth", "status", "capture", "confirm", "cards"]
 # The statuses a 200 answer of the auth endpoint may carry (epay-api.md section 2).
 _AUTH_ANSWERS = frozenset({GatewayStatus.AUTH, GatewayStatus.CHARGE, GatewayStatus.THREE_DS})
 # Operations that change nothing at ePay: safe to retry, and a failure means "unavailable".
-SAFE_OPERATIONS: frozenset[str] = frozenset({"token", "status"})
+SAFE_OPERATIONS: frozenset[str] = frozenset({"token", "status", "cards"})
+# The card list's answer for an account without saved cards ("Запись не найдена!").
+NO_SUCH_RECORD = 1373
 
 
 def lower_keys(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,13 +68,43 @@ def opt_money(value: Any) -> Decimal | None:
         return None
 
 
+def refusal(
+    operation: str, code: int | None, message: str, http_status: int | None
+) -> GatewayError:
+    """What an auth refused with `code` means: a decline (with its category) when ePay documents
+    the code as final; otherwise nobody knows whether the money moved (ask the status API)."""
+    row = codes.lookup(code)
+    if row is not None and row.final:
+        return GatewayRejectedError(
+            message,
+            operation=operation,
+            gateway_code=code,
+            http_status=http_status,
+            decline_category=row.category.value,
+        )
+    reading = "not final" if row is not None else "not in ePay's table"
+    return GatewayUnknownOutcomeError(
+        f"ePay {operation}: code {code} is {reading} ({message[:80]})",
+        operation=operation,
+        http_status=http_status,
+    )
+
+
 def interpret(
     operation: str, status: int | None, body: bytes, error: Exception | None = None
 ) -> dict[str, Any]:
-    """Map one HTTP outcome (or transport error) to a parsed JSON object or one of our errors.
+    """`read`, for answers that are JSON objects (anything else reads as `{}`)."""
+    parsed = read(operation, status, body, error)
+    result: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    return result
 
-    Safe operations (token, status) turn every ambiguity into GatewayUnavailableError (try again);
-    the others (auth, capture) turn it into GatewayUnknownOutcomeError (ask the status API).
+
+def read(operation: str, status: int | None, body: bytes, error: Exception | None = None) -> Any:
+    """Map one HTTP outcome (or transport error) to parsed JSON or one of our errors.
+
+    Safe operations (token, status, cards) turn every ambiguity into GatewayUnavailableError
+    (try again); the others (auth, capture) into GatewayUnknownOutcomeError (ask the status
+    API). A 4xx is a refusal: for the auth, a decline only with a final code (see `refusal`).
     """
     ambiguous = (
         GatewayUnavailableError if operation in SAFE_OPERATIONS else (GatewayUnknownOutcomeError)
@@ -92,20 +132,18 @@ def interpret(
             raise ambiguous(
                 f"ePay {operation}: unparsable answer", operation=operation, http_status=status
             ) from exc
-    if not isinstance(parsed, dict):
-        parsed = {}
     if 400 <= status < 500:
-        fields = lower_keys(parsed)
+        fields = lower_keys(parsed) if isinstance(parsed, dict) else {}
+        code = opt_int(fields.get("code"))
+        message = str(fields.get("message") or fields.get("error") or f"HTTP {status}")[:200]
+        if operation == "auth":
+            raise refusal(operation, code, message, status)
         raise GatewayRejectedError(
-            str(fields.get("message") or fields.get("error") or f"HTTP {status}")[:200],
-            operation=operation,
-            gateway_code=opt_int(fields.get("code")),
-            http_status=status,
+            message, operation=operation, gateway_code=code, http_status=status
         )
     if not 200 <= status < 300:
         raise ambiguous(f"ePay {operation}: HTTP {status}", operation=operation, http_status=status)
-    result: dict[str, Any] = parsed
-    return result
+    return parsed
 
 
 def interpret_confirm(
@@ -152,10 +190,8 @@ def auth_result(data: dict[str, Any]) -> AuthResult:
         )
     if status not in _AUTH_ANSWERS or (status is GatewayStatus.THREE_DS and secure3d is None):
         code = opt_int(fields.get("code"))
-        if code:
-            raise GatewayRejectedError(
-                str(fields.get("message") or raw_status)[:200], operation="auth", gateway_code=code
-            )
+        if code:  # a 2xx that is an error answer: {code, message}
+            raise refusal("auth", code, str(fields.get("message") or raw_status)[:200], None)
         raise GatewayUnknownOutcomeError(
             f"ePay auth: unexpected status {raw_status[:20]!r}", operation="auth"
         )
@@ -174,12 +210,17 @@ def auth_result(data: dict[str, Any]) -> AuthResult:
 
 
 def status_result(data: dict[str, Any]) -> StatusResult:
+    """A status answer: resultCode, and for 100 the transaction with its amounts read together,
+    both names of its terminal and the decline category of its reason code."""
     fields = lower_keys(data)
     code = str(fields.get("resultcode") or "").strip()
     transaction = fields.get("transaction")
     parsed = None
     if code == "100" and isinstance(transaction, dict):
         t = lower_keys(transaction)
+        reason_code = opt_int(t.get("reasoncode"))
+        terminal_id = opt_str(t.get("terminalid"))
+        terminal = opt_str(t.get("terminal"))
         parsed = TransactionStatus(
             transaction_id=opt_str(t.get("id")),
             invoice_id=opt_str(t.get("invoiceid")),
@@ -190,8 +231,58 @@ def status_result(data: dict[str, Any]) -> StatusResult:
             approval_code=opt_str(t.get("approvalcode")),
             card_mask=opt_str(t.get("cardmask")),
             reason=opt_str(t.get("reason")),
-            reason_code=opt_int(t.get("reasoncode")),
+            reason_code=reason_code,
+            original_amount=opt_money(t.get("orgamount")),
+            returned_amount=opt_money(t.get("payoutamount")),
+            bonus_amount=opt_money(t.get("amountbonus")),
+            terminal_id=terminal_id,
+            # `terminal` is the 8-digit code; a copy of the UUID there names nothing new.
+            terminal_code=None if _same(terminal, terminal_id) else terminal,
+            decline_category=codes.decline_category(reason_code),
         )
     elif code == "100":
         raise GatewayUnavailableError("ePay status: 100 without a transaction", operation="status")
     return StatusResult(code, str(fields.get("resultmessage") or "")[:200], parsed)
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.strip().lower() == b.strip().lower()
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """One card of `GET /cards/{accountId}` (PascalCase keys: `ID`, `CardMask`, ...)."""
+
+    card_id: str = field(repr=False)
+    card_mask: str | None
+    payer_name: str | None = field(default=None, repr=False)
+    payment_available: bool = False
+    transaction_id: str | None = None
+    reference: str | None = None
+
+
+def saved_cards_result(data: Any) -> list[SavedCard]:
+    """The card list: a JSON array of cards; `{code: 1373}` (no record) is an empty list."""
+    if isinstance(data, dict):
+        code = opt_int(lower_keys(data).get("code"))
+        if code == NO_SUCH_RECORD:
+            return []
+        raise GatewayUnavailableError(f"ePay cards: answer with code {code}", operation="cards")
+    cards = []
+    for item in data if isinstance(data, list) else []:
+        card = lower_keys(item) if isinstance(item, dict) else {}
+        card_id = opt_str(card.get("id"))
+        if card_id is None:
+            continue
+        available = card.get("paymentavailable")
+        cards.append(
+            SavedCard(
+                card_id=card_id,
+                card_mask=opt_str(card.get("cardmask")),
+                payer_name=opt_str(card.get("payername")),
+                payment_available=available is True or str(available).lower() == "true",
+                transaction_id=opt_str(card.get("transactionid")),
+                reference=opt_str(card.get("reference")),
+            )
+        )
+    return cards
