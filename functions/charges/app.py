@@ -10,14 +10,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from payments import bootstrap
 from payments.charges import views
 from payments.charges.model import Charge
-from payments.charges.requests import parse_capture_request, parse_charge_request
-from payments.http import bodies, router
+from payments.charges.requests import is_charge_id, parse_capture_request, parse_charge_request
+from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
 from payments.shared.fields import validate_idempotency_key
 
-app = router.Router()
+app = router.Router(path_ids={"chargeId": is_charge_id})
 
 
 def _resource(charge: Charge) -> dict[str, Any]:
@@ -29,8 +29,7 @@ def _resource(charge: Charge) -> dict[str, Any]:
 def create_charge(request: Request, context: router.Context) -> Reply:
     """Charge a saved card once per Idempotency-Key."""
     key = validate_idempotency_key(request.header("Idempotency-Key"))
-    body = bodies.parse_json_body(request.body_bytes())
-    charge_request = parse_charge_request(body, bootstrap.settings().capture_mode)
+    charge_request = parse_charge_request(request.json_body(), bootstrap.settings().capture_mode)
     result = bootstrap.charge_service().create_charge(
         charge_request, key, deadline.deadline_from(context)
     )
@@ -50,7 +49,7 @@ def get_charge(request: Request, _context: router.Context) -> Reply:
 @app.route("POST", "/charges/{chargeId}/capture")
 def capture_charge(request: Request, context: router.Context) -> Reply:
     """Capture a held (AUTHORIZED) charge, wholly or partly."""
-    amount = parse_capture_request(bodies.parse_json_body(request.body_bytes(), required=False))
+    amount = parse_capture_request(request.json_body(required=False))
     charge = bootstrap.charge_service().capture_charge(
         request.path_params["chargeId"], amount, deadline.deadline_from(context)
     )

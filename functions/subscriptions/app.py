@@ -7,18 +7,19 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.http import bodies, router
+from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared.fields import validate_idempotency_key
 from payments.subscriptions.requests import (
+    is_subscription_id,
     parse_list_query,
     parse_subscription_request,
     parse_subscription_update,
 )
 from payments.subscriptions.views import subscription_resource
 
-app = router.Router()
+app = router.Router(path_ids={"subscriptionId": is_subscription_id})
 
 
 @app.route("POST", "/subscriptions")
@@ -26,8 +27,7 @@ def create_subscription(request: Request, _context: router.Context) -> Reply:
     """Create a subscription once per Idempotency-Key."""
     key = validate_idempotency_key(request.header("Idempotency-Key"))
     service = bootstrap.subscriptions()
-    body = bodies.parse_json_body(request.body_bytes())
-    result = service.create(parse_subscription_request(body, service.now()), key)
+    result = service.create(parse_subscription_request(request.json_body(), service.now()), key)
     resource = subscription_resource(result.subscription)
     if result.replayed:
         return router.json_response(200, resource, **{"Idempotent-Replayed": "true"})
@@ -54,7 +54,7 @@ def get_subscription(request: Request, _context: router.Context) -> Reply:
 @app.route("PATCH", "/subscriptions/{subscriptionId}")
 def update_subscription(request: Request, _context: router.Context) -> Reply:
     """Change the card (next attempt) or the amount (next cycle) or the description."""
-    change = parse_subscription_update(bodies.parse_json_body(request.body_bytes()))
+    change = parse_subscription_update(request.json_body())
     sub = bootstrap.subscriptions().update(request.path_params["subscriptionId"], change)
     return router.json_response(200, subscription_resource(sub))
 

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
+from payments.charges.requests import is_charge_id
 from payments.charges.threeds import AutoSubmit
 from payments.errors import NotFoundError, PaymentsError, ValidationError
 from payments.http import pages, router
@@ -38,7 +39,7 @@ def _error_page(error: Exception) -> Reply:
     return _html(pages.error_page(500))
 
 
-app = router.Router(on_error=_error_page)
+app = router.Router(on_error=_error_page, path_ids={"chargeId": is_charge_id})
 
 
 @app.route("GET", "/charges/{chargeId}/3ds")

@@ -40,6 +40,11 @@ EXPECTED: dict[str, list[str]] = {
         rf"^all_shards_parallel_rate ({NUMBER} /s|unavailable)",
         r"^shards_needed_at_measured_rate \d+$",
     ],
+    "fuzz_bench.py": [
+        r"^requests sent\s+\d+",
+        r"^5xx seen\s+\d+",
+        r"^rejected requests that changed it\s+\d+",
+    ],
     "chaos_bench.py": [
         r"^chaos scenario: \d+ charges",
         r"after reconciliation\s+\{",

@@ -19,8 +19,8 @@ from payments import errors
 # 3-D Secure pages). A transaction's Puts are authorised one by one as PutItem.
 PUBLIC_FUNCTION_KEYS: dict[str, dict[str, set[str]]] = {
     "PostLinkFunction": {
-        "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*"},
-        "dynamodb:PutItem": {"CHARGE#*", "INBOX#*"},
+        "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*", "TERMINAL#*"},
+        "dynamodb:PutItem": {"CHARGE#*", "INBOX#*", "TERMINAL#*"},
         "dynamodb:UpdateItem": {"INBOX#*"},
     },
     "ThreeDSFunction": {

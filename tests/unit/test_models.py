@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from payments.charges.declines import DeclineCategory, decline_category
+from payments.charges.declines import DeclineCategory
 from payments.charges.model import TRANSITIONS, CaptureMode, ChargeStatus, can_transition
 from payments.charges.requests import parse_capture_request, parse_charge_request
+from payments.epay.codes import decline_category
 from payments.errors import ValidationError
 from payments.shared import jsonutil
 from payments.shared.fields import mask_card_id, validate_idempotency_key

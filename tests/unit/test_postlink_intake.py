@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,8 +23,10 @@ from payments.charges.notifications import (
     parse_notification,
     verify,
 )
+from payments.charges.payment_gateway import StatusResult, TransactionStatus
 from payments.charges.postlink import PostLinkService
 from payments.charges.settlement import Settlement
+from payments.charges.terminals import TerminalNames
 from payments.errors import (
     ForgedNotificationError,
     GatewayUnknownOutcomeError,
@@ -109,7 +112,7 @@ def test_form_body_and_any_key_case_and_a_wrong_content_type_are_accepted() -> N
         (b"hello world", set()),
         (raw(invoiceId="42"), {"invoiceId"}),
         (
-            raw(invoiceId=None, amount="x", currency="TENGE", terminal=""),
+            raw(invoiceId=None, amount="x", currency="TENGE", terminal="x" * 300),
             {"invoiceId", "amount", "currency", "terminal"},
         ),
         (raw(amount=-1), {"amount"}),
@@ -174,7 +177,7 @@ def test_body_bytes_decodes_base64_and_refuses_huge_bodies_early() -> None:
 
 def test_genuine_notification_verifies() -> None:
     # Given a postLink matching the charge (terminal id in any case) / Then nothing mismatches
-    assert verify(parse_notification(raw(), None), CHARGE, TERMINAL.upper()) == ()
+    assert verify(parse_notification(raw(), None), CHARGE, TerminalNames(TERMINAL.upper())) == ()
 
 
 @pytest.mark.parametrize(
@@ -190,7 +193,8 @@ def test_genuine_notification_verifies() -> None:
 )
 def test_every_mismatch_is_named(changes: dict[str, Any], mismatched: tuple[str, ...]) -> None:
     # Given a postLink differing from the charge / Then each differing field is named
-    assert verify(parse_notification(raw(**changes), None), CHARGE, TERMINAL) == mismatched
+    notification = parse_notification(raw(**changes), None)
+    assert verify(notification, CHARGE, TerminalNames(TERMINAL)) == mismatched
 
 
 # ------------------------------------------------------------------------------ the use case
@@ -236,17 +240,54 @@ class FakeCharges:
         return self.charges.get(invoice_id)
 
 
+def answer(terminal_code: str | None = "98120001", terminal_id: str = TERMINAL) -> StatusResult:
+    """The status API's answer for CHARGE, naming the terminal by both names."""
+    tx = TransactionStatus(
+        "tx-1", CHARGE.invoice_id, "CHARGE", CHARGE.amount, "KZT", "rrn", "ap", None, None, 0,
+        terminal_id=terminal_id, terminal_code=terminal_code,
+    )  # fmt: skip
+    return StatusResult("100", "SUCCESS", tx)
+
+
 @dataclass
 class FakeSettler:
     outcome: str | Exception = "changed"
+    status: StatusResult = field(default_factory=answer)
     deadlines: list[float] = field(default_factory=list)
+    applied: int = 0
 
-    def settle(self, charge_id: str, source: str, deadline: Deadline) -> Settlement:
+    def settle(
+        self,
+        charge_id: str,
+        source: str,
+        deadline: Deadline,
+        vet: Callable[[StatusResult], None] | None = None,
+    ) -> Settlement:
         assert source == "postlink"
         self.deadlines.append(deadline.remaining())
         if isinstance(self.outcome, Exception):
             raise self.outcome
+        if vet is not None:
+            vet(self.status)
+        self.applied += 1
         return Settlement(replace(CHARGE, status=ChargeStatus.CAPTURED), self.outcome)
+
+
+@dataclass
+class FakeTerminals:
+    """TerminalCodes over a dict: the UUID, and a code once learned."""
+
+    code: str | None = None
+    learned: list[str] = field(default_factory=list)
+
+    def names(self) -> TerminalNames:
+        return TerminalNames(TERMINAL, self.code)
+
+    def learn(self, transaction: TransactionStatus | None) -> str | None:
+        if self.code is None and transaction is not None and transaction.terminal_code:
+            self.code = transaction.terminal_code
+            self.learned.append(self.code)
+        return self.code
 
 
 @dataclass
@@ -263,6 +304,7 @@ class World:
     settler: FakeSettler
     telemetry: FakeTelemetry
     service: PostLinkService
+    terminals: FakeTerminals
 
     def receive(self, body: bytes, route: Route = Route.SUCCESS, seconds: float = 27.0) -> Any:
         return self.service.receive(
@@ -275,15 +317,16 @@ def world() -> World:
     inbox = FakeInbox()
     settler = FakeSettler()
     telemetry = FakeTelemetry()
+    terminals = FakeTerminals()
     service = PostLinkService(
         inbox=inbox,
         charges=FakeCharges(inbox),
         settler=settler,
-        terminal_id=lambda: TERMINAL,
+        terminals=terminals,
         telemetry=telemetry,
         clock=lambda: NOW,
     )
-    return World(inbox, settler, telemetry, service)
+    return World(inbox, settler, telemetry, service, terminals)
 
 
 def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> None:
@@ -407,3 +450,68 @@ def test_a_copy_arriving_while_the_first_is_in_flight_is_not_settled_twice(world
     world.inbox.verdicts[digest] = StoredVerdict(Verdict.RECEIVED, 2, NOW - timedelta(minutes=1))
     assert world.receive(raw()).verdict is Verdict.SETTLED
     assert len(world.settler.deadlines) == 1
+
+
+# ------------------------------------------------------------------------------ terminal names
+
+
+def test_a_code_not_learned_yet_is_confirmed_by_the_status_api_and_learned(world: World) -> None:
+    # Given our terminal's code not learned, and a postLink naming the terminal by its code
+    # When it is received, and the status answer names the same code beside our UUID
+    outcome = world.receive(raw(terminal="98120001"))
+    # Then it is settled (not forged), and the code is learned from the status answer
+    assert outcome.verdict is Verdict.SETTLED
+    assert world.settler.applied == 1
+    assert world.terminals.learned == ["98120001"]
+
+
+def test_a_code_the_status_api_does_not_confirm_is_forged(world: World) -> None:
+    # Given a postLink with the right secret but another terminal's code
+    # When the status answer names our code (98120001), not the offered one
+    with pytest.raises(ForgedNotificationError) as caught:
+        world.receive(raw(terminal="98458031"))
+    # Then it is refused naming the terminal, and the status answer was not applied
+    assert caught.value.mismatched == ("terminal",)
+    assert world.settler.applied == 0
+    assert world.inbox.calls[-1] == "verdict:forged"
+    assert world.terminals.learned == []
+
+
+def test_a_known_code_is_a_name_and_another_code_is_forged_at_once(world: World) -> None:
+    # Given our code learned earlier
+    world.terminals.code = "98120001"
+    # When postLinks name the terminal by its code, its UUID, or another code
+    assert world.receive(raw(terminal="98120001")).verdict is Verdict.SETTLED
+    assert world.receive(raw(terminal=TERMINAL, id="tx-2")).verdict is Verdict.SETTLED
+    with pytest.raises(ForgedNotificationError):
+        world.receive(raw(terminal="98458031"))
+    # Then the mismatch was judged against both names without asking ePay
+    assert len(world.settler.deadlines) == 2
+
+
+def test_a_notification_without_terminal_is_verified_by_the_rest(world: World) -> None:
+    # Given a postLink without terminal / When it is received
+    body = {k: v for k, v in PAYLOAD.items() if k != "terminal"}
+    outcome = world.receive(json.dumps(body).encode())
+    # Then it is not malformed: the other fields and the status API verify it
+    assert outcome.verdict is Verdict.SETTLED
+    assert world.settler.applied == 1
+
+
+def test_a_card_saving_postlink_is_kept_as_an_unknown_invoice(world: World) -> None:
+    # Given the postLink of saving a card: amount 0, USD, a CARD... invoice id
+    outcome = world.receive(raw(invoiceId="CARD000000731", amount=0, currency="USD"))
+    # Then it is well formed, answered 200 and kept, nothing settled
+    assert outcome.verdict is Verdict.UNKNOWN_INVOICE
+    assert world.settler.deadlines == []
+    (record,) = world.inbox.records.values()
+    assert record.notification["amount"] == "0"
+
+
+def test_a_lone_surrogate_in_any_field_is_malformed_not_a_crash() -> None:
+    # Given a JSON postLink whose secret_hash (or another field) spells a lone surrogate
+    for name in ("secret_hash", "reason", "invoiceId"):
+        body = json.dumps({**PAYLOAD, name: "\ud800"}).encode()
+        # When it is parsed / Then it is refused as malformed (400), before any digest or write
+        with pytest.raises(ValidationError, match="not valid Unicode"):
+            parse_notification(body, "application/json")

@@ -28,7 +28,7 @@ CHARGE_REQUIRES_ACTION = "charge.requires_action"
 # The idempotency key of a renewal charge. It contains a space, which the public API's
 # Idempotency-Key header may not (printable ASCII without spaces), so no merchant request can
 # ever collide with, replay or pre-empt a renewal's charge.
-_RENEWAL_KEY_RE = re.compile(r"^renewal (sub_[0-9a-f]{32})#([0-9]+)(?:#retry([0-9]+))?$")
+_RENEWAL_KEY_RE = re.compile(r"renewal (sub_[0-9a-f]{32})#([0-9]+)(?:#retry([0-9]+))?")
 
 
 def renewal_key(subscription_id: str, cycle: int, attempt: int) -> str:
@@ -39,7 +39,7 @@ def renewal_key(subscription_id: str, cycle: int, attempt: int) -> str:
 
 def parse_renewal_key(key: str) -> tuple[str, int, int] | None:
     """(subscription id, cycle, attempt) of a renewal charge's key; None for other charges."""
-    match = _RENEWAL_KEY_RE.match(key)
+    match = _RENEWAL_KEY_RE.fullmatch(key)
     if match is None:
         return None
     return match.group(1), int(match.group(2)), int(match.group(3) or 0)

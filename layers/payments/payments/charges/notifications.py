@@ -15,11 +15,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from payments.charges.model import Charge, secret_hash_digest
+from payments.charges.terminals import TerminalNames
 from payments.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from payments.shared.fields import CONTROL_RE, INVOICE_ID_RE, mask_card_id
+from payments.shared.fields import CONTROL_RE, is_unicode_text, mask_card_id
 from payments.shared.money import to_money
 
 MAX_NOTIFICATION_BYTES = 16 * 1024
@@ -44,7 +45,10 @@ KEPT_FIELDS = (
     "secure",
 )
 _MAX_FIELD_CHARS = 256
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+# A charge's invoice id (6-15 digits), or a card verification's (e.g. "CARD0001": the postLink
+# of saving a card, amount 0 USD), which no charge holds: it is kept as an unknown invoice.
+_NOTIFIED_INVOICE_RE = re.compile(r"\A(?:[0-9]{6,15}|[A-Za-z][A-Za-z0-9_-]{2,63})\Z")
 
 
 class Route(StrEnum):
@@ -71,7 +75,7 @@ class Notification:
     invoice_id: str
     amount: Decimal
     currency: str
-    terminal: str
+    terminal: str | None  # the UUID or the 8-digit code; None when ePay left it out
     secret_hash: str | None = field(repr=False)
     code: str | None = None
     transaction_id: str | None = None
@@ -122,6 +126,10 @@ def _decode_fields(body: bytes, content_type: str | None) -> Mapping[str, Any]:
             raise ValidationError("the notification is not valid JSON") from exc
         if not isinstance(data, dict):
             raise ValidationError("the notification must be a JSON object")
+        # JSON escapes can spell lone surrogates ("\ud800"), which no UTF-8 store or log takes.
+        texts = [str(k) for k in data] + [v for v in data.values() if isinstance(v, str)]
+        if not all(is_unicode_text(text) for text in texts):
+            raise ValidationError("the notification holds text that is not valid Unicode")
         return data
     if "json" in ctype:
         raise ValidationError("the notification must be a JSON object")
@@ -166,8 +174,8 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
     errors: dict[str, str] = {}
 
     invoice_id = _text(fields.get("invoiceid"))
-    if invoice_id is None or not INVOICE_ID_RE.match(invoice_id):
-        errors["invoiceId"] = "must be a string of 6 to 15 digits"
+    if invoice_id is None or not _NOTIFIED_INVOICE_RE.match(invoice_id):
+        errors["invoiceId"] = "must be 6 to 15 digits, or a card verification's id"
 
     amount: Decimal | None = None
     try:
@@ -175,18 +183,21 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
             amount = to_money(fields["amount"])
     except ValueError:
         amount = None
-    if amount is None or amount <= 0:
-        errors["amount"] = "must be a positive number"
+    if amount is None or amount < 0:  # 0: a card verification (saving a card)
+        errors["amount"] = "must be a number, 0 or more"
 
     currency = _text(fields.get("currency"))
-    if currency is None or not _CURRENCY_RE.match(currency):
+    if currency is None or not _CURRENCY_RE.fullmatch(currency):
         errors["currency"] = "must be a 3-letter currency code"
 
-    terminal = _text(fields.get("terminal", fields.get("terminalid")))
-    if terminal is None:
-        errors["terminal"] = "is required"
+    # The terminal's UUID or its 8-digit code; absent (or empty) is allowed: the other fields
+    # and the status API verify such a notification.
+    offered = fields.get("terminal", fields.get("terminalid"))
+    terminal = None if offered in (None, "") else _text(offered)
+    if offered not in (None, "") and terminal is None:
+        errors["terminal"] = "must be a short text"
 
-    if errors or invoice_id is None or amount is None or currency is None or terminal is None:
+    if errors or invoice_id is None or amount is None or currency is None:
         raise ValidationError("the notification is invalid", errors)
     secret = fields.get("secret_hash")
     code = _text(fields.get("code"))
@@ -206,19 +217,22 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
     )
 
 
-def verify(notification: Notification, charge: Charge, terminal_id: str) -> tuple[str, ...]:
+def verify(notification: Notification, charge: Charge, terminal: TerminalNames) -> tuple[str, ...]:
     """The names of the fields that do not match the stored charge (empty: authentic).
 
-    Every check runs whatever the others say, and `secret_hash` is compared as SHA-256 hex
-    digests with `hmac.compare_digest`, so the answer's timing tells nothing about the secret.
+    `terminal` matches when it is absent, is one of our terminal's names (UUID or code), or may
+    be our code not learned yet (`TerminalNames.to_confirm`: the status API confirms it). Every
+    check runs whatever the others say, and `secret_hash` is compared as SHA-256 hex digests
+    with `hmac.compare_digest`, so the answer's timing tells nothing about the secret.
     """
     offered = secret_hash_digest(notification.secret_hash or "")
     secret_ok = hmac.compare_digest(offered, charge.secret_hash_digest)
+    named = notification.terminal
     checks = {
         "secret_hash": secret_ok and notification.secret_hash is not None,
         "invoiceId": notification.invoice_id == charge.invoice_id,
         "amount": notification.amount == charge.amount,
         "currency": notification.currency == charge.currency.upper(),
-        "terminal": notification.terminal.lower() == terminal_id.lower(),
+        "terminal": named is None or terminal.named(named) or terminal.to_confirm(named),
     }
     return tuple(name for name, ok in checks.items() if not ok)

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable
 
 KEY_LABEL = b"payments/3ds-page-token/v1"
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 
 def derive_key(secret: str) -> bytes:

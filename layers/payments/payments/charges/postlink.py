@@ -12,10 +12,12 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
    and audit need (ePay's fields, card id masked; no secret, no payer contacts or location);
 4. finds the charge by invoice id (unknown: 200, kept for review, no retries invited);
 5. verifies `secret_hash` in constant time against the charge's digest, and `invoiceId`, `amount`,
-   `currency` and `terminal` against the charge (any mismatch: 403, nothing changes);
+   `currency` and `terminal` against the charge (any mismatch: 403, nothing changes). The
+   terminal may be named by its UUID or its 8-digit code (charges.terminals), or be absent;
+   a code not learned yet is confirmed by the status answer before anything is applied;
 6. settles the charge from ePay's status API through `ChargeSettler.settle` (the one state
-   machine), within a short deadline; if ePay cannot answer in time the charge keeps its
-   reconciler schedule and the answer is still 200.
+   machine), within a short deadline, learning the terminal's code from the answer; if ePay
+   cannot answer in time the charge keeps its reconciler schedule and the answer is still 200.
 
 A duplicate whose stored verdict is final (forged, unknown invoice, settled) is answered
 from that verdict without calling ePay; any other duplicate (still being handled, deferred,
@@ -51,8 +53,10 @@ from payments.charges.notifications import (
     parse_notification,
     verify,
 )
+from payments.charges.payment_gateway import StatusResult, TransactionStatus
 from payments.charges.ports import ChargeStore
 from payments.charges.settlement import Settlement, SettleOutcome
+from payments.charges.terminals import TerminalNames
 from payments.errors import (
     ForgedNotificationError,
     GatewayError,
@@ -71,8 +75,26 @@ IN_FLIGHT = timedelta(seconds=30)
 class Settler(Protocol):
     """The one way any signal settles a charge (ChargeSettler.settle)."""
 
-    def settle(self, charge_id: str, source: Source, deadline: Deadline) -> Settlement:
-        """Ask the status API and apply its answer through the state machine."""
+    def settle(
+        self,
+        charge_id: str,
+        source: Source,
+        deadline: Deadline,
+        vet: Callable[[StatusResult], None] | None = None,
+    ) -> Settlement:
+        """Ask the status API, let `vet` refuse the answer, apply it through the state machine."""
+        ...
+
+
+class Terminals(Protocol):
+    """Our terminal's names, and learning its code from status answers (TerminalCodes)."""
+
+    def names(self) -> TerminalNames:
+        """The UUID, and the code once learned."""
+        ...
+
+    def learn(self, transaction: TransactionStatus | None) -> str | None:
+        """Keep the code a status answer gives beside our UUID."""
         ...
 
 
@@ -85,7 +107,7 @@ class PostLinkService:
         inbox: Inbox,
         charges: ChargeStore,
         settler: Settler,
-        terminal_id: Callable[[], str],
+        terminals: Terminals,
         telemetry: PostLinkTelemetry,
         clock: Callable[[], datetime] = utc_now,
         settle_budget: float = SETTLE_BUDGET_SECONDS,
@@ -93,7 +115,7 @@ class PostLinkService:
         self._inbox = inbox
         self._charges = charges
         self._settler = settler
-        self._terminal_id = terminal_id
+        self._terminals = terminals
         self._telemetry = telemetry
         self._clock = clock
         self._settle_budget = settle_budget
@@ -175,16 +197,20 @@ class PostLinkService:
         if charge is None:
             return _with(base, verdict=Verdict.UNKNOWN_INVOICE, detail="no charge has this invoice")
         base = _with(base, charge_id=charge.id, status=charge.status)
-        mismatched = verify(notification, charge, self._terminal_id())
+        names = self._terminals.names()
+        mismatched = verify(notification, charge, names)
         if mismatched:
-            return _with(
-                base,
-                verdict=Verdict.FORGED,
-                mismatched=mismatched,
-                detail="mismatched: " + ",".join(mismatched),
-            )
+            return _forged(base, mismatched)
+        unconfirmed = notification.terminal if names.to_confirm(notification.terminal) else None
         try:
-            settlement = self._settler.settle(charge.id, Source.POSTLINK, self._bounded(deadline))
+            settlement = self._settler.settle(
+                charge.id,
+                Source.POSTLINK,
+                self._bounded(deadline),
+                vet=lambda answer: self._vet(answer, unconfirmed),
+            )
+        except ForgedNotificationError as exc:
+            return _forged(base, exc.mismatched)
         except GatewayError as exc:
             # The charge keeps its nextCheckAt: the reconciler settles it later.
             return _with(base, verdict=Verdict.DEFERRED, detail=f"status API: {type(exc).__name__}")
@@ -196,6 +222,16 @@ class PostLinkService:
             status=settlement.charge.status,
             detail=f"{settlement.outcome}: {settlement.charge.status.value}",
         )
+
+    def _vet(self, answer: StatusResult, unconfirmed: str | None) -> None:
+        """Before the status answer is applied: a terminal code we had not learned must be the
+        one the answer names beside our UUID (else the notification is forged); then learn the
+        code the answer gives."""
+        tx = answer.transaction
+        code = tx.terminal_code if tx is not None else None
+        if unconfirmed is not None and code is not None and code.strip() != unconfirmed:
+            raise ForgedNotificationError("the notification was rejected", ("terminal",))
+        self._terminals.learn(tx)
 
     def _bounded(self, deadline: Deadline) -> Deadline:
         """The caller's deadline, but never more than the settle budget from now."""
@@ -212,3 +248,12 @@ class PostLinkService:
 
 def _with(outcome: PostLinkOutcome, **changes: Any) -> PostLinkOutcome:
     return replace(outcome, **changes)
+
+
+def _forged(outcome: PostLinkOutcome, mismatched: tuple[str, ...]) -> PostLinkOutcome:
+    return _with(
+        outcome,
+        verdict=Verdict.FORGED,
+        mismatched=mismatched,
+        detail="mismatched: " + ",".join(mismatched),
+    )

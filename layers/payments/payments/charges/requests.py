@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from payments.charges.model import CaptureMode
 from payments.errors import ValidationError
-from payments.shared.fields import FIELD_RULES, field_errors, message_unless
+from payments.shared.fields import FIELD_RULES, field_errors, matches, one_of
 from payments.shared.money import money_str, validate_amount
 from payments.shared.payer import Payer
 
@@ -46,6 +47,15 @@ class ChargeRequest:
         }
 
 
+# The shape of the ids `ChargeService` makes ("ch_" + 32 hex digits, charges/use_cases.py).
+CHARGE_ID_RE = re.compile(r"\Ach_[0-9a-f]{32}\Z")
+
+
+def is_charge_id(value: str) -> bool:
+    """True for a string shaped like a charge id; anything else is no charge (a 404, unread)."""
+    return matches(CHARGE_ID_RE, value)
+
+
 # --- validation of the public request -------------------------------------------------------
 
 _CHARGE_FIELDS = frozenset(
@@ -69,9 +79,7 @@ _CHARGE_FIELDS = frozenset(
 )
 CHARGE_RULES = {
     **FIELD_RULES,
-    "capture": lambda v: message_unless(
-        v in {m.value for m in CaptureMode}, "must be auto or manual"
-    ),
+    "capture": one_of(frozenset(m.value for m in CaptureMode), "must be auto or manual"),
 }
 _REQUIRED = ("amount", "currency", "cardId", "accountId", "description")
 

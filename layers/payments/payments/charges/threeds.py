@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from payments.charges.links import PublicLinks
 from payments.charges.model import CHECK_LADDER, Charge, ChargeError, ChargeStatus, Source
@@ -29,9 +29,9 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
-CHARGE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+CHARGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
 # A host that may appear in a CSP source and a form action as it is (no quotes, spaces, `;`, `,`).
-SAFE_NETLOC_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+SAFE_NETLOC_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_ACTION_LENGTH = 2048
 SUCCESS = frozenset({S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED})
@@ -80,10 +80,18 @@ def outcome_kind(status: ChargeStatus) -> str:
 
 
 def with_query(url: str, **params: str) -> str:
-    """`url` with `params` set in its query (replacing same-named ones, keeping the others)."""
+    """`url` with `params` set in its query (replacing same-named ones, keeping the others).
+
+    The merchant's own parameters are kept byte for byte (not decoded and encoded again, which
+    would change escapes such as `%FF` or `+`); ours are appended percent-encoded.
+    """
     parts = urlsplit(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote_plus(pair.partition("=")[0]) not in params
+    ]
+    return urlunsplit(parts._replace(query="&".join([*kept, urlencode(params)])))
 
 
 class PageLinks:
@@ -202,7 +210,9 @@ class ThreeDSService:
             host = parts.hostname
         except ValueError:
             return None
-        if not host or parts.username or parts.password or not SAFE_NETLOC_RE.match(parts.netloc):
+        if not host or parts.username or parts.password:
+            return None
+        if not SAFE_NETLOC_RE.fullmatch(parts.netloc):
             return None
         if parts.scheme == "https":
             return f"https://{parts.netloc}"
@@ -289,7 +299,7 @@ class ThreeDSService:
         return Finish(charge, with_query(link, chargeId=charge.id, status=charge.status.value))
 
     def _charge_with_3ds(self, charge_id: str) -> Charge:
-        charge = self._store.get(charge_id) if CHARGE_ID_RE.match(charge_id) else None
+        charge = self._store.get(charge_id) if CHARGE_ID_RE.fullmatch(charge_id) else None
         if charge is None or charge.three_ds is None:
             raise NotFoundError("not found")
         return charge

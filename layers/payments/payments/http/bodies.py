@@ -9,9 +9,38 @@ from typing import Any
 
 from payments.errors import PaymentsError, ValidationError
 from payments.shared import jsonutil
+from payments.shared.fields import is_unicode_text
 
 MAX_BODY_BYTES = 16 * 1024
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+JSON_MEDIA_TYPE = "application/json"
+UTF8_CHARSETS = frozenset({"utf-8", "utf8"})
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """A request body came with a Content-Type the route does not read."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+def require_json_content_type(content_type: str | None) -> None:
+    """Accept `application/json` (any case, optionally `; charset=utf-8`); else raise 415.
+
+    A JSON body sent as text/plain or a form is refused rather than guessed at: what the
+    merchant's client declared is not what it sent, or not what it meant to send.
+    """
+    media_type, *params = (content_type or "").split(";")
+    charsets = [
+        value.strip().strip('"').lower()
+        for name, sep, value in (param.partition("=") for param in params)
+        if sep and name.strip().lower() == "charset"
+    ]
+    if media_type.strip().lower() != JSON_MEDIA_TYPE or not set(charsets) <= UTF8_CHARSETS:
+        raise UnsupportedMediaTypeError(
+            "the request body must be sent as application/json",
+            {"Content-Type": "must be application/json (UTF-8)"},
+        )
 
 
 def _reject_constant(name: str) -> Any:
@@ -38,7 +67,7 @@ def parse_json_body(raw: str | bytes | None, *, required: bool = True) -> Any:
         raise ValidationError(f"the request body must not exceed {MAX_BODY_BYTES} bytes")
     try:
         text = data.decode("utf-8")
-        return json.loads(
+        value = json.loads(
             text,
             parse_float=Decimal,
             parse_constant=_reject_constant,
@@ -46,6 +75,39 @@ def parse_json_body(raw: str | bytes | None, *, required: bool = True) -> Any:
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"the request body is not valid JSON: {str(exc)[:120]}") from exc
+    _require_unicode_text(value)
+    return value
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not is_unicode_text(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _require_unicode_text(value: Any) -> None:
+    """Refuse strings that are no Unicode text: JSON can spell a lone UTF-16 surrogate
+    (`"\\ud800"`), which nothing downstream can encode (ePay, DynamoDB, the logs)."""
+    if not _holds_lone_surrogate(value):
+        return
+    message = "must be Unicode text (a lone surrogate such as \\ud800 is not)"
+    fields: dict[str, str] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not is_unicode_text(key):
+                fields["body"] = "a field name " + message
+            elif _holds_lone_surrogate(item):
+                fields[key[:64]] = message
+    raise ValidationError("the request body holds a string that is not Unicode text", fields)
 
 
 def error_body(error: PaymentsError) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass, field
 from html import escape
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from payments.charges.threeds import AutoSubmit, Finish, outcome_kind
 from payments.errors import ValidationError
@@ -37,7 +37,13 @@ BASE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
+    # The customer's browser only ever reaches these pages over https (API Gateway): keep it so.
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
+# What may stay as it is in a URL put into a header: RFC 3986's reserved characters and `%`
+# (escapes already made); quote() keeps letters, digits and `_.-~` as well. Everything else
+# (controls, spaces, quotes, U+2028, non-ASCII...) is percent-encoded as UTF-8.
+URL_SAFE = ":/?#[]@!$&'()*+,;=%"
 WAIT_TEXT = (
     ("kk", "Күте тұрыңыз: банктің растау бетіне өтіп жатырсыз…"),
     ("ru", "Пожалуйста, подождите: переходим на страницу подтверждения банка…"),
@@ -148,8 +154,38 @@ def result_page(finish: Finish) -> HtmlPage:
     return HtmlPage(200, _document(lang, "Payment", body), headers)
 
 
+def header_safe_url(url: str) -> str:
+    """`url` as printable ASCII, fit for a header such as Location: an international host in its
+    IDNA (xn--) form, every other character outside RFC 3986's set percent-encoded as UTF-8.
+
+    Links are validated as ASCII when they are given (shared.fields); this keeps a header safe
+    whatever reaches it (an older stored link, a value from elsewhere): a raw non-ASCII or
+    control character in a header breaks the response, and with it the customer's way back.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [ in the host: percent-encoded as it is
+        parts = None
+    if parts is not None and not parts.netloc.isascii():
+        url = urlunsplit(parts._replace(netloc=_idna_netloc(parts.netloc)))
+    return quote(url, safe=URL_SAFE, errors="backslashreplace")
+
+
+def _idna_netloc(netloc: str) -> str:
+    """`host[:port]` with the host in IDNA form; as it is when IDNA cannot write it (then the
+    caller percent-encodes it like the rest)."""
+    host, sep, port = netloc.partition(":")
+    if "@" in netloc or (port and not (port.isascii() and port.isdigit())):
+        return netloc
+    try:
+        return host.encode("idna").decode("ascii") + sep + port
+    except UnicodeError:
+        return netloc
+
+
 def redirect_page(location: str) -> HtmlPage:
     """A 303 to the merchant's link (with a link in the body for clients that show it)."""
+    location = header_safe_url(location)
     href = escape(location, quote=True)
     body = f'<p><a href="{href}">{escape(CONTINUE_TEXT)}</a></p>'
     headers = {

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from payments.errors import PaymentsError, ValidationError
+from payments.errors import NotFoundError, PaymentsError, ValidationError
 from payments.http import bodies
 from payments.observability import logger
 
@@ -66,11 +66,24 @@ class Request:
         if self.body is None:
             return None
         if not self.is_base64_encoded:
-            return self.body.encode("utf-8")
+            try:
+                return self.body.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: no client sent these bytes
+                raise ValidationError("the request body is not valid UTF-8") from exc
         try:
             return base64.b64decode(self.body, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValidationError("the request body is not valid base64") from exc
+
+    def json_body(self, *, required: bool = True) -> Any:
+        """The body of a merchant JSON route, decoded strictly (bodies.parse_json_body).
+
+        A body must come as `application/json` (415 otherwise, before it is read); no body is
+        None where it is optional, whatever the Content-Type.
+        """
+        if self.body:
+            bodies.require_json_content_type(self.header("Content-Type"))
+        return bodies.parse_json_body(self.body_bytes(), required=required)
 
 
 @dataclass(frozen=True)
@@ -112,12 +125,25 @@ def json_error(error: Exception) -> Reply:
     return json_response(500, bodies.error_body(PaymentsError("internal error")))
 
 
-class Router:
-    """Routes by (HTTP method, API Gateway resource template)."""
+PathIdRule = Callable[[str], bool]
 
-    def __init__(self, on_error: Callable[[Exception], Reply] = json_error) -> None:
+
+class Router:
+    """Routes by (HTTP method, API Gateway resource template).
+
+    `path_ids` maps a path parameter (e.g. `chargeId`) to the shape its ids have: a value of
+    another shape is a 404 before the route runs, so no store is ever asked for a key it would
+    refuse (too long, empty) or that cannot exist.
+    """
+
+    def __init__(
+        self,
+        on_error: Callable[[Exception], Reply] = json_error,
+        path_ids: Mapping[str, PathIdRule] | None = None,
+    ) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
         self._on_error = on_error
+        self._path_ids = dict(path_ids or {})
 
     def route(self, method: str, resource: str) -> Callable[[Route], Route]:
         """Register a route function for `method` and `resource` (e.g. /charges/{chargeId})."""
@@ -135,10 +161,17 @@ class Router:
         try:
             if route is None:
                 raise _NoRoute(f"no route for {request.method} {request.resource}"[:120])
+            self._check_path_ids(request)
             reply = route(request, context)
         except Exception as error:  # every error becomes an answer; on_error logs the unexpected
             reply = self._on_error(error)
         return reply.to_proxy()
+
+    def _check_path_ids(self, request: Request) -> None:
+        for name, value in request.path_params.items():
+            rule = self._path_ids.get(name)
+            if rule is not None and not (isinstance(value, str) and rule(value)):
+                raise NotFoundError(f"no such {name.removesuffix('Id')}")
 
 
 class _NoRoute(PaymentsError):

@@ -7,6 +7,9 @@ from typing import Any
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("999999999.99")
+# Larger than any amount this service handles, small enough that quantizing to cents stays within
+# Decimal's default 28 digits (quantize raises InvalidOperation past them, e.g. for 1e26).
+MAX_READABLE = Decimal("1e18")
 CURRENCIES = frozenset({"KZT", "USD", "EUR", "RUB", "GBP", "CNY", "KGS", "UZS"})
 
 
@@ -20,7 +23,7 @@ def to_money(value: Any) -> Decimal:
         amount = Decimal(str(value).strip())
     except InvalidOperation as exc:
         raise ValueError("not an amount") from exc
-    if not amount.is_finite():
+    if not amount.is_finite() or abs(amount) >= MAX_READABLE:
         raise ValueError("not an amount")
     return amount
 
@@ -37,8 +40,9 @@ def validate_amount(value: Any) -> Decimal | str:
     amount = Decimal(value)
     if not amount.is_finite() or amount <= 0:
         return "must be greater than 0"
-    if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
-        return "must have at most 2 decimal places"
+    # The range first: quantizing 1e26 or more to cents would need more than 28 digits.
     if amount > MAX_AMOUNT:
         return f"must not exceed {MAX_AMOUNT}"
+    if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
+        return "must have at most 2 decimal places"
     return amount.quantize(CENT)

@@ -59,13 +59,18 @@ class BillingInterval:
 
 
 def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 time with an offset (`Z` or `+05:00`) as UTC to the millisecond, or None.
+
+    None too for a time that has no UTC equivalent (year 1 or 9999 shifted past the calendar's
+    ends by its offset: `astimezone` raises OverflowError there).
+    """
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         moment = from_iso(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    moment = moment.astimezone(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)

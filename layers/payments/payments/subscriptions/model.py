@@ -198,7 +198,7 @@ class RenewalMessage:
         )
 
 
-SUBSCRIPTION_ID_RE = re.compile(r"^sub_[0-9a-f]{32}$")
+SUBSCRIPTION_ID_RE = re.compile(r"\Asub_[0-9a-f]{32}\Z")
 
 
 def parse_renewal_message(raw: str) -> RenewalMessage:

@@ -14,7 +14,7 @@ from payments.subscriptions.model import FinalAction
 
 # --- configuration of renewals ------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^([0-9]{1,4})([mhd])$")
+_DURATION_RE = re.compile(r"\A([0-9]{1,4})([mhd])\Z")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from payments.errors import (
     ValidationError,
 )
 from payments.shared.clock import iso
-from payments.shared.fields import FIELD_RULES, field_errors
+from payments.shared.fields import account_id_error, field_errors, matches
 from payments.shared.money import money_str, validate_amount
 from payments.shared.payer import Payer
 from payments.subscriptions.calendar import (
@@ -23,11 +24,19 @@ from payments.subscriptions.calendar import (
     Interval,
     parse_time,
 )
+from payments.subscriptions.model import SUBSCRIPTION_ID_RE
 
 LIST_LIMIT_DEFAULT = 20
 LIST_LIMIT_MAX = 100
 START_AT_MAX_AHEAD = timedelta(days=366)
 START_AT_MAX_BEHIND = timedelta(minutes=5)
+LIMIT_RE = re.compile(r"\A[0-9]{1,3}\Z")  # ASCII digits: str.isdigit() also takes "²" or "٣"
+
+
+def is_subscription_id(value: str) -> bool:
+    """True for a string shaped like a subscription id ("sub_" + 32 hex digits, as
+    `Subscriptions` makes them); anything else is no subscription (a 404, unread)."""
+    return matches(SUBSCRIPTION_ID_RE, value)
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ def parse_interval(value: Any) -> BillingInterval | str:
     if not isinstance(value, dict) or set(value) - {"unit", "count"} or "unit" not in value:
         return 'must be an object {"unit": "day|week|month|year", "count": <integer>}'
     unit = value["unit"]
-    if unit not in {i.value for i in Interval}:
+    if not isinstance(unit, str) or unit not in {i.value for i in Interval}:
         return "unit must be one of day, week, month, year"
     count = value.get("count", 1)
     limit = MAX_INTERVAL_COUNT[Interval(unit)]
@@ -165,10 +174,12 @@ def parse_list_query(params: Mapping[str, str] | None) -> tuple[str, int, str | 
     for name in unknown:
         errors[name[:64]] = "unknown parameter"
     account_id = params.get("accountId")
-    if account_id is None or FIELD_RULES["accountId"](account_id) is not None:
-        errors["accountId"] = "is required (at most 100 characters)"
+    if account_id is None:
+        errors["accountId"] = "is required"
+    elif (message := account_id_error(account_id)) is not None:
+        errors["accountId"] = message
     raw_limit = params.get("limit", str(LIST_LIMIT_DEFAULT))
-    limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) < 4 else 0
+    limit = int(raw_limit) if matches(LIMIT_RE, raw_limit) else 0
     if not 1 <= limit <= LIST_LIMIT_MAX:
         errors["limit"] = f"must be an integer from 1 to {LIST_LIMIT_MAX}"
     cursor = params.get("cursor")
