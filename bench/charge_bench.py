@@ -47,7 +47,9 @@ SUBPROCESS_TIMEOUT = 90
 
 TARGET_WARM_RATIO = 1.3
 TARGET_RSS_MB = 128.0
-TARGET_DYNAMODB_WRITES = 3
+# counter + the create transaction + one settling write; an auto capture after an AUTH adds the
+# capture claim written before ePay's charge endpoint is called (one ePay call however many race).
+TARGET_DYNAMODB_WRITES = {"auto_capture": 4, "single_stage": 3}
 TARGET_SECRETS_CALLS = 0
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -680,10 +682,11 @@ def report_calls(calls: dict[str, Any], sizes: Sizes) -> None:
     """Section 2: calls per warm charge."""
     print(f"2. calls per warm charge (max over {sizes.call_samples} charges; AWS requests counted")
     print("   where botocore sends them, ePay calls from the simulator's journal)")
-    for label, data, epay_target in (
-        ("auto capture ...0001", calls["auto_capture"], 3),
-        ("single-stage ...0002", calls["single_stage"], 2),
+    for label, path, epay_target in (
+        ("auto capture ...0001", "auto_capture", 3),
+        ("single-stage ...0002", "single_stage", 2),
     ):
+        data = calls[path]
         print(f"  {label}: outcomes {json.dumps(data['outcomes'])}")
         row(
             "    ePay calls",
@@ -694,7 +697,7 @@ def report_calls(calls: dict[str, Any], sizes: Sizes) -> None:
         row(
             "    DynamoDB writes",
             str(writes),
-            f"<= {TARGET_DYNAMODB_WRITES}  {met(writes <= TARGET_DYNAMODB_WRITES)}",
+            f"<= {TARGET_DYNAMODB_WRITES[path]}  {met(writes <= TARGET_DYNAMODB_WRITES[path])}",
         )
         row("    DynamoDB reads", str(data["dynamodb_reads"]))
         print(f"    DynamoDB requests: {json.dumps(data['dynamodb_ops'])}")
