@@ -189,11 +189,15 @@ class Floor:
         self.failures = 0
 
     def charge(self) -> None:
-        """Reserve, write PROCESSING, token, auth, capture, write CAPTURED."""
+        """Reserve, write PROCESSING, token, auth, claim the capture (AUTHORIZED), capture, write
+        CAPTURED: the same calls the service must make."""
         key = f"floor-{uuid.uuid4().hex}"
         invoice = self._reserve(key)
         charge = self._write_processing(key, invoice)
-        self._write_captured(charge, self._auth_and_capture(invoice))
+        result = self._auth(invoice)
+        claimed = self._write_step(charge, result, "PROCESSING", "AUTHORIZED", "")
+        self._capture(result)
+        self._write_step(claimed, result, "AUTHORIZED", "CAPTURED", "auto capture")
 
     def _reserve(self, key: str) -> str:
         self._ddb.get_item(
@@ -341,7 +345,7 @@ class Floor:
             timeout=self._timeout,
         )
 
-    def _auth_and_capture(self, invoice: str) -> dict[str, Any]:
+    def _auth(self, invoice: str) -> dict[str, Any]:
         body = self._body
         token = self._token(
             {"invoiceID": invoice, "amount": "1500.00", "currency": "KZT", **self._links}
@@ -372,20 +376,26 @@ class Floor:
         }
         answer = self._post("/payments/cards/auth", token, auth)
         result: dict[str, Any] = json.loads(answer.data)
-        transaction = result.get("id", "missing")
-        captured = self._post(f"/operation/{transaction}/charge", self._terminal_token, None)
-        if answer.status != 200 or result.get("status") != "AUTH" or captured.status != 200:
+        if answer.status != 200 or result.get("status") != "AUTH":
             self.failures += 1
         return result
 
-    def _write_captured(self, charge: dict[str, Any], result: dict[str, Any]) -> None:
-        later = datetime.now(UTC).isoformat()
-        final = {
+    def _capture(self, result: dict[str, Any]) -> None:
+        transaction = result.get("id", "missing")
+        captured = self._post(f"/operation/{transaction}/charge", self._terminal_token, None)
+        if captured.status != 200:
+            self.failures += 1
+
+    def _write_step(
+        self, charge: dict[str, Any], result: dict[str, Any], before: str, after: str, detail: str
+    ) -> dict[str, Any]:
+        """One conditional transition with its history item (the claim, then the capture)."""
+        version = int(charge["version"]["N"])
+        moved = {
             **charge,
-            "status": {"S": "CAPTURED"},
-            "version": {"N": "3"},
-            "updatedAt": {"S": later},
-            "capturedAmount": {"N": "1500.00"},
+            "status": {"S": after},
+            "version": {"N": str(version + 1)},
+            "updatedAt": {"S": datetime.now(UTC).isoformat()},
             "epay": {
                 "M": {
                     name: {"S": str(result.get(field))}
@@ -398,36 +408,36 @@ class Floor:
                 }
             },
         }
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": final,
-                    "ConditionExpression": "#s = :status AND #v = :version",
-                    "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
-                    "ExpressionAttributeValues": {
-                        ":status": {"S": "PROCESSING"},
-                        ":version": {"N": "1"},
-                    },
-                }
-            }
-        ]
-        for sk, before, after, detail in (
-            ("HISTORY#000002", "PROCESSING", "AUTHORIZED", ""),
-            ("HISTORY#000003", "AUTHORIZED", "CAPTURED", "auto capture"),
-        ):
-            item = {
-                "pk": charge["pk"],
-                "sk": {"S": sk},
-                "from": {"S": before},
-                "to": {"S": after},
-                "at": {"S": later},
-                "source": {"S": "api"},
-            }
-            if detail:
-                item["detail"] = {"S": detail}
-            items.append(self._put_new(item))
-        self._ddb.transact_write_items(TransactItems=items)
+        if after == "CAPTURED":
+            moved["capturedAmount"] = {"N": "1500.00"}
+        history = {
+            "pk": charge["pk"],
+            "sk": {"S": f"HISTORY#{version + 1:06d}"},
+            "from": {"S": before},
+            "to": {"S": after},
+            "at": moved["updatedAt"],
+            "source": {"S": "api"},
+        }
+        if detail:
+            history["detail"] = {"S": detail}
+        self._ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": moved,
+                        "ConditionExpression": "#s = :status AND #v = :version",
+                        "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
+                        "ExpressionAttributeValues": {
+                            ":status": {"S": before},
+                            ":version": {"N": str(version)},
+                        },
+                    }
+                },
+                self._put_new(history),
+            ]
+        )
+        return moved
 
 
 # --------------------------------------------------------------------------- 2. warm timings
