@@ -347,3 +347,29 @@ def test_a_capture_refused_because_another_path_captured_settles_captured() -> N
     assert result.status is S.CAPTURED
     assert result.capture_pending is False
     assert gateway.ops()[-3:] == ["status", "capture", "status"]
+
+
+def test_a_signal_leaves_a_claimed_capture_to_its_claimant() -> None:
+    # Given an UNKNOWN charge now AUTHORIZED with a capture claimed by another path a moment ago
+    service, _, store, gateway, clock, charge_id = setup(unknown())
+    claimed = replace(
+        store.charges[charge_id],
+        status=S.AUTHORIZED,
+        capture_pending=True,
+        capture_claimed_at=clock.now,
+        version=store.charges[charge_id].version + 1,
+    )
+    store.charges[charge_id] = claimed
+    writes = store.writes
+    # When a postLink's status check says ePay already took the money
+    gateway.status_answers.append(status("CHARGE"))
+    settlement = service.settle(charge_id, "postlink", Deadline.after(10))
+    # Then it records nothing and calls no capture: the claimant records the capture's outcome
+    assert settlement.outcome == "pending"
+    assert settlement.charge.status is S.AUTHORIZED
+    assert store.writes == writes
+    assert "capture" not in gateway.ops()[-1:]
+    # When the claim has lapsed (its holder died) / Then the next check settles it
+    clock.advance(timedelta(minutes=2))
+    gateway.status_answers.append(status("CHARGE"))
+    assert service.settle(charge_id, "reconciler", Deadline.after(10)).charge.status is S.CAPTURED

@@ -6,6 +6,7 @@ and the reconciler) ends here, so they share one state machine and one reading o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,6 +54,11 @@ SETTLES_AS: Mapping[GatewayStatus, ChargeStatus] = MappingProxyType(
         G.FAILED: S.DECLINED,
     }
 )
+# The statuses whose recording belongs to the path holding a capture claim.
+_CAPTURE_OUTCOMES = frozenset({S.AUTHORIZED, S.CAPTURED})
+# How long the merchant's create request waits for another path's capture of its charge.
+CAPTURE_WAIT_SECONDS = 3.0
+CAPTURE_POLL_SECONDS = 0.1
 # ePay is waiting for a step (3-D Secure, a fingerprint): not final, ask again later.
 PENDING_AT_GATEWAY = frozenset({G.NEW, G.THREE_DS, G.FINGERPRINT})
 
@@ -87,11 +93,15 @@ class ChargeSettler:
         gateway: PaymentGateway,
         transitions: ChargeTransitions,
         telemetry: Telemetry,
+        sleep: Callable[[float], None] = time.sleep,
+        capture_wait: float = CAPTURE_WAIT_SECONDS,
     ) -> None:
         self._store = store
         self._gateway = gateway
         self._tx = transitions
         self._telemetry = telemetry
+        self._sleep = sleep
+        self._capture_wait = capture_wait
 
     def settle(
         self,
@@ -144,6 +154,10 @@ class ChargeSettler:
             return self._review(charge, detail, source, tx)
         if target is charge.status and not (target is S.AUTHORIZED and charge.capture_pending):
             return Settlement(charge, SettleOutcome.UNCHANGED, tx.status, tx)
+        if target in _CAPTURE_OUTCOMES and capture_in_flight(charge, self._tx.now()):
+            # Another path holds the capture claim: it alone records the capture's outcome (should
+            # it die, the claim lapses and the reconciler settles the charge).
+            return Settlement(charge, SettleOutcome.PENDING, tx.status, tx)
         if target is not charge.status and not can_transition(charge.status, target):
             detail = f"{said} but the charge is {charge.status.value}"
             return self._review(charge, detail, source, tx)
@@ -165,12 +179,14 @@ class ChargeSettler:
             return self._tx.move(charge, Change(source, steps, epay=epay, capture_pending=False))
         now = self._tx.now()
         if capture_in_flight(charge, now):
-            return charge  # another path holds the capture; it records the outcome
+            # Another path holds the capture and records its outcome.
+            return self._await_capture(charge, source, deadline)
         claim = Change(source, steps, epay=epay, capture_pending=True, capture_claimed_at=now)
         try:
             claimed = self._tx.apply(charge, claim)
         except StaleStateError:
-            return self._tx.latest(charge)  # another path moved it first: its state wins
+            # Another path moved it first: its state wins (its capture's outcome, if it claimed).
+            return self._await_capture(self._tx.latest(charge), source, deadline)
         try:
             self._gateway.capture(epay.transaction_id, None, deadline)
         except GatewayError as exc:
@@ -214,6 +230,19 @@ class ChargeSettler:
         if charge.status is not S.REQUIRES_3DS:
             return charge
         return self._tx.move(charge, Change(source, (Step(target, detail),), error=error))
+
+    def _await_capture(self, charge: Charge, source: Source, deadline: Deadline) -> Charge:
+        """The charge once another path's in-flight capture has ended, waiting briefly, and only
+        for the merchant's synchronous answer (other signals just leave it to the claimant)."""
+        if source is not Source.API:
+            return charge
+        waited = 0.0
+        until = min(self._capture_wait, max(0.0, deadline.remaining() - 1.0))
+        while capture_in_flight(charge, self._tx.now()) and waited < until:
+            self._sleep(CAPTURE_POLL_SECONDS)
+            waited += CAPTURE_POLL_SECONDS
+            charge = self._tx.latest(charge)
+        return charge
 
     def _captured_at_gateway(self, charge: Charge, deadline: Deadline) -> bool:
         """After a refused capture: does ePay already show the money taken (an earlier attempt
