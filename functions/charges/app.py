@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
 from payments.charges import views
-from payments.charges.model import Charge
-from payments.charges.requests import is_charge_id, parse_capture_request, parse_charge_request
+from payments.charges.model import Charge, is_charge_id
+from payments.charges.requests import parse_capture_request, parse_charge_request
 from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics

@@ -11,8 +11,8 @@ from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared.fields import validate_idempotency_key
+from payments.subscriptions.model import is_subscription_id
 from payments.subscriptions.requests import (
-    is_subscription_id,
     parse_list_query,
     parse_subscription_request,
     parse_subscription_update,

@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
-from payments.charges.requests import is_charge_id
+from payments.charges.model import is_charge_id
 from payments.charges.threeds import AutoSubmit
 from payments.errors import NotFoundError, PaymentsError, ValidationError
 from payments.http import pages, router

@@ -58,9 +58,9 @@ TOKENS = PageTokens(lambda: KEY, new_nonce=lambda: "nonce-1")
 
 
 def test_page_token_is_256_bits_bound_to_the_charge_and_kept_as_a_digest() -> None:
-    # Given a page token issued for charge ch_1
-    nonce, digest = TOKENS.issue("ch_1")
-    token = TOKENS.token("ch_1", nonce)
+    # Given a page token issued for charge ch_11111111111111111111111111111111
+    nonce, digest = TOKENS.issue("ch_11111111111111111111111111111111")
+    token = TOKENS.token("ch_11111111111111111111111111111111", nonce)
     # Then it is 43 URL-safe characters (256 bits) and only its SHA-256 digest is kept
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
     assert digest == hashlib.sha256(token.encode()).hexdigest() == token_digest(token)
@@ -73,7 +73,7 @@ def test_page_token_is_256_bits_bound_to_the_charge_and_kept_as_a_digest() -> No
     assert not PageTokens.matches(token, None)
     # And another key (another client secret) gives another token
     other = PageTokens(lambda: derive_key("other-secret"))
-    assert other.token("ch_1", nonce) != token
+    assert other.token("ch_11111111111111111111111111111111", nonce) != token
 
 
 # ------------------------------------------------------------------------------- confirm
@@ -157,12 +157,12 @@ def test_page_escapes_every_value_and_allows_only_its_own_script() -> None:
     # When the auto-submit page is rendered
     page = auto_submit_page(
         AutoSubmit(
-            charge_id="ch_1",
+            charge_id="ch_11111111111111111111111111111111",
             action="https://acs.example/a?x=" + evil,
             action_origin="https://acs.example",
             pa_req=evil,
             md=evil,
-            term_url="https://pay.example/charges/ch_1/3ds/return",
+            term_url="https://pay.example/charges/ch_11111111111111111111111111111111/3ds/return",
             language="eng",
         ),
         "https://pay.example",
@@ -198,9 +198,16 @@ def test_form_parsing_accepts_base64_and_refuses_garbage() -> None:
 def test_with_query_keeps_the_merchants_parameters() -> None:
     # Given the merchant's back link with its own query and fragment
     # When our outcome is added to it
-    url = with_query("https://shop/ok?order=42&status=old#top", chargeId="ch_1", status="CAPTURED")
+    url = with_query(
+        "https://shop/ok?order=42&status=old#top",
+        chargeId="ch_11111111111111111111111111111111",
+        status="CAPTURED",
+    )
     # Then the merchant's parameters and fragment stay, and our status replaces a stale one
-    assert url == "https://shop/ok?order=42&chargeId=ch_1&status=CAPTURED#top"
+    assert (
+        url
+        == "https://shop/ok?order=42&chargeId=ch_11111111111111111111111111111111&status=CAPTURED#top"
+    )
 
 
 # ------------------------------------------------------------------------------- use cases
@@ -238,7 +245,7 @@ class Fake3DSGateway(FakeGateway):
 
 
 def three_ds_charge(store: FakeStore, **three_ds: object) -> Charge:
-    nonce, digest = TOKENS.issue("ch_1")
+    nonce, digest = TOKENS.issue("ch_11111111111111111111111111111111")
     data = ThreeDSData(
         pa_req="pareq",
         md="md-1",
@@ -249,6 +256,7 @@ def three_ds_charge(store: FakeStore, **three_ds: object) -> Charge:
         page_token_digest=digest,
     )
     charge = make_charge(
+        id="ch_11111111111111111111111111111111",
         invoice_id="000000001",
         status=ChargeStatus.REQUIRES_3DS,
         amount=Decimal("100.00"),
@@ -291,7 +299,7 @@ def service(
 
 
 def token() -> str:
-    return TOKENS.token("ch_1", "nonce-1")
+    return TOKENS.token("ch_11111111111111111111111111111111", "nonce-1")
 
 
 def deadline() -> Deadline:
@@ -307,7 +315,7 @@ def test_resource_shows_the_redirect_url_recomputed_from_the_nonce() -> None:
     resource = charge_resource(charge, links.page_url(charge))
     assert resource["nextAction"] == {
         "type": "redirect",
-        "url": f"https://pay.example/v1/charges/ch_1/3ds?token={token()}",
+        "url": f"https://pay.example/v1/charges/ch_11111111111111111111111111111111/3ds?token={token()}",
     }
     # Given an older charge without a page token / Then the bare 3DS marker stays
     legacy = replace(charge, three_ds=replace(charge.three_ds, page_nonce=None))  # type: ignore[type-var]
@@ -322,14 +330,17 @@ def test_page_is_served_once() -> None:
     three_ds_charge(store)
     svc = service(gateway, store)
     # When the customer opens the 3DS page with its token
-    form = svc.open_page("ch_1", token(), deadline())
+    form = svc.open_page("ch_11111111111111111111111111111111", token(), deadline())
     # Then the form posts to the ACS and comes back to our return URL
     assert isinstance(form, AutoSubmit)
-    assert form.term_url == "https://pay.example/v1/charges/ch_1/3ds/return"
+    assert (
+        form.term_url
+        == "https://pay.example/v1/charges/ch_11111111111111111111111111111111/3ds/return"
+    )
     assert form.action_origin == "https://acs.example"
     # And the same token does not open it a second time, and ePay was not asked anything
     with pytest.raises(NotFoundError):
-        svc.open_page("ch_1", token(), deadline())
+        svc.open_page("ch_11111111111111111111111111111111", token(), deadline())
     assert gateway.calls == []
 
 
@@ -349,13 +360,18 @@ def test_acs_address_rules(action: str, loopback: bool, ok: bool) -> None:
     store, gateway = FakeStore(), Fake3DSGateway()
     three_ds_charge(store, action=action)
     # When the customer opens the 3DS page
-    answer = service(gateway, store, allow_loopback=loopback).open_page("ch_1", token(), deadline())
+    answer = service(gateway, store, allow_loopback=loopback).open_page(
+        "ch_11111111111111111111111111111111", token(), deadline()
+    )
     # Then a safe address gets the form; an unsafe one declines the charge and sends them back
     assert isinstance(answer, AutoSubmit) is ok
     if not ok:
         assert isinstance(answer, Finish)
         assert answer.charge.status is ChargeStatus.DECLINED
-        assert answer.redirect == "https://shop/fail?chargeId=ch_1&status=DECLINED"
+        assert (
+            answer.redirect
+            == "https://shop/fail?chargeId=ch_11111111111111111111111111111111&status=DECLINED"
+        )
 
 
 def test_expired_page_asks_the_status_api_then_expires_the_charge() -> None:
@@ -364,12 +380,16 @@ def test_expired_page_asks_the_status_api_then_expires_the_charge() -> None:
     three_ds_charge(store)
     later = NOW + timedelta(minutes=21)
     # When the customer opens the 3DS page
-    answer = service(gateway, store, now=later).open_page("ch_1", token(), deadline())
+    answer = service(gateway, store, now=later).open_page(
+        "ch_11111111111111111111111111111111", token(), deadline()
+    )
     # Then the status API was asked once and the charge is EXPIRED
     assert isinstance(answer, Finish)
     assert answer.charge.status is ChargeStatus.EXPIRED
     assert gateway.ops() == ["status"]
-    assert [e.to_status for e in store.history["ch_1"]] == [ChargeStatus.EXPIRED]
+    assert [e.to_status for e in store.history["ch_11111111111111111111111111111111"]] == [
+        ChargeStatus.EXPIRED
+    ]
 
 
 def test_return_checks_md_then_confirms_once_and_settles_by_status() -> None:
@@ -379,19 +399,22 @@ def test_return_checks_md_then_confirms_once_and_settles_by_status() -> None:
     svc = service(gateway, store)
     # When the ACS returns with another charge's MD / Then it is refused before ePay or the store
     with pytest.raises(MdMismatchError):
-        svc.complete("ch_1", "pares", "md-2", deadline())
+        svc.complete("ch_11111111111111111111111111111111", "pares", "md-2", deadline())
     assert gateway.calls == []
     assert store.writes == 0
     # When it returns with the right MD
-    finish = svc.complete("ch_1", "pares", "md-1", deadline())
+    finish = svc.complete("ch_11111111111111111111111111111111", "pares", "md-1", deadline())
     # Then the PaRes is confirmed with ePay's access token, the status API settles it CAPTURED,
     # and the customer goes to the merchant's success link
     assert gateway.ops() == ["confirm", "status"]
     assert gateway.calls[0] == ("confirm", ("epay-token", "pares", "md-1"))
     assert finish.charge.status is ChargeStatus.CAPTURED
-    assert finish.redirect == "https://shop/ok?chargeId=ch_1&status=CAPTURED"
+    assert (
+        finish.redirect
+        == "https://shop/ok?chargeId=ch_11111111111111111111111111111111&status=CAPTURED"
+    )
     # When the same return is posted again / Then the same answer comes without calling ePay
-    again = svc.complete("ch_1", "pares", "md-1", deadline())
+    again = svc.complete("ch_11111111111111111111111111111111", "pares", "md-1", deadline())
     assert again.redirect == finish.redirect
     assert gateway.ops() == ["confirm", "status"]
 
@@ -415,13 +438,15 @@ def test_concurrent_double_submit_calls_confirm_once_and_both_see_the_outcome() 
     svc = service(gateway, store, sleep=nap)
     results: list[Finish] = []
     worker = threading.Thread(
-        target=lambda: results.append(svc.complete("ch_1", "pares", "md-1", deadline()))
+        target=lambda: results.append(
+            svc.complete("ch_11111111111111111111111111111111", "pares", "md-1", deadline())
+        )
     )
     worker.start()
     assert gateway.on_confirm is not None
     assert gateway.on_confirm.wait(5)
     # When the same post arrives while the first is still at ePay
-    second = svc.complete("ch_1", "pares", "md-1", deadline())
+    second = svc.complete("ch_11111111111111111111111111111111", "pares", "md-1", deadline())
     worker.join(5)
     # Then it waited for the first, ePay was called once, and both answers agree
     assert naps
@@ -430,7 +455,7 @@ def test_concurrent_double_submit_calls_confirm_once_and_both_see_the_outcome() 
     assert (
         second.redirect
         == results[0].redirect
-        == ("https://shop/fail?chargeId=ch_1&status=DECLINED")
+        == ("https://shop/fail?chargeId=ch_11111111111111111111111111111111&status=DECLINED")
     )
 
 
@@ -443,7 +468,9 @@ def test_confirm_failure_still_asks_the_status_api() -> None:
     )
     three_ds_charge(store)
     # When the ACS's return is completed
-    finish = service(gateway, store).complete("ch_1", "pares", "md-1", deadline())
+    finish = service(gateway, store).complete(
+        "ch_11111111111111111111111111111111", "pares", "md-1", deadline()
+    )
     # Then the status API decides: AUTH, so the charge is captured
     assert gateway.ops() == ["confirm", "status", "capture"]
     assert finish.charge.status is ChargeStatus.CAPTURED

@@ -10,15 +10,14 @@ from typing import Any
 
 import pytest
 
-from payments.charges.model import CaptureMode
-from payments.charges.requests import is_charge_id, parse_capture_request, parse_charge_request
+from payments.charges.model import CaptureMode, is_charge_id
+from payments.charges.requests import parse_capture_request, parse_charge_request
 from payments.errors import ValidationError
 from payments.shared.fields import https_url_error, validate_idempotency_key
 from payments.shared.money import to_money, validate_amount
 from payments.subscriptions.calendar import parse_time
-from payments.subscriptions.model import parse_renewal_message
+from payments.subscriptions.model import is_subscription_id, parse_renewal_message
 from payments.subscriptions.requests import (
-    is_subscription_id,
     parse_list_query,
     parse_subscription_request,
     parse_subscription_update,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from payments.shared.fields import matches
 from payments.shared.payer import Payer
 
 
@@ -214,3 +216,12 @@ class Source(StrEnum):
     THREEDS_RETURN = "3ds-return"
     POSTLINK = "postlink"
     RECONCILER = "reconciler"
+
+
+# The shape of the ids `ChargeService` makes ("ch_" + 32 hex digits, charges/use_cases.py).
+CHARGE_ID_RE = re.compile(r"\Ach_[0-9a-f]{32}\Z")
+
+
+def is_charge_id(value: str) -> bool:
+    """True for a string shaped like a charge id; anything else is no charge (a 404, unread)."""
+    return matches(CHARGE_ID_RE, value)

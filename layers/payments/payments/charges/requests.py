@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from payments.charges.model import CaptureMode
 from payments.errors import ValidationError
-from payments.shared.fields import FIELD_RULES, field_errors, matches, one_of
+from payments.shared.fields import FIELD_RULES, field_errors, one_of
 from payments.shared.money import money_str, validate_amount
 from payments.shared.payer import Payer
 
@@ -45,15 +44,6 @@ class ChargeRequest:
             "invoiceIdAlt": self.invoice_id_alt or "",
             **{name: value or "" for name, value in self.payer.fields().items()},
         }
-
-
-# The shape of the ids `ChargeService` makes ("ch_" + 32 hex digits, charges/use_cases.py).
-CHARGE_ID_RE = re.compile(r"\Ach_[0-9a-f]{32}\Z")
-
-
-def is_charge_id(value: str) -> bool:
-    """True for a string shaped like a charge id; anything else is no charge (a 404, unread)."""
-    return matches(CHARGE_ID_RE, value)
 
 
 # --- validation of the public request -------------------------------------------------------

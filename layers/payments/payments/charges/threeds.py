@@ -18,7 +18,14 @@ from datetime import datetime
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from payments.charges.links import PublicLinks
-from payments.charges.model import CHECK_LADDER, Charge, ChargeError, ChargeStatus, Source
+from payments.charges.model import (
+    CHECK_LADDER,
+    Charge,
+    ChargeError,
+    ChargeStatus,
+    Source,
+    is_charge_id,
+)
 from payments.charges.page_tokens import PageTokens
 from payments.charges.payment_gateway import PaymentGateway
 from payments.charges.ports import ChargeStore, Telemetry
@@ -29,7 +36,6 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
-CHARGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
 # A host that may appear in a CSP source and a form action as it is (no quotes, spaces, `;`, `,`).
 SAFE_NETLOC_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -299,7 +305,7 @@ class ThreeDSService:
         return Finish(charge, with_query(link, chargeId=charge.id, status=charge.status.value))
 
     def _charge_with_3ds(self, charge_id: str) -> Charge:
-        charge = self._store.get(charge_id) if CHARGE_ID_RE.fullmatch(charge_id) else None
+        charge = self._store.get(charge_id) if is_charge_id(charge_id) else None
         if charge is None or charge.three_ds is None:
             raise NotFoundError("not found")
         return charge

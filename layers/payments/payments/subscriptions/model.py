@@ -16,8 +16,13 @@ from payments.errors import (
     ValidationError,
 )
 from payments.shared.clock import iso
+from payments.shared.fields import matches
 from payments.shared.payer import Payer
-from payments.subscriptions.calendar import BillingInterval, cycle_start, parse_time
+from payments.subscriptions.calendar import (
+    BillingInterval,
+    cycle_start,
+    parse_time,
+)
 
 C = ChargeStatus
 # 64 partitions of the due index, dispatched in parallel (one thread each): at the per-shard rate
@@ -211,7 +216,7 @@ def parse_renewal_message(raw: str) -> RenewalMessage:
         raise ValidationError("malformed renewal message") from exc
     if (
         not isinstance(sub_id, str)
-        or not SUBSCRIPTION_ID_RE.match(sub_id)
+        or not is_subscription_id(sub_id)
         or not isinstance(cycle, int)
         or not isinstance(attempt, int)
         or isinstance(cycle, bool)
@@ -222,3 +227,9 @@ def parse_renewal_message(raw: str) -> RenewalMessage:
     ):
         raise ValidationError("malformed renewal message")
     return RenewalMessage(sub_id, cycle, attempt, due_at)
+
+
+def is_subscription_id(value: str) -> bool:
+    """True for a string shaped like a subscription id ("sub_" + 32 hex digits, as
+    `Subscriptions` makes them); anything else is no subscription (a 404, unread)."""
+    return matches(SUBSCRIPTION_ID_RE, value)

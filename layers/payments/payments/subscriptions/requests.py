@@ -24,19 +24,12 @@ from payments.subscriptions.calendar import (
     Interval,
     parse_time,
 )
-from payments.subscriptions.model import SUBSCRIPTION_ID_RE
 
 LIST_LIMIT_DEFAULT = 20
 LIST_LIMIT_MAX = 100
 START_AT_MAX_AHEAD = timedelta(days=366)
 START_AT_MAX_BEHIND = timedelta(minutes=5)
 LIMIT_RE = re.compile(r"\A[0-9]{1,3}\Z")  # ASCII digits: str.isdigit() also takes "²" or "٣"
-
-
-def is_subscription_id(value: str) -> bool:
-    """True for a string shaped like a subscription id ("sub_" + 32 hex digits, as
-    `Subscriptions` makes them); anything else is no subscription (a 404, unread)."""
-    return matches(SUBSCRIPTION_ID_RE, value)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from payments.subscriptions.events import (
 from payments.subscriptions.model import (
     CHARGEABLE,
     SS,
-    SUBSCRIPTION_ID_RE,
     PastDueReason,
     Subscription,
+    is_subscription_id,
 )
 from payments.subscriptions.ports import SubscriptionStore
 from payments.subscriptions.requests import (
@@ -115,9 +115,7 @@ class Subscriptions:
 
     def get(self, subscription_id: str) -> Subscription:
         """The stored subscription, or NotFoundError."""
-        sub = (
-            self._store.get(subscription_id) if SUBSCRIPTION_ID_RE.match(subscription_id) else None
-        )
+        sub = self._store.get(subscription_id) if is_subscription_id(subscription_id) else None
         if sub is None:
             raise NotFoundError("no such subscription")
         return sub
