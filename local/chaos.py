@@ -22,11 +22,14 @@ from typing import Any
 
 from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
 from payments.aws.charge_store import DynamoChargeStore
+from payments.aws.invoice_space import DynamoInvoiceSpace
+from payments.charges.invoices import InvoiceAllocator
 from payments.charges.links import PublicLinks
 from payments.charges.model import CaptureMode, Charge, ChargeStatus
 from payments.charges.payment_gateway import AuthRequest, AuthResult, StatusResult, Token
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
+from payments.charges.terminals import Terminal
 from payments.charges.use_cases import ChargeUseCases
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayError
@@ -89,8 +92,8 @@ class CrashingGateway:
     inner: EpayClient
     crash: str | None = None
 
-    def terminal_id(self) -> str:
-        return self.inner.terminal_id()
+    def terminals(self) -> tuple[Terminal, ...]:
+        return self.inner.terminals()
 
     def invoice_token(self, request: Any, deadline: Deadline) -> Token:
         return self.inner.invoice_token(request, deadline)
@@ -103,11 +106,13 @@ class CrashingGateway:
             raise Crash
         return result
 
-    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
-        return self.inner.status(invoice_id, deadline)
+    def status(self, invoice_id: str, terminal_id: str, deadline: Deadline) -> StatusResult:
+        return self.inner.status(invoice_id, terminal_id, deadline)
 
-    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
-        self.inner.capture(transaction_id, amount, deadline)
+    def capture(
+        self, transaction_id: str, terminal_id: str, amount: Decimal | None, deadline: Deadline
+    ) -> None:
+        self.inner.capture(transaction_id, terminal_id, amount, deadline)
 
     def confirm_3ds(self, access_token: str, pa_res: str, md: str, deadline: Deadline) -> Any:
         return self.inner.confirm_3ds(access_token, pa_res, md, deadline)
@@ -126,6 +131,12 @@ class NullTelemetry:
         return None
 
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
+        return None
+
+    def space_used(self, terminal_id: str, share: float) -> None:
+        return None
+
+    def space_exhausted(self, terminal_id: str) -> None:
         return None
 
 
@@ -156,7 +167,9 @@ def run_chaos(
     client = EpayClient(
         oauth_url=simulator.oauth_url,
         api_url=simulator.api_url,
-        credentials=lambda: EpayCredentials(TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID),
+        credentials=lambda: EpayCredentials.single(
+            TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID
+        ),
         scope="payment",
         timeouts=Timeouts(connect=1.0, read=0.4),
         retry=RetryPolicy(max_retries=1, sleep=lambda _: None),
@@ -169,6 +182,12 @@ def run_chaos(
         gateway=gateway,
         telemetry=NullTelemetry(),
         links=PublicLinks("http://127.0.0.1:3000"),
+        allocator=InvoiceAllocator(
+            DynamoInvoiceSpace(table, dynamodb),
+            NullTelemetry(),
+            window=timedelta(days=400),
+            clock=clock,
+        ),
         clock=clock,
     )
     service = charges_.service

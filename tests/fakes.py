@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from payments.charges.invoices import InvoiceAllocator, RingTicket, SuffixHolder
 from payments.charges.model import CaptureMode, Charge, ChargeStatus, HistoryEntry
 from payments.charges.payment_gateway import (
     AuthRequest,
@@ -17,15 +18,20 @@ from payments.charges.payment_gateway import (
     StatusResult,
     Token,
 )
+from payments.charges.terminals import Purpose, Terminal
 from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord
 
 
 class FakeStore:
-    """Keeps the store's guarantees: unique keys and conditional transitions, under a lock."""
+    """Keeps the store's guarantees: unique keys and conditional transitions, under a lock; with
+    a `space`, also each terminal's suffix reservations (for `window`) as the create does."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, space: FakeInvoiceSpace | None = None, window: timedelta = timedelta(days=400)
+    ) -> None:
+        self.space, self.window = space, window
         self.charges: dict[str, Charge] = {}
         self.history: dict[str, list[HistoryEntry]] = {}
         self.keys: dict[str, IdempotencyRecord] = {}
@@ -34,12 +40,6 @@ class FakeStore:
         self.writes = 0
         self._lock = threading.Lock()
 
-    def allocate_invoice_number(self) -> int:
-        with self._lock:
-            self.writes += 1
-            self.counter += 1
-            return self.counter
-
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
         with self._lock:
             self.writes += 1
@@ -47,6 +47,14 @@ class FakeStore:
                 raise DuplicateKeyError("taken", "idempotency")
             if charge.invoice_id in self.invoices:
                 raise DuplicateKeyError("taken", "invoice")
+            if self.space is not None:
+                held = (charge.terminal_id, charge.invoice_id[-6:])
+                holder = self.space.holders.get(held)
+                if holder is not None and holder.expires_at > charge.created_at:
+                    raise DuplicateKeyError("taken", "invoice_suffix")
+                self.space.holders[held] = SuffixHolder(
+                    charge.invoice_id, charge.created_at + self.window
+                )
             self.charges[charge.id] = charge
             self.keys[charge.idempotency_key] = IdempotencyRecord(
                 charge.idempotency_key, charge.id, charge.request_hash
@@ -80,6 +88,68 @@ class FakeStore:
             return new
 
 
+class FakeInvoiceSpace:
+    """The allocator's rings in memory; `holders` are the suffix reservations, by (terminal,
+    suffix), which a test (or a fake create) fills."""
+
+    def __init__(self) -> None:
+        self.rings: dict[tuple[str, int], dict[str, Any]] = {}
+        self.holders: dict[tuple[str, str], SuffixHolder] = {}
+        self.lanes: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    def _ring(self, terminal_id: str, shard: int) -> dict[str, Any]:
+        return self.rings.setdefault((terminal_id, shard), {"n": 0, "m": {}, "full": None})
+
+    def lane(self, terminal_id: str) -> int:
+        self.calls.append("lane")
+        return self.lanes.setdefault(terminal_id, len(self.lanes))
+
+    def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
+        self.calls.append("take")
+        ring = self._ring(terminal_id, shard)
+        if ring["full"] is not None and ring["full"] > now:
+            return RingTicket(0, {}, full_until=ring["full"])
+        ring["n"] += 1
+        return RingTicket(ring["n"], dict(ring["m"]))
+
+    def mark(self, terminal_id: str, shard: int, mark: int, now: datetime) -> None:
+        self.calls.append("mark")
+        self._ring(terminal_id, shard)["m"][mark] = int(now.timestamp())
+
+    def mark_full(self, terminal_id: str, shard: int, n: int, until: datetime) -> None:
+        self.calls.append("mark_full")
+        ring = self._ring(terminal_id, shard)
+        ring["full"] = until
+        if ring["n"] == n:
+            ring["n"] -= 1
+
+    def suffix_holder(self, terminal_id: str, suffix: str) -> SuffixHolder | None:
+        self.calls.append("suffix_holder")
+        return self.holders.get((terminal_id, suffix))
+
+
+@dataclass
+class RecordingInvoiceTelemetry:
+    """Records the shares reported and the terminals found exhausted."""
+
+    shares: list[tuple[str, float]] = field(default_factory=list)
+    exhausted: list[str] = field(default_factory=list)
+
+    def space_used(self, terminal_id: str, share: float) -> None:
+        self.shares.append((terminal_id, share))
+
+    def space_exhausted(self, terminal_id: str) -> None:
+        self.exhausted.append(terminal_id)
+
+
+def fake_allocator(space: FakeInvoiceSpace | None = None) -> InvoiceAllocator:
+    """An allocator on in-memory rings with the default 400-day window."""
+    return InvoiceAllocator(
+        space or FakeInvoiceSpace(), RecordingInvoiceTelemetry(), window=timedelta(days=400)
+    )
+
+
 @dataclass
 class FakeGateway:
     """Answers by script; records every call with the store's view at that moment."""
@@ -90,9 +160,11 @@ class FakeGateway:
     on_authorize: Callable[[AuthRequest], None] | None = None
     status_answers: list[StatusResult | GatewayError] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    terminal_list: tuple[Terminal, ...] = (Terminal("terminal-1", frozenset(Purpose)),)
+    terminals_used: list[str] = field(default_factory=list)  # of status and capture calls
 
-    def terminal_id(self) -> str:
-        return "terminal-1"
+    def terminals(self) -> tuple[Terminal, ...]:
+        return self.terminal_list
 
     def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
         from datetime import UTC, datetime, timedelta
@@ -112,15 +184,19 @@ class FakeGateway:
         assert outcome is not None
         return outcome
 
-    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+    def status(self, invoice_id: str, terminal_id: str, deadline: Deadline) -> StatusResult:
         self.calls.append(("status", invoice_id))
+        self.terminals_used.append(terminal_id)
         answer = self.status_answers.pop(0)
         if isinstance(answer, GatewayError):
             raise answer
         return answer
 
-    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
+    def capture(
+        self, transaction_id: str, terminal_id: str, amount: Decimal | None, deadline: Deadline
+    ) -> None:
         self.calls.append(("capture", (transaction_id, amount)))
+        self.terminals_used.append(terminal_id)
         if self.capture_error is not None:
             raise self.capture_error
 

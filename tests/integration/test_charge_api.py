@@ -53,20 +53,26 @@ def test_approved_card_is_charged_and_captured(stack: Stack) -> None:
     ledger = stack.simulator.ledger[charge["invoiceId"]]
     assert ledger.status_name == "CHARGE"
     assert ledger.auth_count == 1
-    # And the store holds the charge, its key, its invoice and three history entries
+    # And the store holds the charge (on the one terminal), its key, its invoice, the suffix
+    # on its terminal, three history entries, the ring that dealt the id and the terminal's lane
     (item,) = stack.charge_items()
     assert item["status"]["S"] == "CAPTURED"
+    assert item["terminalId"]["S"] == TEST_TERMINAL_ID
     kinds = sorted(i["sk"]["S"].split("#")[0] for i in stack.items())
     assert kinds == [
         "CHARGE",
-        "COUNTER",
         "HISTORY",
         "HISTORY",
         "HISTORY",
         "IDEMPOTENCY",
         "INVOICE",
+        "INVOICE_LANE",
+        "INVOICE_LANE",
         "INVOICE_SUFFIX",
+        "RING",
     ]
+    suffix = next(i for i in stack.items() if i["sk"]["S"] == "INVOICE_SUFFIX")
+    assert suffix["pk"]["S"] == f"INVOICE_SUFFIX#{TEST_TERMINAL_ID}#{charge['invoiceId'][-6:]}"
 
 
 def test_wire_format_of_token_and_auth(stack: Stack) -> None:

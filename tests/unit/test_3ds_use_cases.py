@@ -47,6 +47,7 @@ from tests.fakes import (
     FakeStore,
     FakeTransport,
     RecordingTelemetry,
+    fake_allocator,
     make_charge,
 )
 
@@ -128,7 +129,7 @@ def test_confirm_posts_a_form_with_the_access_token_once_and_never_follows() -> 
     client = EpayClient(
         oauth_url="https://oauth.test/token",
         api_url="https://api.test",
-        credentials=lambda: EpayCredentials("id", "secret", "terminal"),
+        credentials=lambda: EpayCredentials.single("id", "secret", "terminal"),
         scope="payment",
         http=transport,  # type: ignore[arg-type]
         confirm_path="/payments/cards/confirmPayment",
@@ -222,7 +223,7 @@ class Fake3DSGateway(FakeGateway):
     on_confirm: threading.Event | None = None
     release_confirm: threading.Event | None = None
 
-    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
+    def status(self, invoice_id: str, terminal_id: str, deadline: Deadline) -> StatusResult:
         self.calls.append(("status", invoice_id))
         tx = TransactionStatus(
             "tx-1", invoice_id, self.status_name, Decimal("100.00"), "KZT", "rrn", None, None,
@@ -283,7 +284,12 @@ def service(
     telemetry = RecordingTelemetry()
     links = PublicLinks("https://pay.example/v1")
     charges = ChargeUseCases.build(
-        store=store, gateway=gateway, telemetry=telemetry, links=links, clock=lambda: now
+        store=store,
+        gateway=gateway,
+        telemetry=telemetry,
+        links=links,
+        allocator=fake_allocator(),
+        clock=lambda: now,
     )
     return ThreeDSService(
         store=store,

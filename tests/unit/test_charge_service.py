@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -22,7 +23,7 @@ from payments.errors import (
     InvalidTransitionError,
 )
 from payments.shared.deadline import Deadline
-from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
+from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry, fake_allocator
 
 AUTH = AuthResult(
     GatewayStatus.AUTH,
@@ -42,6 +43,7 @@ def make(gateway: FakeGateway) -> tuple[ChargeService, FakeStore, RecordingTelem
         gateway=gateway,
         telemetry=telemetry,
         links=PublicLinks("https://pay.example/v1"),
+        allocator=fake_allocator(),
         new_secret=lambda: "the-secret-hash",
     ).service
     return service, store, telemetry
@@ -99,8 +101,8 @@ def test_auto_capture_is_claimed_before_epay_then_recorded() -> None:
         (ChargeStatus.AUTHORIZED, ChargeStatus.CAPTURED),
     ]
     # And the capture was claimed (AUTHORIZED, claim set) before ePay was asked, then cleared:
-    # counter + create + the claim + the capture
-    assert store.writes == 4
+    # create + the claim + the capture (the invoice ring's counter is the allocator's)
+    assert store.writes == 3
     assert charge.capture_claimed_at is None
     assert not charge.capture_pending
     assert telemetry.transitions[-1][1] == "CAPTURED"
@@ -268,8 +270,10 @@ def test_allocated_invoice_ids_are_zero_padded_digits() -> None:
     gateway = FakeGateway(auth_outcome=AUTH)
     service, _, _ = make(gateway)
     charge = service.create_charge(request(), "k", deadline()).charge
-    # Then it gets the counter's first number, zero-padded to nine digits
-    assert charge.invoice_id == "000000001"
+    # Then it gets a nine-digit id of the terminal's first lap and lane, and records the terminal
+    assert re.fullmatch(r"000[0-9]{6}", charge.invoice_id)
+    assert charge.terminal_id == "terminal-1"
+    assert gateway.calls[0][1].terminal_id == "terminal-1"
 
 
 def test_only_the_digest_of_secret_hash_is_kept_and_links_point_at_us() -> None:

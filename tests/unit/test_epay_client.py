@@ -22,7 +22,7 @@ from payments.shared.payer import Payer
 from tests.fakes import FakeResponse, FakeTransport
 
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
-CREDS = EpayCredentials("test", "client-secret-value", "terminal-uuid")
+CREDS = EpayCredentials.single("test", "client-secret-value", "terminal-uuid")
 TOKEN_OK = FakeResponse(
     200,
     b'{"access_token":"tok-1","expires_in":"1200","refresh_token":"","scope":"payment",'
@@ -213,7 +213,7 @@ def test_token_is_retried_with_jittered_backoff_then_succeeds() -> None:
         FakeResponse(200, b'{"resultCode":"102","resultMessage":"No such invoice"}')
     )
     # When a terminal token is needed (status call)
-    result = client(transport, sleeps).status("000000042", deadline())
+    result = client(transport, sleeps).status("000000042", "", deadline())
     # Then it was retried twice, with bounded delays, and the status was read
     assert [r.url for r in transport.requests].count("https://oauth.test/oauth2/token") == 3
     assert sleeps == [pytest.approx(0.15), pytest.approx(0.3)]
@@ -249,7 +249,7 @@ def test_status_parses_epay_casing_and_string_numbers() -> None:
         ]
     )
     # When the invoice's status is asked
-    result = client(transport).status("000000042", deadline())
+    result = client(transport).status("000000042", "", deadline())
     # Then the transaction is read with exact amounts and numeric codes
     assert result.transaction is not None
     assert result.transaction.status_name == "CHARGE"
@@ -266,8 +266,8 @@ def test_terminal_token_is_reused_until_it_expires() -> None:
     transport = FakeTransport([TOKEN_OK, status_ok, status_ok])
     epay = client(transport)
     # When two status calls are made / Then one token serves both
-    epay.status("000000001", deadline())
-    epay.status("000000002", deadline())
+    epay.status("000000001", "", deadline())
+    epay.status("000000002", "", deadline())
     assert len(transport.requests) == 3
 
 
@@ -278,12 +278,12 @@ def test_capture_posts_to_the_transaction_and_maps_a_refusal() -> None:
     )
     epay = client(transport)
     # When the whole amount is captured / Then it posts to the transaction with the Bearer token
-    epay.capture("tx-1", None, deadline())
+    epay.capture("tx-1", "", None, deadline())
     assert transport.requests[1].url == "https://api.test/operation/tx-1/charge"
     assert transport.requests[1].headers["Authorization"] == "Bearer tok-1"
     # When a part is captured and ePay refuses / Then it is a rejection, and the amount was sent
     with pytest.raises(GatewayRejectedError):
-        epay.capture("tx-1", Decimal("10.00"), deadline())
+        epay.capture("tx-1", "", Decimal("10.00"), deadline())
     assert json.loads(transport.requests[2].body or b"") == {"amount": 10.0}
 
 

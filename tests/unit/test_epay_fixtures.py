@@ -51,7 +51,7 @@ def epay(*answers: FakeResponse, token: bool = True) -> tuple[EpayClient, FakeTr
     client = EpayClient(
         oauth_url="https://oauth.test/oauth2/token",
         api_url="https://api.test",
-        credentials=lambda: EpayCredentials("test", "secret", TERMINAL_ID),
+        credentials=lambda: EpayCredentials.single("test", "secret", TERMINAL_ID),
         scope="payment",
         retry=RetryPolicy(max_retries=0, sleep=lambda _: None),
         http=transport,  # type: ignore[arg-type]
@@ -96,7 +96,7 @@ def test_a_refused_token_is_a_refusal() -> None:
     # charge path answers 503 and marks the charge FAILED: no auth was sent)
     client, _ = epay(answer("token-invalid-client"), token=False)
     with pytest.raises(GatewayRejectedError) as caught:
-        client.status("000000042", Deadline.after(20))
+        client.status("000000042", "", Deadline.after(20))
     assert caught.value.gateway_http_status == 401
 
 
@@ -161,7 +161,7 @@ def test_non_final_and_unlisted_codes_leave_the_outcome_unknown(name: str) -> No
 
 def status_of(name: str) -> Any:
     client, _ = epay(answer(name))
-    return client.status("000000042", Deadline.after(20))
+    return client.status("000000042", "", Deadline.after(20))
 
 
 def test_full_status_transaction_is_read() -> None:
@@ -231,7 +231,7 @@ def test_operation_answers(op: str) -> None:
 def test_capture_reads_the_charge_endpoints_answer() -> None:
     # Given the charge endpoint answering 200 {} / When a capture is made / Then it succeeds
     client, transport = epay(answer("charge-ok"))
-    client.capture("tx-1", None, Deadline.after(20))
+    client.capture("tx-1", "", None, Deadline.after(20))
     assert transport.requests[-1].url == "https://api.test/operation/tx-1/charge"
 
 

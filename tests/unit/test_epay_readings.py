@@ -14,10 +14,16 @@ from payments.charges.model import CHECK_LADDER, CaptureMode, ChargeStatus
 from payments.charges.payment_gateway import AuthResult, GatewayStatus, TransactionAmounts
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
-from payments.charges.terminals import TerminalCodes, TerminalNames, looks_like_code
+from payments.charges.terminals import (
+    Purpose,
+    Terminal,
+    TerminalCodes,
+    TerminalNames,
+    looks_like_code,
+)
 from payments.charges.use_cases import ChargeUseCases
 from payments.shared.deadline import Deadline
-from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
+from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry, fake_allocator
 from tests.unit.test_settle_and_reconcile import Clock, setup, status, unknown
 
 S = ChargeStatus
@@ -143,18 +149,18 @@ class FakeDirectory:
 def test_the_code_is_learned_once_from_a_status_answer_naming_both() -> None:
     # Given our terminal's code not known yet
     directory = FakeDirectory()
-    codes = TerminalCodes(directory, lambda: UUID)
-    assert codes.names() == TerminalNames(UUID, None)
+    codes = TerminalCodes(directory, lambda: (Terminal(UUID, frozenset(Purpose)),))
+    assert codes.names(UUID) == TerminalNames(UUID, None)
     # When status answers name the code beside our UUID (and one another terminal's)
     other = status("AUTH", terminal_id="someone-else", terminal_code="11111111").transaction
-    assert codes.learn(other) is None
+    assert codes.learn(other, UUID) is None
     ours = status("AUTH", terminal_id=UUID.upper(), terminal_code="98120001").transaction
-    assert codes.learn(ours) == "98120001"
-    assert codes.learn(ours) == "98120001"
+    assert codes.learn(ours, "") == "98120001"
+    assert codes.learn(ours, "") == "98120001"
     # Then it was written once, and is one of our names from now on
     assert (directory.codes, directory.writes) == ({UUID: "98120001"}, 1)
-    assert codes.names().named("98120001")
-    assert not codes.names().named("98120002")
+    assert codes.names(UUID).named("98120001")
+    assert not codes.names(UUID).named("98120002")
 
 
 def test_the_first_code_kept_wins() -> None:
@@ -162,7 +168,10 @@ def test_the_first_code_kept_wins() -> None:
     directory = FakeDirectory({UUID: "98120001"})
     # When this container learns another / Then the kept one is used
     learned = status("AUTH", terminal_id=UUID, terminal_code="98120009").transaction
-    assert TerminalCodes(directory, lambda: UUID).learn(learned) == "98120001"
+    assert (
+        TerminalCodes(directory, lambda: (Terminal(UUID, frozenset(Purpose)),)).learn(learned, UUID)
+        == "98120001"
+    )
 
 
 @pytest.mark.parametrize(
@@ -190,12 +199,14 @@ def test_the_reconciler_learns_the_code_from_its_status_checks() -> None:
     clock = Clock()
     store, directory = FakeStore(), FakeDirectory()
     gateway = FakeGateway(auth_outcome=unknown())  # type: ignore[arg-type]
+    gateway.terminal_list = (Terminal(UUID, frozenset(Purpose)),)
     gateway.status_answers.append(status("CHARGE", terminal_id=UUID, terminal_code="98120001"))
     charges = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=RecordingTelemetry(),
         links=PublicLinks("https://pay.example"),
+        allocator=fake_allocator(),
         clock=clock,
     )
     request = ChargeRequest(Decimal("100.00"), "KZT", "card", "a", "d", capture=CaptureMode.AUTO)
@@ -205,7 +216,7 @@ def test_the_reconciler_learns_the_code_from_its_status_checks() -> None:
         settler=charges.settler,
         transitions=charges.transitions,
         clock=clock,
-        terminals=TerminalCodes(directory, gateway.terminal_id),
+        terminals=TerminalCodes(directory, gateway.terminals),
     )
     # When the reconciler checks it
     clock.advance(CHECK_LADDER[0] + timedelta(seconds=1))

@@ -280,10 +280,10 @@ class FakeTerminals:
     code: str | None = None
     learned: list[str] = field(default_factory=list)
 
-    def names(self) -> TerminalNames:
-        return TerminalNames(TERMINAL, self.code)
+    def names(self, charge_terminal: str) -> TerminalNames:
+        return TerminalNames(charge_terminal or TERMINAL, self.code)
 
-    def learn(self, transaction: TransactionStatus | None) -> str | None:
+    def learn(self, transaction: TransactionStatus | None, charge_terminal: str) -> str | None:
         if self.code is None and transaction is not None and transaction.terminal_code:
             self.code = transaction.terminal_code
             self.learned.append(self.code)

@@ -30,7 +30,7 @@ from payments.errors import (
     GatewayUnknownOutcomeError,
 )
 from payments.shared.deadline import Deadline
-from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry
+from tests.fakes import FakeGateway, FakeStore, RecordingTelemetry, fake_allocator
 
 S = ChargeStatus
 
@@ -88,6 +88,7 @@ def setup(
         gateway=gateway,
         telemetry=RecordingTelemetry(),
         links=PublicLinks("https://pay.example"),
+        allocator=fake_allocator(),
         clock=clock,
     )
     request = ChargeRequest(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from payments.aws.charge_store import DynamoChargeStore
     from payments.aws.inbox import DynamoInbox
     from payments.aws.subscription_store import DynamoSubscriptionStore
+    from payments.charges.invoices import InvoiceAllocator
     from payments.charges.links import PublicLinks
     from payments.charges.model import Charge
     from payments.charges.page_tokens import PageTokens
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from payments.charges.reconciler import Reconciler
     from payments.charges.service import ChargeService
     from payments.charges.settlement import ChargeSettler
-    from payments.charges.terminals import TerminalCodes
+    from payments.charges.terminals import Terminal, TerminalCodes
     from payments.charges.threeds import PageLinks, ThreeDSService
     from payments.charges.transitions import ChargeTransitions
     from payments.charges.use_cases import ChargeUseCases
@@ -68,8 +69,8 @@ def _secrets() -> SecretsProvider:
     return SecretsProvider(boto3_client=client)
 
 
-def _secret() -> tuple[str, str, str]:
-    """(client_id, client_secret, terminal_id) from Secrets Manager, cached a few minutes."""
+def _secret() -> tuple[str, str, tuple[Terminal, ...]]:
+    """(client_id, client_secret, terminals) from Secrets Manager, cached a few minutes."""
     secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
     return parse_credentials(secret)
 
@@ -104,7 +105,24 @@ def store() -> DynamoChargeStore:
 
     with _lock:
         client = _session().client("dynamodb", config=AWS_CONFIG)
-    return DynamoChargeStore(settings().table_name, client)
+    return DynamoChargeStore(
+        settings().table_name, client, invoice_suffix_ttl=settings().invoice_window
+    )
+
+
+@cache
+def invoice_allocator() -> InvoiceAllocator:
+    """Finds free invoice ids per terminal (payments.charges.invoices)."""
+    from payments.aws.invoice_space import DynamoInvoiceSpace
+    from payments.aws.telemetry import PowertoolsInvoiceTelemetry
+    from payments.charges.invoices import InvoiceAllocator
+
+    return InvoiceAllocator(
+        DynamoInvoiceSpace(settings().table_name, store().client),
+        PowertoolsInvoiceTelemetry(),
+        window=settings().invoice_window,
+        clock=now,
+    )
 
 
 def links() -> PublicLinks:
@@ -128,6 +146,7 @@ def charge_use_cases() -> ChargeUseCases:
             gateway=gateway(),
             telemetry=PowertoolsTelemetry(),
             links=links(),
+            allocator=invoice_allocator(),
             page_token=page_tokens().issue,
             clock=now,
         )
@@ -154,7 +173,7 @@ def terminals() -> TerminalCodes:
     kept in the table (read by the postLink intake)."""
     from payments.charges.terminals import TerminalCodes
 
-    return TerminalCodes(store(), gateway().terminal_id)
+    return TerminalCodes(store(), gateway().terminals)
 
 
 @cache
@@ -239,7 +258,7 @@ def three_ds_service() -> ThreeDSService:
 
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for built in (settings, _session, _secrets, gateway, store, terminals):
+    for built in (settings, _session, _secrets, gateway, store, terminals, invoice_allocator):
         built.cache_clear()
     for charge_built in (charge_use_cases, reconciler):
         charge_built.cache_clear()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from payments.charges.model import CaptureMode
+from payments.charges.terminals import Purpose, Terminal
 from payments.errors import ConfigurationError
 
 EPAY_HOSTS = {
@@ -21,6 +23,8 @@ EPAY_HOSTS = {
 DEFAULT_SCOPE = "webapi usermanagement email_send verification statement statistics payment"
 DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 SECRET_MAX_AGE_SECONDS = 300
+DEFAULT_INVOICE_WINDOW_DAYS = 400
+MAX_TERMINAL_WEIGHT = 1000
 _BUS_RE = re.compile(r"(arn:aws[\w-]*:events:[a-z0-9-]+:\d{12}:event-bus/)?[/.\-_A-Za-z0-9]{1,256}")
 
 
@@ -46,6 +50,8 @@ class Settings:
     # renewal dispatcher needs it).
     event_bus_name: str = ""
     renewal_queue_url: str = ""
+    # How long an invoice id's last six digits stay reserved on its terminal (charges.invoices).
+    invoice_window: timedelta = timedelta(days=DEFAULT_INVOICE_WINDOW_DAYS)
 
 
 def _url(name: str, value: str) -> str:
@@ -96,7 +102,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         allow_loopback_acs=_flag(env, "ALLOW_LOOPBACK_ACS"),
         event_bus_name=_bus_name(env.get("EVENT_BUS_NAME") or ""),
         renewal_queue_url=_optional_url("RENEWAL_QUEUE_URL", env.get("RENEWAL_QUEUE_URL") or ""),
+        invoice_window=_window(env.get("INVOICE_SUFFIX_WINDOW_DAYS") or ""),
     )
+
+
+def _window(raw: str) -> timedelta:
+    """INVOICE_SUFFIX_WINDOW_DAYS: whole days, 1 to 3650 (default 400)."""
+    if not raw:
+        return timedelta(days=DEFAULT_INVOICE_WINDOW_DAYS)
+    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+        raise ConfigurationError("INVOICE_SUFFIX_WINDOW_DAYS must be whole days from 1 to 3650")
+    return timedelta(days=int(raw))
 
 
 def _bus_name(value: str) -> str:
@@ -117,14 +133,47 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw == "true"
 
 
-def parse_credentials(secret: Any) -> tuple[str, str, str]:
-    """Check the secret's JSON shape: client_id, client_secret, terminal_id (all strings)."""
+def parse_credentials(secret: Any) -> tuple[str, str, tuple[Terminal, ...]]:
+    """Check the secret's JSON shape: `client_id`, `client_secret` and either one
+    `terminal_id` (it serves every purpose) or `terminals: [{id, purpose: [...], weight?}]`, where
+    some terminal serves `cit` and some `mit`. Returns (client_id, client_secret, terminals)."""
     if not isinstance(secret, dict):
         raise ConfigurationError("the ePay secret must be a JSON object")
-    values = [secret.get(k) for k in ("client_id", "client_secret", "terminal_id")]
-    if not all(isinstance(v, str) and v for v in values):
-        raise ConfigurationError(
-            "the ePay secret needs non-empty client_id, client_secret and terminal_id"
-        )
-    client_id, client_secret, terminal_id = (str(v) for v in values)
-    return client_id, client_secret, terminal_id
+    client_id, client_secret = secret.get("client_id"), secret.get("client_secret")
+    if not all(isinstance(v, str) and v for v in (client_id, client_secret)):
+        raise ConfigurationError("the ePay secret needs non-empty client_id and client_secret")
+    listed, single = secret.get("terminals"), secret.get("terminal_id")
+    if listed is not None and single is not None:
+        raise ConfigurationError("the ePay secret has terminal_id or terminals, not both")
+    if listed is None:
+        if not (isinstance(single, str) and single):
+            raise ConfigurationError("the ePay secret needs terminal_id or terminals")
+        return str(client_id), str(client_secret), (Terminal(single, frozenset(Purpose)),)
+    return str(client_id), str(client_secret), _terminals(listed)
+
+
+def _terminals(listed: Any) -> tuple[Terminal, ...]:
+    if not isinstance(listed, list) or not listed:
+        raise ConfigurationError("the ePay secret's terminals must be a non-empty list")
+    terminals = tuple(_terminal(entry, index) for index, entry in enumerate(listed))
+    ids = [t.id.strip().lower() for t in terminals]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError("the ePay secret lists a terminal twice")
+    for needed in (Purpose.CIT, Purpose.MIT):
+        if not any(needed in t.purposes for t in terminals):
+            raise ConfigurationError(f"no terminal in the ePay secret serves {needed.value}")
+    return terminals
+
+
+def _terminal(entry: Any, index: int) -> Terminal:
+    where = f"terminals[{index}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+        raise ConfigurationError(f"{where} needs an id")
+    purposes = entry.get("purpose")
+    known = {p.value for p in Purpose}
+    if not isinstance(purposes, list) or not purposes or not set(purposes) <= known:
+        raise ConfigurationError(f"{where}.purpose must list some of {sorted(known)}")
+    weight = entry.get("weight", 1)
+    if type(weight) is not int or not 1 <= weight <= MAX_TERMINAL_WEIGHT:
+        raise ConfigurationError(f"{where}.weight must be a whole number 1-{MAX_TERMINAL_WEIGHT}")
+    return Terminal(entry["id"], frozenset(Purpose(p) for p in purposes), weight)

@@ -185,3 +185,16 @@ class QueueUnavailableError(PaymentsError):
     code = "queue_unavailable"
     http_status = 503
     retryable = True
+
+
+class InvoiceSpaceExhaustedError(PaymentsError):
+    """Every terminal that may take the charge has all its invoice suffixes reserved; nothing
+    was sent to ePay. `retry_after` is the seconds until the first suffix frees."""
+
+    code = "invoice_space_exhausted"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

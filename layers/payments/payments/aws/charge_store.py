@@ -5,8 +5,9 @@ Items (pk / sk):
   CHARGE#<id>            / HISTORY#<version>  one transition, written once, never updated
   IDEMPOTENCY#<key>      / IDEMPOTENCY        the charge a key created and the request's hash (TTL)
   INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
-  INVOICE_SUFFIX#<last6> / INVOICE_SUFFIX     the last six digits are unique while reserved (TTL)
-  COUNTER#invoice        / COUNTER            the atomic counter that allocates invoice ids
+  INVOICE_SUFFIX#<terminal>#<last6>           the last six digits are unique per terminal while
+                         / INVOICE_SUFFIX     reserved (TTL: the window); the rings that deal
+                                              them out: payments.aws.invoice_space
   INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
                                               written by payments.aws.inbox)
   TERMINAL#<terminal id> / TERMINAL           the terminal's 8-digit code, written once when the
@@ -29,6 +30,7 @@ from payments.aws.dynamo import (
     from_attributes,
     to_attributes,
 )
+from payments.aws.invoice_space import suffix_key
 from payments.charges.model import (
     DUE_SHARDS,
     CaptureMode,
@@ -59,6 +61,7 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         "sk": "CHARGE",
         "id": charge.id,
         "invoiceId": charge.invoice_id,
+        "terminalId": charge.terminal_id or None,
         "status": charge.status.value,
         "version": charge.version,
         "amount": charge.amount,
@@ -152,6 +155,7 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         capture_pending=bool(item.get("capturePending", False)),
         capture_claimed_at=from_iso_or_none(item.get("captureClaimedAt")),
         check_attempts=int(item.get("checkAttempts", 0)),
+        terminal_id=str(item.get("terminalId") or ""),
         next_check_at=from_iso_or_none(item.get("nextCheckAt")),
         epay=EpayRef(
             transaction_id=epay.get("transactionId"),
@@ -207,23 +211,11 @@ class DynamoChargeStore:
         invoice_suffix_ttl: timedelta = timedelta(days=400),
     ) -> None:
         self._table = table_name
+        self.client = client  # shared with the other stores of the table (one client a container)
         self._db = DynamoCalls(client)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._idempotency_ttl = idempotency_ttl
         self._suffix_ttl = invoice_suffix_ttl
-
-    def allocate_invoice_number(self) -> int:
-        """Take the next value of the atomic invoice counter (one UpdateItem)."""
-        answer = self._db.call(
-            "update_item",
-            TableName=self._table,
-            Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
-            UpdateExpression="ADD #n :one",
-            ExpressionAttributeNames={"#n": "value"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
-        )
-        return int(answer["Attributes"]["value"]["N"])
 
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
         """Write the charge, its idempotency key, its invoice id and suffix, and its first
@@ -251,7 +243,7 @@ class DynamoChargeStore:
                     "TableName": self._table,
                     "Item": to_attributes(
                         {
-                            "pk": f"INVOICE_SUFFIX#{charge.invoice_id[-6:]}",
+                            "pk": suffix_key(charge.terminal_id, charge.invoice_id[-6:]),
                             "sk": "INVOICE_SUFFIX",
                             "invoiceId": charge.invoice_id,
                             "chargeId": charge.id,

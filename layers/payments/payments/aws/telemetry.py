@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from payments.charges.model import Charge, ChargeStatus, Source
 from payments.errors import GatewayError, PaymentsError
@@ -67,6 +67,27 @@ class PowertoolsTelemetry:
             },
         )
         metrics.add_metric(name="GatewayFailure", unit=MetricUnit.Count, value=1)
+
+
+class PowertoolsInvoiceTelemetry:
+    """The invoice suffix space per terminal: `InvoiceSpaceUsedPercent` (the alarm's metric,
+    dimension Terminal) and `InvoiceSpaceExhausted`."""
+
+    def space_used(self, terminal_id: str, share: float) -> None:
+        """Report the reserved share of the terminal's ring just used."""
+        with single_metric(
+            name="InvoiceSpaceUsedPercent",
+            unit=MetricUnit.Percent,
+            value=round(share * 100, 1),
+            namespace="Payments",
+            default_dimensions={"service": "payments", "Terminal": terminal_id},
+        ):
+            pass
+
+    def space_exhausted(self, terminal_id: str) -> None:
+        """Every ring of the terminal is full: log it (the charge is answered 503) and count."""
+        logger.error("invoice space exhausted", extra={"terminal": terminal_id})
+        metrics.add_metric(name="InvoiceSpaceExhausted", unit=MetricUnit.Count, value=1)
 
 
 class PowertoolsPostLinkTelemetry:

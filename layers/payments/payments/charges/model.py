@@ -186,6 +186,9 @@ class Charge:
     capture_claimed_at: datetime | None = None
     next_check_at: datetime | None = None
     check_attempts: int = 0
+    # The ePay terminal the charge was made on (empty: stored before charges recorded it, which
+    # means the credentials' first terminal; see charges.terminals.resolve).
+    terminal_id: str = ""
 
 
 @dataclass(frozen=True)

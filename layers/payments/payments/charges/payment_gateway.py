@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from payments.charges.declines import DeclineCategory
+from payments.charges.terminals import Terminal
 from payments.shared.deadline import Deadline
 from payments.shared.payer import Payer
 
@@ -59,6 +60,7 @@ class InvoiceTokenRequest:
     post_link: str
     failure_post_link: str
     secret_hash: str = field(repr=False)
+    terminal_id: str = ""  # empty: the credentials' first terminal
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class AuthRequest:
     failure_post_link: str
     invoice_id_alt: str | None = None
     payer: Payer = field(default_factory=Payer)
+    terminal_id: str = ""  # empty: the credentials' first terminal
 
 
 @dataclass(frozen=True)
@@ -224,12 +227,14 @@ class PaymentGateway(Protocol):
         """Charge a saved card; never retried."""
         ...
 
-    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
-        """Ask ePay what happened to an invoice."""
+    def status(self, invoice_id: str, terminal_id: str, deadline: Deadline) -> StatusResult:
+        """Ask ePay what happened to an invoice of a terminal (empty: the first)."""
         ...
 
-    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
-        """Charge (capture) a held AUTH, wholly or partly."""
+    def capture(
+        self, transaction_id: str, terminal_id: str, amount: Decimal | None, deadline: Deadline
+    ) -> None:
+        """Charge (capture) a held AUTH of a terminal, wholly or partly."""
         ...
 
     def confirm_3ds(
@@ -239,6 +244,6 @@ class PaymentGateway(Protocol):
         retried, redirects never followed."""
         ...
 
-    def terminal_id(self) -> str:
-        """The merchant's terminal id, from the credentials."""
+    def terminals(self) -> tuple[Terminal, ...]:
+        """The merchant's terminals, from the credentials (the first is the default)."""
         ...

@@ -13,10 +13,6 @@ from payments.shared.idempotency import IdempotencyRecord
 class ChargeStore(Protocol):
     """Charges with their guards (idempotency key, invoice id) and append-only history."""
 
-    def allocate_invoice_number(self) -> int:
-        """Next invoice counter value."""
-        ...
-
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
         """Write a new charge with its guards, or DuplicateKeyError naming the guard taken."""
         ...

@@ -87,14 +87,14 @@ class Settler(Protocol):
 
 
 class Terminals(Protocol):
-    """Our terminal's names, and learning its code from status answers (TerminalCodes)."""
+    """Our terminals' names, and learning their codes from status answers (TerminalCodes)."""
 
-    def names(self) -> TerminalNames:
-        """The UUID, and the code once learned."""
+    def names(self, charge_terminal: str) -> TerminalNames:
+        """The UUID of a charge's terminal, and its code once learned."""
         ...
 
-    def learn(self, transaction: TransactionStatus | None) -> str | None:
-        """Keep the code a status answer gives beside our UUID."""
+    def learn(self, transaction: TransactionStatus | None, charge_terminal: str) -> str | None:
+        """Keep the code a status answer gives beside the charge's terminal's UUID."""
         ...
 
 
@@ -197,7 +197,9 @@ class PostLinkService:
         if charge is None:
             return _with(base, verdict=Verdict.UNKNOWN_INVOICE, detail="no charge has this invoice")
         base = _with(base, charge_id=charge.id, status=charge.status)
-        names = self._terminals.names()
+        # Checked against the charge's own terminal: a notification naming another of our
+        # terminals is as forged as one naming a stranger's.
+        names = self._terminals.names(charge.terminal_id)
         mismatched = verify(notification, charge, names)
         if mismatched:
             return _forged(base, mismatched)
@@ -207,7 +209,7 @@ class PostLinkService:
                 charge.id,
                 Source.POSTLINK,
                 self._bounded(deadline),
-                vet=lambda answer: self._vet(answer, unconfirmed),
+                vet=lambda answer: self._vet(answer, unconfirmed, charge.terminal_id),
             )
         except ForgedNotificationError as exc:
             return _forged(base, exc.mismatched)
@@ -223,7 +225,7 @@ class PostLinkService:
             detail=f"{settlement.outcome}: {settlement.charge.status.value}",
         )
 
-    def _vet(self, answer: StatusResult, unconfirmed: str | None) -> None:
+    def _vet(self, answer: StatusResult, unconfirmed: str | None, charge_terminal: str) -> None:
         """Before the status answer is applied: a terminal code we had not learned must be the
         one the answer names beside our UUID (else the notification is forged); then learn the
         code the answer gives."""
@@ -231,7 +233,7 @@ class PostLinkService:
         code = tx.terminal_code if tx is not None else None
         if unconfirmed is not None and code is not None and code.strip() != unconfirmed:
             raise ForgedNotificationError("the notification was rejected", ("terminal",))
-        self._terminals.learn(tx)
+        self._terminals.learn(tx, charge_terminal)
 
     def _bounded(self, deadline: Deadline) -> Deadline:
         """The caller's deadline, but never more than the settle budget from now."""

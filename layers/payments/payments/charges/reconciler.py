@@ -96,7 +96,7 @@ class Reconciler:
         except GatewayError as exc:
             return self._later(charge, f"status API: {type(exc).__name__}")
         if self._terminals is not None:
-            self._terminals.learn(settlement.transaction)
+            self._terminals.learn(settlement.transaction, charge.terminal_id)
         result = settlement.charge
         if result.status is not charge.status:
             return CheckResult(result, CheckOutcome.SETTLED)

@@ -7,6 +7,7 @@ payments.charges.settlement; every write goes through payments.charges.transitio
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from payments.charges.declines import DeclineCategory
+from payments.charges.invoices import InvoiceAllocator
 from payments.charges.links import PublicLinks
 from payments.charges.model import (
     PROCESSING_SAFE_AGE,
@@ -38,9 +40,11 @@ from payments.charges.payment_gateway import (
 from payments.charges.ports import ChargeStore, Telemetry
 from payments.charges.requests import ChargeRequest
 from payments.charges.settlement import SETTLES_AS, ChargeSettler
+from payments.charges.terminals import charge_purpose, route
 from payments.charges.transitions import Change, ChargeTransitions, Step
 from payments.errors import (
     CaptureInProgressError,
+    ConfigurationError,
     ConflictError,
     DuplicateKeyError,
     GatewayError,
@@ -49,16 +53,15 @@ from payments.errors import (
     GatewayUnknownOutcomeError,
     IdempotencyInFlightError,
     InvalidTransitionError,
+    InvoiceSpaceExhaustedError,
     NotFoundError,
+    PaymentsError,
     StaleStateError,
     ValidationError,
 )
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord, create_once, fingerprint
-
-INVOICE_DIGITS = 9
-MAX_INVOICE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,9 @@ class ChargeService:
         transitions: ChargeTransitions,
         telemetry: Telemetry,
         links: PublicLinks,
+        allocator: InvoiceAllocator,
         clock: Callable[[], datetime] = utc_now,
+        rand: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         page_token: Callable[[str], tuple[str, str]] | None = None,
@@ -92,7 +97,9 @@ class ChargeService:
         self._tx = transitions
         self._telemetry = telemetry
         self._links = links
+        self._allocator = allocator
         self._clock = clock
+        self._rand = rand
         self._new_id = new_id
         self._new_secret = new_secret
         # charge id -> (nonce, digest) of the customer's 3DS page token (charges.page_tokens)
@@ -123,45 +130,73 @@ class ChargeService:
     def _insert(
         self, request: ChargeRequest, key: str, fingerprint: str, secret_hash: str
     ) -> Charge | None:
-        """Write the new charge; None when the idempotency key was taken meanwhile."""
-        for _attempt in range(MAX_INVOICE_ATTEMPTS):
-            invoice_id = request.invoice_id or str(self._store.allocate_invoice_number()).zfill(
-                INVOICE_DIGITS
-            )
-            now = self._clock()
-            charge = Charge(
-                id=self._new_id(),
-                invoice_id=invoice_id,
-                status=S.PROCESSING,
-                amount=request.amount,
-                currency=request.currency,
-                account_id=request.account_id,
-                card_id=request.card_id,
-                description=request.description,
-                capture=request.capture,
-                recurrent=request.recurrent,
-                language=request.language,
-                idempotency_key=key,
-                request_hash=fingerprint,
-                secret_hash_digest=secret_hash_digest(secret_hash),
-                created_at=now,
-                updated_at=now,
-                next_check_at=now + PROCESSING_SAFE_AGE,
-                invoice_id_alt=request.invoice_id_alt,
-                payer=request.payer,
-            )
+        """Write the new charge on a terminal of its purpose (charges.terminals.route), with an
+        invoice id of that terminal's space; None when the idempotency key was taken meanwhile.
+
+        A terminal whose space is full, or which still holds a merchant-supplied id's last six
+        digits, is passed over for the next terminal of the same purpose.
+        """
+        purpose = charge_purpose(request.recurrent)
+        order = route(self._gateway.terminals(), purpose, self._rand)
+        if not order:
+            raise ConfigurationError(f"no ePay terminal serves {purpose.value} charges")
+        problem: PaymentsError | None = None
+        for terminal in order:
+
+            def write(invoice_id: str, terminal_id: str = terminal.id) -> Charge:
+                return self._write(request, key, fingerprint, secret_hash, terminal_id, invoice_id)
+
             try:
-                self._store.create(charge, HistoryEntry(None, S.PROCESSING, now, Source.API))
+                if request.invoice_id is not None:
+                    return write(request.invoice_id)
+                return self._allocator.allocate(terminal.id, write)
+            except InvoiceSpaceExhaustedError as exc:
+                problem = problem or exc
             except DuplicateKeyError as exc:
                 if exc.which == "idempotency":
                     return None
-                if request.invoice_id is not None:
-                    raise ConflictError(
-                        "invoiceId is already used (or its last 6 digits are still reserved)"
-                    ) from exc
-                continue
-            return charge
-        raise ConflictError("could not allocate a free invoice id, retry later")
+                if exc.which != "invoice_suffix":
+                    raise ConflictError("invoiceId is already used") from exc
+                problem = ConflictError(
+                    "the last 6 digits of invoiceId are still reserved on every terminal"
+                )
+        assert problem is not None
+        raise problem
+
+    def _write(
+        self,
+        request: ChargeRequest,
+        key: str,
+        fingerprint: str,
+        secret_hash: str,
+        terminal_id: str,
+        invoice_id: str,
+    ) -> Charge:
+        now = self._clock()
+        charge = Charge(
+            id=self._new_id(),
+            invoice_id=invoice_id,
+            status=S.PROCESSING,
+            amount=request.amount,
+            currency=request.currency,
+            account_id=request.account_id,
+            card_id=request.card_id,
+            description=request.description,
+            capture=request.capture,
+            recurrent=request.recurrent,
+            language=request.language,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            secret_hash_digest=secret_hash_digest(secret_hash),
+            created_at=now,
+            updated_at=now,
+            next_check_at=now + PROCESSING_SAFE_AGE,
+            invoice_id_alt=request.invoice_id_alt,
+            payer=request.payer,
+            terminal_id=terminal_id,
+        )
+        self._store.create(charge, HistoryEntry(None, S.PROCESSING, now, Source.API))
+        return charge
 
     def _replay(self, record: IdempotencyRecord) -> Charge:
         """The charge an earlier request with the key created, once it is past PROCESSING."""
@@ -184,6 +219,7 @@ class ChargeService:
                     post_link=self._links.post_link,
                     failure_post_link=self._links.failure_post_link,
                     secret_hash=secret_hash,
+                    terminal_id=charge.terminal_id,
                 ),
                 deadline,
             )
@@ -270,6 +306,7 @@ class ChargeService:
             failure_post_link=self._links.failure_post_link,
             invoice_id_alt=charge.invoice_id_alt,
             payer=charge.payer,
+            terminal_id=charge.terminal_id,
         )
 
     def _fail(self, charge: Charge, step: str, exc: GatewayError) -> None:
@@ -314,7 +351,9 @@ class ChargeService:
             raise CaptureInProgressError("a capture of this charge is in progress") from exc
         assert claimed.epay.transaction_id is not None
         try:
-            self._gateway.capture(claimed.epay.transaction_id, amount, deadline)
+            self._gateway.capture(
+                claimed.epay.transaction_id, claimed.terminal_id, amount, deadline
+            )
         except GatewayUnknownOutcomeError:
             # Taken or not: the reconciler asks the status API (capture_pending schedules it).
             self._tx.move(claimed, Change(Source.API, capture_pending=True))

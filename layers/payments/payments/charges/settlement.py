@@ -116,7 +116,7 @@ class ChargeSettler:
         if charge is None:
             raise NotFoundError("no such charge")
         self._telemetry.bind_charge(charge)
-        answer = self._gateway.status(charge.invoice_id, deadline)
+        answer = self._gateway.status(charge.invoice_id, charge.terminal_id, deadline)
         if vet is not None:
             vet(answer)
         return self.apply_status(charge, answer, source, deadline)
@@ -188,7 +188,7 @@ class ChargeSettler:
             # Another path moved it first: its state wins (its capture's outcome, if it claimed).
             return self._await_capture(self._tx.latest(charge), source, deadline)
         try:
-            self._gateway.capture(epay.transaction_id, None, deadline)
+            self._gateway.capture(epay.transaction_id, charge.terminal_id, None, deadline)
         except GatewayError as exc:
             if not (
                 isinstance(exc, GatewayRejectedError)
@@ -248,7 +248,7 @@ class ChargeSettler:
         """After a refused capture: does ePay already show the money taken (an earlier attempt
         whose answer was lost)?"""
         try:
-            answer = self._gateway.status(charge.invoice_id, deadline)
+            answer = self._gateway.status(charge.invoice_id, charge.terminal_id, deadline)
         except GatewayError:
             return False
         return answer.transaction is not None and answer.transaction.status is G.CHARGE

@@ -1,6 +1,11 @@
-"""Our ePay terminal's two names: the UUID of the credentials and the 8-digit code of ePay's
-records.
+"""Our ePay terminals: what each is for, how a charge picks one, and each one's two names.
 
+A merchant may run several terminals under one client (epay-api.md; the credentials secret lists
+them). Each serves purposes: `cit` (customer-present charges), `mit` (merchant-initiated,
+recurring charges and renewals), `setup` (saving a card). A charge is routed to a terminal of its
+purpose, spread by weight; the charge records it, and every later call about the charge uses it.
+
+A terminal has two names: the UUID of the credentials and the 8-digit code of ePay's records.
 ePay's own records (and so its postLinks) may carry the code (`"terminal": "98458031"`) where the
 credentials know only the UUID. The status API names both at once (`terminal` beside
 `terminalID`), so the code is learned from it and kept per terminal, written once.
@@ -8,15 +13,63 @@ credentials know only the UUID. The status API names both at once (`terminal` be
 
 from __future__ import annotations
 
+import random
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
-from payments.charges.payment_gateway import TransactionStatus
+if TYPE_CHECKING:  # the gateway port names Terminal: only the type goes the other way
+    from payments.charges.payment_gateway import TransactionStatus
 
 _CODE_RE = re.compile(r"[0-9]{8}")
+
+
+class Purpose(StrEnum):
+    """What a terminal is used for."""
+
+    CIT = "cit"  # customer-initiated: the customer is present (3-D Secure may be asked)
+    MIT = "mit"  # merchant-initiated: recurring charges and subscription renewals
+    SETUP = "setup"  # saving a card through ePay's payment page
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """One ePay terminal of the merchant: its UUID, what it serves, its share of the traffic."""
+
+    id: str
+    purposes: frozenset[Purpose]
+    weight: int = 1
+
+
+def charge_purpose(recurrent: bool) -> Purpose:
+    """A charge's purpose: merchant-initiated when recurrent, customer-initiated otherwise."""
+    return Purpose.MIT if recurrent else Purpose.CIT
+
+
+def route(
+    terminals: Sequence[Terminal], purpose: Purpose, rand: Callable[[], float] = random.random
+) -> list[Terminal]:
+    """The terminals serving `purpose`, in the order to try them: a weighted draw without
+    replacement, so traffic spreads by weight and a full terminal falls through to the next."""
+    pool = [t for t in terminals if purpose in t.purposes]
+    order: list[Terminal] = []
+    while pool:
+        point = rand() * sum(t.weight for t in pool)
+        for index, terminal in enumerate(pool):
+            point -= terminal.weight
+            if point < 0 or index == len(pool) - 1:
+                order.append(pool.pop(index))
+                break
+    return order
+
+
+def resolve(terminal_id: str, terminals: Sequence[Terminal]) -> str:
+    """The terminal a charge used: its own, or for a charge stored before charges recorded one
+    (empty), the first terminal of the credentials."""
+    return terminal_id or terminals[0].id
 
 
 class TerminalDirectory(Protocol):
@@ -63,18 +116,20 @@ class TerminalNames:
 
 
 class TerminalCodes:
-    """Knows our terminal's code: learned from status answers, kept in the directory, cached
+    """Knows our terminals' codes: learned from status answers, kept in the directory, cached
     per container (a known code is never written again)."""
 
-    def __init__(self, directory: TerminalDirectory, terminal_id: Callable[[], str]) -> None:
+    def __init__(
+        self, directory: TerminalDirectory, terminals: Callable[[], Sequence[Terminal]]
+    ) -> None:
         self._directory = directory
-        self._terminal_id = terminal_id
+        self._terminals = terminals
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def names(self) -> TerminalNames:
-        """Our terminal's UUID, and its code if learned (read once it is)."""
-        terminal_id = self._terminal_id()
+    def names(self, charge_terminal: str) -> TerminalNames:
+        """The UUID of a charge's terminal, and its code if learned (read once it is)."""
+        terminal_id = resolve(charge_terminal, self._terminals())
         with self._lock:
             code = self._known.get(terminal_id)
         if code is None:
@@ -84,9 +139,10 @@ class TerminalCodes:
                     self._known[terminal_id] = code
         return TerminalNames(terminal_id, code)
 
-    def learn(self, transaction: TransactionStatus | None) -> str | None:
-        """Keep the code a status answer gives beside our terminal's UUID; the code known."""
-        terminal_id = self._terminal_id()
+    def learn(self, transaction: TransactionStatus | None, charge_terminal: str) -> str | None:
+        """Keep the code a status answer gives beside the UUID of the charge's terminal; the
+        code known."""
+        terminal_id = resolve(charge_terminal, self._terminals())
         with self._lock:
             known = self._known.get(terminal_id)
         if known is not None or transaction is None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from payments.charges.invoices import InvoiceAllocator
 from payments.charges.links import PublicLinks
 from payments.charges.payment_gateway import PaymentGateway
 from payments.charges.ports import ChargeStore, Telemetry
@@ -36,6 +37,7 @@ class ChargeUseCases:
         gateway: PaymentGateway,
         telemetry: Telemetry,
         links: PublicLinks,
+        allocator: InvoiceAllocator,
         clock: Callable[[], datetime] = utc_now,
         page_token: Callable[[str], tuple[str, str]] | None = None,
         new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
@@ -53,6 +55,7 @@ class ChargeUseCases:
             transitions=transitions,
             telemetry=telemetry,
             links=links,
+            allocator=allocator,
             clock=clock,
             new_id=new_id,
             new_secret=new_secret,

@@ -23,6 +23,7 @@ from payments.charges.payment_gateway import (
     StatusResult,
     Token,
 )
+from payments.charges.terminals import Purpose, Terminal, resolve
 from payments.epay.responses import (
     NO_SUCH_RECORD,
     SavedCard,
@@ -49,14 +50,21 @@ DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 
 @dataclass(frozen=True)
 class EpayCredentials:
-    """The merchant's ePay credentials, as kept in Secrets Manager."""
+    """The merchant's ePay credentials, as kept in Secrets Manager: one client, its terminals
+    (the first is the default)."""
 
     client_id: str
     client_secret: str
-    terminal_id: str
+    terminals: tuple[Terminal, ...]
 
     def __repr__(self) -> str:
-        return f"EpayCredentials(client_id={self.client_id!r}, terminal_id={self.terminal_id!r})"
+        names = [t.id for t in self.terminals]
+        return f"EpayCredentials(client_id={self.client_id!r}, terminals={names!r})"
+
+    @classmethod
+    def single(cls, client_id: str, client_secret: str, terminal_id: str) -> EpayCredentials:
+        """Credentials with one terminal serving every purpose (the secret's older shape)."""
+        return cls(client_id, client_secret, (Terminal(terminal_id, frozenset(Purpose)),))
 
 
 @dataclass(frozen=True)
@@ -108,14 +116,18 @@ class EpayClient:
         self._retry = retry or RetryPolicy()
         self._http = http or urllib3.PoolManager(maxsize=10, retries=False)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._terminal_token: Token | None = None
+        self._terminal_tokens: dict[str, Token] = {}
         self._lock = threading.Lock()
 
     # --- the port ------------------------------------------------------------------------
 
-    def terminal_id(self) -> str:
-        """The terminal the credentials belong to."""
-        return self._credentials().terminal_id
+    def terminals(self) -> tuple[Terminal, ...]:
+        """The terminals of the credentials (the first is the default)."""
+        return self._credentials().terminals
+
+    def _terminal_named(self, terminal_id: str) -> str:
+        """A charge's terminal (empty: the credentials' first)."""
+        return resolve(terminal_id, self.terminals())
 
     def invoice_token(self, request: InvoiceTokenRequest, deadline: Deadline) -> Token:
         """Ask for a token bound to one invoice; safe to retry (a token creates nothing)."""
@@ -127,14 +139,15 @@ class EpayClient:
             "failurePostLink": request.failure_post_link,
             "secret_hash": request.secret_hash,
         }
-        return self._with_retries(lambda: self._request_token(fields, deadline), deadline)
+        terminal = self._terminal_named(request.terminal_id)
+        return self._with_retries(lambda: self._request_token(terminal, fields, deadline), deadline)
 
     def authorize(self, token: Token, request: AuthRequest, deadline: Deadline) -> AuthResult:
         """POST /payments/cards/auth once. Never retried: ePay has no idempotency key."""
         body: dict[str, Any] = {
             "amount": request.amount,
             "currency": request.currency,
-            "terminalId": self.terminal_id(),
+            "terminalId": self._terminal_named(request.terminal_id),
             "invoiceId": request.invoice_id,
             "description": request.description,
             "accountId": request.account_id,
@@ -161,23 +174,26 @@ class EpayClient:
         )
         return auth_result(data)
 
-    def status(self, invoice_id: str, deadline: Deadline) -> StatusResult:
-        """GET the status of an invoice; retried on transient failures (it changes nothing)."""
+    def status(self, invoice_id: str, terminal_id: str, deadline: Deadline) -> StatusResult:
+        """GET the status of a terminal's invoice; retried on transient failures (it changes
+        nothing)."""
         url = f"{self._api_url}/check-status/payment/transaction/{quote(invoice_id, safe='')}"
 
         def once() -> StatusResult:
-            token = self._terminal(deadline)
+            token = self._terminal(terminal_id, deadline)
             return status_result(self._call("status", "GET", url, token, deadline))
 
         return self._with_retries(once, deadline)
 
-    def saved_cards(self, account_id: str, deadline: Deadline) -> list[SavedCard]:
+    def saved_cards(
+        self, account_id: str, deadline: Deadline, terminal_id: str = ""
+    ) -> list[SavedCard]:
         """GET the cards saved under an account (none: ePay's "no record", code 1373); retried
         on transient failures (it changes nothing). For the saved-cards use cases to come."""
         url = f"{self._api_url}/cards/{quote(account_id, safe='')}"
 
         def once() -> list[SavedCard]:
-            token = self._terminal(deadline)
+            token = self._terminal(terminal_id, deadline)
             try:
                 return saved_cards_result(self._send("cards", "GET", url, token, deadline))
             except GatewayRejectedError as exc:
@@ -187,9 +203,12 @@ class EpayClient:
 
         return self._with_retries(once, deadline)
 
-    def capture(self, transaction_id: str, amount: Decimal | None, deadline: Deadline) -> None:
-        """Charge a held AUTH (whole, or `amount` of it). Not retried: a resend could double."""
-        token = self._terminal(deadline)
+    def capture(
+        self, transaction_id: str, terminal_id: str, amount: Decimal | None, deadline: Deadline
+    ) -> None:
+        """Charge a held AUTH of a terminal (whole, or `amount` of it). Not retried: a resend
+        could double."""
+        token = self._terminal(terminal_id, deadline)
         body = jsonutil.dumps({"amount": amount}).encode() if amount is not None else b""
         self._call(
             "capture",
@@ -238,25 +257,27 @@ class EpayClient:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _terminal(self, deadline: Deadline) -> Token:
-        """A token for operations on existing transactions, cached until shortly before expiry."""
+    def _terminal(self, terminal_id: str, deadline: Deadline) -> Token:
+        """A terminal's token for operations on its transactions, cached per terminal until
+        shortly before expiry."""
+        terminal = self._terminal_named(terminal_id)
         with self._lock:
-            cached = self._terminal_token
+            cached = self._terminal_tokens.get(terminal)
         if cached is not None and cached.expires_at - TOKEN_EXPIRY_MARGIN > self._clock():
             return cached
-        token = self._with_retries(lambda: self._request_token({}, deadline), deadline)
+        token = self._with_retries(lambda: self._request_token(terminal, {}, deadline), deadline)
         with self._lock:
-            self._terminal_token = token
+            self._terminal_tokens[terminal] = token
         return token
 
-    def _request_token(self, extra: dict[str, str], deadline: Deadline) -> Token:
+    def _request_token(self, terminal: str, extra: dict[str, str], deadline: Deadline) -> Token:
         creds = self._credentials()
         form = {
             "grant_type": "client_credentials",
             "scope": self._scope,
             "client_id": creds.client_id,
             "client_secret": creds.client_secret,
-            "terminal": creds.terminal_id,
+            "terminal": terminal,
             **extra,
         }
         data = self._call(

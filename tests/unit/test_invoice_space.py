@@ -1,0 +1,250 @@
+"""The invoice suffix space: rings per terminal, no cliff, a clear answer at exhaustion, terminals
+chosen by purpose and weight (payments.charges.invoices and .terminals)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from payments.charges.invoices import (
+    MARKS,
+    SHARDS,
+    InvoiceAllocator,
+    RingSlot,
+    SuffixHolder,
+    reserved_share,
+)
+from payments.charges.links import PublicLinks
+from payments.charges.model import CaptureMode
+from payments.charges.requests import ChargeRequest
+from payments.charges.service import ChargeService
+from payments.charges.settlement import ChargeSettler
+from payments.charges.terminals import Purpose, Terminal, charge_purpose, route
+from payments.charges.transitions import ChargeTransitions
+from payments.errors import DuplicateKeyError, InvoiceSpaceExhaustedError
+from payments.shared.deadline import Deadline
+from tests.fakes import (
+    TEST_NOW,
+    FakeGateway,
+    FakeInvoiceSpace,
+    FakeStore,
+    RecordingInvoiceTelemetry,
+    RecordingTelemetry,
+)
+from tests.unit.test_charge_service import AUTH
+
+SLOTS = 40  # small rings: 16 x 40 = 640 suffixes a terminal
+SPACE = SHARDS * SLOTS
+WINDOW = timedelta(days=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = TEST_NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Ledger:
+    """The create transaction's two invoice guards, as DynamoDB keeps them: an id once ever, a
+    terminal's suffix while its reservation lasts."""
+
+    def __init__(self, space: FakeInvoiceSpace, clock: Clock) -> None:
+        self.space, self.clock = space, clock
+        self.ids: set[str] = set()
+        self.attempts = 0
+
+    def writer(self, terminal: str):  # type: ignore[no-untyped-def]
+        def attempt(invoice_id: str) -> str:
+            self.attempts += 1
+            if invoice_id in self.ids:
+                raise DuplicateKeyError("taken", "invoice")
+            holder = self.space.holders.get((terminal, invoice_id[-6:]))
+            if holder is not None and holder.expires_at > self.clock():
+                raise DuplicateKeyError("taken", "invoice_suffix")
+            self.space.holders[(terminal, invoice_id[-6:])] = SuffixHolder(
+                invoice_id, self.clock() + WINDOW
+            )
+            self.ids.add(invoice_id)
+            return invoice_id
+
+        return attempt
+
+
+def allocator(
+    space: FakeInvoiceSpace, clock: Clock, telemetry: RecordingInvoiceTelemetry | None = None
+) -> InvoiceAllocator:
+    return InvoiceAllocator(
+        space, telemetry or RecordingInvoiceTelemetry(), window=WINDOW, clock=clock, slots=SLOTS
+    )
+
+
+def test_a_ring_slot_names_a_suffix_of_its_shard_and_an_id_of_its_lap_and_lane() -> None:
+    # Given the 3rd slot of ring 5 on lane 7, first lap / Then the suffix is 2*16+5
+    slot = RingSlot(lane=7, shard=5, n=3)
+    assert (slot.suffix, slot.invoice_id, slot.lap) == ("000037", "007000037", 0)
+    # And one lap later the same suffix comes with the next prefix
+    later = RingSlot(lane=7, shard=5, n=3 + slot.slots)
+    assert (later.suffix, later.invoice_id) == ("000037", "107000037")
+    assert later.previous_lap() == slot
+
+
+def test_ids_are_unique_across_terminals_and_suffixes_unique_per_terminal() -> None:
+    # Given two terminals on one table
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    # When each takes its whole space once
+    ids = {t: [alloc.allocate(t, ledger.writer(t)) for _ in range(SPACE)] for t in ("t-a", "t-b")}
+    # Then every id is 9 digits, no id repeats, and each terminal used every suffix exactly once
+    everything = ids["t-a"] + ids["t-b"]
+    assert all(len(i) == 9 and i.isdigit() for i in everything)
+    assert len(set(everything)) == 2 * SPACE
+    assert all(len({i[-6:] for i in ids[t]}) == SPACE for t in ids)
+    # And the only refused writes were the ones that found a ring full (one per ring at most)
+    assert ledger.attempts - 2 * SPACE <= 2 * SHARDS
+
+
+def test_no_cliff_when_the_space_is_90_percent_used_within_the_window() -> None:
+    # Given charges arriving so that 90% of the suffixes are reserved at any time
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    step = WINDOW / (SPACE * 0.9)
+    # When five windows' worth of charges are allocated
+    for _ in range(int(SPACE * 0.9 * 5)):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+        clock.now += step
+    # Then none failed and no write was refused: each took one counter step and one write
+    assert ledger.attempts == int(SPACE * 0.9 * 5)
+    assert Counter(space.calls)["take"] == ledger.attempts
+    assert "mark_full" not in space.calls
+
+
+def test_true_exhaustion_is_a_503_with_retry_after_then_frees_in_order() -> None:
+    # Given every suffix of the terminal reserved a moment ago
+    space, clock, telemetry = FakeInvoiceSpace(), Clock(), RecordingInvoiceTelemetry()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, telemetry)
+    for _ in range(SPACE):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+        clock.now += timedelta(seconds=1)
+    # When one more charge asks / Then it is refused with the time until a suffix frees
+    with pytest.raises(InvoiceSpaceExhaustedError) as refused:
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    assert refused.value.http_status == 503
+    assert refused.value.code == "invoice_space_exhausted"
+    first_free = WINDOW - timedelta(seconds=SPACE)
+    assert refused.value.retry_after is not None
+    assert abs(refused.value.retry_after - first_free.total_seconds()) <= SPACE
+    assert telemetry.exhausted == ["t-a"]
+    # And the next refusal costs no store call at all (the rings are known full)
+    calls = len(space.calls)
+    with pytest.raises(InvoiceSpaceExhaustedError):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    assert len(space.calls) == calls
+    # When the oldest reservations expire / Then allocation resumes with the freed suffixes
+    clock.now = TEST_NOW + WINDOW + timedelta(seconds=SHARDS + 1)
+    again = alloc.allocate("t-a", ledger.writer("t-a"))
+    assert again.startswith("100")  # the second lap of lane 0
+
+
+def test_suffixes_held_by_merchant_ids_are_skipped() -> None:
+    # Given merchant-supplied ids holding the first slots of every ring
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    for shard in range(SHARDS):
+        suffix = f"{shard:06d}"
+        space.holders[("t-a", suffix)] = SuffixHolder("55" + suffix, clock() + WINDOW)
+    # When a charge is allocated / Then it gets the ring's next slot, after one refused write
+    invoice = alloc.allocate("t-a", ledger.writer("t-a"))
+    assert invoice[-6:] not in {f"{s:06d}" for s in range(SHARDS)}
+    assert ledger.attempts == 2
+
+
+def test_the_reserved_share_follows_the_marks() -> None:
+    # Given a ring half used within the window, marks written as it went
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    for _ in range(SPACE // 2):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    ring = space.rings[("t-a", 0)]
+    # Then the share is about one half (rounded up to a mark) / And falls once the window passed
+    share = reserved_share(ring["n"], ring["m"], clock(), WINDOW, SLOTS)
+    assert 0.4 <= share <= 0.5 + 2 / MARKS
+    later = reserved_share(ring["n"], ring["m"], clock() + WINDOW * 2, WINDOW, SLOTS)
+    assert later <= 2 / MARKS
+
+
+def test_routing_spreads_by_weight_within_the_purpose() -> None:
+    # Given a 3-D Secure terminal for customers and two recurring ones, weighted 3:1
+    cit = Terminal("cit-1", frozenset({Purpose.CIT, Purpose.SETUP}))
+    mit_a = Terminal("mit-a", frozenset({Purpose.MIT}), weight=3)
+    mit_b = Terminal("mit-b", frozenset({Purpose.MIT}), weight=1)
+    terminals = (cit, mit_a, mit_b)
+    # Then recurrent charges go to mit terminals only, about 3:1, the other one next in line
+    draws = [route(terminals, charge_purpose(True), rand=lambda r=r: r / 1000) for r in range(1000)]
+    assert all({t.id for t in order} == {"mit-a", "mit-b"} for order in draws)
+    firsts = Counter(order[0].id for order in draws)
+    assert (firsts["mit-a"], firsts["mit-b"]) == (750, 250)
+    # And customer-present charges go to the cit terminal alone
+    assert route(terminals, charge_purpose(False)) == [cit]
+
+
+def test_a_full_terminal_is_passed_over_for_another_of_the_same_purpose() -> None:
+    # Given two mit terminals, the first one's space all reserved
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    for _ in range(SPACE):
+        alloc.allocate("mit-full", ledger.writer("mit-full"))
+    gateway = FakeGateway(auth_outcome=AUTH)
+    gateway.terminal_list = (
+        Terminal("mit-full", frozenset({Purpose.MIT}), weight=1000),
+        Terminal("mit-room", frozenset({Purpose.MIT}), weight=1),
+    )
+    service = _service(gateway, alloc, clock, space)
+    # When a recurring charge is created
+    request = ChargeRequest(
+        Decimal(100), "KZT", "card", "acct", "d", capture=CaptureMode.AUTO, recurrent=True
+    )
+    charge = service.create_charge(request, "key", Deadline.after(20)).charge
+    # Then it was made on the terminal with room, and its ePay calls named that terminal
+    assert charge.terminal_id == "mit-room"
+    assert gateway.calls[0][1].terminal_id == "mit-room"
+    assert gateway.calls[1][1].terminal_id == "mit-room"
+
+
+def test_every_terminal_full_is_a_503_before_any_epay_call() -> None:
+    # Given the only terminal's space all reserved
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    for _ in range(SPACE):
+        alloc.allocate("terminal-1", ledger.writer("terminal-1"))
+    gateway = FakeGateway(auth_outcome=AUTH)
+    service = _service(gateway, alloc, clock, space)
+    # When a charge is asked for / Then 503 invoice_space_exhausted, and ePay heard nothing
+    request = ChargeRequest(Decimal(100), "KZT", "card", "acct", "d", capture=CaptureMode.AUTO)
+    with pytest.raises(InvoiceSpaceExhaustedError):
+        service.create_charge(request, "key", Deadline.after(20))
+    assert gateway.calls == []
+
+
+def _service(
+    gateway: FakeGateway, alloc: InvoiceAllocator, clock: Clock, space: FakeInvoiceSpace
+) -> ChargeService:
+    store, telemetry = FakeStore(space, WINDOW), RecordingTelemetry()
+    transitions = ChargeTransitions(store=store, telemetry=telemetry, clock=clock)
+    settler = ChargeSettler(
+        store=store, gateway=gateway, transitions=transitions, telemetry=telemetry
+    )
+    return ChargeService(
+        store=store,
+        gateway=gateway,
+        settler=settler,
+        transitions=transitions,
+        telemetry=telemetry,
+        links=PublicLinks("https://pay.example"),
+        allocator=alloc,
+        clock=clock,
+    )
