@@ -9,6 +9,29 @@ from types import FrameType
 
 from .cards import TEST_CLIENT_ID, TEST_TERMINAL_ID
 from .simulator import EpaySimulator
+from .state import Terminal, checked_terminals
+
+_TERMINAL_FLAGS = {"single-stage": "single_stage", "no-3ds": "three_ds"}
+
+
+def terminal_arg(text: str) -> Terminal:
+    """``--terminal UUID:CODE[:single-stage][:no-3ds]`` as a ``Terminal``."""
+    uuid, _, rest = text.partition(":")
+    code, *flags = rest.split(":") if rest else [""]
+    unknown = [flag for flag in flags if flag not in _TERMINAL_FLAGS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown terminal flags: {', '.join(unknown)}")
+    spec: dict[str, object] = {
+        "id": uuid,
+        "code": code,
+        "single_stage": "single-stage" in flags,
+        "three_ds": "no-3ds" not in flags,
+    }
+    try:
+        (terminal,) = checked_terminals([spec])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return terminal
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postlink-delay", type=float, default=0.0)
     parser.add_argument("--postlink-duplicates", type=int, default=0)
     parser.add_argument("--postlink-drop", action="store_true")
+    parser.add_argument(
+        "--terminal",
+        type=terminal_arg,
+        action="append",
+        default=[],
+        metavar="UUID:CODE[:single-stage][:no-3ds]",
+        help="an extra terminal of the merchant (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     sim = EpaySimulator(
@@ -38,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         postlink_delay=args.postlink_delay,
         postlink_duplicates=args.postlink_duplicates,
         postlink_drop=args.postlink_drop,
+        terminals=args.terminal,
     ).start()
     done = threading.Event()
 
@@ -50,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  EPAY_OAUTH_URL={sim.oauth_url}", flush=True)
     print(f"  EPAY_API_URL={sim.api_url}", flush=True)
     print(f"  client_id={TEST_CLIENT_ID} terminal={TEST_TERMINAL_ID}", flush=True)
+    for terminal in sim.terminals:
+        print(f"  terminal={terminal.id} code={terminal.code}", flush=True)
     print(f"  controls: {sim.base_url}/_sim/journal  /_sim/ledger  /_sim/faults", flush=True)
     while not done.wait(0.5):
         pass

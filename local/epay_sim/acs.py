@@ -121,7 +121,7 @@ class ThreeDSecure:
         pa_req, md, term_url = params.get("PaReq", ""), params.get("MD", ""), params.get("TermUrl")
         with self._state.lock:
             step = self._state.three_ds.get(md)
-            entry = self._state.ledger.get(step.invoice_id) if step else None
+            entry = self._state.entry_by_transaction(step.transaction_id) if step else None
         if step is None or entry is None or not hmac.compare_digest(pa_req, step.pa_req):
             return page(400, "3-D Secure error", "<p>Unknown or invalid PaReq/MD.</p>")
         if not term_url or not is_http_url(term_url):
@@ -153,7 +153,9 @@ class ThreeDSecure:
             approved = self._pares.read(pa_res, md)
             if approved is None:
                 return error(ERR_REQUEST, "invalid PaRes")
-            entry = self._state.ledger[step.invoice_id]
+            entry = self._state.entry_by_transaction(step.transaction_id)
+            if entry is None:  # its ledger was reset while the customer was at the ACS
+                return error(ERR_REQUEST, "unknown MD")
             settled = self._settle(entry, approved)
             confirmed = _Confirmed.of(entry, step)
         if settled:
@@ -175,7 +177,8 @@ class ThreeDSecure:
             entry.history.append(f"confirmPayment repeated: stays {entry.status_name}")
             return False
         if approved:
-            approve(entry, self._state.settings.final_three_ds_status(), "confirmPayment")
+            final = self._state.settings.final_three_ds_status(entry.terminal)
+            approve(entry, final, "confirmPayment")
         else:
             message = DECLINE_MESSAGES[THREE_DS_FAILED]
             reject(entry, THREE_DS_FAILED, message, source="confirmPayment")

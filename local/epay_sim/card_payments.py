@@ -125,7 +125,7 @@ class CardPayments:
         if problem is not None:
             return problem
         with self._state.lock:
-            refused = self._invoice_refusal(body["invoiceId"])
+            refused = self._invoice_refusal(body["invoiceId"], body["terminalId"])
             if refused is not None:
                 return refused
             profile = self._usable_card(body["cardId"]["id"])
@@ -136,10 +136,10 @@ class CardPayments:
             self._postlinks.notify(entry)
         return response
 
-    def _invoice_refusal(self, invoice_id: str) -> Response | None:
-        """ERR_INVOICE_USED when the invoice (or its last 6 digits) already has a transaction."""
-        ledger = self._state.ledger
-        existing = ledger.get(invoice_id)
+    def _invoice_refusal(self, invoice_id: str, terminal_id: str) -> Response | None:
+        """ERR_INVOICE_USED when the invoice (or its last 6 digits) already has a transaction
+        on this terminal (each terminal has its own invoice space)."""
+        existing = self._state.entry(invoice_id, terminal_id)
         if existing is not None:
             # Counted, so that a client which re-sends an auth is caught by the tests.
             existing.auth_count += 1
@@ -147,7 +147,7 @@ class CardPayments:
             return error(ERR_INVOICE_USED, "invoiceId already used")
         if self._state.settings.unique_last6:
             tail = invoice_id[-6:]
-            for other in ledger.values():
+            for other in self._state.on_terminal(terminal_id):
                 if other.invoice_id[-6:] == tail:
                     return error(
                         ERR_INVOICE_USED,
@@ -184,8 +184,8 @@ class CardPayments:
             recurrent=bool(body.get("recurrent", False)),
             created_at=self._state.now(),
         )
-        self._state.ledger[invoice_id] = entry
-        self._state.links[invoice_id] = NotifyLinks(
+        self._state.record(entry)
+        self._state.links[entry.transaction_id] = NotifyLinks(
             post_link=body.get("postLink") or grant.post_link,
             failure_post_link=body.get("failurePostLink") or grant.failure_post_link,
             secret_hash=grant.secret_hash,
@@ -206,9 +206,12 @@ class CardPayments:
         if profile.outcome == "REJECT":
             reject(entry, profile.code, profile.message)
             return error(entry.reason_code, entry.reason)
-        if profile.outcome == "3D":
+        settings = self._state.settings
+        terminal = settings.terminal(entry.terminal)
+        if profile.outcome == "3D" and (terminal is None or terminal.three_ds):
             return self._ask_for_three_ds(entry, body, grant)
-        single_stage = profile.outcome == "CHARGE" or self._state.settings.single_stage
+        # A terminal set up without 3-D Secure approves the 3DS card without the step.
+        single_stage = profile.outcome == "CHARGE" or settings.is_single_stage(entry.terminal)
         approve(entry, "CHARGE" if single_stage else "AUTH", "auth")
         return json_response(200, auth_body(entry))
 
@@ -224,6 +227,7 @@ class CardPayments:
             md=md,
             pa_req=pa_req,
             invoice_id=entry.invoice_id,
+            transaction_id=entry.transaction_id,
             access_token=grant.access_token,
             back_link=body.get("backLink", ""),
             failure_back_link=body.get("failureBackLink", ""),
@@ -250,12 +254,14 @@ class CardPayments:
             return unauthorized()
         if grant.terminal is None:
             return _result("104", "No terminal in the token")
+        invoice_id = req.params["invoice"]
         with self._state.lock:
-            entry = self._state.ledger.get(req.params["invoice"])
+            entry = self._state.entry(invoice_id, grant.terminal)
             if entry is None:
+                elsewhere = any(e.invoice_id == invoice_id for e in self._state.ledger.values())
+                if elsewhere:  # the invoice exists, on another terminal of the merchant
+                    return _result("106", "Wrong terminal")
                 return _result("102", "No such transaction")
-            if entry.terminal != grant.terminal:
-                return _result("106", "Wrong terminal")
             transaction = self._transaction(entry)
         return json_response(
             200, {"resultCode": "100", "resultMessage": "Success", "transaction": transaction}
@@ -269,7 +275,7 @@ class CardPayments:
             "invoiceIdAlt": entry.invoice_id_alt,
             **amounts(entry),
             "currency": entry.currency,
-            "terminal": self._state.settings.terminal_code,
+            "terminal": self._state.settings.terminal_code_of(entry.terminal),
             "terminalID": entry.terminal,
             "accountID": entry.account_id,
             "description": entry.description,

@@ -11,6 +11,10 @@ TEST_TERMINAL_ID = "67e34d63-102f-4bd1-898e-370781d0074d"
 # The terminal's 8-digit code, as ePay's records show it beside the UUID (the status API gives
 # both: "terminal" and "terminalID"; postLinks carry the code). Not published: one of this shape.
 TEST_TERMINAL_CODE = "98120001"
+# A second terminal of the same merchant for tests of several terminals (not a bank value): e.g.
+# one without 3-D Secure for merchant-initiated charges. Configure it with ``terminals=[...]``.
+TEST_TERMINAL2_ID = "3f1c7a52-9b4e-4d2a-8c6f-5e0b9d7a1c24"
+TEST_TERMINAL2_CODE = "98120002"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from .validation import decimal_from
 from .wire import Response, json_response
 
 # Settings that ``POST /_sim/config`` may change, with the type each value is converted to
-# (``three_ds_final_status`` is handled apart: it is validated, and None is allowed).
+# (``three_ds_final_status`` and ``terminals`` are handled apart: validated, None allowed for the
+# first; the second is checked against the default terminal).
 SETTABLE: dict[str, Callable[[Any], object]] = {
     "postlink_delay": float,
     "postlink_duplicates": int,
@@ -59,6 +60,7 @@ class Controls:
             "/_sim/ledger": lambda: {k: v.to_dict() for k, v in state.ledger.items()},
             "/_sim/postlinks": lambda: [d.to_dict() for d in state.postlinks],
             "/_sim/faults": lambda: [vars(f) for f in state.faults.armed()],
+            "/_sim/terminals": lambda: [t.to_dict() for t in state.settings.all_terminals()],
         }
         self._actions: dict[str, Callable[[dict[str, Any]], Response]] = {
             "/_sim/faults": self._inject,
@@ -107,17 +109,23 @@ class Controls:
         return json_response(200, {"now": self._state.now()})
 
     def _configure(self, data: dict[str, Any]) -> Response:
-        """Change settings (``SETTABLE`` and ``three_ds_final_status``); unknown keys are a 400."""
-        unknown = sorted(set(data) - set(SETTABLE) - {"three_ds_final_status"})
+        """Change settings (``SETTABLE``, ``three_ds_final_status``, ``terminals``); unknown keys
+        are a 400, and so are bad terminals (then nothing changes)."""
+        unknown = sorted(set(data) - set(SETTABLE) - {"three_ds_final_status", "terminals"})
         if unknown:
             return _bad(f"not settable: {', '.join(unknown)}")
         settings = self._state.settings
         try:
+            terminals = (
+                settings.checked_terminals(data["terminals"]) if "terminals" in data else None
+            )
             if "three_ds_final_status" in data:
                 settings.three_ds_final_status = checked_final_status(data["three_ds_final_status"])
             for key, kind in SETTABLE.items():
                 if key in data:
                     setattr(settings, key, kind(data[key]))
+            if terminals is not None:
+                settings.terminals = terminals
         except (TypeError, ValueError) as exc:
             return _bad(str(exc))
         return json_response(200, _OK)

@@ -80,8 +80,25 @@ class JournalEntry:
 
 
 @dataclass
+class Refund:
+    """One refund of a charged transaction: how much went back, under which ``externalID``
+    (the merchant's refund id; "" when none was sent), and when."""
+
+    amount: Decimal
+    external_id: str = ""
+    at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view; money as a decimal string, ``externalID`` in ePay's casing."""
+        return {"amount": str(self.amount), "externalID": self.external_id, "at": self.at}
+
+
+@dataclass
 class LedgerEntry:
-    """What really happened at "ePay" for one invoice."""
+    """What really happened at "ePay" for one invoice on one terminal (``terminal``: its UUID).
+
+    ``refunds`` lists every refund in order (``refunded_amount`` is their sum).
+    """
 
     invoice_id: str
     transaction_id: str
@@ -110,7 +127,12 @@ class LedgerEntry:
     recurrent: bool = False
     created_at: float = 0.0
     secure: bool = False
-    refund_external_ids: list[str] = field(default_factory=list)
+    refunds: list[Refund] = field(default_factory=list)
+
+    @property
+    def refund_external_ids(self) -> list[str]:
+        """The ``externalID`` of every refund that carried one, in order."""
+        return [refund.external_id for refund in self.refunds if refund.external_id]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view; money as decimal strings."""
@@ -138,7 +160,12 @@ class LedgerEntry:
             "recurrent": self.recurrent,
             "created_at": self.created_at,
             "secure": self.secure,
-            "refund_external_ids": list(self.refund_external_ids),
+            "refund_external_ids": self.refund_external_ids,
+            "refunds": [refund.to_dict() for refund in self.refunds],
+            "language": self.language,
+            "name": self.name,
+            "email": self.email,
+            "phone": self.phone,
         }
 
 
@@ -167,6 +194,7 @@ class ThreeDSStep:
     md: str
     pa_req: str
     invoice_id: str
+    transaction_id: str
     access_token: str
     back_link: str
     failure_back_link: str

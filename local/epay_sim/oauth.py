@@ -112,7 +112,7 @@ class OAuth:
         ):
             return json_response(401, {"error": "invalid_client"})
         terminal = form.get("terminal") or None
-        if terminal is not None and terminal != settings.terminal_id:
+        if terminal is not None and settings.terminal(terminal) is None:
             return _bad("invalid_request", "unknown terminal")
         return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .models import LedgerEntry
+from .models import LedgerEntry, Refund
 from .oauth import OAuth
 from .state import SimState
 from .validation import decimal_from, is_money
@@ -89,8 +89,7 @@ class Operations:
                 return refused
             refund = entry.captured_amount - entry.refunded_amount if amount is None else amount
             entry.refunded_amount += refund
-            if external_id:
-                entry.refund_external_ids.append(external_id)
+            entry.refunds.append(Refund(refund, external_id, self._state.now()))
             if entry.refunded_amount == entry.captured_amount:
                 entry.status_name = "REFUND"
             entry.history.append(
@@ -100,7 +99,8 @@ class Operations:
         return json_response(200, {})
 
     def _entry(self, req: Request) -> LedgerEntry | Response:
-        """The transaction of ``{id}`` if the bearer's terminal owns it; else the refusal."""
+        """The transaction of ``{id}`` if the bearer's terminal owns it; else the refusal
+        (a token of another terminal of the same merchant may not touch it)."""
         grant = self._oauth.bearer(req)
         if grant is None:
             return unauthorized()

@@ -25,7 +25,7 @@ class PostLinks:
         """Notify the invoice's postLink (failures: failurePostLink, else postLink)."""
         state = self._state
         with state.lock:
-            links = state.links.get(entry.invoice_id)
+            links = state.links.get(entry.transaction_id)
             if links is None or state.settings.postlink_drop:
                 return
             success = entry.status_name in SUCCESS_STATUSES
@@ -55,7 +55,7 @@ class PostLinks:
             return list(state.postlinks)
 
     def _payload(self, entry: LedgerEntry, links: NotifyLinks, success: bool) -> dict[str, Any]:
-        terminal = self._state.settings.postlink_terminal_name()
+        terminal = self._state.settings.postlink_terminal_name(entry.terminal)
         payload = {
             "id": entry.transaction_id,
             "dateTime": kz_time(self._state.now(), "microseconds"),

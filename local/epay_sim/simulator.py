@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Self, overload
 
 from .acs import ThreeDSecure
@@ -24,7 +24,15 @@ from .operations import Operations
 from .postlinks import PostLinks
 from .saved_cards import SavedCards
 from .server import Server
-from .state import DEFAULT_SCOPE, Settings, SimState, checked_final_status
+from .state import (
+    DEFAULT_SCOPE,
+    Settings,
+    SimState,
+    Terminal,
+    TerminalSpec,
+    checked_final_status,
+    checked_terminals,
+)
 from .wire import ERR_REQUEST, Request, Response, internal_error, is_loopback_url, json_response
 
 type _Route = Callable[[Request], Response]
@@ -54,6 +62,8 @@ class EpaySimulator:
     """A faithful loopback ePay: token, auth, 3DS (ACS + confirmPayment), status, operations.
 
     Thread-safe; every request is journaled and every money movement is kept in ``ledger``.
+    One merchant (``client_id``/``client_secret``) with a default terminal (``terminal_id``,
+    ``terminal_code``, ``single_stage``) and any ``terminals`` more, each with its own invoices.
     """
 
     # Settings as attributes: tests flip them between requests and every area sees the change.
@@ -97,9 +107,11 @@ class EpaySimulator:
         terminal_code: str = TEST_TERMINAL_CODE,
         postlink_terminal: str = "code",
         nonfinal_code: int = 454,
+        terminals: Iterable[TerminalSpec] = (),
     ) -> None:
         if not is_loopback_url(f"http://{host}/"):
             raise ValueError(f"the simulator only listens on loopback, not {host!r}")
+        extra_terminals = checked_terminals(terminals, terminal_id, terminal_code)
         self.settings = Settings(
             client_id=client_id,
             client_secret=client_secret,
@@ -118,6 +130,7 @@ class EpaySimulator:
             terminal_code=terminal_code,
             postlink_terminal=postlink_terminal,
             nonfinal_code=nonfinal_code,
+            terminals=extra_terminals,
         )
         self.host = host
         self.port = port
@@ -232,14 +245,33 @@ class EpaySimulator:
         self.settings.three_ds_final_status = checked_final_status(value)
 
     @property
+    def terminals(self) -> tuple[Terminal, ...]:
+        """The extra terminals (the default one is ``terminal_id``/``terminal_code``)."""
+        return self.settings.terminals
+
+    @terminals.setter
+    def terminals(self, value: Iterable[TerminalSpec]) -> None:
+        self.settings.terminals = self.settings.checked_terminals(value)
+
+    def all_terminals(self) -> tuple[Terminal, ...]:
+        """Every terminal of the merchant, the default one first."""
+        return self.settings.all_terminals()
+
+    @property
     def journal(self) -> list[JournalEntry]:
         """Every request received, in order (control endpoints excluded)."""
         return self._state.journal
 
     @property
     def ledger(self) -> dict[str, LedgerEntry]:
-        """What really happened, by invoice id."""
+        """What really happened, by invoice id. Each terminal has its own invoices: a transaction
+        whose invoice id another terminal holds already is keyed ``<terminal uuid>/<invoice id>``
+        (``ledger_entry`` finds either)."""
         return self._state.ledger
+
+    def ledger_entry(self, invoice_id: str, terminal_id: str | None = None) -> LedgerEntry | None:
+        """The ledger entry of an invoice on a terminal (default: the first terminal)."""
+        return self._state.entry(invoice_id, terminal_id or self.terminal_id)
 
     @property
     def postlinks(self) -> list[PostLinkDelivery]:
@@ -268,7 +300,10 @@ class EpaySimulator:
         return self._state.faults.armed()
 
     def reset(self) -> None:
-        """Forget journal, ledger, faults, tokens, 3DS steps, deactivations and postLinks."""
+        """Forget journal, ledger, faults, tokens, 3DS steps, deactivations and postLinks.
+
+        Settings stay, the configured ``terminals`` among them.
+        """
         self._state.reset()
 
     def requests(self, op: str) -> list[JournalEntry]:

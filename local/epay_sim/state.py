@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from .cards import (
     NONFINAL_MESSAGES,
@@ -27,6 +28,75 @@ DEFAULT_SCOPE = "webapi usermanagement email_send verification statement statist
 CONFIRM_RESPONSES = ("redirect", "json")
 # How a postLink names the terminal: its 8-digit code (as ePay's records do), its UUID, or not.
 POSTLINK_TERMINALS = ("code", "uuid", "none")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_CODE_RE = re.compile(r"^[0-9]{8}$")
+_TERMINAL_KEYS = frozenset({"id", "code", "single_stage", "three_ds"})
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """One ePay terminal of the merchant: its UUID, its 8-digit code and how the bank set it up.
+
+    ``single_stage``: an approval is CHARGE at once (else AUTH, captured later). ``three_ds``:
+    the 3-D Secure test card asks for 3DS; when False it is approved without the step.
+    """
+
+    id: str
+    code: str
+    single_stage: bool = False
+    three_ds: bool = True
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``POST /_sim/config`` takes it."""
+        return {
+            "id": self.id,
+            "code": self.code,
+            "single_stage": self.single_stage,
+            "three_ds": self.three_ds,
+        }
+
+
+type TerminalSpec = Terminal | Mapping[str, object]
+
+
+def _checked_terminal(spec: object, index: int) -> Terminal:
+    """One terminal of ``terminals`` (a ``Terminal`` or a mapping); else raise ValueError."""
+    if isinstance(spec, Terminal):
+        spec = spec.to_dict()
+    where = f"terminals[{index}]"
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be an object {{id, code, single_stage?, three_ds?}}")
+    unknown = sorted(str(k) for k in set(spec) - _TERMINAL_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {', '.join(unknown)}")
+    terminal_id, code = spec.get("id"), spec.get("code")
+    if not isinstance(terminal_id, str) or not _UUID_RE.match(terminal_id):
+        raise ValueError(f"{where}.id must be a terminal UUID")
+    if not isinstance(code, str) or not _CODE_RE.match(code):
+        raise ValueError(f"{where}.code must be a string of 8 digits")
+    single_stage = spec.get("single_stage", False)
+    three_ds = spec.get("three_ds", True)
+    if not isinstance(single_stage, bool) or not isinstance(three_ds, bool):
+        raise ValueError(f"{where}: single_stage and three_ds must be booleans")
+    return Terminal(terminal_id, code, single_stage, three_ds)
+
+
+def checked_terminals(
+    value: object, default_id: str = "", default_code: str = ""
+) -> tuple[Terminal, ...]:
+    """``value`` as the extra terminals (a list of ``Terminal`` or ``{id, code, single_stage?,
+    three_ds?}``) with ids and codes distinct from each other and from the default terminal's;
+    else raise ValueError."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ValueError("terminals must be a list of {id, code, single_stage?, three_ds?}")
+    terminals = tuple(_checked_terminal(spec, i) for i, spec in enumerate(value))
+    ids = [default_id.lower(), *(t.id.lower() for t in terminals)]
+    codes = [default_code, *(t.code for t in terminals)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("terminals: every terminal id must differ (from terminal_id too)")
+    if len(set(codes)) != len(codes):
+        raise ValueError("terminals: every terminal code must differ (from terminal_code too)")
+    return terminals
 
 
 def checked_final_status(value: object) -> str | None:
@@ -73,6 +143,9 @@ class Settings:
     terminal_code: str = TEST_TERMINAL_CODE
     postlink_terminal: str = "code"
     nonfinal_code: int = 454
+    # Extra terminals of the same merchant; the first (default) terminal is terminal_id,
+    # terminal_code and single_stage (with 3-D Secure).
+    terminals: tuple[Terminal, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         self.three_ds_final_status = checked_final_status(self.three_ds_final_status)
@@ -80,20 +153,58 @@ class Settings:
             raise ValueError("confirm_response must be 'redirect' or 'json'")
         checked_postlink_terminal(self.postlink_terminal)
         checked_nonfinal_code(self.nonfinal_code)
+        self.terminals = self.checked_terminals(self.terminals)
 
-    def postlink_terminal_name(self) -> str | None:
-        """The terminal as postLinks name it (None: left out)."""
-        return {"code": self.terminal_code, "uuid": self.terminal_id}.get(self.postlink_terminal)
+    def checked_terminals(self, value: object) -> tuple[Terminal, ...]:
+        """``value`` as extra terminals of this merchant (see ``checked_terminals``)."""
+        return checked_terminals(value, self.terminal_id, self.terminal_code)
+
+    def default_terminal(self) -> Terminal:
+        """The first terminal, as the ``terminal_*`` and ``single_stage`` settings describe it."""
+        return Terminal(self.terminal_id, self.terminal_code, self.single_stage, three_ds=True)
+
+    def all_terminals(self) -> tuple[Terminal, ...]:
+        """Every terminal of the merchant, the default one first."""
+        return (self.default_terminal(), *self.terminals)
+
+    def terminal(self, terminal_id: str | None) -> Terminal | None:
+        """The configured terminal with this UUID (None: no such terminal)."""
+        if terminal_id is None:
+            return None
+        for terminal in self.all_terminals():
+            if terminal.id == terminal_id:
+                return terminal
+        return None
+
+    def terminal_code_of(self, terminal_id: str) -> str:
+        """The 8-digit code of a terminal ("" when it is no longer configured)."""
+        terminal = self.terminal(terminal_id)
+        return terminal.code if terminal is not None else ""
+
+    def postlink_terminal_name(self, terminal_id: str | None = None) -> str | None:
+        """A terminal (default: the first) as postLinks name it (None: left out)."""
+        terminal_id = self.terminal_id if terminal_id is None else terminal_id
+        if self.postlink_terminal == "uuid":
+            return terminal_id
+        if self.postlink_terminal == "code":
+            return self.terminal_code_of(terminal_id)
+        return None
 
     def nonfinal(self) -> tuple[int, str]:
         """The non-final error the ``nonfinal_*`` faults answer: (code, message)."""
         return self.nonfinal_code, NONFINAL_MESSAGES[self.nonfinal_code]
 
-    def final_three_ds_status(self) -> str:
-        """What an approved 3DS step ends as: the override, else CHARGE on single-stage."""
+    def is_single_stage(self, terminal_id: str | None = None) -> bool:
+        """Whether a terminal (default: the first) charges at once."""
+        terminal = self.terminal(self.terminal_id if terminal_id is None else terminal_id)
+        return terminal.single_stage if terminal is not None else self.single_stage
+
+    def final_three_ds_status(self, terminal_id: str | None = None) -> str:
+        """What an approved 3DS step ends as on a terminal (default: the first): the override,
+        else CHARGE on a single-stage terminal."""
         if self.three_ds_final_status is not None:
             return self.three_ds_final_status
-        return "CHARGE" if self.single_stage else "AUTH"
+        return "CHARGE" if self.is_single_stage(terminal_id) else "AUTH"
 
     def reason_code(self, code: int) -> int | str:
         """A reason code as this ePay writes it (a number, or a string when so configured)."""
@@ -116,7 +227,7 @@ class SimState:
         self.postlinks: list[PostLinkDelivery] = []
         self.tokens: dict[str, TokenGrant] = {}
         self.three_ds: dict[str, ThreeDSStep] = {}  # by MD
-        self.links: dict[str, NotifyLinks] = {}  # by invoice id
+        self.links: dict[str, NotifyLinks] = {}  # by transaction id
         self.deactivated: set[str] = set()
         self._clock_offset = 0.0
 
@@ -140,6 +251,29 @@ class SimState:
             self.three_ds.clear()
             self.links.clear()
             self.deactivated.clear()
+
+    def entry(self, invoice_id: str, terminal_id: str | None) -> LedgerEntry | None:
+        """The ledger entry of an invoice on one terminal (invoices are unique per terminal)."""
+        with self.lock:
+            for entry in self.ledger.values():
+                if entry.invoice_id == invoice_id and entry.terminal == terminal_id:
+                    return entry
+        return None
+
+    def on_terminal(self, terminal_id: str) -> list[LedgerEntry]:
+        """The ledger entries of one terminal, oldest first."""
+        with self.lock:
+            return [entry for entry in self.ledger.values() if entry.terminal == terminal_id]
+
+    def record(self, entry: LedgerEntry) -> str:
+        """Add a new entry to the ledger; returns its key: the invoice id, or
+        ``<terminal uuid>/<invoice id>`` when another terminal already holds that invoice id."""
+        with self.lock:
+            key = entry.invoice_id
+            if key in self.ledger:
+                key = f"{entry.terminal}/{entry.invoice_id}"
+            self.ledger[key] = entry
+        return key
 
     def entry_by_transaction(self, transaction_id: str) -> LedgerEntry | None:
         """The ledger entry with this ePay transaction id."""

@@ -77,9 +77,11 @@ def invoice_token(
     return token
 
 
-def terminal_token(http: urllib3.PoolManager, sim: EpaySimulator) -> str:
+def terminal_token(
+    http: urllib3.PoolManager, sim: EpaySimulator, terminal: str = TEST_TERMINAL_ID
+) -> str:
     """A token for operations on existing transactions (terminal, no invoice)."""
-    resp = request_token(http, sim)
+    resp = request_token(http, sim, {"terminal": terminal})
     assert resp.status == 200, resp.data
     token: str = resp.json()["access_token"]
     return token
@@ -129,20 +131,33 @@ def post_auth(
 
 
 def pay(
-    http: urllib3.PoolManager, sim: EpaySimulator, card: str, amount: int = 100
+    http: urllib3.PoolManager,
+    sim: EpaySimulator,
+    card: str,
+    amount: float = 100,
+    *,
+    terminal: str = TEST_TERMINAL_ID,
+    invoice: str | None = None,
 ) -> tuple[str, urllib3.BaseHTTPResponse]:
-    """Token and auth for a new invoice: (invoice, auth answer)."""
-    invoice = new_invoice()
-    token = invoice_token(http, sim, invoice, amount=str(amount))
-    return invoice, post_auth(http, sim, token, auth_body(invoice, card, amount))
+    """Token and auth on ``terminal`` for ``invoice`` (default: a new one): (invoice, answer)."""
+    invoice = invoice or new_invoice()
+    token = invoice_token(http, sim, invoice, amount=str(amount), terminal=terminal)
+    body = auth_body(invoice, card, amount, terminalId=terminal)
+    return invoice, post_auth(http, sim, token, body)
 
 
-def status(http: urllib3.PoolManager, sim: EpaySimulator, invoice: str) -> dict[str, Any]:
-    """The status API's answer for an invoice (asserting HTTP 200)."""
+def status(
+    http: urllib3.PoolManager,
+    sim: EpaySimulator,
+    invoice: str,
+    *,
+    terminal: str = TEST_TERMINAL_ID,
+) -> dict[str, Any]:
+    """The status API's answer for an invoice, asked with a token of ``terminal`` (HTTP 200)."""
     resp = http.request(
         "GET",
         f"{sim.api_url}/check-status/payment/transaction/{invoice}",
-        headers={"Authorization": f"Bearer {terminal_token(http, sim)}"},
+        headers={"Authorization": f"Bearer {terminal_token(http, sim, terminal)}"},
     )
     assert resp.status == 200
     result: dict[str, Any] = resp.json()
@@ -150,15 +165,24 @@ def status(http: urllib3.PoolManager, sim: EpaySimulator, invoice: str) -> dict[
 
 
 def operation(
-    http: urllib3.PoolManager, sim: EpaySimulator, tx_id: str, name: str, **query: str
+    http: urllib3.PoolManager,
+    sim: EpaySimulator,
+    tx_id: str,
+    name: str,
+    *,
+    terminal: str = TEST_TERMINAL_ID,
+    timeout: urllib3.Timeout | None = None,
+    **query: str,
 ) -> urllib3.BaseHTTPResponse:
-    """POST ``/operation/{tx_id}/{name}`` (charge, cancel, refund) with ``query`` arguments."""
+    """POST ``/operation/{tx_id}/{name}`` (charge, cancel, refund) with ``query`` arguments,
+    with a token of ``terminal``."""
     url = f"{sim.api_url}/operation/{tx_id}/{name}"
     if query:
         url += "?" + urllib.parse.urlencode(query)
-    return http.request(
-        "POST", url, headers={"Authorization": f"Bearer {terminal_token(http, sim)}"}
-    )
+    headers = {"Authorization": f"Bearer {terminal_token(http, sim, terminal)}"}
+    if timeout is None:
+        return http.request("POST", url, headers=headers)
+    return http.request("POST", url, headers=headers, timeout=timeout)
 
 
 def acs_form(page: str, button: str) -> tuple[str, dict[str, str]]:
