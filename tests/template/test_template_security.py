@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfn_yaml import api_events, function_statements, ref_target, resources_of_type
+from cfn_yaml import REPO_ROOT, api_events, function_statements, ref_target, resources_of_type
 
 from payments import errors
 
@@ -397,3 +397,24 @@ def test_readme_has_a_security_model(repo_root: Path) -> None:
     section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
     for fact in ("MerchantPrincipalArns", "AlarmTopicArn", "WafWebAclArn", "checkov", "bandit"):
         assert fact in section, fact
+
+
+def test_the_invoice_space_alarm_watches_every_terminal_at_the_configured_share(
+    template: dict[str, Any],
+) -> None:
+    # Given the alarm on the reserved share of the terminals' invoice suffixes
+    alarm = template["Resources"]["InvoiceSpaceAlarm"]["Properties"]
+    (query,) = alarm["Metrics"]
+    # Then it takes the highest share of any terminal, by the metric the allocator emits
+    expression = query["Expression"]
+    assert expression.startswith("SELECT MAX(InvoiceSpaceUsedPercent) FROM SCHEMA(Payments,")
+    assert "Terminal" in expression
+    source = (REPO_ROOT / "layers/payments/payments/aws/telemetry.py").read_text()
+    assert 'name="InvoiceSpaceUsedPercent"' in source
+    # And it fires at the stack parameter's share (80% by default)
+    assert alarm["Threshold"] == {"Ref": "InvoiceSpaceAlarmPercent"}
+    assert template["Parameters"]["InvoiceSpaceAlarmPercent"]["Default"] == 80
+    # And the window the suffixes are held for is a parameter every function gets
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["INVOICE_SUFFIX_WINDOW_DAYS"] == {"Ref": "InvoiceSuffixWindowDays"}
+    assert template["Parameters"]["InvoiceSuffixWindowDays"]["Default"] == 400

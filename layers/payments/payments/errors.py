@@ -13,6 +13,7 @@ class PaymentsError(Exception):
     code = "internal_error"
     http_status = 500
     retryable = False
+    retry_after: int | None = None  # seconds a caller should wait, when known (Retry-After)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -119,6 +119,12 @@ def json_error(error: Exception) -> Reply:
             logger.warning(
                 "request failed", extra={"code": error.code, "error": type(error).__name__}
             )
+        if error.retry_after:
+            return json_response(
+                error.http_status,
+                bodies.error_body(error),
+                **{"Retry-After": str(error.retry_after)},
+            )
         return json_response(error.http_status, bodies.error_body(error))
     # A bug: logged with its traceback; the answer is a bare 500 and no state was changed.
     logger.exception("unexpected error", extra={"error": type(error).__name__})
