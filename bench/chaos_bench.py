@@ -41,6 +41,7 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
     print(f"  faults injected      {dict(sorted(report.faults.items()))}")
     print(f"  after create         {dict(sorted(report.after_create.items()))}")
     print(f"  after reconciliation {dict(sorted(report.final.items()))}")
+    print(f"  charges per terminal        {dict(sorted(report.terminals.items()))}")
     print(f"  mismatches with the ledger  {len(report.mismatches)}")
     print(f"  non-final code, yet taken   {report.nonfinal_went_through}")
     print(f"  invoices authorised twice   {report.double_auths}")

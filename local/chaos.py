@@ -20,7 +20,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from local.epay_sim import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID, EpaySimulator
+from local.epay_sim import (
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    TEST_TERMINAL2_CODE,
+    TEST_TERMINAL2_ID,
+    TEST_TERMINAL_ID,
+    EpaySimulator,
+)
+from local.epay_sim import Terminal as SimTerminal
 from payments.aws.charge_store import DynamoChargeStore
 from payments.aws.invoice_space import DynamoInvoiceSpace
 from payments.charges.invoices import InvoiceAllocator
@@ -29,7 +37,7 @@ from payments.charges.model import CaptureMode, Charge, ChargeStatus
 from payments.charges.payment_gateway import AuthRequest, AuthResult, StatusResult, Token
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
-from payments.charges.terminals import Terminal
+from payments.charges.terminals import Purpose, Terminal
 from payments.charges.use_cases import ChargeUseCases
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayError
@@ -79,6 +87,16 @@ class TestClock:
         """Move the clock (never backwards)."""
         with self._lock:
             self.now = max(self.now, moment)
+
+
+CREDENTIALS = EpayCredentials(
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    (
+        Terminal(TEST_TERMINAL_ID, frozenset({Purpose.CIT, Purpose.SETUP})),
+        Terminal(TEST_TERMINAL2_ID, frozenset({Purpose.MIT})),
+    ),
+)
 
 
 class Crash(Exception):
@@ -149,6 +167,7 @@ class ChaosReport:
     after_create: Counter[str] = field(default_factory=Counter)
     final: Counter[str] = field(default_factory=Counter)
     mismatches: list[tuple[str, str | None, str]] = field(default_factory=list)
+    terminals: Counter[str] = field(default_factory=Counter)  # charges per terminal
     # Charges answered with a non-final code whose transaction in fact went through at ePay.
     nonfinal_went_through: int = 0
     double_auths: int = 0
@@ -164,12 +183,12 @@ def run_chaos(
     rng = random.Random(seed)
     clock = TestClock()
     simulator.postlink_drop = True
+    # Two terminals, as merchants run them: 3-D Secure for customers, none for recurring charges.
+    simulator.terminals = [SimTerminal(TEST_TERMINAL2_ID, TEST_TERMINAL2_CODE, three_ds=False)]
     client = EpayClient(
         oauth_url=simulator.oauth_url,
         api_url=simulator.api_url,
-        credentials=lambda: EpayCredentials.single(
-            TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID
-        ),
+        credentials=lambda: CREDENTIALS,
         scope="payment",
         timeouts=Timeouts(connect=1.0, read=0.4),
         retry=RetryPolicy(max_retries=1, sleep=lambda _: None),
@@ -216,6 +235,7 @@ def run_chaos(
             account_id=f"customer-{n}",
             description=f"Chaos {n}",
             capture=CaptureMode.AUTO,
+            recurrent=rng.random() < 0.5,
         )
         # A 503 to the merchant, or a function that died: the charge is stored either way.
         with contextlib.suppress(GatewayError, Crash):
@@ -225,7 +245,7 @@ def run_chaos(
         clock.set(clock.now + timedelta(seconds=1))
     report.create_seconds = time.perf_counter() - started
     created = _charges(dynamodb, table)
-    report.after_create.update(status for _, _, status in created)
+    report.after_create.update(status for _, _, status, _ in created)
 
     # The status API is flaky while the reconcilers work.
     simulator.inject("status", "in_progress", count=max(10, charges // 8))
@@ -241,17 +261,35 @@ def run_chaos(
             run.join()
     report.reconcile_seconds = time.perf_counter() - started
 
-    for _, invoice, status in _charges(dynamodb, table):
+    _compare(report, simulator, _charges(dynamodb, table), nonfinal)
+    simulator.terminals = []
+    return report
+
+
+def _compare(
+    report: ChaosReport,
+    simulator: EpaySimulator,
+    charges: list[tuple[str, str, str, str]],
+    nonfinal: set[str],
+) -> None:
+    """Hold every charge against the simulator's ledger on its own terminal."""
+    for _, invoice, status, terminal in charges:
         report.final[status] += 1
-        entry = simulator.ledger.get(invoice)
+        report.terminals[terminal] += 1
+        entry = simulator.ledger_entry(invoice, terminal)
         expected = LEDGER_TO_STATUS.get(entry.status_name, S.NEEDS_REVIEW) if entry else S.FAILED
         if status != expected.value:
             report.mismatches.append((invoice, entry.status_name if entry else None, status))
     report.nonfinal_went_through = sum(
-        1 for i in nonfinal if i in simulator.ledger and simulator.ledger[i].status_name == "CHARGE"
+        1 for i in nonfinal if any(e.status_name == "CHARGE" for e in _entries(simulator, i))
     )
     report.double_auths = sum(1 for e in simulator.ledger.values() if e.auth_count != 1)
-    return report
+
+
+def _entries(simulator: EpaySimulator, invoice: str) -> list[Any]:
+    """The invoice's ledger entries on either terminal."""
+    found = (simulator.ledger_entry(invoice, t) for t in (TEST_TERMINAL_ID, TEST_TERMINAL2_ID))
+    return [e for e in found if e is not None]
 
 
 def _scan(dynamodb: Any, table: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -265,16 +303,19 @@ def _scan(dynamodb: Any, table: str, **kwargs: Any) -> list[dict[str, Any]]:
         page["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
-def _charges(dynamodb: Any, table: str) -> list[tuple[str, str, str]]:
+def _charges(dynamodb: Any, table: str) -> list[tuple[str, str, str, str]]:
+    """(id, invoice id, status, terminal) of every charge."""
     items = _scan(
         dynamodb,
         table,
         FilterExpression="sk = :c",
         ExpressionAttributeValues={":c": {"S": "CHARGE"}},
-        ProjectionExpression="id, invoiceId, #s",
+        ProjectionExpression="id, invoiceId, #s, terminalId",
         ExpressionAttributeNames={"#s": "status"},
     )
-    return [(i["id"]["S"], i["invoiceId"]["S"], i["status"]["S"]) for i in items]
+    return [
+        (i["id"]["S"], i["invoiceId"]["S"], i["status"]["S"], i["terminalId"]["S"]) for i in items
+    ]
 
 
 def _earliest_due(dynamodb: Any, table: str) -> datetime | None:

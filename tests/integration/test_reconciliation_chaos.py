@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from local.chaos import run_chaos
+from local.epay_sim import TEST_TERMINAL2_ID, TEST_TERMINAL_ID
 from payments.charges.model import ChargeStatus
 from tests.integration.conftest import Stack
 
@@ -14,7 +15,8 @@ S = ChargeStatus
 
 @pytest.mark.slow
 def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
-    # Given 300 charges meeting faults, crashes, non-final error codes (some whose transaction
+    # Given 300 charges on two terminals (customer-present on the 3-D Secure one, recurring on
+    # the other) meeting faults, crashes, non-final error codes (some whose transaction
     # went through), errors answered with HTTP 200, a flaky status API and no postLink at all
     # When the reconcilers run until nothing is due
     report = run_chaos(
@@ -41,4 +43,7 @@ def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
     assert report.nonfinal_went_through > 0
     # And no invoice was ever authorised twice
     assert report.double_auths == 0
+    # And both terminals took charges, each settled against its own terminal's ledger
+    assert set(report.terminals) == {TEST_TERMINAL_ID, TEST_TERMINAL2_ID}
+    assert min(report.terminals.values()) > 100
     assert all(report.final[s.value] for s in (S.CAPTURED, S.DECLINED, S.EXPIRED, S.FAILED))
