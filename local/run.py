@@ -26,6 +26,7 @@ for a signal.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -40,6 +41,14 @@ from typing import Any, Literal
 
 from local.apigw import LocalApiGateway
 from local.aws import create_resources
+from local.epay_sim import (
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    TEST_TERMINAL2_CODE,
+    TEST_TERMINAL2_ID,
+    TEST_TERMINAL_ID,
+)
+from local.epay_sim import Terminal as SimTerminal
 from local.template import (
     TemplateError,
     function_environment,
@@ -49,6 +58,20 @@ from local.template import (
 )
 
 __all__ = ["APPROVED_TEST_CARD_ID", "LocalStack", "main", "merged_environment", "start_stack"]
+
+#: The simulator's second terminal in the local stack (3-D Secure on, like the first, so every
+#: test card behaves the same on both; a bank usually turns it off for recurring charges).
+LOCAL_SECOND_TERMINAL = SimTerminal(TEST_TERMINAL2_ID, TEST_TERMINAL2_CODE)
+LOCAL_TWO_TERMINALS = json.dumps(
+    {
+        "client_id": TEST_CLIENT_ID,
+        "client_secret": TEST_CLIENT_SECRET,
+        "terminals": [
+            {"id": TEST_TERMINAL_ID, "purpose": ["cit", "setup"]},
+            {"id": TEST_TERMINAL2_ID, "purpose": ["mit"]},
+        ],
+    }
+)
 
 logger = logging.getLogger("local.run")
 
@@ -220,7 +243,7 @@ def _start_epay(
         return None, oauth_url, api_url
     from local.epay_sim import EpaySimulator
 
-    simulator = EpaySimulator(host=host, port=0)
+    simulator = EpaySimulator(host=host, port=0, terminals=[LOCAL_SECOND_TERMINAL])
     simulator.start()
     stoppers.append(simulator.stop)
     logger.info("ePay simulator on %s", simulator.base_url)
@@ -327,7 +350,10 @@ def start_stack(
         for service in ("dynamodb", "dynamodbstreams"):
             clients[service] = session.client(service, endpoint_url=aws.dynamodb_endpoint)
         parameters = {**parameter_defaults(template), **(parameter_overrides or {})}
-        names = create_resources(template, clients, parameters=parameters)
+        # With the simulator, the secret lists two terminals (customer-present and card setups on
+        # the first, merchant-initiated on the second), as merchants run them.
+        secrets = {"EpayCredentialsSecret": LOCAL_TWO_TERMINALS} if simulator else None
+        names = create_resources(template, clients, parameters=parameters, secret_strings=secrets)
 
         overrides = {
             "EPAY_OAUTH_URL": oauth_url,
