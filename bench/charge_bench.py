@@ -205,15 +205,21 @@ class Floor:
             Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
             ConsistentRead=True,
         )
+        # The allocator's one counter step (a ring of its own: the floor's invoice ids and
+        # suffixes never meet the service's).
         counter = self._ddb.update_item(
             TableName=self._table,
-            Key={"pk": {"S": "COUNTER#invoice"}, "sk": {"S": "COUNTER"}},
-            UpdateExpression="ADD #n :one",
-            ExpressionAttributeNames={"#n": "value"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
+            Key={"pk": {"S": "INVOICE_RING#floor#00"}, "sk": {"S": "RING"}},
+            UpdateExpression="ADD n :one SET m = if_not_exists(m, :none)",
+            ConditionExpression="attribute_not_exists(fullUntil) OR fullUntil <= :now",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":none": {"M": {}},
+                ":now": {"N": str(int(time.time()))},
+            },
+            ReturnValues="ALL_NEW",
         )
-        invoice: str = counter["Attributes"]["value"]["N"].zfill(9)
+        invoice: str = "99" + counter["Attributes"]["n"]["N"].zfill(7)
         return invoice
 
     def _write_processing(self, key: str, invoice: str) -> dict[str, Any]:
@@ -225,6 +231,7 @@ class Floor:
             "sk": {"S": "CHARGE"},
             "id": {"S": charge_id},
             "invoiceId": {"S": invoice},
+            "terminalId": {"S": self._creds["terminal_id"]},
             "status": {"S": "PROCESSING"},
             "version": {"N": "1"},
             "amount": {"N": "1500.00"},
@@ -254,7 +261,7 @@ class Floor:
             },
         }
         suffix = {
-            "pk": {"S": f"INVOICE_SUFFIX#{invoice[-6:]}"},
+            "pk": {"S": f"INVOICE_SUFFIX#floor#{invoice[-6:]}"},
             "sk": {"S": "INVOICE_SUFFIX"},
             "invoiceId": {"S": invoice},
             "chargeId": {"S": charge_id},

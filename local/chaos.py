@@ -263,6 +263,7 @@ def run_chaos(
 
     _compare(report, simulator, _charges(dynamodb, table), nonfinal)
     simulator.terminals = []
+    simulator.postlink_drop = False
     return report
 
 

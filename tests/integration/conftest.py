@@ -111,6 +111,17 @@ class Stack:
         return [e for e in self.simulator.journal if e.op == "auth"]
 
 
+def aws_client(service: str, endpoint: str) -> Any:
+    """A boto3 client for a local endpoint (DynamoDB Local or moto's server)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 @pytest.fixture
 def stack(
     monkeypatch: pytest.MonkeyPatch,
@@ -118,32 +129,11 @@ def stack(
     moto_endpoint: str,
     simulator: EpaySimulator,
 ) -> Iterator[Stack]:
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    dynamodb = aws_client("dynamodb", dynamodb_endpoint)
+    secrets = aws_client("secretsmanager", moto_endpoint)
     # Every test gets its own table and secret (and queues), made from template.yaml's own
     # definitions. The template's SQS queues and event bus (issue 6) live on moto's server.
-    moto_clients = {
-        service: boto3.client(
-            service,
-            endpoint_url=moto_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        for service in ("sqs", "events")
-    }
+    moto_clients = {service: aws_client(service, moto_endpoint) for service in ("sqs", "events")}
     names = create_resources(
         load_template(ROOT / "template.yaml"),
         {"dynamodb": dynamodb, "secretsmanager": secrets, **moto_clients},

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from local.epay_sim import (
@@ -24,7 +23,13 @@ from local.epay_sim import (
 )
 from payments import bootstrap
 from payments.charges.invoices import SHARDS
-from tests.integration.conftest import Stack, capture_event, create_event, load_function
+from tests.integration.conftest import (
+    Stack,
+    aws_client,
+    capture_event,
+    create_event,
+    load_function,
+)
 from tests.integration.test_postlink import PostLinkStack, Receiver
 from tests.integration.test_reconcile_api import reconcile_event
 
@@ -48,13 +53,7 @@ SECRET = {
 def two(stack: Stack, moto_endpoint: str) -> Iterator[Stack]:
     """The stack with the secret's new shape: a 3-D Secure terminal for customers, one without
     3-D Secure for merchant-initiated charges (as banks set them up)."""
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    secrets = aws_client("secretsmanager", moto_endpoint)
     assert stack.resource_names is not None
     secrets.put_secret_value(
         SecretId=stack.resource_names["EpayCredentialsSecret"], SecretString=json.dumps(SECRET)

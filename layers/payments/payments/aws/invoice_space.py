@@ -69,14 +69,13 @@ class DynamoInvoiceSpace:
         raise ConfigurationError(f"no invoice lane left (at most {MAX_LANES} terminals)")
 
     def _kept_lane(self, terminal: str) -> int | None:
-        answer = self._db.call(
-            "get_item",
-            TableName=self._table,
-            Key={"pk": {"S": f"TERMINAL#{terminal}"}, "sk": {"S": "INVOICE_LANE"}},
-            ConsistentRead=True,
-        )
-        item = answer.get("Item")
-        return int(item["lane"]["N"]) if item else None
+        item = self._get({"pk": {"S": f"TERMINAL#{terminal}"}, "sk": {"S": "INVOICE_LANE"}})
+        return int(item["lane"]) if item else None
+
+    def _get(self, key: dict[str, Any]) -> dict[str, Any]:
+        """One item by key (strongly consistent), as plain values; {} when there is none."""
+        answer = self._db.call("get_item", TableName=self._table, Key=key, ConsistentRead=True)
+        return from_attributes(answer.get("Item") or {})
 
     def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
         """Advance the ring's counter (one UpdateItem, 1 WCU) unless it is marked full."""
@@ -94,7 +93,7 @@ class DynamoInvoiceSpace:
             ReturnValues="ALL_NEW",
         )
         if answer is None:
-            item = self._ring(terminal_id, shard)
+            item = self._get(_ring_key(terminal_id, shard))
             until = int(item.get("fullUntil", _epoch(now) + 60))
             return RingTicket(0, {}, full_until=datetime.fromtimestamp(until, UTC))
         item = from_attributes(answer["Attributes"])
@@ -143,16 +142,11 @@ class DynamoInvoiceSpace:
 
     def suffix_holder(self, terminal_id: str, suffix: str) -> SuffixHolder | None:
         """Who holds a suffix of the terminal (the reservation may have expired)."""
-        answer = self._db.call(
-            "get_item",
-            TableName=self._table,
-            Key={"pk": {"S": suffix_key(terminal_id, suffix)}, "sk": {"S": "INVOICE_SUFFIX"}},
-            ConsistentRead=True,
+        item = self._get(
+            {"pk": {"S": suffix_key(terminal_id, suffix)}, "sk": {"S": "INVOICE_SUFFIX"}}
         )
-        item = answer.get("Item")
         if not item:
             return None
-        plain = from_attributes(item)
         return SuffixHolder(
-            str(plain["invoiceId"]), datetime.fromtimestamp(int(plain["expiresAt"]), UTC)
+            str(item["invoiceId"]), datetime.fromtimestamp(int(item["expiresAt"]), UTC)
         )
