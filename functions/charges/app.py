@@ -11,13 +11,17 @@ from payments import bootstrap
 from payments.charges import views
 from payments.charges.model import Charge, is_charge_id
 from payments.charges.requests import parse_capture_request, parse_charge_request
+from payments.errors import ValidationError
 from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
+from payments.refunds.model import is_refund_id
+from payments.refunds.requests import parse_refund_request
+from payments.refunds.views import refund_resource
 from payments.shared import deadline
 from payments.shared.fields import validate_idempotency_key
 
-app = router.Router(path_ids={"chargeId": is_charge_id})
+app = router.Router(path_ids={"chargeId": is_charge_id, "refundId": is_refund_id})
 
 
 def _resource(charge: Charge) -> dict[str, Any]:
@@ -63,6 +67,46 @@ def reconcile_charge(request: Request, context: router.Context) -> Reply:
         request.path_params["chargeId"], deadline.deadline_from(context), forced=True
     )
     return router.json_response(200, _resource(result.charge))
+
+
+@app.route("POST", "/charges/{chargeId}/cancel")
+def cancel_charge(request: Request, context: router.Context) -> Reply:
+    """Cancel (void) a held or 3-D Secure-waiting charge; a CANCELLED one is answered as it is."""
+    validate_idempotency_key(request.header("Idempotency-Key"))
+    if request.json_body(required=False) not in (None, {}):
+        raise ValidationError("a cancel takes no body")
+    charge = bootstrap.voids().cancel(
+        request.path_params["chargeId"], deadline.deadline_from(context)
+    )
+    return router.json_response(200, _resource(charge))
+
+
+@app.route("POST", "/charges/{chargeId}/refunds")
+def create_refund(request: Request, context: router.Context) -> Reply:
+    """Refund a captured charge, wholly or partly, once per Idempotency-Key."""
+    key = validate_idempotency_key(request.header("Idempotency-Key"))
+    refund_request = parse_refund_request(request.json_body(required=False))
+    result = bootstrap.refunds().create_refund(
+        request.path_params["chargeId"], refund_request, key, deadline.deadline_from(context)
+    )
+    resource = refund_resource(result.refund)
+    if result.replayed:
+        return router.json_response(200, resource, **{"Idempotent-Replayed": "true"})
+    return router.json_response(201, resource, Location=f"/refunds/{result.refund.id}")
+
+
+@app.route("GET", "/charges/{chargeId}/refunds")
+def list_refunds(request: Request, _context: router.Context) -> Reply:
+    """A charge's refunds, oldest first."""
+    refunds = bootstrap.refunds().list_refunds(request.path_params["chargeId"])
+    return router.json_response(200, {"data": [refund_resource(r) for r in refunds]})
+
+
+@app.route("GET", "/refunds/{refundId}")
+def get_refund(request: Request, _context: router.Context) -> Reply:
+    """Read a refund."""
+    refund = bootstrap.refunds().get_refund(request.path_params["refundId"])
+    return router.json_response(200, refund_resource(refund))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -17,8 +17,17 @@ from payments.shared import deadline
 @metrics.log_metrics
 def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     """EventBridge schedule entry point; the event's content is not used."""
-    report = bootstrap.reconciler().run(deadline.deadline_from(context))
+    budget = deadline.deadline_from(context)
+    report = bootstrap.reconciler().run(budget)
+    refunds = bootstrap.refund_reconciler().run(budget)
     summary = asdict(report)
-    logger.info("reconciliation run", extra=summary)
+    summary["refunds"] = sum(refunds.checked.values())
+    logger.info(
+        "reconciliation run",
+        extra={**summary, "refund_checks": {k.value: v for k, v in refunds.checked.items() if v}},
+    )
     metrics.add_metric(name="ReconcilerChecked", unit=MetricUnit.Count, value=report.checked)
+    metrics.add_metric(
+        name="RefundReconcilerChecked", unit=MetricUnit.Count, value=summary["refunds"]
+    )
     return summary

@@ -40,14 +40,14 @@ class Allowed:
 
 
 ALLOWED: dict[str, Allowed] = {
-    # API functions that reach ePay
-    "charges": Allowed(CORE | {"http", "epay"}),
+    # API functions that reach ePay (the charges API also serves refunds and voids)
+    "charges": Allowed(CORE | {"http", "epay", "refunds"}),
     "threeds": Allowed(CORE | {"http", "epay"}),
     "postlink": Allowed(CORE | {"http", "epay"}),
     # the subscriptions API stores and reads; it never charges
     "subscriptions": Allowed(CORE | {"http", "subscriptions"}),
     # scheduled and event-driven functions
-    "reconciler": Allowed(CORE | {"epay"}),
+    "reconciler": Allowed(CORE | {"epay", "refunds"}),
     "charge_events": Allowed(CORE | {"subscriptions"}),
     "renewal_dispatcher": Allowed(CORE | {"subscriptions"}),
     "renewal_worker": Allowed(CORE | {"epay", "subscriptions"}),

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
     from payments.charges.threeds import PageLinks, ThreeDSService
     from payments.charges.transitions import ChargeTransitions
     from payments.charges.use_cases import ChargeUseCases
+    from payments.charges.voids import ChargeVoids
     from payments.epay.client import EpayClient, EpayCredentials
+    from payments.refunds.reconciler import RefundReconciler
+    from payments.refunds.service import RefundService
     from payments.shared.events import DomainEvents
     from payments.subscriptions.renewals import Renewals
     from payments.subscriptions.service import Subscriptions
@@ -167,6 +170,11 @@ def charge_service() -> ChargeService:
     return charge_use_cases().service
 
 
+def voids() -> ChargeVoids:
+    """Cancel (void) charges."""
+    return charge_use_cases().voids
+
+
 @cache
 def terminals() -> TerminalCodes:
     """Our terminal's names: the credentials' UUID and its code, learned from the status API and
@@ -188,6 +196,39 @@ def reconciler() -> Reconciler:
             transitions=transitions(),
             clock=now,
             terminals=terminals(),
+            voids=charge_use_cases().voids,
+        )
+
+
+@cache
+def refunds() -> RefundService:
+    """Refunds of captured charges (payments.refunds), on the charges' store and writer."""
+    from payments.aws.refund_store import DynamoRefundStore
+    from payments.refunds.service import RefundService
+
+    with _lock:
+        return RefundService(
+            store=DynamoRefundStore(settings().table_name, store()),
+            charges=store(),
+            transitions=transitions(),
+            gateway=gateway(),
+            clock=now,
+        )
+
+
+@cache
+def refund_reconciler() -> RefundReconciler:
+    """Settles PENDING refunds from ePay's status API (the scheduled reconciler runs it)."""
+    from payments.aws.refund_store import DynamoRefundStore
+    from payments.refunds.reconciler import RefundReconciler
+
+    with _lock:
+        return RefundReconciler(
+            store=DynamoRefundStore(settings().table_name, store()),
+            charges=store(),
+            service=refunds(),
+            status=gateway().status,
+            clock=now,
         )
 
 
@@ -260,7 +301,7 @@ def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for built in (settings, _session, _secrets, gateway, store, terminals, invoice_allocator):
         built.cache_clear()
-    for charge_built in (charge_use_cases, reconciler):
+    for charge_built in (charge_use_cases, reconciler, refunds, refund_reconciler):
         charge_built.cache_clear()
     for postlink_built in (inbox, postlink_service):
         postlink_built.cache_clear()

@@ -199,3 +199,9 @@ class InvoiceSpaceExhaustedError(PaymentsError):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AmountNotRefundableError(ConflictError):
+    """The amount is more than is left to refund (captured, less refunded and pending refunds)."""
+
+    code = "amount_not_refundable"

@@ -83,6 +83,9 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         "capturePending": charge.capture_pending,
         "captureClaimedAt": iso(charge.capture_claimed_at) if charge.capture_claimed_at else None,
         "checkAttempts": charge.check_attempts,
+        "refundedAmount": charge.refunded_amount or None,
+        "refundReserved": charge.refund_reserved or None,
+        "voidPending": charge.void_pending or None,
         # The reconciler's sparse index: only charges due for a check carry these two keys.
         "dueShard": None if charge.next_check_at is None else due_shard(charge.id),
         "nextCheckAt": None if charge.next_check_at is None else iso(charge.next_check_at),
@@ -156,6 +159,9 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         capture_claimed_at=from_iso_or_none(item.get("captureClaimedAt")),
         check_attempts=int(item.get("checkAttempts", 0)),
         terminal_id=str(item.get("terminalId") or ""),
+        refunded_amount=Decimal(item.get("refundedAmount") or 0),
+        refund_reserved=Decimal(item.get("refundReserved") or 0),
+        void_pending=bool(item.get("voidPending", False)),
         next_check_at=from_iso_or_none(item.get("nextCheckAt")),
         epay=EpayRef(
             transaction_id=epay.get("transactionId"),
@@ -289,6 +295,15 @@ class DynamoChargeStore:
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
         appending one history item per entry, in one transaction. Returns the stored charge."""
+        stored, items, names = self.transition_items(current, updated, entries)
+        self._db.write(items, names)
+        return stored
+
+    def transition_items(
+        self, current: Charge, updated: Charge, entries: list[HistoryEntry]
+    ) -> tuple[Charge, list[dict[str, Any]], list[str]]:
+        """The stored charge and the transaction items of `transition` (named), for a writer
+        that adds its own items to the same transaction (payments.aws.refund_store)."""
         new_version = current.version + max(1, len(entries))
         stored = replace(updated, version=new_version)
         items: list[dict[str, Any]] = [
@@ -311,8 +326,7 @@ class DynamoChargeStore:
                 _put_new(self._table, _history_item(current.id, current.version + offset, entry))
             )
             names.append("history")
-        self._db.write(items, names)
-        return stored
+        return stored, items, names
 
     def history(self, charge_id: str) -> list[HistoryEntry]:
         """Every transition of a charge, oldest first."""

@@ -48,7 +48,8 @@ TRANSITIONS: dict[ChargeStatus, frozenset[ChargeStatus]] = {
         {S.AUTHORIZED, S.CAPTURED, S.CANCELLED, S.REFUNDED, S.DECLINED, S.EXPIRED, S.FAILED}
     ),
     S.REFUNDED: frozenset(),
-    S.CANCELLED: frozenset(),
+    # A charge cancelled during 3-D Secure that ePay charged all the same needs a person.
+    S.CANCELLED: frozenset({S.NEEDS_REVIEW}),
     S.DECLINED: frozenset({S.NEEDS_REVIEW}),
     S.EXPIRED: frozenset({S.NEEDS_REVIEW}),
     S.FAILED: frozenset({S.NEEDS_REVIEW}),
@@ -189,6 +190,18 @@ class Charge:
     # The ePay terminal the charge was made on (empty: stored before charges recorded it, which
     # means the credentials' first terminal; see charges.terminals.resolve).
     terminal_id: str = ""
+    # Refunds (payments.refunds): what went back to the card, and what refunds sent to ePay
+    # without a known outcome hold (reserved before ePay is called, released if they fail).
+    refunded_amount: Decimal = Decimal(0)
+    refund_reserved: Decimal = Decimal(0)
+    # A void (cancel) was sent and its answer lost: the reconciler asks ePay and cancels again
+    # if the money is still held (a cancel moves no money, so it may be sent twice).
+    void_pending: bool = False
+
+    @property
+    def refundable(self) -> Decimal:
+        """What may still be refunded: captured, less refunded and reserved."""
+        return (self.captured_amount or Decimal(0)) - self.refunded_amount - self.refund_reserved
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,10 @@ class PaymentGateway(Protocol):
         """Charge (capture) a held AUTH of a terminal, wholly or partly."""
         ...
 
+    def cancel(self, transaction_id: str, terminal_id: str, deadline: Deadline) -> None:
+        """Release (void) a held AUTH of a terminal."""
+        ...
+
     def confirm_3ds(
         self, access_token: str, pa_res: str, md: str, deadline: Deadline
     ) -> ConfirmResult:

@@ -16,6 +16,7 @@ from payments.charges.ports import ChargeStore
 from payments.charges.settlement import PENDING_AT_GATEWAY, ChargeSettler, SettleOutcome
 from payments.charges.terminals import TerminalCodes
 from payments.charges.transitions import Change, ChargeTransitions
+from payments.charges.voids import ChargeVoids
 from payments.errors import GatewayError, NotFoundError, StaleStateError
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
@@ -53,9 +54,11 @@ class Reconciler:
         shards: int = DUE_SHARDS,
         batch_size: int = BATCH_SIZE,
         terminals: TerminalCodes | None = None,
+        voids: ChargeVoids | None = None,
     ) -> None:
         self._store = store
         self._terminals = terminals  # learns the terminal's code from the status answers
+        self._voids = voids  # finishes voids whose answer was lost
         self._settler = settler
         self._tx = transitions
         self._clock = clock
@@ -91,6 +94,8 @@ class Reconciler:
         due = charge.next_check_at is not None and charge.next_check_at <= now
         if not (due or forced) or charge.status is S.NEEDS_REVIEW:
             return CheckResult(charge, CheckOutcome.SKIPPED)
+        if charge.void_pending and self._voids is not None:
+            return self._finish_void(charge, deadline)
         try:
             settlement = self._settler.settle(charge_id, Source.RECONCILER, deadline)
         except GatewayError as exc:
@@ -119,6 +124,17 @@ class Reconciler:
         if result.next_check_at is None:
             return CheckResult(result, CheckOutcome.UNCHANGED)
         return self._later(result, f"status API: {settlement.outcome.value}")
+
+    def _finish_void(self, charge: Charge, deadline: Deadline) -> CheckResult:
+        """A void whose answer was lost, or a charge cancelled during 3-D Secure."""
+        assert self._voids is not None
+        try:
+            result = self._voids.reconcile(charge, deadline)
+        except GatewayError as exc:
+            return self._later(charge, f"void: {type(exc).__name__}")
+        if result.status is not charge.status or not result.void_pending:
+            return CheckResult(result, CheckOutcome.SETTLED)
+        return self._later(result, "void: the hold is not released yet")
 
     def _later(self, charge: Charge, reason: str) -> CheckResult:
         attempts = charge.check_attempts + 1

@@ -382,6 +382,8 @@ class ChargeService:
             )
         if charge.epay.transaction_id is None:
             raise InvalidTransitionError("the charge has no ePay transaction to capture")
+        if charge.void_pending:
+            raise InvalidTransitionError("the charge is being cancelled")
 
 
 def _already_captured(charge: Charge, amount: Decimal | None) -> bool:

@@ -175,7 +175,12 @@ class ChargeSettler:
         """Record an AUTH (money held); with auto capture, claim the capture by a conditional
         write, capture once at ePay, then record it. A path that loses the claim calls nothing."""
         steps = () if charge.status is S.AUTHORIZED else (Step(S.AUTHORIZED, detail),)
-        if charge.capture is CaptureMode.MANUAL or epay.transaction_id is None:
+        if (
+            charge.capture is CaptureMode.MANUAL
+            or epay.transaction_id is None
+            or charge.void_pending
+        ):
+            # Manual capture, nothing to capture by, or a void under way: record the hold only.
             return self._tx.move(charge, Change(source, steps, epay=epay, capture_pending=False))
         now = self._tx.now()
         if capture_in_flight(charge, now):

@@ -60,6 +60,14 @@ class Change:
     capture_claimed_at: datetime | _Keep | None = KEEP
     next_check_at: datetime | _Keep | None = KEEP
     check_attempts: int | None = None
+    refunded: Decimal | None = None  # the new refunded amount
+    refund_reserved: Decimal | None = None  # the new reserved amount
+    void_pending: bool | None = None
+
+
+# Writes a planned change (current, updated, history entries) and returns the stored charge:
+# the store's own transition, or one that adds other items to the same transaction.
+Writer = Callable[[Charge, Charge, list[HistoryEntry]], Charge]
 
 
 class ChargeTransitions:
@@ -76,9 +84,10 @@ class ChargeTransitions:
         """The clock every write of this writer is stamped with."""
         return self._clock()
 
-    def apply(self, charge: Charge, change: Change) -> Charge:
+    def apply(self, charge: Charge, change: Change, write: Writer | None = None) -> Charge:
         """Write the change if nobody changed the charge since it was read; StaleStateError if
         somebody did. A change of status starts a fresh reconciler schedule unless one is given.
+        `write` (default: the store's transition) may add its own items to the same write.
         """
         now = self._clock()
         entries: list[HistoryEntry] = []
@@ -104,12 +113,15 @@ class ChargeTransitions:
                 if isinstance(change.capture_claimed_at, _Keep)
                 else change.capture_claimed_at
             ),
+            refunded_amount=_either(change.refunded, charge.refunded_amount),
+            refund_reserved=_either(change.refund_reserved, charge.refund_reserved),
+            void_pending=_either(change.void_pending, charge.void_pending),
         )
         if updated.three_ds is not None and updated.status not in THREE_DS_OPEN:
             # The 3-D Secure step is over: keep nothing that could replay or continue it.
             updated = replace(updated, three_ds=updated.three_ds.scrubbed())
         updated = _schedule(updated, now, bool(entries), change)
-        stored = self._store.transition(charge, updated, entries)
+        stored = (write or self._store.transition)(charge, updated, entries)
         for entry in entries:
             self._telemetry.transitioned(
                 replace(stored, status=entry.to_status), entry.from_status, change.source
@@ -132,6 +144,10 @@ class ChargeTransitions:
         if stored is None:
             raise NotFoundError("no such charge")
         return stored
+
+
+def _either[T](new: T | None, old: T) -> T:
+    return old if new is None else new
 
 
 def _schedule(charge: Charge, now: datetime, status_changed: bool, change: Change) -> Charge:
@@ -166,6 +182,6 @@ def first_check(charge: Charge, now: datetime) -> datetime | None:
     if charge.status is S.REQUIRES_3DS:
         expiry = charge.three_ds.token_expires_at if charge.three_ds else now
         return expiry + CHECK_LADDER[0]
-    if charge.status is S.AUTHORIZED and charge.capture_pending:
+    if charge.status is S.AUTHORIZED and (charge.capture_pending or charge.void_pending):
         return now + CHECK_LADDER[0]
     return None

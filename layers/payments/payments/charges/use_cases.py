@@ -18,16 +18,18 @@ from payments.charges.ports import ChargeStore, Telemetry
 from payments.charges.service import ChargeService
 from payments.charges.settlement import ChargeSettler
 from payments.charges.transitions import ChargeTransitions
+from payments.charges.voids import ChargeVoids
 from payments.shared.clock import utc_now
 
 
 @dataclass(frozen=True)
 class ChargeUseCases:
-    """One writer, one settler and the service, sharing a store, a gateway and a clock."""
+    """One writer, one settler, the service and voids, sharing a store, a gateway and a clock."""
 
     transitions: ChargeTransitions
     settler: ChargeSettler
     service: ChargeService
+    voids: ChargeVoids
 
     @classmethod
     def build(
@@ -61,4 +63,5 @@ class ChargeUseCases:
             new_secret=new_secret,
             page_token=page_token,
         )
-        return cls(transitions, settler, service)
+        voids = ChargeVoids(store=store, gateway=gateway, transitions=transitions, settler=settler)
+        return cls(transitions, settler, service, voids)

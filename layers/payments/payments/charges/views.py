@@ -38,6 +38,7 @@ def charge_summary(charge: Charge) -> dict[str, Any]:
         "status": charge.status.value,
         "amount": charge.amount,
         "capturedAmount": charge.captured_amount,
+        "refundedAmount": charge.refunded_amount,
         "currency": charge.currency,
         "accountId": charge.account_id,
         "cardId": mask_card_id(charge.card_id),

@@ -220,6 +220,42 @@ class EpayClient:
             content_type="application/json",
         )
 
+    def refund(
+        self,
+        transaction_id: str,
+        terminal_id: str,
+        amount: Decimal,
+        external_id: str,
+        deadline: Deadline,
+    ) -> None:
+        """Refund `amount` of a taken transaction, naming our refund (`externalID`). Never
+        retried: ePay has no idempotency key, a resend could return the money twice."""
+        token = self._terminal(terminal_id, deadline)
+        query = urlencode({"amount": money_str(amount), "externalID": external_id})
+        self._call(
+            "refund",
+            "POST",
+            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/refund?{query}",
+            token,
+            deadline,
+            body=b"",
+            content_type="application/json",
+        )
+
+    def cancel(self, transaction_id: str, terminal_id: str, deadline: Deadline) -> None:
+        """Release (void) a held AUTH. Not retried here: the caller decides (a cancel moves no
+        money, so its reconciler may send it again)."""
+        token = self._terminal(terminal_id, deadline)
+        self._call(
+            "cancel",
+            "POST",
+            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/cancel",
+            token,
+            deadline,
+            body=b"",
+            content_type="application/json",
+        )
+
     def confirm_3ds(
         self, access_token: str, pa_res: str, md: str, deadline: Deadline
     ) -> ConfirmResult:

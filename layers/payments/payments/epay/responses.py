@@ -42,6 +42,11 @@ SAFE_OPERATIONS: frozenset[str] = frozenset({"token", "status", "cards"})
 NO_SUCH_RECORD = 1373
 
 
+# Operations that move money on an existing transaction, and ePay's answer when it refuses one.
+MONEY_OPERATIONS = frozenset({"capture", "refund", "cancel"})
+OPERATION_FAILED = 100
+
+
 def lower_keys(data: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in data.items()}
 
@@ -137,6 +142,11 @@ def read(operation: str, status: int | None, body: bytes, error: Exception | Non
         code = opt_int(fields.get("code"))
         message = str(fields.get("message") or fields.get("error") or f"HTTP {status}")[:200]
         if operation == "auth":
+            raise refusal(operation, code, message, status)
+        # For an operation that moves money, only ePay's documented refusal (code 100) or a
+        # final code says the money did not move; anything else is for the status API to tell.
+        documented = code in (None, OPERATION_FAILED) or codes.is_final(code)
+        if operation in MONEY_OPERATIONS and not documented:
             raise refusal(operation, code, message, status)
         raise GatewayRejectedError(
             message, operation=operation, gateway_code=code, http_status=status
