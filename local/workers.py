@@ -266,15 +266,22 @@ def _matches(pattern: Any, value: Any) -> bool:
         if not isinstance(value, Mapping):
             return False
         return all(key in value and _matches(sub, value[key]) for key, sub in pattern.items())
-    if isinstance(pattern, list):  # a list of allowed exact values (all the template uses)
-        return value in pattern
+    if isinstance(pattern, list):  # allowed values: exact ones, or {"prefix": "..."}
+        return any(_allows(allowed, value) for allowed in pattern)
     return bool(pattern == value)
+
+
+def _allows(allowed: Any, value: Any) -> bool:
+    if isinstance(allowed, Mapping) and set(allowed) == {"prefix"}:
+        return isinstance(value, str) and value.startswith(str(allowed["prefix"]))
+    return bool(allowed == value)
 
 
 def matches_filters(record: Mapping[str, Any], patterns: list[Mapping[str, Any]]) -> bool:
     """True when the record matches one of the event source's filter patterns (none: all pass).
 
-    Only the exact-value subset of Lambda's filter syntax (nested keys, lists of values).
+    The subset of Lambda's filter syntax the template uses: nested keys, lists of exact values
+    and `{"prefix": ...}`.
     """
     return not patterns or any(_matches(pattern, record) for pattern in patterns)
 

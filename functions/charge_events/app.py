@@ -1,5 +1,6 @@
 """Domain events from the table's stream (the outbox): each charge status change -> its charge.*
-event, each subscription change the API made -> its subscription.* event, on the bus. A record
+event, each refund outcome -> charge.refund.*, each subscription change the API made -> its
+subscription.* event, on the bus. A record
 that could not be published fails alone (ReportBatchItemFailures); Lambda retries from it, and the
 deterministic ids make the repeats dedupable."""
 
@@ -12,11 +13,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
 from payments.aws.batch import BatchResponse, Record, process_stream
-from payments.aws.charge_stream import charge_change_from_stream, subscription_change_from_stream
+from payments.aws.charge_stream import (
+    charge_change_from_stream,
+    refund_change_from_stream,
+    subscription_change_from_stream,
+)
 from payments.aws.telemetry import event_publish_failed
 from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
+from payments.refunds.events import refund_event_from_change
 from payments.shared.events import DomainEvent
 from payments.subscriptions.events import subscription_event_from_change
 
@@ -30,6 +36,9 @@ def _event_of(change: Mapping[str, Any]) -> DomainEvent | None:
     sub = subscription_change_from_stream(change)
     if sub is not None:
         return subscription_event_from_change(sub.previous_status, sub.subscription)
+    refund = refund_change_from_stream(change)
+    if refund is not None:
+        return refund_event_from_change(refund.previous_status, refund.refund)
     return None
 
 

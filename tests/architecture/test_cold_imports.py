@@ -48,7 +48,7 @@ ALLOWED: dict[str, Allowed] = {
     "subscriptions": Allowed(CORE | {"http", "subscriptions"}),
     # scheduled and event-driven functions
     "reconciler": Allowed(CORE | {"epay", "refunds"}),
-    "charge_events": Allowed(CORE | {"subscriptions"}),
+    "charge_events": Allowed(CORE | {"subscriptions", "refunds"}),
     "renewal_dispatcher": Allowed(CORE | {"subscriptions"}),
     "renewal_worker": Allowed(CORE | {"epay", "subscriptions"}),
 }

@@ -19,6 +19,7 @@ from payments import bootstrap
 from payments.aws.eventbridge import EventBridgeEvents
 from tests.integration.charge_outbox import ChargeOutbox
 from tests.integration.conftest import Stack, create_event
+from tests.integration.test_refunds import cancel_event, refund_event
 
 
 @dataclass
@@ -193,3 +194,39 @@ def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
         f"charge.succeeded:{captured['id']}:CAPTURED",
     }
     assert ids.count(f"charge.succeeded:{captured['id']}:CAPTURED") == 1
+
+
+def test_refund_outcomes_and_voids_are_published_from_the_stream(
+    stack: Stack, bus: Bus, outbox: ChargeOutbox
+) -> None:
+    # Given a captured charge refunded in part, a refund ePay refused, and a voided charge
+    captured = charge(stack, CARD_AUTH)
+    refunded = stack.invoke(refund_event(captured["id"], {"amount": 100}, "ok")).body
+    stack.simulator.inject("refund", "nonfinal_before_commit")  # not final: PENDING, no event
+    pending = stack.invoke(refund_event(captured["id"], {"amount": 100}, "maybe")).body
+    refused = stack.invoke(refund_event(captured["id"], {"amount": 5000}, "too-much"))
+    assert (refunded["status"], pending["status"], refused.status) == ("SUCCEEDED", "PENDING", 409)
+    held = stack.invoke(create_event({**BODY_HELD}, key="held")).body
+    voided = stack.invoke(cancel_event(held["id"])).body
+    assert voided["status"] == "CANCELLED"
+    # When the stream is delivered
+    assert outbox.deliver(outbox.records()) == []
+    # Then the refund's success and the void are told once each (a pending refund is not)
+    ids = {e["id"] for e in bus.received()}
+    assert f"charge.refund.succeeded:{refunded['id']}" in ids
+    assert f"charge.canceled:{held['id']}:CANCELLED" in ids
+    assert not any(pending["id"] in i for i in ids)
+    event = next(e for e in bus.received() if e["id"].startswith("charge.refund.succeeded"))
+    assert (event["data"]["chargeId"], event["data"]["amount"]) == (captured["id"], 100)
+    # And the subscription-less refund changes no subscription (none is on the stream)
+    assert not any(i.startswith("subscription.") for i in ids)
+
+
+BODY_HELD = {
+    "amount": 1500.5,
+    "currency": "KZT",
+    "cardId": CARD_AUTH,
+    "accountId": "customer-42",
+    "description": "Held",
+    "capture": "manual",
+}

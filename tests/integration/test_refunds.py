@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tests.integration.conftest import Stack, capture_event, create_event, load_event
+import pytest
+
+from local.epay_sim import TEST_CLIENT_SECRET
+from payments import bootstrap
+from payments.shared.clock import utc_now
+from tests.integration.conftest import (
+    EVENTS,
+    Context,
+    Stack,
+    capture_event,
+    create_event,
+    load_event,
+    load_function,
+)
 
 APPROVE = "c0000000-0000-4000-8000-000000000001"
 THREE_DS = "c0000000-0000-4000-8000-000000000003"
@@ -221,3 +236,133 @@ def test_cancelling_during_3ds_stops_the_charge_and_spends_its_page(stack: Stack
     # And the reconciler will look at ePay in case it authorised the charge meanwhile
     assert items[0]["voidPending"]["BOOL"] is True
     assert "nextCheckAt" in items[0]
+
+
+# ------------------------------------------------------------------ lost answers and the reconciler
+
+
+class Clock:
+    """The functions' clock (bootstrap.use_clock), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def reconcile(stack: Stack, clock: Clock, after: timedelta) -> dict[str, Any]:
+    """Move the clock, then run the scheduled reconciler once."""
+    clock.now += after
+    event = json.loads((EVENTS / "reconciler/scheduled.json").read_text())
+    summary: dict[str, Any] = load_function("reconciler").lambda_handler(event, Context(300))
+    return summary
+
+
+def refund_item(stack: Stack, charge_id: str, refund_id: str) -> dict[str, Any]:
+    key = {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": f"REFUND#{refund_id}"}}
+    return dict(
+        stack.dynamodb.get_item(TableName=stack.table, Key=key, ConsistentRead=True)["Item"]
+    )
+
+
+def charge_record(stack: Stack, charge_id: str) -> dict[str, Any]:
+    key = {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": "CHARGE"}}
+    return dict(
+        stack.dynamodb.get_item(TableName=stack.table, Key=key, ConsistentRead=True)["Item"]
+    )
+
+
+@pytest.fixture
+def clock(stack: Stack) -> Iterator[Clock]:
+    moved = Clock()
+    bootstrap.use_clock(moved)
+    yield moved
+    bootstrap.use_clock(utc_now)
+
+
+def test_a_refund_whose_answer_was_lost_is_settled_from_the_status_api(
+    stack: Stack, clock: Clock
+) -> None:
+    # Given ePay made a refund but its answer broke on the way back
+    charge = captured(stack)
+    stack.simulator.inject("refund", "500_after_commit")
+    lost = stack.invoke(refund_event(charge["id"], {"amount": 300}, "lost"))
+    # Then it is PENDING, its amount still reserved, and never sent again
+    assert (lost.status, lost.body["status"]) == (201, "PENDING")
+    assert charge_record(stack, charge["id"])["refundReserved"]["N"] == "300"
+    # When the reconciler runs / Then ePay's returned total shows it: SUCCEEDED, released
+    summary = reconcile(stack, clock, timedelta(minutes=2))
+    assert summary["refunds"] == 1
+    done = stack.invoke(get_refund_event(lost.body["id"])).body
+    assert done["status"] == "SUCCEEDED"
+    record = charge_record(stack, charge["id"])
+    assert record["refundedAmount"]["N"] == "300"
+    assert "refundReserved" not in record
+    assert record["status"]["S"] == "PARTIALLY_REFUNDED"
+    assert len(stack.simulator.requests("refund")) == 1
+    assert "nextCheckAt" not in refund_item(stack, charge["id"], lost.body["id"])
+
+
+def test_a_refund_epay_never_made_fails_and_releases_its_reservation(
+    stack: Stack, clock: Clock
+) -> None:
+    # Given a refund whose request failed at ePay before anything was committed (a 500)
+    charge = captured(stack)
+    stack.simulator.inject("refund", "500_before_commit")
+    lost = stack.invoke(refund_event(charge["id"], {"amount": 300}, "lost")).body
+    assert lost["status"] == "PENDING"
+    # When the reconciler checks soon / Then it waits: ePay may still show it
+    reconcile(stack, clock, timedelta(minutes=2))
+    assert stack.invoke(get_refund_event(lost["id"])).body["status"] == "PENDING"
+    # When ePay still shows nothing an hour on / Then it FAILED and the money is refundable again
+    reconcile(stack, clock, timedelta(hours=2))
+    failed = stack.invoke(get_refund_event(lost["id"])).body
+    assert (failed["status"], failed["error"]["code"]) == ("FAILED", "not_at_epay")
+    assert "refundReserved" not in charge_record(stack, charge["id"])
+    again = stack.invoke(refund_event(charge["id"], {"amount": 1500.5}, "again"))
+    assert again.body["status"] == "SUCCEEDED"
+
+
+def test_when_the_status_cannot_say_which_refund_went_through_a_person_decides(
+    stack: Stack, clock: Clock
+) -> None:
+    # Given two refunds of 50 whose answers were both lost, only one of them made at ePay
+    charge = captured(stack)
+    stack.simulator.inject("refund", "500_after_commit")
+    one = stack.invoke(refund_event(charge["id"], {"amount": 50}, "one")).body
+    stack.simulator.inject("refund", "500_before_commit")
+    two = stack.invoke(refund_event(charge["id"], {"amount": 50}, "two")).body
+    # When the reconciler reads ePay's total (50 returned)
+    reconcile(stack, clock, timedelta(minutes=2))
+    # Then neither is guessed: both go to NEEDS_REVIEW with their amounts still reserved
+    statuses = {stack.invoke(get_refund_event(r["id"])).body["status"] for r in (one, two)}
+    assert statuses == {"NEEDS_REVIEW"}
+    assert charge_record(stack, charge["id"])["refundReserved"]["N"] == "100"
+
+
+def test_refund_and_void_logs_carry_no_secret_token_or_card_id(
+    stack: Stack, captured_logs: Any
+) -> None:
+    # Given refunds (made, refused, lost) and voids (held, during 3-D Secure, lost)
+    charge = captured(stack)
+    stack.invoke(refund_event(charge["id"], {"amount": 100}, "l-1"))
+    stack.simulator.inject("refund", "500_after_commit")
+    stack.invoke(refund_event(charge["id"], {"amount": 100}, "l-2"))
+    stack.invoke(refund_event(charge["id"], {"amount": 99999}, "l-3"))
+    held = stack.invoke(create_event({**BODY, "capture": "manual"}, "held")).body
+    stack.simulator.inject("cancel", "500_after_commit")
+    stack.invoke(cancel_event(held["id"], "l-4"))
+    waiting = stack.invoke(create_event({**BODY, "cardId": THREE_DS}, "3ds")).body
+    stack.invoke(cancel_event(waiting["id"], "l-5"))
+    logs = captured_logs.getvalue()
+    # Then the logs tell what happened, and no secret reached them
+    assert "CANCELLED" in logs
+    secrets = {TEST_CLIENT_SECRET, APPROVE, THREE_DS}
+    for entry in stack.simulator.journal:
+        if entry.form and "secret_hash" in entry.form:
+            secrets.add(entry.form["secret_hash"])
+        if "authorization" in entry.headers:
+            secrets.add(entry.headers["authorization"].removeprefix("Bearer "))
+    assert len(secrets) >= 6
+    assert [s for s in secrets if s in logs] == []

@@ -36,7 +36,7 @@ def test_charge_events_consume_the_stream_with_retries_bisect_and_a_dlq(
     assert ref_target(on_failure["Destination"]) == "ChargeEventsDLQ"
     # And only written charge items reach the function
     (pattern,) = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
-    assert pattern["dynamodb"]["NewImage"]["sk"] == {"S": ["CHARGE", "SUB"]}
+    assert pattern["dynamodb"]["NewImage"]["sk"] == {"S": ["CHARGE", "SUB", {"prefix": "REFUND#"}]}
     assert pattern["eventName"] == ["INSERT", "MODIFY"]
     # And an alarm watches the DLQ
     alarm = template["Resources"]["ChargeEventsDLQAlarm"]["Properties"]

@@ -16,12 +16,15 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from payments.aws.charge_store import charge_from_item
+from payments.aws.refund_store import refund_from_item
 from payments.aws.subscription_store import subscription_from_item
 from payments.charges.model import Charge
+from payments.refunds.model import Refund
 from payments.subscriptions.model import Subscription
 
 CHARGE_SK = "CHARGE"
 SUBSCRIPTION_SK = "SUB"
+REFUND_SK_PREFIX = "REFUND#"
 _DESERIALIZER = TypeDeserializer()
 
 
@@ -58,6 +61,26 @@ def charge_change_from_stream(change: Mapping[str, Any]) -> ChargeChange | None:
         return None
     previous, new = images
     return ChargeChange(previous, charge_from_item(new))
+
+
+@dataclass(frozen=True)
+class RefundChange:
+    """One stored write of a refund item: its status before (None: a new item), and after."""
+
+    previous_status: str | None
+    refund: Refund
+
+
+def refund_change_from_stream(change: Mapping[str, Any]) -> RefundChange | None:
+    """The refund change of one stream record's `dynamodb` part; None for other items."""
+    new = _plain(change.get("NewImage"))
+    if new is None or not str(new.get("sk", "")).startswith(REFUND_SK_PREFIX):
+        return None
+    images = _images(change, str(new["sk"]), "CHARGE#")
+    if images is None:
+        return None
+    previous, item = images
+    return RefundChange(previous, refund_from_item(item))
 
 
 def subscription_change_from_stream(change: Mapping[str, Any]) -> SubscriptionChange | None:

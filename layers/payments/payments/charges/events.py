@@ -25,6 +25,7 @@ S = ChargeStatus
 CHARGE_SUCCEEDED = "charge.succeeded"
 CHARGE_FAILED = "charge.failed"
 CHARGE_REQUIRES_ACTION = "charge.requires_action"
+CHARGE_CANCELED = "charge.canceled"
 # The idempotency key of a renewal charge. It contains a space, which the public API's
 # Idempotency-Key header may not (printable ASCII without spaces), so no merchant request can
 # ever collide with, replay or pre-empt a renewal's charge.
@@ -49,7 +50,8 @@ def charge_event(charge: Charge, page_url: str | None = None) -> DomainEvent | N
     """The event a charge's new status reports, or None when the status is not one we tell.
 
     CAPTURED (and AUTHORIZED under manual capture) is `charge.succeeded`; DECLINED, FAILED and
-    EXPIRED are `charge.failed`; REQUIRES_3DS is `charge.requires_action` with the page URL.
+    EXPIRED are `charge.failed`; REQUIRES_3DS is `charge.requires_action` with the page URL;
+    CANCELLED (a void) is `charge.canceled`.
     """
     if charge.status is S.CAPTURED or (
         charge.status is S.AUTHORIZED and charge.capture is CaptureMode.MANUAL
@@ -59,6 +61,8 @@ def charge_event(charge: Charge, page_url: str | None = None) -> DomainEvent | N
         kind = CHARGE_FAILED
     elif charge.status is S.REQUIRES_3DS:
         kind = CHARGE_REQUIRES_ACTION
+    elif charge.status is S.CANCELLED:
+        kind = CHARGE_CANCELED
     else:
         return None
     renewal = parse_renewal_key(charge.idempotency_key)

@@ -137,11 +137,14 @@ class RefundReconciler:
         extra = returned - charge.refunded_amount
         sets = shown(extra, pending[:MAX_PENDING_SETS]) if len(pending) <= MAX_PENDING_SETS else []
         if len(sets) != 1:
+            # Every pending refund of the charge is in doubt: settling any one of them later
+            # against the same total would be a guess too.
             why = (
                 f"ePay shows {returned} returned; ours: {charge.refunded_amount} succeeded and "
                 f"{len(pending)} pending that {'do not' if not sets else 'in several ways'} add up"
             )
-            self._service.review(refund, why)
+            for doubtful in pending:
+                self._service.review(doubtful, why)
             return RefundCheck.NEEDS_REVIEW
         if refund.id in sets[0]:
             self._service.succeed(refund, Source.RECONCILER)
