@@ -315,9 +315,18 @@ def plant_seeds(api: Api) -> Seeds:
         for n in range(2)
     ]
     page = api.call("GET /subscriptions", query=(("accountId", "customer-42"), ("limit", "1")))
+    to_refund = _charge(api, "seed-refund", CARD_AUTH)
+    refund = api.call(
+        "POST /charges/{chargeId}/refunds",
+        {"amount": Raw("100.00")},
+        path_params={"chargeId": to_refund["id"]},
+        headers=(("Idempotency-Key", "seed-refund-1"),),
+    )
+    to_cancel = _charge(api, "seed-cancel", CARD_AUTH, capture="manual")
     api.writes()  # the seeds' own writes are no request's doing
     assert charge["status"] == "AUTHORIZED", charge
     assert pending["status"] == "REQUIRES_3DS", pending
+    assert refund["status"] == "SUCCEEDED", refund
     return Seeds(
         charge_id=charge["id"],
         invoice_id=charge["invoiceId"],
@@ -329,6 +338,9 @@ def plant_seeds(api: Api) -> Seeds:
         subscription_id=subscriptions[0]["id"],
         account_id="customer-42",
         cursor=page.get("nextCursor"),
+        refund_id=refund["id"],
+        refund_charge_id=to_refund["id"],
+        cancel_charge_id=to_cancel["id"],
     )
 
 

@@ -49,6 +49,7 @@ def takes_input(route: Route) -> bool:
         "GET /subscriptions",
         "GET /charges/{chargeId}/3ds",
         "POST /charges/{chargeId}/3ds/return",
+        "POST /charges/{chargeId}/refunds",
     }
 
 
@@ -279,6 +280,9 @@ class Seeds:
     subscription_id: str
     account_id: str
     cursor: str | None
+    refund_id: str = ""  # a SUCCEEDED refund of a captured charge
+    refund_charge_id: str = ""  # CAPTURED, partly refunded: what refund requests aim at
+    cancel_charge_id: str = ""  # AUTHORIZED: what cancel requests aim at (the others stay)
 
 
 @dataclass(frozen=True)
@@ -480,6 +484,12 @@ def _path_ids(route: Route, seeds: Seeds) -> Varied:
         real = [seeds.charge_id, seeds.three_ds_charge_id, seeds.returned_charge_id]
         if route.function_id in HTML_FUNCTIONS:  # the 3DS routes aim at a 3DS charge
             real.insert(0, real.pop(2 if "return" in route.resource else 1))
+        if route.resource.endswith("/refunds"):
+            real = [seeds.refund_charge_id, seeds.charge_id]
+        if route.resource.endswith("/cancel"):  # the other seeds keep their states
+            real = [seeds.cancel_charge_id]
+    elif "{refundId}" in route.resource:
+        name, real, prefix = "refundId", [seeds.refund_id], "re_"
     elif "{subscriptionId}" in route.resource:
         name, real, prefix = "subscriptionId", [seeds.subscription_id], "sub_"
     if not name:
@@ -507,6 +517,13 @@ def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
             Varied(st.one_of(st.none(), capture.calm), capture.wild),
             "application/json",
         )
+    if key == "POST /charges/{chargeId}/refunds":
+        refund = json_body({}, {"amount": _amounts(1, 200), "reason": Field("damaged", TEXT)})
+        return (
+            _query({}),
+            Varied(st.one_of(st.none(), refund.calm), refund.wild),
+            "application/json",
+        )
     if key == "GET /subscriptions":
         limits = Field("20", st.integers(1, 100).map(str))
         optional = {"limit": limits, "cursor": seeds.cursor or ""}
@@ -526,7 +543,12 @@ def requests_for(route: Route, seeds: Seeds) -> st.SearchStrategy[FuzzRequest]:
         return _postlink_requests(seeds)
     key = route_name(route)
     query, body, usual = _shape(key, seeds)
-    idempotent = key in ("POST /charges", "POST /subscriptions")
+    idempotent = key in (
+        "POST /charges",
+        "POST /subscriptions",
+        "POST /charges/{chargeId}/refunds",
+        "POST /charges/{chargeId}/cancel",
+    )
     calm = _headers(usual=usual, idempotency=idempotent, wild=False)
     wild = _headers(usual=usual, idempotency=idempotent, wild=True)
     ids = _path_ids(route, seeds)

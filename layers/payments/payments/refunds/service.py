@@ -169,9 +169,11 @@ class RefundService:
                 S.REFUNDED if refunded >= (charge.captured_amount or 0) else S.PARTIALLY_REFUNDED
             )
             step = Step(target, f"refund {refund.id}: {refund.amount}")
+            # A charge a person is reviewing keeps its status; its amounts still add up.
+            steps = (step,) if charge.status in REFUNDABLE else ()
             return Change(
                 source,
-                (step,),
+                steps,
                 refunded=refunded,
                 refund_reserved=charge.refund_reserved - refund.amount,
             )
