@@ -1,4 +1,4 @@
-"""The chaos scenario at scale (default 2,000 charges): prints how every charge ended.
+"""The chaos scenario at scale (default 2,000 charges): prints how every charge and refund ended.
 
 Not a test: it prints numbers. The scenario (`local.chaos.run_chaos`) runs against the local stack
 (`local.run.start_stack` on DynamoDB Local, with the ePay simulator). `make bench-chaos` or
@@ -19,9 +19,10 @@ from local.chaos import ChaosReport, run_chaos
 from local.run import start_stack
 
 SMOKE_CHARGES = 20
+MAX_SHOWN = 10  # mismatches printed one by one
 
 
-def run(charges: int, seed: int) -> tuple[ChaosReport, float]:
+def run(charges: int, seed: int, *, stop_3ds: bool = False) -> tuple[ChaosReport, float]:
     """The scenario on a fresh local stack, and how long it took (seconds)."""
     with start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False) as stack:
         started = time.perf_counter()
@@ -31,6 +32,7 @@ def run(charges: int, seed: int) -> tuple[ChaosReport, float]:
             simulator=stack.require_simulator(),
             charges=charges,
             seed=seed,
+            stop_3ds=stop_3ds,
         )
         return report, time.perf_counter() - started
 
@@ -46,17 +48,51 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
     print(f"  non-final code, yet taken   {report.nonfinal_went_through}")
     print(f"  invoices authorised twice   {report.double_auths}")
     print(f"  NEEDS_REVIEW                {report.final.get('NEEDS_REVIEW', 0)}")
+    print(f"  voids sent, as answered     {dict(sorted(report.voids.items()))}")
+    print(f"  voided charges, final       {dict(sorted(report.voids_final.items()))}")
+    print(f"  refund plans                {dict(sorted(report.refund_plans.items()))}")
+    print(f"  refunds, as answered        {dict(sorted(report.refunds_after_call.items()))}")
+    print(f"  refunds, final              {dict(sorted(report.refunds_final.items()))}")
+    print(f"  refund mismatches           {len(report.refund_mismatches)}")
+    print(f"  NEEDS_REVIEW refunds        {report.refunds_needs_review}")
+    print(
+        f"  refunded: ours {report.refunded_ours}, ledger {report.refunded_ledger},"
+        f" in review {report.refunded_in_review}"
+    )
+    print(f"  refunds sent twice          {report.refunds_sent_twice}")
+    print(f"  externalIDs twice in ledger {report.ledger_refunds_twice}")
+    print(f"  reconciler runs that raised {dict(report.reconcile_errors)}")
     print(f"  reconcile rounds            {report.rounds}")
     print(
-        f"  time: create {report.create_seconds:.1f} s, reconcile {report.reconcile_seconds:.1f} s,"
+        f"  time: create {report.create_seconds:.1f} s, voids and refunds"
+        f" {report.refund_seconds:.1f} s, reconcile {report.reconcile_seconds:.1f} s,"
         f" total {elapsed:.1f} s"
     )
+    for invoice, ledger, ours in report.mismatches[:MAX_SHOWN]:
+        print(f"  mismatch: invoice {invoice}: ledger {ledger}, ours {ours}")
+    for what, problem in report.refund_mismatches[:MAX_SHOWN]:
+        print(f"  refund mismatch: {what}: {problem}")
+    for refund_id, why in report.refunds_in_review[:MAX_SHOWN]:
+        print(f"  NEEDS_REVIEW refund {refund_id}: {why}")
     summary = {
         "charges": report.charges,
         "final": dict(report.final),
         "mismatches": len(report.mismatches),
         "nonfinal_went_through": report.nonfinal_went_through,
         "double_auths": report.double_auths,
+        "voids": dict(report.voids),
+        "voids_final": dict(report.voids_final),
+        "refund_plans": dict(report.refund_plans),
+        "refunds_after_call": dict(report.refunds_after_call),
+        "refunds_final": dict(report.refunds_final),
+        "refund_mismatches": len(report.refund_mismatches),
+        "refunds_needs_review": report.refunds_needs_review,
+        "refunded_ours": str(report.refunded_ours),
+        "refunded_ledger": str(report.refunded_ledger),
+        "refunded_in_review": str(report.refunded_in_review),
+        "refunds_sent_twice": report.refunds_sent_twice,
+        "ledger_refunds_twice": report.ledger_refunds_twice,
+        "reconcile_errors": dict(report.reconcile_errors),
         "rounds": report.rounds,
         "seconds": round(elapsed, 1),
     }
@@ -69,10 +105,15 @@ def main() -> int:
     parser.add_argument("--charges", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CHARGES} charges")
+    parser.add_argument(
+        "--stop-3ds",
+        action="store_true",
+        help="also cancel charges waiting for 3-D Secure (never completed afterwards)",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     charges = SMOKE_CHARGES if args.smoke else args.charges
-    report, elapsed = run(charges, args.seed)
+    report, elapsed = run(charges, args.seed, stop_3ds=args.stop_3ds)
     print_report(report, args.seed, elapsed)
     return 0
 

@@ -3,9 +3,13 @@
 Charges across every outcome meet random faults (timeouts after commit, 5xx before and after,
 broken bodies, dropped connections, token outages, functions dying before or after the auth,
 error codes ePay does not document as final (454, 459, 1267) whether or not the transaction went
-through, error answers with HTTP 200) with every postLink lost; then two reconcilers run at once
-on a test clock until nothing is due. The simulator's ledger is the truth each charge is compared
-with.
+through, error answers with HTTP 200) with every postLink lost. Some are held (manual capture) and
+some of those voided, some cancels meeting faults of their own. Captured charges are refunded,
+partly and wholly, one refund after another or several at once, refunds meeting faults before and
+after ePay commits them. Then the charges' and the refunds' reconcilers run, two of each at once,
+on a test clock until nothing is due; a second wave of voids and refunds (on charges the
+reconcilers settled) follows and is reconciled the same way. The simulator's ledger is the truth
+each charge and each refund is compared with.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from local.epay_sim import (
@@ -31,6 +37,7 @@ from local.epay_sim import (
 from local.epay_sim import Terminal as SimTerminal
 from payments.aws.charge_store import DynamoChargeStore
 from payments.aws.invoice_space import DynamoInvoiceSpace
+from payments.aws.refund_store import DynamoRefundStore
 from payments.charges.invoices import InvoiceAllocator
 from payments.charges.links import PublicLinks
 from payments.charges.model import CaptureMode, Charge, ChargeStatus
@@ -40,14 +47,25 @@ from payments.charges.requests import ChargeRequest
 from payments.charges.terminals import Purpose, Terminal
 from payments.charges.use_cases import ChargeUseCases
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
-from payments.errors import GatewayError
+from payments.errors import ConflictError, GatewayError, GatewayUnknownOutcomeError, PaymentsError
+from payments.refunds.model import RefundStatus, minimum_refund
+from payments.refunds.reconciler import RefundReconciler
+from payments.refunds.requests import RefundRequest
+from payments.refunds.service import RefundResult, RefundService
 from payments.shared.clock import from_iso
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
+R = RefundStatus
 CARD = "c0000000-0000-4000-8000-0000000000{:02d}"
 # What each final ledger status means for our charge (no ledger entry: never reached ePay).
-LEDGER_TO_STATUS = {"CHARGE": S.CAPTURED, "REJECT": S.DECLINED, "3D": S.EXPIRED}
+# CHARGE and REFUND depend on the amounts returned (see `_expected`).
+LEDGER_TO_STATUS = {
+    "REJECT": S.DECLINED,
+    "3D": S.EXPIRED,
+    "AUTH": S.AUTHORIZED,
+    "CANCEL": S.CANCELLED,
+}
 # (weight, (op, fault)); op "crash" is the function dying before or after the auth.
 FAULTS: list[tuple[int, tuple[str, str] | None]] = [
     (43, None),
@@ -65,11 +83,41 @@ FAULTS: list[tuple[int, tuple[str, str] | None]] = [
     (3, ("crash", "before_auth")),
     (3, ("crash", "after_auth")),
 ]
+# Faults of one refund request (the answer lost after ePay returned the money, or before it got
+# the request) and of one cancel. The delay only has to outlast the client's read timeout.
+REFUND_FAULTS: list[tuple[int, str | None]] = [
+    (52, None),
+    (9, "timeout_after_commit"),
+    (8, "500_after_commit"),
+    (7, "broken_body"),
+    (5, "nonfinal_after_commit"),
+    (8, "500_before_commit"),
+    (7, "down"),
+    (4, "nonfinal_before_commit"),
+]
+CANCEL_FAULTS: list[tuple[int, str | None]] = [
+    (50, None),
+    (15, "timeout_after_commit"),
+    (12, "500_after_commit"),
+    (12, "500_before_commit"),
+    (11, "down"),
+]
+FAULT_DELAY = 1.0
 CARDS = [1] * 50 + [2] * 10 + [3] * 10 + list(range(4, 11)) * 4
 # The non-final codes of the `nonfinal_*` faults (459 is not final on ePay's KK page; 1267 is not
 # in ePay's table at all).
 NONFINAL_CODES = (454, 459, 1267)
 MAX_ROUNDS = 400
+MANUAL_SHARE = 0.15  # charges held for a manual capture (voided, or left held)
+VOID_SHARE = 0.7  # held charges cancelled (and, with `stop_3ds`, charges waiting for 3DS)
+REFUND_SHARE = 0.45  # refundable charges refunded in each wave
+REFUND_WORKERS = 4  # charges refunded at once (each charge's plan runs in order)
+# How a refunded charge is refunded: one request, several in turn, several at once, or one sent
+# again with its key (a replay must answer the same refund without calling ePay).
+PLANS: list[tuple[int, str]] = [(40, "single"), (25, "series"), (20, "race"), (15, "replay")]
+REFUNDABLE = frozenset({S.CAPTURED.value, S.PARTIALLY_REFUNDED.value})
+WAVES = 2
+CENT = Decimal("0.01")
 
 
 class TestClock:
@@ -132,6 +180,19 @@ class CrashingGateway:
     ) -> None:
         self.inner.capture(transaction_id, terminal_id, amount, deadline)
 
+    def cancel(self, transaction_id: str, terminal_id: str, deadline: Deadline) -> None:
+        self.inner.cancel(transaction_id, terminal_id, deadline)
+
+    def refund(
+        self,
+        transaction_id: str,
+        terminal_id: str,
+        amount: Decimal,
+        external_id: str,
+        deadline: Deadline,
+    ) -> None:
+        self.inner.refund(transaction_id, terminal_id, amount, external_id, deadline)
+
     def confirm_3ds(self, access_token: str, pa_res: str, md: str, deadline: Deadline) -> Any:
         return self.inner.confirm_3ds(access_token, pa_res, md, deadline)
 
@@ -174,17 +235,143 @@ class ChaosReport:
     rounds: int = 0
     create_seconds: float = 0.0
     reconcile_seconds: float = 0.0
+    # Voids: what each cancel answered ("CANCELLED", "unknown" for a lost answer, "refused",
+    # "error"), and how the voided charges ended.
+    voids: Counter[str] = field(default_factory=Counter)
+    voids_final: Counter[str] = field(default_factory=Counter)
+    # Refunds: plans by kind, what each request answered (a refund's status, "refused" before
+    # ePay heard of it, "replayed"), how every refund ended, and the comparison with the ledger.
+    refund_plans: Counter[str] = field(default_factory=Counter)
+    refunds_after_call: Counter[str] = field(default_factory=Counter)
+    refunds_final: Counter[str] = field(default_factory=Counter)
+    # (refund id, why) of every NEEDS_REVIEW refund, and whether ePay returned it
+    refunds_in_review: list[tuple[str, str]] = field(default_factory=list)
+    # (what, problem): refunds, refunded amounts, reservations and voids left pending that
+    # disagree with the ledger
+    refund_mismatches: list[tuple[str, str]] = field(default_factory=list)
+    refunded_ours: Decimal = Decimal(0)  # sum of our charges' refundedAmount
+    refunded_ledger: Decimal = Decimal(0)  # sum of the ledger's refunded_amount of our charges
+    # Returned at ePay by refunds of ours that wait for a person (not in our refundedAmount).
+    refunded_in_review: Decimal = Decimal(0)
+    refunds_sent_twice: int = 0  # refund ids ePay was asked for more than once
+    ledger_refunds_twice: int = 0  # externalIDs the ledger holds more than once
+    refund_seconds: float = 0.0
+    # Exceptions that ended a reconciler's run early (its due items wait for the next run).
+    reconcile_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def refunds_needs_review(self) -> int:
+        """Refunds ePay's status could not account for: a person decides."""
+        return self.refunds_final[R.NEEDS_REVIEW.value]
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """A charge as the scenario reads it back from the table."""
+
+    id: str
+    invoice: str
+    status: str
+    terminal: str
+    capture: str
+    created_at: str
+    refunded: Decimal
+    reserved: Decimal
+    void_pending: bool
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """A refund as the scenario reads it back from the table."""
+
+    id: str
+    charge_id: str
+    amount: Decimal
+    status: str
+    error: str = ""
+
+
+@dataclass
+class Rig:
+    """The scenario's wiring: the stores, use cases and reconcilers on one test clock."""
+
+    table: str
+    dynamodb: Any
+    simulator: EpaySimulator
+    clock: TestClock
+    gateway: CrashingGateway
+    store: DynamoChargeStore
+    charges: ChargeUseCases
+    refunds: RefundService
+    reconcile: list[Callable[[Deadline], object]]
+    report: ChaosReport
+    seed: int
+    refund_store: DynamoRefundStore | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop_3ds: bool = False
+    voided: set[str] = field(default_factory=set)  # charges a cancel was sent for
+    void_considered: set[str] = field(default_factory=set)
+    nonfinal: set[str] = field(default_factory=set)  # invoices answered with a non-final code
+    keys: int = 0
+
+    def key(self, kind: str) -> str:
+        """A fresh idempotency key."""
+        with self.lock:
+            self.keys += 1
+            return f"chaos-{self.seed}-{kind}-{self.keys}"
+
+    def count(self, counter: Counter[str], name: str) -> None:
+        """Count from any thread."""
+        with self.lock:
+            counter[name] += 1
 
 
 def run_chaos(
-    *, table: str, dynamodb: Any, simulator: EpaySimulator, charges: int, seed: int
+    *,
+    table: str,
+    dynamodb: Any,
+    simulator: EpaySimulator,
+    charges: int,
+    seed: int,
+    stop_3ds: bool = False,
 ) -> ChaosReport:
-    """Create `charges` charges under random faults, reconcile until nothing is due, compare."""
+    """Create `charges` charges under random faults, void and refund some, reconcile until
+    nothing is due (twice: a second wave of voids and refunds follows the first
+    reconciliation), compare with the ledger.
+
+    `stop_3ds` also cancels charges waiting for 3-D Secure that the customer then never
+    completes (ePay shows "3D" for ever); such a charge should stay CANCELLED.
+    """
     rng = random.Random(seed)
-    clock = TestClock()
+    # Voids and refunds draw from their own generator: the charges meet the same faults with or
+    # without them.
+    extra = random.Random(seed + 1)
     simulator.postlink_drop = True
     # Two terminals, as merchants run them: 3-D Secure for customers, none for recurring charges.
     simulator.terminals = [SimTerminal(TEST_TERMINAL2_ID, TEST_TERMINAL2_CODE, three_ds=False)]
+    rig = wire(table, dynamodb, simulator, ChaosReport(charges=charges), seed)
+    rig.stop_3ds = stop_3ds
+    try:
+        _create_charges(rig, rng, extra, charges)
+        rig.report.after_create.update(row.status for row in _charges(dynamodb, table))
+        for _wave in range(WAVES):
+            started = time.perf_counter()
+            _issue_voids(rig, extra)
+            _issue_refunds(rig, extra)
+            rig.report.refund_seconds += time.perf_counter() - started
+            _reconcile(rig, charges)
+        _compare(rig)
+    finally:
+        simulator.terminals = []
+        simulator.postlink_drop = False
+    return rig.report
+
+
+def wire(
+    table: str, dynamodb: Any, simulator: EpaySimulator, report: ChaosReport, seed: int
+) -> Rig:
+    """Wire the use cases and the reconcilers against the simulator and the table."""
+    clock = TestClock()
     client = EpayClient(
         oauth_url=simulator.oauth_url,
         api_url=simulator.api_url,
@@ -196,7 +383,7 @@ def run_chaos(
     )
     gateway = CrashingGateway(client)
     store = DynamoChargeStore(table, dynamodb, clock=clock)
-    charges_ = ChargeUseCases.build(
+    charges = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=NullTelemetry(),
@@ -209,14 +396,46 @@ def run_chaos(
         ),
         clock=clock,
     )
-    service = charges_.service
-    reconciler = Reconciler(
-        store=store, settler=charges_.settler, transitions=charges_.transitions, clock=clock
+    refund_store = DynamoRefundStore(table, store)
+    refunds = RefundService(
+        store=refund_store,
+        charges=store,
+        transitions=charges.transitions,
+        gateway=gateway,
+        clock=clock,
     )
-    report = ChaosReport(charges=charges)
+    reconciler = Reconciler(
+        store=store,
+        settler=charges.settler,
+        transitions=charges.transitions,
+        clock=clock,
+        voids=charges.voids,
+    )
+    refund_reconciler = RefundReconciler(
+        store=refund_store, charges=store, service=refunds, status=gateway.status, clock=clock
+    )
+    # Two of each at once, as overlapping scheduled runs would.
+    runs: list[Callable[[Deadline], object]] = [reconciler.run, refund_reconciler.run] * 2
+    return Rig(
+        table,
+        dynamodb,
+        simulator,
+        clock,
+        gateway,
+        store,
+        charges,
+        refunds,
+        runs,
+        report,
+        seed,
+        refund_store,
+    )
 
+
+def _create_charges(rig: Rig, rng: random.Random, extra: random.Random, charges: int) -> None:
+    """Create the charges, each under its drawn fault (if any)."""
+    report, simulator, gateway, clock = rig.report, rig.simulator, rig.gateway, rig.clock
     started = time.perf_counter()
-    nonfinal: set[str] = set()  # invoices answered with a non-final code after the commit
     for n in range(charges):
         fault = rng.choices([f for _, f in FAULTS], weights=[w for w, _ in FAULTS])[0]
         gateway.crash = None
@@ -228,63 +447,320 @@ def run_chaos(
             else:
                 simulator.nonfinal_code = rng.choice(NONFINAL_CODES)
                 simulator.inject(op, kind, count=2 if op == "token" else 1, delay=1.0)
+        # A held charge never captures: a fault armed for the capture would wait for the next.
+        held = extra.random() < MANUAL_SHARE and (fault is None or fault[0] != "charge")
         request = ChargeRequest(
             amount=Decimal(rng.randint(100, 99999)) / 100,
             currency="KZT",
             card_id=CARD.format(rng.choice(CARDS)),
             account_id=f"customer-{n}",
             description=f"Chaos {n}",
-            capture=CaptureMode.AUTO,
+            capture=CaptureMode.MANUAL if held else CaptureMode.AUTO,
             recurrent=rng.random() < 0.5,
         )
         # A 503 to the merchant, or a function that died: the charge is stored either way.
         with contextlib.suppress(GatewayError, Crash):
-            result = service.create_charge(request, f"chaos-{seed}-{n}", Deadline.after(20))
+            result = rig.charges.service.create_charge(
+                request, f"chaos-{rig.seed}-{n}", Deadline.after(20)
+            )
             if fault == ("auth", "nonfinal_after_commit"):
-                nonfinal.add(result.charge.invoice_id)
+                rig.nonfinal.add(result.charge.invoice_id)
         clock.set(clock.now + timedelta(seconds=1))
+    gateway.crash = None
     report.create_seconds = time.perf_counter() - started
-    created = _charges(dynamodb, table)
-    report.after_create.update(status for _, _, status, _ in created)
 
+
+def _arm(rig: Rig, rng: random.Random, op: str, faults: list[tuple[int, str | None]]) -> None:
+    """Draw a fault for the next request of `op` (one that will surely be sent) and arm it."""
+    kind = rng.choices([f for _, f in faults], weights=[w for w, _ in faults])[0]
+    if kind is None:
+        return
+    rig.count(rig.report.faults, f"{op}:{kind}")
+    rig.simulator.nonfinal_code = rng.choice(NONFINAL_CODES)
+    rig.simulator.inject(op, kind, count=1, delay=FAULT_DELAY)
+
+
+# --- voids ----------------------------------------------------------------------------------
+
+
+def _issue_voids(rig: Rig, rng: random.Random) -> None:
+    """Cancel a share of the held charges (and of those waiting for 3-D Secure, with
+    `stop_3ds`), each considered once: the first wave after creation, the second after the
+    reconcilers settled the charges whose auth was unclear."""
+    for row in _charges(rig.dynamodb, rig.table):
+        held = row.status == S.AUTHORIZED.value and row.capture == CaptureMode.MANUAL.value
+        waiting = rig.stop_3ds and row.status == S.REQUIRES_3DS.value
+        if not (held or waiting) or row.id in rig.void_considered:
+            continue
+        rig.void_considered.add(row.id)
+        if rng.random() >= VOID_SHARE:
+            continue
+        if held:  # only a held charge's cancel reaches ePay
+            _arm(rig, rng, "cancel", CANCEL_FAULTS)
+        rig.voided.add(row.id)
+        rig.report.voids[_cancel(rig, row.id)] += 1
+
+
+def _cancel(rig: Rig, charge_id: str) -> str:
+    """Cancel one charge; what it answered."""
+    try:
+        charge = rig.charges.voids.cancel(charge_id, Deadline.after(20))
+    except GatewayUnknownOutcomeError:
+        return "unknown"
+    except ConflictError:
+        return "refused"
+    except GatewayError as exc:
+        return f"error:{type(exc).__name__}"
+    return charge.status.value
+
+
+# --- refunds --------------------------------------------------------------------------------
+
+
+def _issue_refunds(rig: Rig, rng: random.Random) -> None:
+    """Refund a share of the refundable charges, each by a drawn plan with a generator of its own
+    (so a charge's plan is the seed's whatever else runs at once); a few charges at a time."""
+    plans: list[tuple[str, str, random.Random]] = []
+    for row in _charges(rig.dynamodb, rig.table):
+        if row.status not in REFUNDABLE or rng.random() >= REFUND_SHARE:
+            continue
+        plan = rng.choices([p for _, p in PLANS], weights=[w for w, _ in PLANS])[0]
+        rig.report.refund_plans[plan] += 1
+        plans.append((plan, row.id, random.Random(rng.getrandbits(64))))
+    with ThreadPoolExecutor(max_workers=REFUND_WORKERS) as pool:
+        list(pool.map(lambda p: _run_plan(rig, *p), plans))
+
+
+def _run_plan(rig: Rig, plan: str, charge_id: str, rng: random.Random) -> None:
+    """One charge's refunds: one, several in turn, several at once, or one and its replay."""
+    if plan == "race":
+        _race(rig, rng, charge_id)
+    elif plan == "series":
+        for _ in range(rng.randint(2, 3)):
+            _refund_once(rig, rng, charge_id, replay=False)
+    else:
+        _refund_once(rig, rng, charge_id, replay=plan == "replay")
+
+
+def _left(rig: Rig, charge_id: str) -> tuple[Decimal, Decimal]:
+    """What is left to refund of a refundable charge, and the minimum refund (0, 0: nothing)."""
+    charge = rig.store.get(charge_id)
+    if charge is None or charge.status.value not in REFUNDABLE:
+        return Decimal(0), Decimal(0)
+    minimum = minimum_refund(charge.currency)
+    return (charge.refundable, minimum) if charge.refundable >= minimum else (Decimal(0), minimum)
+
+
+def _amount(rng: random.Random, left: Decimal, minimum: Decimal) -> Decimal | None:
+    """A refund's amount: the rest (None, or named), or a part of at least the minimum."""
+    draw = rng.random()
+    if draw < 0.2:
+        return None
+    if draw < 0.3:
+        return left
+    cents = rng.randint(int(minimum * 100), max(int(minimum * 100), int(left * 100)))
+    return Decimal(cents) / 100
+
+
+def _refund_once(rig: Rig, rng: random.Random, charge_id: str, *, replay: bool) -> None:
+    """One refund of what is left (partial or whole) under a drawn fault; a replay sends the
+    same request with the same key again and must be answered the same refund."""
+    left, minimum = _left(rig, charge_id)
+    if not left:
+        return
+    plan = "replay" if replay else "single"
+    request = RefundRequest(_amount(rng, left, minimum), "chaos", {"plan": plan})
+    _arm(rig, rng, "refund", REFUND_FAULTS)
+    key = rig.key("refund")
+    first = _refund(rig, charge_id, request, key)
+    if not replay or first is None:
+        return
+    again = _refund(rig, charge_id, request, key)
+    if again is None or not again.replayed or again.refund.id != first.refund.id:
+        got = "nothing" if again is None else f"{again.refund.id} replayed={again.replayed}"
+        rig.report.refund_mismatches.append((first.refund.id, f"replay answered {got}"))
+
+
+def _race(rig: Rig, rng: random.Random, charge_id: str) -> None:
+    """Several refunds of one charge at once (different keys), one fault armed among them."""
+    left, minimum = _left(rig, charge_id)
+    if not left:
+        return
+    racers = rng.randint(3, 5)
+    # Each at most half of what is left (or the rest): the first to reserve always fits, so the
+    # armed fault meets a request.
+    half = max(minimum, (left / 2).quantize(CENT, ROUND_DOWN))
+    amounts = [_amount(rng, half, minimum) for _ in range(racers)]
+    _arm(rig, rng, "refund", REFUND_FAULTS)
+    barrier = threading.Barrier(racers)
+    requests = [RefundRequest(a, "chaos", {"plan": "race"}) for a in amounts]
+    keys = [rig.key("race") for _ in requests]
+
+    def run(request: RefundRequest, key: str) -> None:
+        barrier.wait()
+        _refund(rig, charge_id, request, key)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(requests, keys, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _refund(rig: Rig, charge_id: str, request: RefundRequest, key: str) -> RefundResult | None:
+    """Ask for one refund; count what it answered."""
+    after = rig.report.refunds_after_call
+    try:
+        result = rig.refunds.create_refund(charge_id, request, key, Deadline.after(20))
+    except ConflictError:  # not refundable (any more), or too little left: ePay never heard
+        rig.count(after, "refused")
+        return None
+    except PaymentsError as exc:
+        rig.count(after, f"error:{type(exc).__name__}")
+        return None
+    rig.count(after, "replayed" if result.replayed else result.refund.status.value)
+    return result
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+def _reconcile(rig: Rig, charges: int) -> None:
+    """Run the reconcilers (two of each at once) until nothing is due, the test clock moving to
+    the earliest check each round (a refund ePay never got fails an hour after it was made)."""
+    report, dynamodb, table = rig.report, rig.dynamodb, rig.table
     # The status API is flaky while the reconcilers work.
-    simulator.inject("status", "in_progress", count=max(10, charges // 8))
-    simulator.inject("status", "500_before_commit", count=max(5, charges // 15))
+    rig.simulator.inject("status", "in_progress", count=max(10, charges // 8))
+    rig.simulator.inject("status", "500_before_commit", count=max(5, charges // 15))
     started = time.perf_counter()
-    while (due := _earliest_due(dynamodb, table)) is not None and report.rounds < MAX_ROUNDS:
-        report.rounds += 1
-        clock.set(due)
-        runs = [threading.Thread(target=reconciler.run, args=(Deadline.after(60),)) for _ in "ab"]
+    rounds = 0
+    while (due := _earliest_due(dynamodb, table)) is not None and rounds < MAX_ROUNDS:
+        rounds += 1
+        rig.clock.set(due)
+        runs = [
+            threading.Thread(target=_guarded, args=(rig, run, Deadline.after(60)))
+            for run in rig.reconcile
+        ]
         for run in runs:
             run.start()
         for run in runs:
             run.join()
-    report.reconcile_seconds = time.perf_counter() - started
-
-    _compare(report, simulator, _charges(dynamodb, table), nonfinal)
-    simulator.terminals = []
-    simulator.postlink_drop = False
-    return report
+    report.rounds += rounds
+    report.reconcile_seconds += time.perf_counter() - started
 
 
-def _compare(
-    report: ChaosReport,
-    simulator: EpaySimulator,
-    charges: list[tuple[str, str, str, str]],
-    nonfinal: set[str],
-) -> None:
-    """Hold every charge against the simulator's ledger on its own terminal."""
-    for _, invoice, status, terminal in charges:
-        report.final[status] += 1
-        report.terminals[terminal] += 1
-        entry = simulator.ledger_entry(invoice, terminal)
-        expected = LEDGER_TO_STATUS.get(entry.status_name, S.NEEDS_REVIEW) if entry else S.FAILED
-        if status != expected.value:
-            report.mismatches.append((invoice, entry.status_name if entry else None, status))
+def _guarded(rig: Rig, run: Callable[[Deadline], object], deadline: Deadline) -> None:
+    """One reconciler run; an exception ends it (as it would end the Lambda's), counted."""
+    try:
+        run(deadline)
+    except Exception as exc:  # counted and shown; the next round goes on
+        rig.count(rig.report.reconcile_errors, f"{type(exc).__name__}: {exc}")
+
+
+# --- the comparison with the ledger ---------------------------------------------------------
+
+
+def _compare(rig: Rig) -> None:
+    """Hold every charge and refund against the simulator's ledger on its own terminal."""
+    report, simulator = rig.report, rig.simulator
+    refunds: dict[str, list[RefundRow]] = {}
+    for refund in _refunds(rig.dynamodb, rig.table):
+        refunds.setdefault(refund.charge_id, []).append(refund)
+        report.refunds_final[refund.status] += 1
+    ledger_ids: Counter[str] = Counter()
+    for row in _charges(rig.dynamodb, rig.table):
+        report.final[row.status] += 1
+        report.terminals[row.terminal] += 1
+        entry = simulator.ledger_entry(row.invoice, row.terminal)
+        in_review = _compare_refunds(report, row, entry, refunds.get(row.id, []))
+        expected = _expected(entry, in_review, voided=row.id in rig.voided)
+        if row.status != expected.value:
+            report.mismatches.append(
+                (row.invoice, entry.status_name if entry else None, row.status)
+            )
+        if row.id in rig.voided:
+            report.voids_final[row.status] += 1
+        if entry is not None:
+            ledger_ids.update(r.external_id for r in entry.refunds)
+    # No refund sent twice: ePay's journal (every request, answered or not) and its ledger.
+    report.ledger_refunds_twice = sum(1 for n in ledger_ids.values() if n > 1)
+    ours = {r.id for rows in refunds.values() for r in rows}
+    sent = Counter(e.query.get("externalID", "") for e in simulator.requests("refund"))
+    report.refunds_sent_twice = sum(1 for i, n in sent.items() if i in ours and n > 1)
     report.nonfinal_went_through = sum(
-        1 for i in nonfinal if any(e.status_name == "CHARGE" for e in _entries(simulator, i))
+        1 for i in rig.nonfinal if any(e.status_name == "CHARGE" for e in _entries(simulator, i))
     )
     report.double_auths = sum(1 for e in simulator.ledger.values() if e.auth_count != 1)
+
+
+def _expected(entry: Any, in_review: Decimal, *, voided: bool) -> ChargeStatus:
+    """The status the ledger entry means for our charge (refunds waiting for a person left out:
+    they are not in our refunded amount)."""
+    if entry is None:
+        return S.FAILED
+    if entry.status_name in ("CHARGE", "REFUND"):
+        returned = entry.refunded_amount - in_review
+        if not returned:
+            return S.CAPTURED
+        return S.REFUNDED if returned >= entry.captured_amount else S.PARTIALLY_REFUNDED
+    if entry.status_name == "3D" and voided:
+        return S.CANCELLED  # stopped while it waited for 3-D Secure, never completed
+    return LEDGER_TO_STATUS.get(entry.status_name, S.NEEDS_REVIEW)
+
+
+def _compare_refunds(
+    report: ChaosReport, row: ChargeRow, entry: Any, ours: list[RefundRow]
+) -> Decimal:
+    """Hold a charge's refunds and amounts against its ledger entry; what ePay returned for
+    refunds of ours that wait for a person."""
+    ledger = list(entry.refunds) if entry is not None else []
+    times = Counter(r.external_id for r in ledger)
+    amounts = {r.external_id: r.amount for r in ledger}
+    mine = {r.id for r in ours}
+    for refund in ours:
+        problem = _refund_problem(refund, times[refund.id], amounts.get(refund.id))
+        if problem:
+            report.refund_mismatches.append((refund.id, problem))
+        if refund.status == R.NEEDS_REVIEW:
+            taken = "returned at ePay" if times[refund.id] else "not at ePay"
+            why = f"{refund.amount} of {row.invoice}, {taken}: {refund.error}"
+            report.refunds_in_review.append((refund.id, why))
+    for external_id in times:
+        if external_id not in mine:
+            what = external_id or "a refund without externalID"
+            report.refund_mismatches.append((what, f"in the ledger of {row.invoice}, not ours"))
+    in_review = sum(
+        (r.amount for r in ours if r.status == R.NEEDS_REVIEW and times[r.id]), Decimal(0)
+    )
+    held = sum((r.amount for r in ours if r.status in (R.PENDING, R.NEEDS_REVIEW)), Decimal(0))
+    returned = entry.refunded_amount if entry is not None else Decimal(0)
+    if returned - in_review != row.refunded:
+        report.refund_mismatches.append(
+            (row.id, f"refunded {row.refunded}; ledger {returned} ({in_review} in review)")
+        )
+    if row.reserved != held:
+        report.refund_mismatches.append((row.id, f"reserved {row.reserved}; unsettled {held}"))
+    if row.void_pending:
+        report.refund_mismatches.append((row.id, "a void still pending"))
+    report.refunded_ours += row.refunded
+    report.refunded_ledger += returned
+    report.refunded_in_review += in_review
+    return in_review
+
+
+def _refund_problem(refund: RefundRow, times: int, amount: Decimal | None) -> str | None:
+    """What is wrong with one refund of ours against the ledger, if anything."""
+    if refund.status == R.SUCCEEDED:
+        if times != 1:
+            return f"SUCCEEDED, in the ledger {times} times"
+        if amount != refund.amount:
+            return f"SUCCEEDED for {refund.amount}, the ledger returned {amount}"
+        return None
+    if refund.status == R.FAILED and times:
+        return f"FAILED, yet in the ledger {times} times"
+    if refund.status == R.PENDING:
+        return "still PENDING after reconciliation"
+    return None
 
 
 def _entries(simulator: EpaySimulator, invoice: str) -> list[Any]:
@@ -304,23 +780,65 @@ def _scan(dynamodb: Any, table: str, **kwargs: Any) -> list[dict[str, Any]]:
         page["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
-def _charges(dynamodb: Any, table: str) -> list[tuple[str, str, str, str]]:
-    """(id, invoice id, status, terminal) of every charge."""
+def _number(item: dict[str, Any], name: str) -> Decimal:
+    return Decimal(item[name]["N"]) if name in item else Decimal(0)
+
+
+def _charges(dynamodb: Any, table: str) -> list[ChargeRow]:
+    """Every charge, oldest first."""
     items = _scan(
         dynamodb,
         table,
         FilterExpression="sk = :c",
         ExpressionAttributeValues={":c": {"S": "CHARGE"}},
-        ProjectionExpression="id, invoiceId, #s, terminalId",
-        ExpressionAttributeNames={"#s": "status"},
+        ProjectionExpression=(
+            "id, invoiceId, #s, terminalId, #c, createdAt, refundedAmount, refundReserved, "
+            "voidPending"
+        ),
+        ExpressionAttributeNames={"#s": "status", "#c": "capture"},
+    )
+    rows = [
+        ChargeRow(
+            id=i["id"]["S"],
+            invoice=i["invoiceId"]["S"],
+            status=i["status"]["S"],
+            terminal=i["terminalId"]["S"],
+            capture=i["capture"]["S"],
+            created_at=i["createdAt"]["S"],
+            refunded=_number(i, "refundedAmount"),
+            reserved=_number(i, "refundReserved"),
+            void_pending=i.get("voidPending", {}).get("BOOL", False),
+        )
+        for i in items
+    ]
+    return sorted(rows, key=lambda r: (r.created_at, r.id))
+
+
+def _refunds(dynamodb: Any, table: str) -> list[RefundRow]:
+    """Every refund."""
+    items = _scan(
+        dynamodb,
+        table,
+        FilterExpression="begins_with(sk, :r)",
+        ExpressionAttributeValues={":r": {"S": "REFUND#"}},
+        ProjectionExpression="id, chargeId, amount, #s, #e",
+        ExpressionAttributeNames={"#s": "status", "#e": "error"},
     )
     return [
-        (i["id"]["S"], i["invoiceId"]["S"], i["status"]["S"], i["terminalId"]["S"]) for i in items
+        RefundRow(
+            i["id"]["S"],
+            i["chargeId"]["S"],
+            Decimal(i["amount"]["N"]),
+            i["status"]["S"],
+            i.get("error", {}).get("M", {}).get("message", {}).get("S", ""),
+        )
+        for i in items
     ]
 
 
 def _earliest_due(dynamodb: Any, table: str) -> datetime | None:
-    """The earliest nextCheckAt in the table (the scenario's view, not the reconciler's)."""
+    """The earliest nextCheckAt in the table, charges' and refunds' (the scenario's view, not
+    the reconcilers')."""
     items = _scan(
         dynamodb,
         table,

@@ -1,23 +1,31 @@
-"""Chaos: ~300 charges across every outcome with random faults, crashes and lost postLinks, then
-two reconcilers at once on a test clock until nothing is due. ePay's ledger is the truth."""
+"""Chaos: ~300 charges across every outcome with random faults, crashes and lost postLinks, voids
+and refunds (partial, whole, racing, replayed) with faults of their own, then the charges' and the
+refunds' reconcilers, two of each at once, on a test clock until nothing is due. ePay's ledger is
+the truth."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 
 from local.chaos import run_chaos
 from local.epay_sim import TEST_TERMINAL2_ID, TEST_TERMINAL_ID
 from payments.charges.model import ChargeStatus
+from payments.refunds.model import RefundStatus
 from tests.integration.conftest import Stack
 
 S = ChargeStatus
+R = RefundStatus
 
 
 @pytest.mark.slow
-def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
+def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
     # Given 300 charges on two terminals (customer-present on the 3-D Secure one, recurring on
     # the other) meeting faults, crashes, non-final error codes (some whose transaction
-    # went through), errors answered with HTTP 200, a flaky status API and no postLink at all
+    # went through), errors answered with HTTP 200, a flaky status API and no postLink at all;
+    # held charges voided (cancels meeting faults), captured ones refunded partly and wholly, in
+    # turn and at once, refunds meeting faults before and after ePay commits them
     # When the reconcilers run until nothing is due
     report = run_chaos(
         table=stack.table,
@@ -25,11 +33,21 @@ def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
         simulator=stack.simulator,
         charges=300,
         seed=20261128,
+        stop_3ds=True,
     )
     print(
-        f"\nchaos: faults {dict(report.faults)}\n after create {dict(report.after_create)}\n"
-        f" final {dict(report.final)}; rounds {report.rounds}; "
-        f"create {report.create_seconds:.1f}s, reconcile {report.reconcile_seconds:.1f}s"
+        f"\nchaos: faults {dict(sorted(report.faults.items()))}\n"
+        f" after create {dict(report.after_create)}\n final {dict(report.final)}\n"
+        f" voids {dict(report.voids)} -> {dict(report.voids_final)}\n"
+        f" refund plans {dict(report.refund_plans)}\n"
+        f" refunds after their call {dict(report.refunds_after_call)}\n"
+        f" refunds final {dict(report.refunds_final)}; NEEDS_REVIEW refunds "
+        f"{report.refunds_needs_review}\n"
+        f" refunded: ours {report.refunded_ours}, ledger {report.refunded_ledger}, in review "
+        f"{report.refunded_in_review}; sent twice {report.refunds_sent_twice}\n"
+        f" reconciler runs that raised {dict(report.reconcile_errors)}\n"
+        f" rounds {report.rounds}; create {report.create_seconds:.1f}s, voids and refunds "
+        f"{report.refund_seconds:.1f}s, reconcile {report.reconcile_seconds:.1f}s"
     )
     # Then every charge ended as ePay's ledger says, and none needs a person
     assert report.mismatches == []
@@ -47,3 +65,29 @@ def test_every_charge_ends_as_the_ledger_says(stack: Stack) -> None:
     assert set(report.terminals) == {TEST_TERMINAL_ID, TEST_TERMINAL2_ID}
     assert min(report.terminals.values()) > 100
     assert all(report.final[s.value] for s in (S.CAPTURED, S.DECLINED, S.EXPIRED, S.FAILED))
+    # And every refund is as the ledger has it: each that succeeded returned once under its own
+    # id, each that failed never, none left pending, and reservations are released
+    assert report.refund_mismatches == []
+    assert report.refunded_ledger == report.refunded_ours + report.refunded_in_review
+    assert report.refunded_ours > Decimal(0)
+    # And no refund was ever sent to ePay twice, nor returned twice
+    assert report.refunds_sent_twice == 0
+    assert report.ledger_refunds_twice == 0
+    # And refunds were exercised: many went through, some never reached ePay (failed after an
+    # hour unseen), some answers were lost (PENDING until the reconciler read ePay's status),
+    # racing ones were refused for want of money left, replays answered the same refund
+    assert report.refunds_final[R.SUCCEEDED.value] > 30
+    assert report.refunds_final[R.FAILED.value] > 0
+    assert report.refunds_after_call[R.PENDING.value] > 5
+    assert report.refunds_after_call["refused"] > 0
+    assert report.refunds_after_call["replayed"] > 0
+    assert report.final[S.PARTIALLY_REFUNDED.value] > 0
+    assert report.final[S.REFUNDED.value] > 0
+    # And voids too: held charges cancelled, some answers lost and finished by the reconciler
+    assert report.voids_final[S.CANCELLED.value] > 5
+    assert report.voids["unknown"] > 0
+    assert report.final[S.AUTHORIZED.value] > 0  # held charges nobody cancelled stay held
+    # And no reconciler run broke off, and no refund was left to a person here (no two lost
+    # refunds of one charge with amounts that could be mistaken)
+    assert report.reconcile_errors == {}
+    assert report.refunds_needs_review == 0

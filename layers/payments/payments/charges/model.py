@@ -70,6 +70,8 @@ CHECK_LADDER = (
 )
 # A PROCESSING charge older than this lost its function between the write and ePay's answer.
 PROCESSING_SAFE_AGE = timedelta(minutes=2)
+# Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
+PENDING_FINAL_AGE = timedelta(hours=3)
 DUE_SHARDS = 8
 
 

@@ -11,21 +11,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from payments.charges.model import CHECK_LADDER, DUE_SHARDS, Charge, ChargeStatus, Source
+from payments.charges.model import (
+    CHECK_LADDER,
+    DUE_SHARDS,
+    PENDING_FINAL_AGE,
+    Charge,
+    ChargeStatus,
+    Source,
+)
 from payments.charges.ports import ChargeStore
 from payments.charges.settlement import PENDING_AT_GATEWAY, ChargeSettler, SettleOutcome
 from payments.charges.terminals import TerminalCodes
 from payments.charges.transitions import Change, ChargeTransitions
 from payments.charges.voids import ChargeVoids
-from payments.errors import GatewayError, NotFoundError, StaleStateError
+from payments.errors import ConflictError, GatewayError, NotFoundError, StaleStateError
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 S = ChargeStatus
 # ePay answering "no such invoice" is final only once an invoice could no longer appear there.
 NOT_FOUND_FINAL_AGE = timedelta(minutes=15)
-# Longer than any ePay token lives (7200 s documented): after this a pending step cannot finish.
-PENDING_FINAL_AGE = timedelta(hours=3)
 BATCH_SIZE = 50
 MIN_SECONDS_PER_CHECK = 3.0
 
@@ -130,8 +135,9 @@ class Reconciler:
         assert self._voids is not None
         try:
             result = self._voids.reconcile(charge, deadline)
-        except GatewayError as exc:
-            return self._later(charge, f"void: {type(exc).__name__}")
+        except (GatewayError, ConflictError) as exc:
+            # ePay did not answer, or another path is acting on the charge: look again later.
+            return self._later(self._tx.latest(charge), f"void: {type(exc).__name__}")
         if result.status is not charge.status or not result.void_pending:
             return CheckResult(result, CheckOutcome.SETTLED)
         return self._later(result, "void: the hold is not released yet")

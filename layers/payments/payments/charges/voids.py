@@ -9,7 +9,14 @@ keeps `void_pending` until ePay's status says the hold is gone.
 
 from __future__ import annotations
 
-from payments.charges.model import CHECK_LADDER, Charge, S, Source, capture_in_flight
+from payments.charges.model import (
+    CHECK_LADDER,
+    PENDING_FINAL_AGE,
+    Charge,
+    S,
+    Source,
+    capture_in_flight,
+)
 from payments.charges.payment_gateway import GatewayStatus, PaymentGateway
 from payments.charges.ports import ChargeStore
 from payments.charges.settlement import ChargeSettler
@@ -151,6 +158,11 @@ class ChargeVoids:
             )
             done = Change(source, steps, void_pending=False, next_check_at=None)
             return self._tx.move(charge, done)
+        if charge.status is S.CANCELLED and self._tx.now() - charge.created_at >= PENDING_FINAL_AGE:
+            # Still waiting for a 3-D Secure step nobody can finish (its data is erased and every
+            # token it could use has expired): nothing will be held. The void is done.
+            done = Change(source, void_pending=False, next_check_at=None)
+            return self._tx.move(charge, done)
         # Still pending at ePay (3DS, in progress) or unreadable: ask again later.
         return charge
 
@@ -167,9 +179,10 @@ class ChargeVoids:
         now = self._tx.now()
         if capture_in_flight(charge, now):
             return charge
-        claimed = self._tx.move(charge, Change(Source.RECONCILER, capture_claimed_at=now))
-        if claimed.capture_claimed_at != now:
-            return claimed
+        try:
+            claimed = self._tx.apply(charge, Change(Source.RECONCILER, capture_claimed_at=now))
+        except StaleStateError:
+            return self._tx.latest(charge)  # another path claimed it: its outcome stands
         return self._void(claimed, Source.RECONCILER, deadline)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from itertools import combinations
@@ -37,6 +37,9 @@ from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 
 MAX_PENDING_SETS = 12  # pending refunds of one charge whose subsets are tried
+# A refund younger than this may still be on its way (its request's function is still running,
+# below API Gateway's 29 s): its charge's total is read again later.
+IN_FLIGHT = timedelta(seconds=30)
 BATCH = 25
 
 
@@ -131,16 +134,22 @@ class RefundReconciler:
     def _account(
         self, refund: Refund, charge: Charge, returned: Decimal, now: datetime
     ) -> RefundCheck:
-        pending = [
-            r for r in self._store.list_for_charge(charge.id) if r.status is RefundStatus.PENDING
-        ]
-        extra = returned - charge.refunded_amount
+        # Read after ePay's answer, and summed from the same list as the pending ones, so a
+        # sibling settled meanwhile is on both sides of the sum.
+        refunds = self._store.list_for_charge(charge.id)
+        pending = [r for r in refunds if r.status is RefundStatus.PENDING]
+        if any(now - r.created_at < IN_FLIGHT for r in pending):
+            return self._later(refund, now)  # a refund may be on its way to ePay right now
+        succeeded = sum(
+            (r.amount for r in refunds if r.status is RefundStatus.SUCCEEDED), Decimal(0)
+        )
+        extra = returned - succeeded
         sets = shown(extra, pending[:MAX_PENDING_SETS]) if len(pending) <= MAX_PENDING_SETS else []
         if len(sets) != 1:
             # Every pending refund of the charge is in doubt: settling any one of them later
             # against the same total would be a guess too.
             why = (
-                f"ePay shows {returned} returned; ours: {charge.refunded_amount} succeeded and "
+                f"ePay shows {returned} returned; ours: {succeeded} succeeded and "
                 f"{len(pending)} pending that {'do not' if not sets else 'in several ways'} add up"
             )
             for doubtful in pending:

@@ -232,7 +232,9 @@ class RefundService:
             charge = self._charge(current.charge_id)
             try:
                 self._tx.apply(charge, change(charge), write=self._store.settling(current, after))
-            except StaleStateError:
+            except (StaleStateError, InvalidTransitionError):
+                # The charge or the refund changed since read (another path may have settled
+                # this very refund and moved the charge): read both again.
                 continue
             return after
         raise ConflictError("the charge keeps changing; the refund is settled later")
