@@ -27,6 +27,7 @@ from payments.aws.dynamo import (
     DynamoCalls,
     _epoch,
     _put_new,
+    due_keys,
     from_attributes,
     to_attributes,
 )
@@ -379,15 +380,5 @@ class DynamoChargeStore:
 
         The index is eventually consistent: callers re-read each charge before acting on it.
         """
-        answer = self._db.call(
-            "query",
-            TableName=self._table,
-            IndexName="DueIndex",
-            KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
-            ExpressionAttributeValues={
-                ":shard": {"S": f"DUE#{shard}"},
-                ":now": {"S": iso(now)},
-            },
-            Limit=limit,
-        )
-        return [item["pk"]["S"].removeprefix("CHARGE#") for item in answer.get("Items", [])]
+        keys = due_keys(self._db, self._table, f"DUE#{shard}", iso(now), limit)
+        return [pk.removeprefix("CHARGE#") for pk, _ in keys]

@@ -120,3 +120,19 @@ class DynamoCalls:
             self.call("put_item", names, **items[0]["Put"])
         else:
             self.call("transact_write_items", names, TransactItems=items)
+
+
+def due_keys(
+    db: DynamoCalls, table: str, shard: str, now: str, limit: int
+) -> list[tuple[str, str]]:
+    """(pk, sk) of the items of one DueIndex shard whose `nextCheckAt` (ISO) is at or before
+    `now`, oldest first. The index is eventually consistent: re-read before acting."""
+    answer = db.call(
+        "query",
+        TableName=table,
+        IndexName="DueIndex",
+        KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
+        ExpressionAttributeValues={":shard": {"S": shard}, ":now": {"S": now}},
+        Limit=limit,
+    )
+    return [(item["pk"]["S"], item["sk"]["S"]) for item in answer.get("Items", [])]

@@ -20,7 +20,14 @@ from decimal import Decimal
 from typing import Any
 
 from payments.aws.charge_store import DynamoChargeStore
-from payments.aws.dynamo import DynamoCalls, _epoch, _put_new, from_attributes, to_attributes
+from payments.aws.dynamo import (
+    DynamoCalls,
+    _epoch,
+    _put_new,
+    due_keys,
+    from_attributes,
+    to_attributes,
+)
 from payments.charges.model import Charge, HistoryEntry
 from payments.charges.transitions import Writer
 from payments.refunds.model import REFUND_DUE_SHARDS, Refund, RefundError, RefundStatus
@@ -185,21 +192,8 @@ class DynamoRefundStore:
 
     def due(self, shard: int, now: datetime, limit: int) -> list[tuple[str, str]]:
         """(charge id, refund id) of refunds due for a check, from one shard of DueIndex."""
-        answer = self._db.call(
-            "query",
-            TableName=self._table,
-            IndexName="DueIndex",
-            KeyConditionExpression="dueShard = :shard AND nextCheckAt <= :now",
-            ExpressionAttributeValues={
-                ":shard": {"S": f"RDUE#{shard}"},
-                ":now": {"S": iso(now)},
-            },
-            Limit=limit,
-        )
-        return [
-            (i["pk"]["S"].removeprefix("CHARGE#"), i["sk"]["S"].removeprefix("REFUND#"))
-            for i in answer.get("Items", [])
-        ]
+        keys = due_keys(self._db, self._table, f"RDUE#{shard}", iso(now), limit)
+        return [(pk.removeprefix("CHARGE#"), sk.removeprefix("REFUND#")) for pk, sk in keys]
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         answer = self._db.call(
