@@ -28,6 +28,7 @@ from local.epay_sim.cards import (
 from payments import bootstrap
 from tests.integration.charge_outbox import ChargeOutbox
 from tests.integration.conftest import Answer, Context, Stack, load_event, load_function
+from tests.integration.test_refunds import refund_event
 
 START = datetime(2027, 1, 31, 9, 0, tzinfo=UTC)
 
@@ -592,3 +593,23 @@ def test_canonical_worker_event_stale_and_malformed_records(subs: Subs) -> None:
     # (and, after five receives, lands in the DLQ)
     assert result == {"batchItemFailures": [{"itemIdentifier": "broken-1"}]}
     assert subs.charges() == []
+
+
+def test_refunding_a_renewal_charge_leaves_the_subscription_as_it_was(subs: Subs) -> None:
+    # Given a subscription whose first cycle was charged by a renewal
+    sub_id = subs.create()["id"]
+    subs.dispatch()
+    (record,) = subs.receive()
+    assert subs.work([record]) == []
+    before = subs.get(sub_id)
+    (renewal,) = subs.charges()
+    assert renewal["status"] == "CAPTURED"
+    # When the merchant refunds that charge in full
+    answer = subs.stack.invoke(refund_event(str(renewal["id"]), None, "refund-renewal"))
+    assert (answer.status, answer.body["status"]) == (201, "SUCCEEDED")
+    # Then the subscription is unchanged (status, paid cycles, next billing), and the stream
+    # tells of the refund but of no subscription change
+    assert subs.get(sub_id) == before
+    assert subs.outbox.deliver(subs.outbox.records()) == []
+    assert "charge.refund.succeeded" in subs.types()
+    assert sorted(subs.types(sub_id)) == ["charge.succeeded", "subscription.renewed"]
