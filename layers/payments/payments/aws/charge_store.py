@@ -268,30 +268,20 @@ class DynamoChargeStore:
 
     def get(self, charge_id: str) -> Charge | None:
         """Read a charge (strongly consistent), or None."""
-        item = self._get_item(f"CHARGE#{charge_id}", "CHARGE")
+        item = self._db.get(self._table, f"CHARGE#{charge_id}", "CHARGE")
         return charge_from_item(item) if item else None
 
     def get_by_invoice(self, invoice_id: str) -> Charge | None:
         """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None."""
-        item = self._get_item(f"INVOICE#{invoice_id}", "INVOICE")
+        item = self._db.get(self._table, f"INVOICE#{invoice_id}", "INVOICE")
         return self.get(str(item["chargeId"])) if item else None
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         """Read what an idempotency key created, or None if the key is new."""
-        item = self._get_item(f"IDEMPOTENCY#{key}", "IDEMPOTENCY")
+        item = self._db.get(self._table, f"IDEMPOTENCY#{key}", "IDEMPOTENCY")
         if item is None:
             return None
         return IdempotencyRecord(key, str(item["chargeId"]), str(item["requestHash"]))
-
-    def _get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
-        answer = self._db.call(
-            "get_item",
-            TableName=self._table,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ConsistentRead=True,
-        )
-        item = answer.get("Item")
-        return from_attributes(item) if item else None
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
@@ -357,7 +347,7 @@ class DynamoChargeStore:
 
     def terminal_code(self, terminal_id: str) -> str | None:
         """The 8-digit code kept for a terminal (its UUID), or None while none is known."""
-        item = self._get_item(f"TERMINAL#{terminal_id.strip().lower()}", "TERMINAL")
+        item = self._db.get(self._table, f"TERMINAL#{terminal_id.strip().lower()}", "TERMINAL")
         return str(item["code"]) if item else None
 
     def remember_terminal_code(self, terminal_id: str, code: str) -> str:

@@ -113,6 +113,17 @@ class DynamoCalls:
         except StaleStateError:
             return None
 
+    def get(self, table: str, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item by its keys, strongly consistent, as plain values; None when absent."""
+        answer = self.call(
+            "get_item",
+            TableName=table,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ConsistentRead=True,
+        )
+        item = answer.get("Item")
+        return from_attributes(item) if item else None
+
     def write(self, items: list[dict[str, Any]], names: list[str]) -> None:
         """Write `items` atomically (TransactWriteItems); a single Put is written alone, which is
         just as atomic at half the write cost."""

@@ -69,13 +69,8 @@ class DynamoInvoiceSpace:
         raise ConfigurationError(f"no invoice lane left (at most {MAX_LANES} terminals)")
 
     def _kept_lane(self, terminal: str) -> int | None:
-        item = self._get({"pk": {"S": f"TERMINAL#{terminal}"}, "sk": {"S": "INVOICE_LANE"}})
+        item = self._db.get(self._table, f"TERMINAL#{terminal}", "INVOICE_LANE")
         return int(item["lane"]) if item else None
-
-    def _get(self, key: dict[str, Any]) -> dict[str, Any]:
-        """One item by key (strongly consistent), as plain values; {} when there is none."""
-        answer = self._db.call("get_item", TableName=self._table, Key=key, ConsistentRead=True)
-        return from_attributes(answer.get("Item") or {})
 
     def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
         """Advance the ring's counter (one UpdateItem, 1 WCU) unless it is marked full."""
@@ -93,7 +88,8 @@ class DynamoInvoiceSpace:
             ReturnValues="ALL_NEW",
         )
         if answer is None:
-            item = self._get(_ring_key(terminal_id, shard))
+            key = _ring_key(terminal_id, shard)
+            item = self._db.get(self._table, key["pk"]["S"], key["sk"]["S"]) or {}
             until = int(item.get("fullUntil", _epoch(now) + 60))
             return RingTicket(0, {}, full_until=datetime.fromtimestamp(until, UTC))
         item = from_attributes(answer["Attributes"])
@@ -142,9 +138,7 @@ class DynamoInvoiceSpace:
 
     def suffix_holder(self, terminal_id: str, suffix: str) -> SuffixHolder | None:
         """Who holds a suffix of the terminal (the reservation may have expired)."""
-        item = self._get(
-            {"pk": {"S": suffix_key(terminal_id, suffix)}, "sk": {"S": "INVOICE_SUFFIX"}}
-        )
+        item = self._db.get(self._table, suffix_key(terminal_id, suffix), "INVOICE_SUFFIX")
         if not item:
             return None
         return SuffixHolder(

@@ -102,10 +102,10 @@ class DynamoRefundStore:
 
     def get(self, refund_id: str) -> Refund | None:
         """Read a refund: its pointer, then the refund beside its charge."""
-        pointer = self._get(f"REFUND#{refund_id}", "REFUND")
+        pointer = self._db.get(self._table, f"REFUND#{refund_id}", "REFUND")
         if pointer is None:
             return None
-        item = self._get(f"CHARGE#{pointer['chargeId']}", f"REFUND#{refund_id}")
+        item = self._db.get(self._table, f"CHARGE#{pointer['chargeId']}", f"REFUND#{refund_id}")
         return refund_from_item(item) if item else None
 
     def list_for_charge(self, charge_id: str) -> list[Refund]:
@@ -131,7 +131,7 @@ class DynamoRefundStore:
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         """What a refund's key created, or None."""
-        item = self._get(f"REFUNDKEY#{key}", "REFUNDKEY")
+        item = self._db.get(self._table, f"REFUNDKEY#{key}", "REFUNDKEY")
         if item is None:
             return None
         return IdempotencyRecord(key, str(item["refundId"]), str(item["requestHash"]))
@@ -194,13 +194,3 @@ class DynamoRefundStore:
         """(charge id, refund id) of refunds due for a check, from one shard of DueIndex."""
         keys = due_keys(self._db, self._table, f"RDUE#{shard}", iso(now), limit)
         return [(pk.removeprefix("CHARGE#"), sk.removeprefix("REFUND#")) for pk, sk in keys]
-
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        answer = self._db.call(
-            "get_item",
-            TableName=self._table,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ConsistentRead=True,
-        )
-        item = answer.get("Item")
-        return from_attributes(item) if item else None
