@@ -24,7 +24,7 @@ BANDIT_SKIPS := B101
 #   B506 load YAML with TemplateLoader, a yaml.SafeLoader subclass (bandit cannot tell).
 BANDIT_DEV_SKIPS := B101,B105,B311,B404,B506,B603
 
-.PHONY: help setup run test unit integration lint format typecheck scan validate build bench bench-smoke bench-chaos bench-dispatch deploy clean
+.PHONY: help setup run test unit integration lint format typecheck scan validate build bench bench-smoke bench-chaos bench-dispatch bench-invoices deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -102,6 +102,9 @@ bench-chaos: setup  ## the chaos scenario at scale (2,000 charges): final states
 
 bench-dispatch: setup  ## renewal dispatcher throughput per shard against moto, shards for 1M in 15 min
 	$(BIN)/python bench/dispatch_bench.py
+
+bench-invoices: setup  ## invoice space to exhaustion on DynamoDB Local, 1 vs 4 terminals (~1 h; reduced rings)
+	$(BIN)/python -u bench/invoice_space_bench.py --slots 6000 --terminals 1,4 --workers 8 --after-days 20
 
 deploy: build  ## sam deploy --guided (needs AWS credentials)
 	$(SAM_ENV) $(SAM) deploy --guided
