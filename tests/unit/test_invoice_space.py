@@ -248,3 +248,32 @@ def _service(
         allocator=alloc,
         clock=clock,
     )
+
+
+def test_when_every_terminal_is_full_retry_after_is_the_soonest_and_the_share_reads_full() -> None:
+    # Given two mit terminals filled an hour apart (the second frees an hour later)
+    space, clock = FakeInvoiceSpace(), Clock()
+    telemetry = RecordingInvoiceTelemetry()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, telemetry)
+    for terminal in ("mit-early", "mit-late"):
+        for _ in range(SPACE):
+            alloc.allocate(terminal, ledger.writer(terminal))
+        clock.now += timedelta(hours=1)
+    gateway = FakeGateway(auth_outcome=AUTH)
+    gateway.terminal_list = (
+        Terminal("mit-late", frozenset({Purpose.MIT}), weight=1000),
+        Terminal("mit-early", frozenset({Purpose.MIT}), weight=1),
+    )
+    service = _service(gateway, alloc, clock, space)
+    request = ChargeRequest(
+        Decimal(100), "KZT", "card", "acct", "d", capture=CaptureMode.AUTO, recurrent=True
+    )
+    # When a charge is asked for / Then Retry-After is the earlier terminal's, not the first tried
+    with pytest.raises(InvoiceSpaceExhaustedError) as refused:
+        service.create_charge(request, "key", Deadline.after(20))
+    early_frees = (TEST_NOW + WINDOW - clock.now).total_seconds()  # the late one: an hour on
+    assert refused.value.retry_after is not None
+    assert early_frees <= refused.value.retry_after <= early_frees + 2
+    # And the alarm's metric reads 100% for each full terminal (not silence)
+    assert ("mit-early", 1.0) in telemetry.shares
+    assert ("mit-late", 1.0) in telemetry.shares

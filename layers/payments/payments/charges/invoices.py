@@ -22,6 +22,7 @@ has 1,000,000 suffixes, so it takes 1,000,000 charges per window; several termin
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -94,6 +95,12 @@ class SuffixHolder:
 
     invoice_id: str
     expires_at: datetime
+
+    @property
+    def free_at(self) -> datetime:
+        """When the suffix may be taken again: the store compares whole seconds
+        (`expiresAt < now`), so from the second after `expires_at`."""
+        return self.expires_at.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def reserved_share(
@@ -177,7 +184,8 @@ class InvoiceAllocator:
         self._lanes: dict[str, int] = {}
         # Rings are taken in turn from a random start, so each container spreads its charges
         # evenly and containers start apart.
-        self._next_ring = int(rand() * SHARDS) % SHARDS
+        self._start = int(rand() * SHARDS) % SHARDS
+        self._next_ring: dict[str, int] = {}  # per terminal
         self._full: dict[tuple[str, int], datetime] = {}  # rings known full in this container
         self._lock = threading.Lock()
 
@@ -189,8 +197,8 @@ class InvoiceAllocator:
         """
         lane = self._lane(terminal_id)
         with self._lock:
-            first = self._next_ring
-            self._next_ring = (first + 1) % SHARDS
+            first = self._next_ring.get(terminal_id, self._start)
+            self._next_ring[terminal_id] = (first + 1) % SHARDS
         skips = [0]
         for step in range(SHARDS):
             shard = (first + step) % SHARDS
@@ -199,6 +207,7 @@ class InvoiceAllocator:
                 return written[0]
         if skips[0] > MAX_SKIPS:
             raise ConflictError("no free invoice id was found in bounded work; retry")
+        self._telemetry.space_used(terminal_id, 1.0)  # the alarm's metric stays at 100% meanwhile
         self._telemetry.space_exhausted(terminal_id)
         raise InvoiceSpaceExhaustedError(
             "every invoice id of the terminal is reserved; no charge was sent",
@@ -243,20 +252,13 @@ class InvoiceAllocator:
                 and holder is not None
                 and holder.invoice_id == earlier.invoice_id
             )
-            if own and holder is not None and holder.expires_at > now:
+            if own and holder is not None and holder.free_at > now:
                 # Held by this ring's previous lap: every later slot is younger, the ring is full.
-                self._store.mark_full(terminal_id, shard, slot.n, holder.expires_at)
-                self._remember_full(terminal_id, shard, holder.expires_at)
+                self._store.mark_full(terminal_id, shard, slot.n, holder.free_at)
+                self._remember_full(terminal_id, shard, holder.free_at)
                 return None
             skips[0] += 1
         return None
-
-    @staticmethod
-    def _own(slot: RingSlot, holder: SuffixHolder) -> bool:
-        return (
-            slot.n > SLOTS
-            and holder.invoice_id == RingSlot(slot.lane, slot.shard, slot.n - SLOTS).invoice_id
-        )
 
     def _remember_full(self, terminal_id: str, shard: int, until: datetime) -> None:
         with self._lock:
@@ -266,7 +268,7 @@ class InvoiceAllocator:
         now = self._clock()
         with self._lock:
             untils = [u for (t, _), u in self._full.items() if t == terminal_id and u > now]
-        return max(1, int((min(untils) - now).total_seconds())) if untils else None
+        return max(1, math.ceil((min(untils) - now).total_seconds())) if untils else None
 
     def _lane(self, terminal_id: str) -> int:
         with self._lock:

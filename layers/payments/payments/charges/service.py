@@ -151,7 +151,7 @@ class ChargeService:
                     return write(request.invoice_id)
                 return self._allocator.allocate(terminal.id, write)
             except InvoiceSpaceExhaustedError as exc:
-                problem = problem or exc
+                problem = _sooner(problem, exc)
             except DuplicateKeyError as exc:
                 if exc.which == "idempotency":
                     return None
@@ -384,6 +384,18 @@ class ChargeService:
             raise InvalidTransitionError("the charge has no ePay transaction to capture")
         if charge.void_pending:
             raise InvalidTransitionError("the charge is being cancelled")
+
+
+def _sooner(earlier: PaymentsError | None, exhausted: InvoiceSpaceExhaustedError) -> PaymentsError:
+    """Of two terminals' refusals, the one whose space frees first (what Retry-After tells)."""
+    if not isinstance(earlier, InvoiceSpaceExhaustedError):
+        return earlier or exhausted
+    soonest = min(
+        (e for e in (earlier, exhausted) if e.retry_after is not None),
+        key=lambda e: e.retry_after or 0,
+        default=earlier,
+    )
+    return soonest
 
 
 def _already_captured(charge: Charge, amount: Decimal | None) -> bool:
