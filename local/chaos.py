@@ -306,7 +306,7 @@ class Rig:
     reconcile: list[Callable[[Deadline], object]]
     report: ChaosReport
     seed: int
-    refund_store: DynamoRefundStore | None = None
+    refund_store: DynamoRefundStore
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_3ds: bool = False
     voided: set[str] = field(default_factory=set)  # charges a cancel was sent for

@@ -48,7 +48,6 @@ def test_a_refund_settled_twice_at_once_settles_once(
     assert refund.status is RefundStatus.PENDING
     # When two paths settle it, the second from a copy it read (PENDING) before the first wrote
     store = rig.refund_store
-    assert store is not None
     stale = store.get(refund.id)
     rig.refunds.succeed(refund, Source.RECONCILER)
     reads = iter([stale])
@@ -84,7 +83,6 @@ def test_a_sibling_settled_during_a_check_is_counted_on_both_sides(stack: Stack)
         answer: StatusResult = rig.gateway.status(invoice, terminal, deadline)
         return answer
 
-    assert rig.refund_store is not None
     checker = RefundReconciler(
         store=rig.refund_store,
         charges=rig.store,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from payments.aws.charge_store import DynamoChargeStore
     from payments.aws.inbox import DynamoInbox
+    from payments.aws.refund_store import DynamoRefundStore
     from payments.aws.subscription_store import DynamoSubscriptionStore
     from payments.charges.invoices import InvoiceAllocator
     from payments.charges.links import PublicLinks
@@ -201,14 +202,21 @@ def reconciler() -> Reconciler:
 
 
 @cache
+def refund_store() -> DynamoRefundStore:
+    """Refunds beside their charges, in the same table (and the same client)."""
+    from payments.aws.refund_store import DynamoRefundStore
+
+    return DynamoRefundStore(settings().table_name, store())
+
+
+@cache
 def refunds() -> RefundService:
     """Refunds of captured charges (payments.refunds), on the charges' store and writer."""
-    from payments.aws.refund_store import DynamoRefundStore
     from payments.refunds.service import RefundService
 
     with _lock:
         return RefundService(
-            store=DynamoRefundStore(settings().table_name, store()),
+            store=refund_store(),
             charges=store(),
             transitions=transitions(),
             gateway=gateway(),
@@ -219,12 +227,11 @@ def refunds() -> RefundService:
 @cache
 def refund_reconciler() -> RefundReconciler:
     """Settles PENDING refunds from ePay's status API (the scheduled reconciler runs it)."""
-    from payments.aws.refund_store import DynamoRefundStore
     from payments.refunds.reconciler import RefundReconciler
 
     with _lock:
         return RefundReconciler(
-            store=DynamoRefundStore(settings().table_name, store()),
+            store=refund_store(),
             charges=store(),
             service=refunds(),
             status=gateway().status,
@@ -301,7 +308,7 @@ def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for built in (settings, _session, _secrets, gateway, store, terminals, invoice_allocator):
         built.cache_clear()
-    for charge_built in (charge_use_cases, reconciler, refunds, refund_reconciler):
+    for charge_built in (charge_use_cases, reconciler, refund_store, refunds, refund_reconciler):
         charge_built.cache_clear()
     for postlink_built in (inbox, postlink_service):
         postlink_built.cache_clear()

@@ -25,11 +25,12 @@ def suffix_key(terminal_id: str, suffix: str) -> str:
     return f"INVOICE_SUFFIX#{terminal_id.strip().lower()}#{suffix}"
 
 
+def _ring_pk(terminal_id: str, shard: int) -> str:
+    return f"INVOICE_RING#{terminal_id.strip().lower()}#{shard:02d}"
+
+
 def _ring_key(terminal_id: str, shard: int) -> dict[str, Any]:
-    return {
-        "pk": {"S": f"INVOICE_RING#{terminal_id.strip().lower()}#{shard:02d}"},
-        "sk": {"S": "RING"},
-    }
+    return {"pk": {"S": _ring_pk(terminal_id, shard)}, "sk": {"S": "RING"}}
 
 
 class DynamoInvoiceSpace:
@@ -88,22 +89,12 @@ class DynamoInvoiceSpace:
             ReturnValues="ALL_NEW",
         )
         if answer is None:
-            key = _ring_key(terminal_id, shard)
-            item = self._db.get(self._table, key["pk"]["S"], key["sk"]["S"]) or {}
+            item = self._db.get(self._table, _ring_pk(terminal_id, shard), "RING") or {}
             until = int(item.get("fullUntil", _epoch(now) + 60))
             return RingTicket(0, {}, full_until=datetime.fromtimestamp(until, UTC))
         item = from_attributes(answer["Attributes"])
         marks = {int(k): int(v) for k, v in (item.get("m") or {}).items()}
         return RingTicket(int(item["n"]), marks)
-
-    def _ring(self, terminal_id: str, shard: int) -> dict[str, Any]:
-        answer = self._db.call(
-            "get_item",
-            TableName=self._table,
-            Key=_ring_key(terminal_id, shard),
-            ConsistentRead=True,
-        )
-        return from_attributes(answer.get("Item") or {})
 
     def mark(self, terminal_id: str, shard: int, mark: int, now: datetime) -> None:
         """Write when the ring reached a mark (its map exists from the first take)."""

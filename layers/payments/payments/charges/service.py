@@ -387,15 +387,13 @@ class ChargeService:
 
 
 def _sooner(earlier: PaymentsError | None, exhausted: InvoiceSpaceExhaustedError) -> PaymentsError:
-    """Of two terminals' refusals, the one whose space frees first (what Retry-After tells)."""
+    """Of two terminals' refusals, the one whose space frees first (what Retry-After tells); a
+    refusal of another kind stands."""
     if not isinstance(earlier, InvoiceSpaceExhaustedError):
         return earlier or exhausted
-    soonest = min(
-        (e for e in (earlier, exhausted) if e.retry_after is not None),
-        key=lambda e: e.retry_after or 0,
-        default=earlier,
-    )
-    return soonest
+    if exhausted.retry_after is None or earlier.retry_after is None:
+        return earlier if earlier.retry_after is not None else exhausted
+    return min(earlier, exhausted, key=lambda e: e.retry_after or 0)
 
 
 def _already_captured(charge: Charge, amount: Decimal | None) -> bool:

@@ -104,10 +104,8 @@ class ChargeTransitions:
             epay=_merge_epay(charge.epay, change.epay),
             error=change.error or charge.error,
             three_ds=change.three_ds or charge.three_ds,
-            captured_amount=charge.captured_amount if change.captured is None else change.captured,
-            capture_pending=(
-                charge.capture_pending if change.capture_pending is None else change.capture_pending
-            ),
+            captured_amount=_either(change.captured, charge.captured_amount),
+            capture_pending=_either(change.capture_pending, charge.capture_pending),
             capture_claimed_at=(
                 charge.capture_claimed_at
                 if isinstance(change.capture_claimed_at, _Keep)

@@ -151,7 +151,11 @@ class ChargeVoids:
             if charge.status is S.CANCELLED:
                 step = Step(S.NEEDS_REVIEW, "ePay took the money of a charge cancelled in 3DS")
                 return self._tx.move(charge, Change(source, (step,), void_pending=False))
-            return self._settler.settle_or_report(charge, source, deadline)
+            # A capture won the race: record it, and the void is over.
+            settled = self._settler.settle_or_report(charge, source, deadline)
+            if settled.void_pending and settled.status is not S.AUTHORIZED:
+                settled = self._tx.move(settled, Change(source, void_pending=False))
+            return settled
         if status in NOTHING_HELD or answer.not_found:
             steps = (
                 (Step(S.CANCELLED, "void (status API)"),) if charge.status is S.AUTHORIZED else ()

@@ -208,17 +208,8 @@ class EpayClient:
     ) -> None:
         """Charge a held AUTH of a terminal (whole, or `amount` of it). Not retried: a resend
         could double."""
-        token = self._terminal(terminal_id, deadline)
         body = jsonutil.dumps({"amount": amount}).encode() if amount is not None else b""
-        self._call(
-            "capture",
-            "POST",
-            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/charge",
-            token,
-            deadline,
-            body=body,
-            content_type="application/json",
-        )
+        self._operation("capture", "charge", transaction_id, terminal_id, deadline, body=body)
 
     def refund(
         self,
@@ -230,29 +221,32 @@ class EpayClient:
     ) -> None:
         """Refund `amount` of a taken transaction, naming our refund (`externalID`). Never
         retried: ePay has no idempotency key, a resend could return the money twice."""
-        token = self._terminal(terminal_id, deadline)
         query = urlencode({"amount": money_str(amount), "externalID": external_id})
-        self._call(
-            "refund",
-            "POST",
-            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/refund?{query}",
-            token,
-            deadline,
-            body=b"",
-            content_type="application/json",
-        )
+        self._operation("refund", f"refund?{query}", transaction_id, terminal_id, deadline)
 
     def cancel(self, transaction_id: str, terminal_id: str, deadline: Deadline) -> None:
         """Release (void) a held AUTH. Not retried here: the caller decides (a cancel moves no
         money, so its reconciler may send it again)."""
-        token = self._terminal(terminal_id, deadline)
+        self._operation("cancel", "cancel", transaction_id, terminal_id, deadline)
+
+    def _operation(
+        self,
+        operation: str,
+        path: str,
+        transaction_id: str,
+        terminal_id: str,
+        deadline: Deadline,
+        *,
+        body: bytes = b"",
+    ) -> None:
+        """POST `{api}/operation/{id}/<path>` once with the terminal's token (epay-api.md 5)."""
         self._call(
-            "cancel",
+            operation,
             "POST",
-            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/cancel",
-            token,
+            f"{self._api_url}/operation/{quote(transaction_id, safe='')}/{path}",
+            self._terminal(terminal_id, deadline),
             deadline,
-            body=b"",
+            body=body,
             content_type="application/json",
         )
 

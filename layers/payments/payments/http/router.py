@@ -119,13 +119,8 @@ def json_error(error: Exception) -> Reply:
             logger.warning(
                 "request failed", extra={"code": error.code, "error": type(error).__name__}
             )
-        if error.retry_after:
-            return json_response(
-                error.http_status,
-                bodies.error_body(error),
-                **{"Retry-After": str(error.retry_after)},
-            )
-        return json_response(error.http_status, bodies.error_body(error))
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+        return json_response(error.http_status, bodies.error_body(error), **headers)
     # A bug: logged with its traceback; the answer is a bare 500 and no state was changed.
     logger.exception("unexpected error", extra={"error": type(error).__name__})
     return json_response(500, bodies.error_body(PaymentsError("internal error")))

@@ -144,7 +144,7 @@ class RefundReconciler:
             (r.amount for r in refunds if r.status is RefundStatus.SUCCEEDED), Decimal(0)
         )
         extra = returned - succeeded
-        sets = shown(extra, pending[:MAX_PENDING_SETS]) if len(pending) <= MAX_PENDING_SETS else []
+        sets = shown(extra, pending) if len(pending) <= MAX_PENDING_SETS else []
         if len(sets) != 1:
             # Every pending refund of the charge is in doubt: settling any one of them later
             # against the same total would be a guess too.

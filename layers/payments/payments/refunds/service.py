@@ -84,25 +84,26 @@ class RefundService:
         self, charge_id: str, request: RefundRequest, key: str, deadline: Deadline
     ) -> RefundResult:
         """Reserve, then send once; a replay of the key answers the refund it created."""
-        self._charge(charge_id)  # a 404 before anything else
+        charge = self._charge(charge_id)  # a 404 before anything else
         request_hash = fingerprint(request.fingerprint_fields(charge_id))
         once = create_once(
             key,
             request_hash,
             lookup=self._store.get_idempotency,
-            create=lambda: self._reserve(charge_id, request, key, request_hash),
+            create=lambda: self._reserve(charge, request, key, request_hash),
             replay=self._replay,
         )
         if once.replayed:
             return RefundResult(once.value, replayed=True)
-        return RefundResult(self._send(once.value, deadline), replayed=False)
+        # The transaction and terminal a refund goes to never change once captured.
+        return RefundResult(self._send(once.value, charge, deadline), replayed=False)
 
     def _reserve(
-        self, charge_id: str, request: RefundRequest, key: str, request_hash: str
+        self, charge: Charge, request: RefundRequest, key: str, request_hash: str
     ) -> Refund | None:
-        """Write the refund and reserve its amount on the charge; None if the key was taken."""
+        """Write the refund and reserve its amount on the charge (as read; read again after a
+        lost race); None if the key was taken."""
         for _round in range(MAX_WRITE_ROUNDS):
-            charge = self._charge(charge_id)
             amount = _checked_amount(charge, request.amount)
             now = self._clock()
             refund = Refund(
@@ -128,7 +129,9 @@ class RefundService:
                     return None
                 raise
             except StaleStateError:
-                continue  # the charge changed (another refund, a capture): read it again
+                # The charge changed (another refund, a capture): read it again.
+                charge = self._charge(charge.id)
+                continue
             return refund
         raise ConflictError("the charge keeps changing; retry the refund")
 
@@ -138,8 +141,7 @@ class RefundService:
             raise NotFoundError("no such refund")
         return refund
 
-    def _send(self, refund: Refund, deadline: Deadline) -> Refund:
-        charge = self._charge(refund.charge_id)
+    def _send(self, refund: Refund, charge: Charge, deadline: Deadline) -> Refund:
         assert charge.epay.transaction_id is not None  # a captured charge has one
         try:
             self._gateway.refund(
@@ -154,7 +156,7 @@ class RefundService:
         except GatewayUnknownOutcomeError:
             # Maybe returned, maybe not: only ePay's status can tell (the reconciler asks). The
             # reservation holds, so nothing else can refund that money meanwhile.
-            return self._store.get(refund.id) or refund
+            return refund
         return self.succeed(refund, Source.API)
 
     # --- settle (also the reconciler's) -----------------------------------------------------
