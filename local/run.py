@@ -13,8 +13,9 @@ What starts, in order (each one skipped when the environment points elsewhere):
    definitions (``local.aws.create_resources``).
 4. The local API Gateway (``local.apigw.LocalApiGateway``) on http://127.0.0.1:3000 serving
    template.yaml's routes with the functions' environment: the template's parameter defaults,
-   overridden by the simulator's URLs, the created resource names, ``PUBLIC_BASE_URL`` (the local
-   API) and the AWS endpoint.
+   overridden by the simulator's URLs (``EPAY_WIDGET_URL`` too: the card setup page loads the
+   simulator's widget script), the created resource names, ``PUBLIC_BASE_URL`` (the local API)
+   and the AWS endpoint.
 5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
    queue when a renewal period is given, and the table's stream into the charge events function.
 
@@ -57,7 +58,16 @@ from local.template import (
     resources_of_type,
 )
 
-__all__ = ["APPROVED_TEST_CARD_ID", "LocalStack", "main", "merged_environment", "start_stack"]
+__all__ = [
+    "APPROVED_TEST_CARD_ID",
+    "LocalStack",
+    "card_setup_curl_example",
+    "curl_example",
+    "list_cards_curl_example",
+    "main",
+    "merged_environment",
+    "start_stack",
+]
 
 #: The simulator's second terminal in the local stack (3-D Secure on, like the first, so every
 #: test card behaves the same on both; a bank usually turns it off for recurring charges).
@@ -81,6 +91,10 @@ DEFAULT_PORT = 3000
 LOCAL_REGION = "us-east-1"
 #: The simulator's saved card that is approved without 3-D Secure.
 APPROVED_TEST_CARD_ID = "c0000000-0000-4000-8000-000000000001"
+#: Where ePay serves its payment widget script, on its host (the simulator serves it there too).
+WIDGET_PATH = "/payform/payment-api.js"
+#: The account the banner's card examples use.
+EXAMPLE_ACCOUNT_ID = "acc-1"
 _DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -250,6 +264,23 @@ def _start_epay(
     return simulator, str(simulator.oauth_url), str(simulator.api_url)
 
 
+def _widget_url(
+    simulator: Any | None, outside: Mapping[str, str], parameter_overrides: Mapping[str, str]
+) -> str:
+    """The EPAY_WIDGET_URL to give the functions, or "" to keep the template's.
+
+    The EpayWidgetUrl parameter, when given, wins (the template resolves it). Otherwise the
+    simulator's widget script when the simulator runs, else ``EPAY_WIDGET_URL`` from the
+    environment (a real gateway; empty: the layer's default for EPAY_ENV).
+    """
+    if parameter_overrides.get("EpayWidgetUrl"):
+        return ""
+    if simulator is None:
+        return outside.get("EPAY_WIDGET_URL", "")
+    widget = getattr(simulator, "widget_url", None)
+    return str(widget) if widget else f"{simulator.base_url}{WIDGET_PATH}"
+
+
 def _environment_for(
     template: Mapping[str, Any],
     parameters: Mapping[str, str],
@@ -365,6 +396,9 @@ def start_stack(
             **_named(template, names, "AWS::SecretsManager::Secret", "EPAY_SECRET_ID"),
             **aws.env,
         }
+        widget_url = _widget_url(simulator, outside, parameter_overrides or {})
+        if widget_url:
+            overrides["EPAY_WIDGET_URL"] = widget_url
         env_for = _environment_for(
             template, parameters, parameter_overrides or {}, names, overrides
         )
@@ -437,15 +471,34 @@ def _named(
     return {variable: names[logical_ids[0]]}
 
 
+# A fresh Idempotency-Key in the shell, with nothing beyond Python (no uuidgen on Debian).
+NEW_KEY = "$(python3 -c 'import uuid; print(uuid.uuid4())')"
+
+
 def curl_example(url: str) -> str:
     """A ready-to-paste curl that charges the simulator's approved test card."""
     return (
         f"curl -s -X POST {url}/charges -H 'Content-Type: application/json' "
-        '-H "Idempotency-Key: $(uuidgen || date +%s%N)" '
+        f'-H "Idempotency-Key: {NEW_KEY}" '
         '-d \'{"amount": 1500.00, "currency": "KZT", '
         f'"cardId": "{APPROVED_TEST_CARD_ID}", "accountId": "customer-42", '
         '"description": "Order 42"}\''
     )
+
+
+def card_setup_curl_example(url: str, account_id: str = EXAMPLE_ACCOUNT_ID) -> str:
+    """A ready-to-paste curl that starts saving a card (a verifying card setup) for an account."""
+    return (
+        f"curl -s -X POST {url}/card-setups -H 'Content-Type: application/json' "
+        f'-H "Idempotency-Key: {NEW_KEY}" '
+        f'-d \'{{"accountId": "{account_id}", "mode": "verify", '
+        '"backLink": "https://merchant.example/cards/done"}\''
+    )
+
+
+def list_cards_curl_example(url: str, account_id: str = EXAMPLE_ACCOUNT_ID) -> str:
+    """A ready-to-paste curl that lists an account's saved cards."""
+    return f"curl -s {url}/accounts/{account_id}/cards"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -514,11 +567,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  API          {stack.url}\n"
             f"  ePay OAuth   {stack.epay_oauth_url}\n"
             f"  ePay API     {stack.epay_api_url}\n"
+            f"  ePay widget  {stack.env.get('EPAY_WIDGET_URL') or '(default for EPAY_ENV)'}\n"
             f"  AWS endpoint {stack.aws_endpoint} (DynamoDB: {stack.dynamodb_endpoint})\n"
             f"  table        {stack.env.get('PAYMENTS_TABLE', '-')}\n"
             f"  secret       {stack.env.get('EPAY_SECRET_ID', '-')}\n"
             "\nCharge the simulator's approved test card:\n\n"
             f"  {curl_example(stack.url)}\n\n"
+            'Save a card: create a card setup, then open the answer\'s "url" in a browser and\n'
+            "pay on the widget's page with a test card:\n\n"
+            f"  {card_setup_curl_example(stack.url)}\n\n"
+            "List the account's saved cards:\n\n"
+            f"  {list_cards_curl_example(stack.url)}\n\n"
             "Ctrl-C to stop.",
             flush=True,
         )

@@ -14,11 +14,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from payments import bootstrap
 from payments.aws.batch import BatchResponse, Record, process_stream
 from payments.aws.charge_stream import (
+    card_change_from_stream,
     charge_change_from_stream,
     refund_change_from_stream,
     subscription_change_from_stream,
 )
 from payments.aws.telemetry import event_publish_failed
+from payments.cards.events import card_event_from_change, payment_method_removed
+from payments.cards.model import Card, CardStatus
 from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
@@ -27,33 +30,52 @@ from payments.shared.events import DomainEvent
 from payments.subscriptions.events import subscription_event_from_change
 
 
-def _event_of(change: Mapping[str, Any]) -> DomainEvent | None:
-    """The event one stored change tells, if any."""
+def _events_of(change: Mapping[str, Any]) -> list[DomainEvent]:
+    """The events one stored change tells (none, one, or a removed card's several)."""
     charge = charge_change_from_stream(change)
     if charge is not None:
+        if charge.previous_status != charge.charge.status.value:
+            # A card saved before the service existed is recorded once a charge on it succeeds.
+            bootstrap.card_service().remember(charge.charge)
         page_url = bootstrap.page_url(charge.charge)
-        return charge_event_from_change(charge.previous_status, charge.charge, page_url)
+        return _some(charge_event_from_change(charge.previous_status, charge.charge, page_url))
     sub = subscription_change_from_stream(change)
     if sub is not None:
-        return subscription_event_from_change(sub.previous_status, sub.subscription)
+        return _some(subscription_event_from_change(sub.previous_status, sub.subscription))
     refund = refund_change_from_stream(change)
     if refund is not None:
-        return refund_event_from_change(refund.previous_status, refund.refund)
-    return None
+        return _some(refund_event_from_change(refund.previous_status, refund.refund))
+    card = card_change_from_stream(change)
+    if card is not None:
+        event = card_event_from_change(card.previous_status, card.card)
+        if event is None or card.card.status is not CardStatus.REMOVED:
+            return _some(event)
+        return [event, *payment_method_removed(card.card, _subscriptions_on(card.card))]
+    return []
+
+
+def _some(event: DomainEvent | None) -> list[DomainEvent]:
+    return [] if event is None else [event]
+
+
+def _subscriptions_on(card: Card) -> list[str]:
+    """The account's subscriptions still charging a removed card (not cancelled)."""
+    return bootstrap.subscriptions().charging_card(card.account_id, card.id)
 
 
 def record_handler(record: Record) -> str:
     """Publish the event of one item change (raising fails this record only)."""
-    event = _event_of(record.get("dynamodb") or {})
-    if event is None:
+    events = _events_of(record.get("dynamodb") or {})
+    if not events:
         return "skipped"
     try:
-        bootstrap.events().publish([event])
+        bootstrap.events().publish(events)
     except PaymentsError as exc:
-        event_publish_failed(event, exc)
+        event_publish_failed(events[0], exc)
         raise
-    logger.info("charge event published", extra={"event_id": event.id, "event_type": event.type})
-    return event.id
+    for event in events:
+        logger.info("event published", extra={"event_id": event.id, "event_type": event.type})
+    return events[0].id
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,4 +1,5 @@
-"""Scheduled reconciler: settles every charge due for a check from ePay's status API."""
+"""Scheduled reconciler: settles every charge, refund and card setup due for a check from ePay's
+status API."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, 
     budget = deadline.deadline_from(context)
     report = bootstrap.reconciler().run(budget)
     refunds = bootstrap.refund_reconciler().run(budget)
+    setups = bootstrap.setup_reconciler().run(budget)
     summary = asdict(report)
     summary["refunds"] = sum(refunds.checked.values())
+    summary["setups"] = setups.checked
     logger.info(
         "reconciliation run",
         extra={**summary, "refund_checks": {k.value: v for k, v in refunds.checked.items() if v}},
@@ -30,4 +33,5 @@ def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, 
     metrics.add_metric(
         name="RefundReconcilerChecked", unit=MetricUnit.Count, value=summary["refunds"]
     )
+    metrics.add_metric(name="SetupReconcilerChecked", unit=MetricUnit.Count, value=setups.checked)
     return summary

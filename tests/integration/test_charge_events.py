@@ -134,7 +134,15 @@ def test_each_fact_is_published_once_from_the_stream(
     # Then the copies carry the same ids: deduped, still one event per fact
     again = bus.received()[3:]
     assert sorted(e["id"] for e in again) == sorted(by_id)
-    # And nothing new is on the stream for writes we did not make
+    # And the only new write is the card first seen on the captured charge (recorded once,
+    # though its change was delivered twice), which tells card.saved in its turn
+    cards = outbox.records()
+    assert [r["dynamodb"]["NewImage"]["sk"] for r in cards] == [{"S": "CARD"}]
+    assert outbox.deliver(cards) == []
+    saved = bus.received()[6:]
+    assert [e["type"] for e in saved] == ["card.saved"]
+    assert saved[0]["data"]["source"] == "charge"
+    assert saved[0]["data"]["accountId"] == "customer-42"
     assert outbox.records() == []
 
 

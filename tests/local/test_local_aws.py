@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -11,6 +12,9 @@ import pytest
 from moto import mock_aws
 
 from local.aws import LOCAL_EPAY_CREDENTIALS, create_resources
+from local.template import load_template
+
+REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 @pytest.fixture
@@ -116,3 +120,48 @@ def test_accepts_ready_clients_and_a_stack_name(
         clients["secretsmanager"].get_secret_value(SecretId="e2e-EchoSecret")["SecretString"]
         == "{}"
     )
+
+
+def test_the_repository_table_has_the_account_cards_index(
+    session: boto3.session.Session,
+) -> None:
+    # Given the project's own template.yaml (what `make run` creates)
+    template = load_template(REPO_TEMPLATE)
+
+    # When its resources are created
+    names = create_resources(template, session)
+
+    # Then the payments table has every index of the template, the cards index included
+    dynamodb = session.client("dynamodb")
+    table = dynamodb.describe_table(TableName=names["PaymentsTable"])["Table"]
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"DueIndex", "RenewalDueIndex", "AccountCardsIndex"}
+    cards = indexes["AccountCardsIndex"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in cards["KeySchema"]] == [
+        ("cardAccount", "HASH"),
+        ("cardSort", "RANGE"),
+    ]
+    assert cards["Projection"]["ProjectionType"] == "ALL"
+
+    # And an account's cards come back newest first; items without the keys stay out (sparse)
+    for created, card_id in (("2026-01-01T00:00:00Z", "c1"), ("2026-02-01T00:00:00Z", "c2")):
+        dynamodb.put_item(
+            TableName=names["PaymentsTable"],
+            Item={
+                "pk": {"S": f"CARD#{card_id}"},
+                "sk": {"S": "CARD"},
+                "cardAccount": {"S": "acc-1"},
+                "cardSort": {"S": f"{created}#{card_id}"},
+            },
+        )
+    dynamodb.put_item(
+        TableName=names["PaymentsTable"], Item={"pk": {"S": "SETUP#cs_1"}, "sk": {"S": "SETUP"}}
+    )
+    found = dynamodb.query(
+        TableName=names["PaymentsTable"],
+        IndexName="AccountCardsIndex",
+        KeyConditionExpression="cardAccount = :account",
+        ExpressionAttributeValues={":account": {"S": "acc-1"}},
+        ScanIndexForward=False,
+    )["Items"]
+    assert [item["pk"]["S"] for item in found] == ["CARD#c2", "CARD#c1"]

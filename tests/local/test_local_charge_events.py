@@ -11,8 +11,11 @@ from typing import Any
 import boto3
 import urllib3
 
-from local.run import APPROVED_TEST_CARD_ID, start_stack
+from local.run import APPROVED_TEST_CARD_ID, REPO_ROOT, start_stack
+from local.template import load_template
 from local.workers import matches_filters, stream_records
+
+REPO_TEMPLATE = REPO_ROOT / "template.yaml"
 
 
 def test_local_stack_publishes_charge_events_from_the_stream() -> None:
@@ -50,21 +53,27 @@ def test_local_stack_publishes_charge_events_from_the_stream() -> None:
         )
         assert created.status == 201, created.data
         charge_id = json.loads(created.data)["id"]
-        # Then, within seconds, its charge.succeeded reached the bus, once
+        # Then, within seconds, its charge.succeeded reached the bus; and the card, first seen
+        # on that successful charge, was recorded (CARD item, one stream poll later) and
+        # announced as card.saved
         seen: list[dict[str, Any]] = []
-        for _ in range(40):
-            for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get(
-                "Messages", []
-            ):
+
+        def receive() -> None:
+            answer = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0, MaxNumberOfMessages=10)
+            for message in answer.get("Messages", []):
                 seen.append(json.loads(message["Body"])["detail"])
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-            if seen:
+
+        for _ in range(60):
+            receive()
+            if len(seen) >= 2:
                 break
             time.sleep(0.25)
-        time.sleep(1.5)  # a second poll must not publish it again
-        for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", []):
-            seen.append(json.loads(message["Body"])["detail"])
-        assert [e["id"] for e in seen] == [f"charge.succeeded:{charge_id}:CAPTURED"]
+        time.sleep(1.5)  # a second poll must not publish either again
+        receive()
+        ids = [e["id"] for e in seen]
+        assert f"charge.succeeded:{charge_id}:CAPTURED" in ids, ids
+        assert sorted(i.split(":", 1)[0] for i in ids) == ["card.saved", "charge.succeeded"]
 
 
 def test_stream_records_have_lambdas_shape_and_the_filter_applies() -> None:
@@ -96,3 +105,25 @@ def test_stream_records_have_lambdas_shape_and_the_filter_applies() -> None:
     history = {**record, "dynamodb": {**record["dynamodb"], "NewImage": {"sk": {"S": "H#1"}}}}
     assert not matches_filters(history, [charge_filter])
     assert not matches_filters({**record, "eventName": "REMOVE"}, [charge_filter])
+
+
+def test_the_templates_stream_filter_passes_card_items() -> None:
+    # Given the filter the template gives the charge events function (what the poller applies)
+    template = load_template(REPO_TEMPLATE)
+    function = template["Resources"]["ChargeEventsFunction"]["Properties"]
+    (source,) = [e["Properties"] for e in function["Events"].values() if e["Type"] == "DynamoDB"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+
+    def record(event_name: str, sk: str) -> dict[str, Any]:
+        image = {"pk": {"S": "X#1"}, "sk": {"S": sk}}
+        return {"eventName": event_name, "dynamodb": {"Keys": image, "NewImage": image}}
+
+    # Then a written saved card (sk CARD) reaches the function, as charges, subscriptions and
+    # refunds do
+    for sk in ("CARD", "CHARGE", "SUB", "REFUND#rf_1"):
+        assert matches_filters(record("INSERT", sk), patterns), sk
+        assert matches_filters(record("MODIFY", sk), patterns), sk
+    # And card setups, history items, invoices and removals do not
+    for sk in ("SETUP", "H#0001", "INVOICE", "CARDKEY"):
+        assert not matches_filters(record("INSERT", sk), patterns), sk
+    assert not matches_filters(record("REMOVE", "CARD"), patterns)

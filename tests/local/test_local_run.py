@@ -15,7 +15,13 @@ import pytest
 import urllib3
 from conftest import FIXTURE_TEMPLATE
 
-from local.run import curl_example, start_stack
+from local.run import (
+    _widget_url,
+    card_setup_curl_example,
+    curl_example,
+    list_cards_curl_example,
+    start_stack,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_ENV = {
@@ -54,6 +60,8 @@ def test_start_stack_serves_the_template_over_moto(http: urllib3.PoolManager) ->
         assert stack.env["PAYMENTS_TABLE"] == "local-EchoTable"
         assert stack.env["AWS_ENDPOINT_URL"] == stack.aws_endpoint
         assert stack.env["AWS_DEFAULT_REGION"] == "us-east-1"
+        # And without a simulator nothing overrides the widget's URL (the template's default)
+        assert "EPAY_WIDGET_URL" not in stack.env
         # And the resources exist at that endpoint, as any boto3 client in a handler sees them
         dynamodb = boto3.client("dynamodb")  # from the environment the stack set
         assert "local-EchoTable" in dynamodb.list_tables()["TableNames"]
@@ -85,10 +93,48 @@ def test_start_stack_uses_a_given_aws_endpoint(http: urllib3.PoolManager) -> Non
 def test_curl_example_charges_the_approved_test_card() -> None:
     command = curl_example("http://127.0.0.1:3000")
     assert command.startswith("curl -s -X POST http://127.0.0.1:3000/charges ")
-    assert "Idempotency-Key: $(uuidgen || date +%s%N)" in command
+    assert "Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')" in command
     payload = json.loads(command.split("-d '", 1)[1].rstrip("'"))
     assert payload["cardId"] == "c0000000-0000-4000-8000-000000000001"
     assert payload["currency"] == "KZT"
+
+
+def test_card_examples_create_a_setup_and_list_the_cards() -> None:
+    # Given the banner's card examples
+    create = card_setup_curl_example("http://127.0.0.1:3000")
+    listing = list_cards_curl_example("http://127.0.0.1:3000")
+    # Then the first posts a verifying card setup with an idempotency key, as JSON
+    assert create.startswith("curl -s -X POST http://127.0.0.1:3000/card-setups ")
+    assert "Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')" in create
+    payload = json.loads(create.split("-d '", 1)[1].rstrip("'"))
+    assert payload == {
+        "accountId": "acc-1",
+        "mode": "verify",
+        "backLink": "https://merchant.example/cards/done",
+    }
+    # And the second lists that account's cards
+    assert listing == "curl -s http://127.0.0.1:3000/accounts/acc-1/cards"
+
+
+class _FakeSimulator:
+    base_url = "http://127.0.0.1:4321"
+
+
+class _FakeSimulatorWithWidget(_FakeSimulator):
+    widget_url = "http://127.0.0.1:4321/payform/payment-api.js?v=2"
+
+
+def test_widget_url_points_at_the_simulator_unless_given() -> None:
+    # With the simulator: its widget script (its own property, else the path on its host)
+    assert _widget_url(_FakeSimulatorWithWidget(), {}, {}) == _FakeSimulatorWithWidget.widget_url
+    assert _widget_url(_FakeSimulator(), {}, {}) == "http://127.0.0.1:4321/payform/payment-api.js"
+    # With a real gateway: the environment's EPAY_WIDGET_URL, else the template's (empty)
+    given = {"EPAY_WIDGET_URL": "https://test-epay.epayment.kz/payform/payment-api.js"}
+    assert _widget_url(None, given, {}) == given["EPAY_WIDGET_URL"]
+    assert _widget_url(None, {}, {}) == ""
+    # And the EpayWidgetUrl parameter always wins (the template resolves it)
+    parameter = {"EpayWidgetUrl": "https://widget.example/payment-api.js"}
+    assert _widget_url(_FakeSimulator(), given, parameter) == ""
 
 
 def test_main_runs_until_sigterm() -> None:
@@ -135,6 +181,8 @@ def test_main_runs_until_sigterm() -> None:
         response = urllib3.request("GET", f"{url}/other", timeout=5, retries=False)
         assert response.status == 200
         assert "curl -s -X POST" in output
+        assert "/card-setups" in output
+        assert "/accounts/acc-1/cards" in output
         # And SIGTERM stops it cleanly
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
@@ -152,6 +200,10 @@ def test_start_stack_starts_the_simulator_by_default(http: urllib3.PoolManager) 
         assert stack.simulator is not None
         assert stack.env["EPAY_OAUTH_URL"] == stack.simulator.oauth_url
         assert stack.env["EPAY_API_URL"] == stack.simulator.api_url
+        # And the card setup page loads the simulator's widget script, served by the simulator
+        widget = stack.env["EPAY_WIDGET_URL"]
+        assert widget.startswith(f"{stack.simulator.base_url}/payform/payment-api.js")
+        assert widget == getattr(stack.simulator, "widget_url", widget)
 
 
 @pytest.mark.skipif(not _has_simulator(), reason="local.epay_sim.EpaySimulator not available yet")
@@ -176,3 +228,36 @@ def test_the_repository_stack_routes_a_charge_to_its_handler(http: urllib3.PoolM
     # Then the route exists and the charge handler answered without a server error
     assert response.status != 403, response.data
     assert response.status < 500, response.data
+
+
+def _has_card_functions() -> bool:
+    return all(
+        (REPO_ROOT / "functions" / name / "app.py").is_file() for name in ("cards", "card_pages")
+    )
+
+
+@pytest.mark.skipif(not _has_simulator(), reason="local.epay_sim.EpaySimulator not available yet")
+@pytest.mark.skipif(not _has_card_functions(), reason="functions/cards and card_pages not written")
+def test_the_repository_stack_serves_a_card_setup_and_its_page(http: urllib3.PoolManager) -> None:
+    # Given what `make run` starts
+    with start_stack(0, environ={}, dynamodb="moto") as stack:
+        # When the banner's card setup request is sent
+        payload = json.loads(card_setup_curl_example(stack.url).split("-d '", 1)[1].rstrip("'"))
+        created = http.request(
+            "POST",
+            f"{stack.url}/card-setups",
+            body=json.dumps(payload),
+            headers={"Content-Type": "application/json", "Idempotency-Key": "smoke-card-setup-1"},
+        )
+        # Then a setup is created with the URL of its page on the local API
+        assert created.status in (200, 201), created.data
+        url = json.loads(created.data)["url"]
+        assert url.startswith(f"{stack.url}/card-setups/"), url
+        # And the page (public) is HTML that loads the simulator's widget script
+        page = http.request("GET", url)
+        assert page.status == 200, page.data
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert stack.env["EPAY_WIDGET_URL"] in page.data.decode()
+        # And the banner's listing answers for the account
+        listing = http.request("GET", f"{stack.url}/accounts/{payload['accountId']}/cards")
+        assert listing.status == 200, listing.data

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from local.apigw.integration import match_route
 from local.template import (
     Route,
     TemplateError,
@@ -186,3 +187,51 @@ def test_the_repository_template_yields_routes_and_environment() -> None:
         env = function_environment(template, route.function_id, params, names)
         assert env["PAYMENTS_TABLE"] == "t"
         assert env["EPAY_SECRET_ID"] == "s"
+
+
+def test_the_repository_template_routes_the_card_api_and_its_public_page() -> None:
+    # Given the project's own template.yaml's routes
+    routes = api_routes(load_template(REPO_TEMPLATE))
+    by_key = {(r.method, r.resource): r for r in routes}
+
+    # Then the merchant card routes are IAM-signed routes of the cards function
+    for key in (
+        ("POST", "/card-setups"),
+        ("GET", "/card-setups/{setupId}"),
+        ("GET", "/accounts/{accountId}/cards"),
+        ("DELETE", "/accounts/{accountId}/cards/{cardId}"),
+    ):
+        assert by_key[key].function_id == "CardsFunction", key
+        assert by_key[key].auth == "AWS_IAM", key
+        assert by_key[key].code_uri == "functions/cards/"
+    # And the setup page is public, served by its own function with the layer
+    page = by_key[("GET", "/card-setups/{setupId}/page")]
+    assert (page.function_id, page.auth) == ("CardPagesFunction", "NONE")
+    assert page.code_uri == "functions/card_pages/"
+    assert page.layers == ("layers/payments/",)
+
+    # And a request reaches the route API Gateway would pick
+    found = match_route(routes, "GET", "/card-setups/cs_1/page")
+    assert found is not None
+    assert (found[0].function_id, found[1]) == ("CardPagesFunction", {"setupId": "cs_1"})
+    found = match_route(routes, "GET", "/card-setups/cs_1")
+    assert found is not None
+    assert (found[0].function_id, found[1]) == ("CardsFunction", {"setupId": "cs_1"})
+    found = match_route(routes, "DELETE", "/accounts/acc-1/cards/c1")
+    assert found is not None
+    assert found[1] == {"accountId": "acc-1", "cardId": "c1"}
+    assert match_route(routes, "POST", "/card-setups/cs_1/page") is None
+
+
+def test_the_repository_template_gives_every_function_the_widget_url() -> None:
+    # Given the template's defaults (EpayWidgetUrl empty: the layer picks ePay's for EPAY_ENV)
+    template = load_template(REPO_TEMPLATE)
+    params = {**parameter_defaults(template), "PublicBaseUrl": "https://pay.example.com"}
+    names = {"PaymentsTable": "t", "EpayCredentialsSecret": "s", "PaymentsBus": "b"}
+    for function_id in ("CardsFunction", "CardPagesFunction", "ChargesFunction"):
+        env = function_environment(template, function_id, params, names)
+        assert env["EPAY_WIDGET_URL"] == "", function_id
+    # And a given URL reaches the functions
+    params["EpayWidgetUrl"] = "https://epay.homebank.kz/payform/payment-api.js"
+    env = function_environment(template, "CardPagesFunction", params, names)
+    assert env["EPAY_WIDGET_URL"] == params["EpayWidgetUrl"]

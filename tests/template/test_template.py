@@ -41,17 +41,24 @@ NARROW_SAM_POLICY_TEMPLATES = frozenset(
 # by secret_hash plus a status API check). Add a prefix here when such a route is added.
 PUBLIC_ROUTE_PREFIXES: tuple[str, ...] = ("/epay/postlink",)
 
-MERCHANT_ROUTE_PREFIX = "/charges"
-
-# Public routes inside the merchant prefix, by exact method and path (never by prefix, so that
-# /charges/{chargeId} and /charges/{chargeId}/capture can never become public by accident): the
-# customer's browser on the 3-D Secure page (single-use token) and its return (the charge's MD).
-PUBLIC_MERCHANT_PREFIX_ROUTES: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("GET", "/charges/{chargeId}/3ds"),
-        ("POST", "/charges/{chargeId}/3ds/return"),
-    }
+# The merchant API: every route under these prefixes is IAM-signed unless listed below.
+MERCHANT_ROUTE_PREFIXES: tuple[str, ...] = (
+    "/charges",
+    "/refunds",
+    "/subscriptions",
+    "/card-setups",
+    "/accounts",
 )
+
+# Public routes inside the merchant prefixes, by exact method and path (never by prefix, so that
+# /charges/{chargeId} or /card-setups/{setupId} can never become public by accident), with the
+# function that serves each: the customer's browser on the 3-D Secure page (single-use token) and
+# its return (the charge's MD), and on the card setup page (the setup's page token).
+PUBLIC_MERCHANT_PREFIX_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/charges/{chargeId}/3ds"): "ThreeDSFunction",
+    ("POST", "/charges/{chargeId}/3ds/return"): "ThreeDSFunction",
+    ("GET", "/card-setups/{setupId}/page"): "CardPagesFunction",
+}
 
 
 def _route_key(event: dict[str, Any]) -> tuple[str, str]:
@@ -67,6 +74,7 @@ EXPECTED_ENVIRONMENT = {
     "EPAY_API_URL",
     "EPAY_SCOPE",
     "EPAY_CONFIRM_PATH",
+    "EPAY_WIDGET_URL",
     "EPAY_SECRET_ID",
     "PAYMENTS_TABLE",
     "PUBLIC_BASE_URL",
@@ -373,10 +381,12 @@ def test_merchant_routes_require_iam_signatures(
     merchant_routes = [
         route
         for route in _all_routes(functions)
-        if route[2]["Path"].startswith(MERCHANT_ROUTE_PREFIX)
+        if route[2]["Path"].startswith(MERCHANT_ROUTE_PREFIXES)
         and _route_key(route[2]) not in PUBLIC_MERCHANT_PREFIX_ROUTES
     ]
-    assert merchant_routes, "no /charges routes found"
+    # Every merchant prefix has routes (a typo in the list would silently check nothing)
+    for prefix in MERCHANT_ROUTE_PREFIXES:
+        assert any(r[2]["Path"].startswith(prefix) for r in merchant_routes), prefix
 
     for function_id, event_name, event in merchant_routes:
         # Given a merchant route and its API
@@ -402,7 +412,7 @@ def test_only_known_public_routes_skip_iam(functions: dict[str, dict[str, Any]])
         path = event["Path"]
         if _route_key(event) in PUBLIC_MERCHANT_PREFIX_ROUTES:
             continue  # declared one by one, method and path
-        assert not path.startswith(MERCHANT_ROUTE_PREFIX), f"{function_id}.{event_name}"
+        assert not path.startswith(MERCHANT_ROUTE_PREFIXES), f"{function_id}.{event_name}"
         assert path.startswith(PUBLIC_ROUTE_PREFIXES), (
             f"{function_id}.{event_name}: {path} is public; declare it in PUBLIC_ROUTE_PREFIXES"
         )
@@ -420,20 +430,21 @@ def test_charge_routes_are_served_by_the_charges_function(
     assert routes[("POST", "/charges/{chargeId}/capture")] == "ChargesFunction"
 
 
-def test_3ds_routes_are_public_and_served_by_the_3ds_function(
+def test_browser_pages_are_public_and_served_by_their_functions(
     functions: dict[str, dict[str, Any]],
 ) -> None:
     # Given every route with its auth
     routes = {_route_key(e): (fn, e) for fn, _, e in _all_routes(functions)}
 
-    for key in PUBLIC_MERCHANT_PREFIX_ROUTES:
-        # Then each declared 3-D Secure route exists, is public and belongs to ThreeDSFunction
+    for key, owner in PUBLIC_MERCHANT_PREFIX_ROUTES.items():
+        # Then each declared browser route (3-D Secure, card setup page) exists, is public and
+        # belongs to its function
         function_id, event = routes[key]
-        assert function_id == "ThreeDSFunction", key
+        assert function_id == owner, key
         assert event.get("Auth", {}).get("Authorizer") == "NONE", key
     # And the same paths with another method are not public (the allow-list is exact)
     for (method, path), (_function_id, event) in routes.items():
-        if path.startswith(MERCHANT_ROUTE_PREFIX) and (method, path) not in (
+        if path.startswith(MERCHANT_ROUTE_PREFIXES) and (method, path) not in (
             PUBLIC_MERCHANT_PREFIX_ROUTES
         ):
             assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", (method, path)
@@ -461,6 +472,7 @@ def test_outputs_expose_what_operators_and_merchants_need(template: dict[str, An
         "PaymentsTableName",
         "EpayCredentialsSecretArn",
         "ChargesFunctionName",
+        "CardsFunctionName",
     } <= set(outputs)
     assert "execute-api" in outputs["ApiUrl"]["Value"]["Fn::Sub"]
 

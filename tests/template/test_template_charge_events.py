@@ -34,9 +34,11 @@ def test_charge_events_consume_the_stream_with_retries_bisect_and_a_dlq(
     on_failure = source["DestinationConfig"]["OnFailure"]
     assert on_failure["Type"] == "SQS"
     assert ref_target(on_failure["Destination"]) == "ChargeEventsDLQ"
-    # And only written charge items reach the function
+    # And only written charge, subscription, refund and saved card items reach the function
     (pattern,) = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
-    assert pattern["dynamodb"]["NewImage"]["sk"] == {"S": ["CHARGE", "SUB", {"prefix": "REFUND#"}]}
+    assert pattern["dynamodb"]["NewImage"]["sk"] == {
+        "S": ["CHARGE", "SUB", {"prefix": "REFUND#"}, "CARD"]
+    }
     assert pattern["eventName"] == ["INSERT", "MODIFY"]
     # And an alarm watches the DLQ
     alarm = template["Resources"]["ChargeEventsDLQAlarm"]["Properties"]
@@ -53,9 +55,17 @@ def test_charge_events_function_has_its_own_least_privilege_role(template: dict[
     role = template["Resources"]["ChargeEventsRole"]["Properties"]
     assert "ManagedPolicyArns" not in role
 
-    # Then the role holds exactly: its log group, this table's stream, the bus, its DLQ, the secret
+    # Then the role holds exactly: its log group, this table's stream, the bus, its DLQ, the
+    # secret, and items of the table by partition key prefix: the saved card (a card first seen
+    # on a successful charge is recorded) and, for a removed card, the account's subscription
+    # listing and those subscriptions
     statements = function_statements(template, "ChargeEventsFunction")
-    granted = {(a, _target(r)) for s in statements for a in s["Action"] for r in s["Resource"]}
+    granted = {
+        (a, _target(r), *_leading_keys(s))
+        for s in statements
+        for a in s["Action"]
+        for r in s["Resource"]
+    }
     assert granted == {
         ("logs:CreateLogStream", "ChargeEventsLogGroup"),
         ("logs:PutLogEvents", "ChargeEventsLogGroup"),
@@ -66,8 +76,25 @@ def test_charge_events_function_has_its_own_least_privilege_role(template: dict[
         ("events:PutEvents", "PaymentsBus"),
         ("sqs:SendMessage", "ChargeEventsDLQ"),
         ("secretsmanager:GetSecretValue", "EpayCredentialsSecret"),
+        ("dynamodb:GetItem", "PaymentsTable", "CARD#*"),
+        ("dynamodb:PutItem", "PaymentsTable", "CARD#*"),
+        ("dynamodb:Query", "PaymentsTable", "ACCOUNT#*"),
+        ("dynamodb:BatchGetItem", "PaymentsTable", "SUB#*"),
     }
-    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+    assert all(s["Effect"] == "Allow" for s in statements)
+    # And every statement on the table's items carries the key condition, and refuses a call
+    # without a key (Scan): ForAllValues alone would let it pass
+    for statement in statements:
+        if "Condition" in statement:
+            assert _target(statement["Resource"][0]) == "PaymentsTable", statement["Sid"]
+            assert statement["Condition"]["Null"] == {"dynamodb:LeadingKeys": "false"}
+            assert set(statement["Condition"]) == {"ForAllValues:StringLike", "Null"}
+
+
+def _leading_keys(statement: dict[str, Any]) -> tuple[str, ...]:
+    """The statement's dynamodb:LeadingKeys prefixes (none: an unconditioned statement)."""
+    condition = statement.get("Condition", {})
+    return tuple(condition.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys", ()))
 
 
 def _target(resource: Any) -> str:

@@ -15,17 +15,24 @@ from cfn_yaml import REPO_ROOT, api_events, function_statements, ref_target, res
 from payments import errors
 
 # The items each public function may touch, by action and partition key prefix (read from the
-# code: payments.aws.charge_store and payments.aws.inbox, as used by the postLink intake and the
-# 3-D Secure pages). A transaction's Puts are authorised one by one as PutItem.
+# code: payments.aws.charge_store, payments.aws.card_store and payments.aws.inbox, as used by the
+# postLink intake, the 3-D Secure pages and the card setup page). A transaction's items are
+# authorised one by one as PutItem/UpdateItem. A card setup that succeeds (postLink) is one
+# transaction: the setup and the card (Put); for a paying setup also its new charge and history
+# item (Put) and the invoice pointed at that charge (Update).
 PUBLIC_FUNCTION_KEYS: dict[str, dict[str, set[str]]] = {
     "PostLinkFunction": {
-        "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*", "TERMINAL#*"},
-        "dynamodb:PutItem": {"CHARGE#*", "INBOX#*", "TERMINAL#*"},
-        "dynamodb:UpdateItem": {"INBOX#*"},
+        "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
+        "dynamodb:PutItem": {"CHARGE#*", "INBOX#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
+        "dynamodb:UpdateItem": {"INBOX#*", "INVOICE#*"},
     },
     "ThreeDSFunction": {
         "dynamodb:GetItem": {"CHARGE#*"},
         "dynamodb:PutItem": {"CHARGE#*"},
+    },
+    "CardPagesFunction": {
+        "dynamodb:GetItem": {"SETUP#*"},
+        "dynamodb:PutItem": {"SETUP#*"},
     },
 }
 
@@ -110,8 +117,10 @@ def test_public_functions_touch_only_their_items(
 def test_public_function_prefixes_are_the_stores_keys(repo_root: Path) -> None:
     # Given the stores the public functions use
     aws = repo_root / "layers" / "payments" / "payments" / "aws"
-    source = (aws / "charge_store.py").read_text(encoding="utf-8")
-    source += (aws / "inbox.py").read_text(encoding="utf-8")
+    source = "".join(
+        (aws / name).read_text(encoding="utf-8")
+        for name in ("charge_store.py", "card_store.py", "inbox.py")
+    )
 
     # Then every prefix the policies allow is a key prefix the code writes or reads
     for keys in PUBLIC_FUNCTION_KEYS.values():

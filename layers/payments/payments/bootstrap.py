@@ -23,10 +23,15 @@ from payments.shared.clock import utc_now
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
+    from payments.aws.card_store import DynamoCardStore, DynamoSetupStore
     from payments.aws.charge_store import DynamoChargeStore
     from payments.aws.inbox import DynamoInbox
     from payments.aws.refund_store import DynamoRefundStore
     from payments.aws.subscription_store import DynamoSubscriptionStore
+    from payments.cards.reconciler import SetupReconciler
+    from payments.cards.service import CardService
+    from payments.cards.settlement import SetupSettler
+    from payments.cards.setups import CardSetups
     from payments.charges.invoices import InvoiceAllocator
     from payments.charges.links import PublicLinks
     from payments.charges.model import Charge
@@ -153,6 +158,7 @@ def charge_use_cases() -> ChargeUseCases:
             allocator=invoice_allocator(),
             page_token=page_tokens().issue,
             clock=now,
+            cards=card_service(),
         )
 
 
@@ -262,6 +268,7 @@ def postlink_service() -> PostLinkService:
             settler=settler(),
             terminals=terminals(),
             telemetry=PowertoolsPostLinkTelemetry(),
+            setups=setup_settler(),
         )
 
 
@@ -304,6 +311,74 @@ def three_ds_service() -> ThreeDSService:
         )
 
 
+@cache
+def card_store() -> DynamoCardStore:
+    """Saved cards, in the payments table (the same client)."""
+    from payments.aws.card_store import DynamoCardStore
+
+    return DynamoCardStore(settings().table_name, store().client)
+
+
+@cache
+def setup_store() -> DynamoSetupStore:
+    """Card setups, in the payments table (the same client)."""
+    from payments.aws.card_store import DynamoSetupStore
+
+    return DynamoSetupStore(
+        settings().table_name, store().client, invoice_suffix_ttl=settings().invoice_window
+    )
+
+
+@cache
+def card_service() -> CardService:
+    """An account's cards, and the rules charges and subscriptions follow about them. The
+    ePay client is built only when a card is listed from ePay or removed."""
+    from payments.cards.service import CardService
+
+    return CardService(cards=card_store(), gateway=gateway, clock=now)
+
+
+@cache
+def card_setups() -> CardSetups:
+    """Card setup sessions and their page (ePay's widget)."""
+    from payments.cards.setups import CardSetups
+
+    with _lock:
+        return CardSetups(
+            store=setup_store(),
+            gateway=gateway(),
+            allocator=invoice_allocator(),
+            links=links(),
+            tokens=page_tokens(),
+            widget_url=settings().widget_url,
+            clock=now,
+        )
+
+
+@cache
+def setup_settler() -> SetupSettler:
+    """Settles card setups from ePay's status API (postLink, reconciler)."""
+    from payments.aws.telemetry import PowertoolsSetupTelemetry
+    from payments.cards.settlement import SetupSettler
+
+    with _lock:
+        return SetupSettler(
+            store=setup_store(),
+            gateway=gateway(),
+            charges=settler(),
+            telemetry=PowertoolsSetupTelemetry(),
+            clock=now,
+        )
+
+
+@cache
+def setup_reconciler() -> SetupReconciler:
+    """Expires abandoned card setups and settles opened ones (the scheduled reconciler)."""
+    from payments.cards.reconciler import SetupReconciler
+
+    return SetupReconciler(store=setup_store(), setups=setup_settler(), clock=now)
+
+
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for built in (settings, _session, _secrets, gateway, store, terminals, invoice_allocator):
@@ -314,6 +389,9 @@ def reset() -> None:
         postlink_built.cache_clear()
     for threeds_built in (page_tokens, page_links, three_ds_service):
         threeds_built.cache_clear()
+    for card_built in (card_store, setup_store, card_service, card_setups, setup_settler):
+        card_built.cache_clear()
+    setup_reconciler.cache_clear()
     for subscription_built in (events, subscription_store, subscriptions, renewals):
         subscription_built.cache_clear()
     use_clock(utc_now)
@@ -369,7 +447,7 @@ def subscriptions() -> Subscriptions:
 
     # subscription.* events of API changes are published from the table's stream
     # (functions/charge_events), so a crash after the write cannot lose one.
-    return Subscriptions(store=subscription_store(), clock=now)
+    return Subscriptions(store=subscription_store(), clock=now, cards=card_service())
 
 
 @cache

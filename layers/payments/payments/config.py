@@ -20,6 +20,11 @@ EPAY_HOSTS = {
     ),
     "prod": ("https://epay-oauth.homebank.kz/oauth2/token", "https://epay-api.homebank.kz"),
 }
+# ePay's payment widget script (epay-api.md section 9), by EPAY_ENV.
+EPAY_WIDGET_URLS = {
+    "test": "https://test-epay.epayment.kz/payform/payment-api.js",
+    "prod": "https://epay.homebank.kz/payform/payment-api.js",
+}
 DEFAULT_SCOPE = "webapi usermanagement email_send verification statement statistics payment"
 DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 SECRET_MAX_AGE_SECONDS = 300
@@ -52,6 +57,8 @@ class Settings:
     renewal_queue_url: str = ""
     # How long an invoice id's last six digits stay reserved on its terminal (charges.invoices).
     invoice_window: timedelta = timedelta(days=DEFAULT_INVOICE_WINDOW_DAYS)
+    # ePay's payment widget script the card setup page loads (EPAY_WIDGET_URL).
+    widget_url: str = EPAY_WIDGET_URLS["test"]
 
 
 def _url(name: str, value: str) -> str:
@@ -103,6 +110,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         event_bus_name=_bus_name(env.get("EVENT_BUS_NAME") or ""),
         renewal_queue_url=_optional_url("RENEWAL_QUEUE_URL", env.get("RENEWAL_QUEUE_URL") or ""),
         invoice_window=_window(env.get("INVOICE_SUFFIX_WINDOW_DAYS") or ""),
+        widget_url=_url(
+            "EPAY_WIDGET_URL", env.get("EPAY_WIDGET_URL") or EPAY_WIDGET_URLS[epay_env]
+        ),
     )
 
 

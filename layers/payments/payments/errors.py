@@ -205,3 +205,23 @@ class AmountNotRefundableError(ConflictError):
     """The amount is more than is left to refund (captured, less refunded and pending refunds)."""
 
     code = "amount_not_refundable"
+
+
+class CardRemovedError(ConflictError):
+    """The card was removed from its account: it is not charged again."""
+
+    code = "card_removed"
+
+
+class CardAccountMismatchError(PaymentsError):
+    """The card is saved under another account than the one named."""
+
+    code = "card_account_mismatch"
+    http_status = 422
+
+
+class CardRemovalInProgressError(ConflictError):
+    """Another request is removing this card at ePay: read it again shortly."""
+
+    code = "card_removal_in_progress"
+    retryable = True

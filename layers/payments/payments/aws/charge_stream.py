@@ -15,9 +15,11 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
+from payments.aws.card_store import card_from_item
 from payments.aws.charge_store import charge_from_item
 from payments.aws.refund_store import refund_from_item
 from payments.aws.subscription_store import subscription_from_item
+from payments.cards.model import Card
 from payments.charges.model import Charge
 from payments.refunds.model import Refund
 from payments.subscriptions.model import Subscription
@@ -25,6 +27,7 @@ from payments.subscriptions.model import Subscription
 CHARGE_SK = "CHARGE"
 SUBSCRIPTION_SK = "SUB"
 REFUND_SK_PREFIX = "REFUND#"
+CARD_SK = "CARD"
 _DESERIALIZER = TypeDeserializer()
 
 
@@ -102,3 +105,20 @@ def _images(
     old = _plain(change.get("OldImage"))
     previous = None if old is None else old.get("status")
     return (None if previous is None else str(previous)), new
+
+
+@dataclass(frozen=True)
+class CardChange:
+    """One stored write of a card item: its status before (None: a new item), and after."""
+
+    previous_status: str | None
+    card: Card
+
+
+def card_change_from_stream(change: Mapping[str, Any]) -> CardChange | None:
+    """The card change of one stream record's `dynamodb` part; None for other items."""
+    images = _images(change, CARD_SK, "CARD#")
+    if images is None:
+        return None
+    previous, new = images
+    return CardChange(previous, card_from_item(new))

@@ -61,7 +61,7 @@ def _put_new(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
 
 # Items written conditionally on the version read: a failed condition means "changed meanwhile",
 # not "already taken".
-_VERSIONED_ITEMS = frozenset({"charge", "subscription", "refund"})
+_VERSIONED_ITEMS = frozenset({"charge", "subscription", "refund", "setup"})
 
 
 def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:

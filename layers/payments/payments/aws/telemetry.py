@@ -13,6 +13,7 @@ from payments.shared.events import DomainEvent
 from payments.shared.fields import mask_card_id
 
 if TYPE_CHECKING:
+    from payments.cards.model import CardSetup
     from payments.charges.inbox_records import PostLinkOutcome
 
 _METRIC_NAMES = {
@@ -132,6 +133,26 @@ class PowertoolsPostLinkTelemetry:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
         if outcome.duplicate:
             metrics.add_metric(name="PostLinkDuplicate", unit=MetricUnit.Count, value=1)
+
+
+class PowertoolsSetupTelemetry:
+    """Card setups' outcomes: one log line and one metric per final status."""
+
+    def setup_finished(self, setup: CardSetup) -> None:
+        """A setup reached SUCCEEDED, FAILED or EXPIRED."""
+        logger.info(
+            "card setup finished",
+            extra={
+                "setup_id": setup.id,
+                "status": setup.status.value,
+                "mode": setup.mode.value,
+                "charge_id": setup.charge_id,
+                "card": mask_card_id(setup.card_id) if setup.card_id else None,
+                "error_code": setup.error.code if setup.error else None,
+            },
+        )
+        name = "CardSetup" + setup.status.value.capitalize()
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:

@@ -11,6 +11,7 @@ POSTLINK_PATH = "/epay/postlink"
 FAILURE_POSTLINK_PATH = "/epay/postlink/failure"
 THREEDS_PAGE_PATH = "/charges/{chargeId}/3ds"
 THREEDS_RETURN_PATH = "/charges/{chargeId}/3ds/return"
+CARD_SETUP_PAGE_PATH = "/card-setups/{setupId}/page"
 
 
 class PublicLinks:
@@ -42,3 +43,7 @@ class PublicLinks:
     def page_url(self, charge_id: str, token: str) -> str:
         """The customer's 3-D Secure page of a charge, with its single-use token."""
         return self._base + THREEDS_PAGE_PATH.format(chargeId=charge_id) + f"?token={token}"
+
+    def setup_page_url(self, setup_id: str, token: str) -> str:
+        """The customer's card setup page (ePay's payment widget), with its single-use token."""
+        return self._base + CARD_SETUP_PAGE_PATH.format(setupId=setup_id) + f"?token={token}"

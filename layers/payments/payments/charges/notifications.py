@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from payments.charges.model import Charge, secret_hash_digest
+from payments.charges.model import secret_hash_digest
 from payments.charges.terminals import TerminalNames
 from payments.errors import (
     PayloadTooLargeError,
@@ -217,8 +217,33 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
     )
 
 
-def verify(notification: Notification, charge: Charge, terminal: TerminalNames) -> tuple[str, ...]:
-    """The names of the fields that do not match the stored charge (empty: authentic).
+class Invoiced(Protocol):
+    """What holds an invoice and is checked against its notifications: a charge, or a card
+    setup (payments.cards)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def invoice_id(self) -> str: ...
+
+    @property
+    def amount(self) -> Decimal: ...
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def secret_hash_digest(self) -> str: ...
+
+    @property
+    def terminal_id(self) -> str: ...
+
+
+def verify(
+    notification: Notification, charge: Invoiced, terminal: TerminalNames
+) -> tuple[str, ...]:
+    """The names of the fields that do not match the stored charge or setup (empty: authentic).
 
     `terminal` matches when it is absent, is one of our terminal's names (UUID or code), or may
     be our code not learned yet (`TerminalNames.to_confirm`: the status API confirms it). Every

@@ -6,6 +6,7 @@ each one means for a charge is decided once, in payments.charges.settlement.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,9 @@ class Token:
 
     access_token: str = field(repr=False)
     expires_at: datetime
+    # ePay's whole token answer (access_token, expires_in, refresh_token, scope, token_type):
+    # its payment page takes it as `auth` (epay-api.md section 9).
+    raw: Mapping[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class TransactionStatus:
     terminal_id: str | None = None  # terminalID: the terminal's UUID (the credentials' name)
     terminal_code: str | None = None  # terminal: its 8-digit code (what postLinks may carry)
     decline_category: DeclineCategory = DeclineCategory.OTHER
+    # cardID: the card the payment used, or the one it saved (a card setup, section 9).
+    card_id: str | None = field(default=None, repr=False)
 
     @property
     def status(self) -> GatewayStatus | None:

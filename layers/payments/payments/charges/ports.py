@@ -57,3 +57,12 @@ class Telemetry(Protocol):
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         """ePay failed in a way an operator may need to know about."""
         ...
+
+
+class CardRules(Protocol):
+    """What charges and subscriptions may charge (payments.cards.service.CardService.check)."""
+
+    def check(self, account_id: str, card_id: str) -> None:
+        """Raise CardRemovedError (a card known to be removed) or CardAccountMismatchError
+        (saved under another account); a card never seen passes."""
+        ...

@@ -42,12 +42,14 @@ from payments.charges.inbox_records import (
     Verdict,
 )
 from payments.charges.model import (
+    ChargeStatus,
     Source,
     secret_hash_digest,
 )
 from payments.charges.notifications import (
     MAX_NOTIFICATION_BYTES,
     Delivery,
+    Invoiced,
     Notification,
     _too_large,
     parse_notification,
@@ -98,6 +100,25 @@ class Terminals(Protocol):
         ...
 
 
+Vet = Callable[[StatusResult], None]
+
+
+class SetupNotices(Protocol):
+    """Invoices held by card setups (payments.cards): their postLinks are verified exactly like
+    a charge's, then settle the setup through the status API."""
+
+    def find(self, invoice_id: str) -> Invoiced | None:
+        """The setup holding this invoice, or None."""
+        ...
+
+    def settle(
+        self, setup_id: str, deadline: Deadline, vet: Vet, notification: Notification
+    ) -> tuple[bool, str]:
+        """Settle the setup from the status API (`vet` sees the answer first); (settled, detail).
+        The verified notification adds what the status API does not tell (card type, issuer)."""
+        ...
+
+
 class PostLinkService:
     """Takes ePay's postLink notifications in: store, verify, settle through the status API."""
 
@@ -111,7 +132,9 @@ class PostLinkService:
         telemetry: PostLinkTelemetry,
         clock: Callable[[], datetime] = utc_now,
         settle_budget: float = SETTLE_BUDGET_SECONDS,
+        setups: SetupNotices | None = None,
     ) -> None:
+        self._setups = setups
         self._inbox = inbox
         self._charges = charges
         self._settler = settler
@@ -194,36 +217,57 @@ class PostLinkService:
             source_ip=delivery.source_ip,
         )
         charge = self._charges.get_by_invoice(notification.invoice_id)
-        if charge is None:
+        if charge is not None:
+            base = _with(base, charge_id=charge.id, status=charge.status)
+
+            def settle_charge(bounded: Deadline, vet: Vet) -> tuple[bool, str, ChargeStatus]:
+                settlement = self._settler.settle(charge.id, Source.POSTLINK, bounded, vet=vet)
+                settled = settlement.outcome in {SettleOutcome.CHANGED, SettleOutcome.UNCHANGED}
+                status = settlement.charge.status
+                return settled, f"{settlement.outcome}: {status.value}", status
+
+            return self._verified(notification, charge, base, deadline, settle_charge)
+        setup = self._setups.find(notification.invoice_id) if self._setups else None
+        if setup is None or self._setups is None:
             return _with(base, verdict=Verdict.UNKNOWN_INVOICE, detail="no charge has this invoice")
-        base = _with(base, charge_id=charge.id, status=charge.status)
-        # Checked against the charge's own terminal: a notification naming another of our
+        setups = self._setups
+        base = _with(base, charge_id=setup.id)
+
+        def settle_setup(bounded: Deadline, vet: Vet) -> tuple[bool, str, ChargeStatus | None]:
+            settled, detail = setups.settle(setup.id, bounded, vet, notification)
+            return settled, detail, None
+
+        return self._verified(notification, setup, base, deadline, settle_setup)
+
+    def _verified(
+        self,
+        notification: Notification,
+        holder: Invoiced,
+        base: PostLinkOutcome,
+        deadline: Deadline,
+        settle: Callable[[Deadline, Vet], tuple[bool, str, ChargeStatus | None]],
+    ) -> PostLinkOutcome:
+        """Verify a notification against what holds its invoice (a charge or a card setup),
+        then settle that through the status API."""
+        # Checked against the holder's own terminal: a notification naming another of our
         # terminals is as forged as one naming a stranger's.
-        names = self._terminals.names(charge.terminal_id)
-        mismatched = verify(notification, charge, names)
+        names = self._terminals.names(holder.terminal_id)
+        mismatched = verify(notification, holder, names)
         if mismatched:
             return _forged(base, mismatched)
         unconfirmed = notification.terminal if names.to_confirm(notification.terminal) else None
         try:
-            settlement = self._settler.settle(
-                charge.id,
-                Source.POSTLINK,
+            settled, detail, status = settle(
                 self._bounded(deadline),
-                vet=lambda answer: self._vet(answer, unconfirmed, charge.terminal_id),
+                lambda answer: self._vet(answer, unconfirmed, holder.terminal_id),
             )
         except ForgedNotificationError as exc:
             return _forged(base, exc.mismatched)
         except GatewayError as exc:
-            # The charge keeps its nextCheckAt: the reconciler settles it later.
+            # The charge (or setup) keeps its next check: the reconciler settles it later.
             return _with(base, verdict=Verdict.DEFERRED, detail=f"status API: {type(exc).__name__}")
-        settled = settlement.outcome in {SettleOutcome.CHANGED, SettleOutcome.UNCHANGED}
         verdict = Verdict.SETTLED if settled else Verdict.PENDING
-        return _with(
-            base,
-            verdict=verdict,
-            status=settlement.charge.status,
-            detail=f"{settlement.outcome}: {settlement.charge.status.value}",
-        )
+        return _with(base, verdict=verdict, status=status or base.status, detail=detail)
 
     def _vet(self, answer: StatusResult, unconfirmed: str | None, charge_terminal: str) -> None:
         """Before the status answer is applied: a terminal code we had not learned must be the

@@ -37,7 +37,7 @@ from payments.charges.payment_gateway import (
     PaymentGateway,
     Token,
 )
-from payments.charges.ports import ChargeStore, Telemetry
+from payments.charges.ports import CardRules, ChargeStore, Telemetry
 from payments.charges.requests import ChargeRequest
 from payments.charges.settlement import SETTLES_AS, ChargeSettler
 from payments.charges.terminals import charge_purpose, route
@@ -90,7 +90,9 @@ class ChargeService:
         new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         page_token: Callable[[str], tuple[str, str]] | None = None,
+        cards: CardRules | None = None,
     ) -> None:
+        self._cards = cards
         self._store = store
         self._gateway = gateway
         self._settler = settler
@@ -136,6 +138,9 @@ class ChargeService:
         A terminal whose space is full, or which still holds a merchant-supplied id's last six
         digits, is passed over for the next terminal of the same purpose.
         """
+        if self._cards is not None:
+            # A removed card, or another account's, is refused before any write or ePay call.
+            self._cards.check(request.account_id, request.card_id)
         purpose = charge_purpose(request.recurrent)
         order = route(self._gateway.terminals(), purpose, self._rand)
         if not order:

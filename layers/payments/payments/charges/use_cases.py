@@ -14,7 +14,7 @@ from datetime import datetime
 from payments.charges.invoices import InvoiceAllocator
 from payments.charges.links import PublicLinks
 from payments.charges.payment_gateway import PaymentGateway
-from payments.charges.ports import ChargeStore, Telemetry
+from payments.charges.ports import CardRules, ChargeStore, Telemetry
 from payments.charges.service import ChargeService
 from payments.charges.settlement import ChargeSettler
 from payments.charges.transitions import ChargeTransitions
@@ -44,6 +44,7 @@ class ChargeUseCases:
         page_token: Callable[[str], tuple[str, str]] | None = None,
         new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        cards: CardRules | None = None,
     ) -> ChargeUseCases:
         """Wire the three on the given ports."""
         transitions = ChargeTransitions(store=store, telemetry=telemetry, clock=clock)
@@ -62,6 +63,7 @@ class ChargeUseCases:
             new_id=new_id,
             new_secret=new_secret,
             page_token=page_token,
+            cards=cards,
         )
         voids = ChargeVoids(store=store, gateway=gateway, transitions=transitions, settler=settler)
         return cls(transitions, settler, service, voids)

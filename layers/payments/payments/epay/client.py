@@ -45,6 +45,8 @@ from payments.shared.money import money_str
 TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
 MIN_CALL_SECONDS = 0.5
 DEFAULT_TOKEN_LIFETIME = 300
+# The fields of a token answer kept for the payment page (`auth`, epay-api.md section 9).
+TOKEN_FIELDS = ("access_token", "expires_in", "refresh_token", "scope", "token_type")
 DEFAULT_CONFIRM_PATH = "/payments/cards/confirmPayment"
 
 
@@ -229,6 +231,19 @@ class EpayClient:
         money, so its reconciler may send it again)."""
         self._operation("cancel", "cancel", transaction_id, terminal_id, deadline)
 
+    def deactivate_card(self, card_id: str, terminal_id: str, deadline: Deadline) -> None:
+        """POST `{api}/card/deactivate/{cardId}` once (epay-api.md section 5). A refusal means
+        ePay has no such active card (GatewayRejectedError)."""
+        self._call(
+            "deactivate",
+            "POST",
+            f"{self._api_url}/card/deactivate/{quote(card_id, safe='')}",
+            self._terminal(terminal_id, deadline),
+            deadline,
+            body=b"",
+            content_type="application/json",
+        )
+
     def _operation(
         self,
         operation: str,
@@ -323,7 +338,8 @@ class EpayClient:
         if not isinstance(access, str) or not access:
             raise GatewayUnavailableError("ePay token: no access_token", operation="token")
         lifetime = opt_int(data.get("expires_in")) or DEFAULT_TOKEN_LIFETIME
-        return Token(access, self._clock() + timedelta(seconds=lifetime))
+        raw = {k: data[k] for k in TOKEN_FIELDS if k in data}
+        return Token(access, self._clock() + timedelta(seconds=lifetime), raw)
 
     def _with_retries[T](self, call: Callable[[], T], deadline: Deadline) -> T:
         attempt = 0

@@ -249,6 +249,7 @@ def status_result(data: dict[str, Any]) -> StatusResult:
             # `terminal` is the 8-digit code; a copy of the UUID there names nothing new.
             terminal_code=None if _same(terminal, terminal_id) else terminal,
             decline_category=codes.decline_category(reason_code),
+            card_id=opt_str(t.get("cardid")),
         )
     elif code == "100":
         raise GatewayUnavailableError("ePay status: 100 without a transaction", operation="status")

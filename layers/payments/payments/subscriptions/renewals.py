@@ -6,12 +6,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from payments.charges.declines import DeclineCategory
 from payments.charges.events import renewal_key
-from payments.charges.model import Charge
+from payments.charges.model import Charge, ChargeError
 from payments.errors import (
+    CardAccountMismatchError,
+    CardRemovedError,
     ConflictError,
     DuplicateKeyError,
     GatewayUnavailableError,
@@ -146,11 +149,17 @@ class Renewals:
             return RenewalResult(RenewalOutcome.DUPLICATE, claim.charge_id)
         key = renewal_key(message.subscription_id, message.cycle, message.attempt)
         charge: Charge | None
+        refused: ChargeError | None = None
         try:
             charge = self._charges.create_charge(claim.charge_request(), key, deadline).charge
         except GatewayUnavailableError:
             charge = None  # ePay unreachable: the charge is FAILED, nothing was taken
-        return self._record(message, claim, charge)
+        except (CardRemovedError, CardAccountMismatchError) as exc:
+            # The card was removed (or is another account's): refused before any charge was
+            # written, so it fails safe as a hard decline until a new card is set (PATCH).
+            charge = None
+            refused = ChargeError(exc.code, exc.message, DeclineCategory.HARD.value)
+        return self._record(message, claim, charge, refused)
 
     def _claim(self, message: RenewalMessage) -> CycleClaim | None:
         for _attempt in range(5):
@@ -183,7 +192,11 @@ class Renewals:
         raise ConflictError("the subscription is changing concurrently, retry")
 
     def _record(
-        self, message: RenewalMessage, claim: CycleClaim, charge: Charge | None
+        self,
+        message: RenewalMessage,
+        claim: CycleClaim,
+        charge: Charge | None,
+        refused: ChargeError | None = None,
     ) -> RenewalResult:
         charge_id = charge.id if charge is not None else None
         for _attempt in range(5):
@@ -201,7 +214,7 @@ class Renewals:
                 self._flush_stranded(latest)
                 return RenewalResult(RenewalOutcome.DUPLICATE, latest.charge_id)
             now = self._clock()
-            updated, state, outcome, events = self._decide(sub, charge, now)
+            updated, state, outcome, events = self._decide(sub, charge, now, refused)
             pending = tuple(e.to_json() for e in events)
             recorded = replace(
                 claim,
@@ -237,9 +250,15 @@ class Renewals:
             self._flush(claim)
 
     def _decide(
-        self, sub: Subscription, charge: Charge | None, now: datetime
+        self,
+        sub: Subscription,
+        charge: Charge | None,
+        now: datetime,
+        refused: ChargeError | None = None,
     ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
         """(the subscription after, the claim's state, the outcome, the events) of one attempt."""
+        if refused is not None:
+            return self._declined(sub, now, sub.amount, refused, None)
         chargeable = sub.status in CHARGEABLE
         if charge is None or charge.status is C.FAILED:
             # ePay could not be reached: nothing was charged. A new attempt (a new key: the
@@ -254,7 +273,10 @@ class Renewals:
         if charge.status in (C.CAPTURED, C.AUTHORIZED):
             return self._paid(sub, charge, now)
         if charge.status in (C.DECLINED, C.EXPIRED, C.CANCELLED):
-            return self._declined(sub, charge, now)
+            error = charge.error or ChargeError(
+                charge.status.value.lower(), charge.status.value, DeclineCategory.OTHER.value
+            )
+            return self._declined(sub, now, charge.amount, error, charge.id)
         # REQUIRES_3DS (the customer must act), UNKNOWN or NEEDS_REVIEW (the reconciler or a
         # person settles it): look again later; the same key replays the same charge.
         delay = (
@@ -304,10 +326,14 @@ class Renewals:
         return advanced, ClaimState.PAID, RenewalOutcome.PAID, [event]
 
     def _declined(
-        self, sub: Subscription, charge: Charge, now: datetime
+        self,
+        sub: Subscription,
+        now: datetime,
+        amount: Decimal,
+        error: ChargeError,
+        charge_id: str | None,
     ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
-        category = charge.error.category if charge.error else DeclineCategory.OTHER.value
-        code = charge.error.code if charge.error else charge.status.value.lower()
+        category, code = error.category, error.code
         attempt = sub.attempt
         after = replace(sub, attempt=attempt + 1, failures=sub.failures + 1)
         if sub.status not in CHARGEABLE:  # paused or cancelled meanwhile: remember, do nothing
@@ -319,10 +345,10 @@ class Renewals:
                 f"{SUBSCRIPTION_PAST_DUE}:{sub.id}#{sub.cycle}#{attempt}",
                 updated,
                 now,
-                amount=charge.amount,
+                amount=amount,
                 cycle=sub.cycle,
                 attempt=attempt,
-                chargeId=charge.id,
+                chargeId=charge_id,
                 reason=reason,
                 declineCode=code,
                 declineCategory=category,
@@ -370,7 +396,7 @@ class Renewals:
                 now,
                 reason="unpaid",
                 cycle=sub.cycle,
-                chargeId=charge.id,
+                chargeId=charge_id,
             )
             return cancelled, ClaimState.DECLINED, RenewalOutcome.CANCELLED, [event]
         unpaid = replace(

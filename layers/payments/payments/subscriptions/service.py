@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from payments.charges.ports import CardRules
 from payments.errors import (
     ConflictError,
     DuplicateKeyError,
@@ -63,7 +64,9 @@ class Subscriptions:
         store: SubscriptionStore,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: "sub_" + secrets.token_hex(16),
+        cards: CardRules | None = None,
     ) -> None:
+        self._cards = cards
         self._store = store
         self._clock = clock
         self._new_id = new_id
@@ -87,7 +90,10 @@ class Subscriptions:
     def _insert(
         self, request: SubscriptionRequest, idempotency_key: str, request_hash: str
     ) -> Subscription | None:
-        """Write the new subscription; None when the idempotency key was taken meanwhile."""
+        """Write the new subscription; None when the idempotency key was taken meanwhile. A card
+        known to be removed, or another account's, is refused before anything is written."""
+        if self._cards is not None:
+            self._cards.check(request.account_id, request.card_id)
         now = self._clock()
         anchor = request.start_at or now.replace(microsecond=now.microsecond // 1000 * 1000)
         sub = Subscription(
@@ -140,8 +146,26 @@ class Subscriptions:
         """Continue with the earliest cycle whose period has not ended (missed ones are skipped)."""
         return self._change(subscription_id, self._resume)
 
+    def charging_card(self, account_id: str, card_id: str) -> list[str]:
+        """Ids of the account's subscriptions that still charge a card (active, past due or
+        paused: not cancelled, not given up as unpaid)."""
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            page, after = self._store.list_by_account(account_id, 100, after)
+            ids += [
+                sub.id
+                for sub in page
+                if sub.card_id == card_id and sub.status in {SS.ACTIVE, SS.PAST_DUE, SS.PAUSED}
+            ]
+            if after is None:
+                return ids
+
     def update(self, subscription_id: str, change: SubscriptionUpdate) -> Subscription:
-        """Change the card (from the next attempt) or the amount (from the next cycle)."""
+        """Change the card (from the next attempt) or the amount (from the next cycle). The new
+        card must not be one known to be removed, or another account's."""
+        if change.card_id is not None and self._cards is not None:
+            self._cards.check(self.get(subscription_id).account_id, change.card_id)
         return self._change(subscription_id, lambda sub, now: self._update(sub, change, now))
 
     # -- transitions, each applied with one conditional write (retried on a lost race) --

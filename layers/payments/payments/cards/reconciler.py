@@ -1,0 +1,108 @@
+"""Settles card setups nobody else settled: abandoned pages expire, opened ones are checked.
+
+A setup whose page was never opened cannot exist at ePay (no token was ever issued for its
+invoice), so at expiry it simply ends EXPIRED. One whose page was opened is asked about on a
+ladder (its postLink may be lost or late) until ePay's word is final, or it is EXPIRED once no
+ePay token of that visit can still be alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from payments.cards.model import (
+    SETUP_CHECK_LADDER,
+    SETUP_DUE_SHARDS,
+    SETUP_PENDING_FINAL_AGE,
+    SetupError,
+    SetupStatus,
+)
+from payments.cards.ports import SetupStore
+from payments.cards.settlement import SetupOutcome, SetupSettler
+from payments.charges.model import Source
+from payments.errors import GatewayError
+from payments.shared.clock import utc_now
+from payments.shared.deadline import Deadline
+
+PAGE_SIZE = 50
+MIN_SECONDS_PER_CHECK = 2.0
+
+
+@dataclass
+class SetupReport:
+    """What one reconciler run did to setups."""
+
+    checked: int = 0
+    expired: int = 0
+    settled: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class SetupReconciler:
+    """Expires abandoned setups and settles opened ones from ePay's status API."""
+
+    def __init__(
+        self,
+        *,
+        store: SetupStore,
+        setups: SetupSettler,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._setups = setups
+        self._clock = clock
+
+    def run(self, deadline: Deadline) -> SetupReport:
+        """Check every due setup of every shard while time allows."""
+        report = SetupReport()
+        now = self._clock()
+        for shard in range(SETUP_DUE_SHARDS):
+            for setup_id in self._store.due_setup_ids(shard, now, PAGE_SIZE):
+                if deadline.remaining() < MIN_SECONDS_PER_CHECK:
+                    return report
+                self.check(setup_id, deadline, report)
+        return report
+
+    def check(self, setup_id: str, deadline: Deadline, report: SetupReport) -> None:
+        """One due setup: expire it, settle it, or put its next check further up the ladder."""
+        setup = self._store.get(setup_id)
+        now = self._clock()
+        if setup is None or not setup.open or setup.next_check_at is None:
+            return
+        if setup.next_check_at > now:
+            return  # the index is eventually consistent: someone rescheduled it meanwhile
+        report.checked += 1
+        if setup.page_served_at is None:
+            if now >= setup.expires_at:
+                self._setups.end(setup, SetupStatus.EXPIRED, _expired("the page was not opened"))
+                report.expired += 1
+            else:
+                self._setups.reschedule(setup, setup.expires_at)
+            return
+        try:
+            settled = self._setups.check(setup.id, Source.RECONCILER, deadline)
+        except GatewayError as exc:
+            name = type(exc).__name__
+            report.errors[name] = report.errors.get(name, 0) + 1
+            self._setups.reschedule(setup, now + _rung(setup.check_attempts))
+            return
+        if settled.outcome is not SetupOutcome.PENDING:
+            report.settled += 1
+            return
+        if now - setup.page_served_at >= SETUP_PENDING_FINAL_AGE:
+            self._setups.end(
+                settled.setup, SetupStatus.EXPIRED, _expired("ePay never finished the payment")
+            )
+            report.expired += 1
+            return
+        self._setups.reschedule(settled.setup, now + _rung(setup.check_attempts + 1))
+
+
+def _rung(attempts: int) -> timedelta:
+    return SETUP_CHECK_LADDER[min(attempts, len(SETUP_CHECK_LADDER) - 1)]
+
+
+def _expired(message: str) -> SetupError:
+    return SetupError("expired", message)
