@@ -272,9 +272,10 @@ class DynamoChargeStore:
         return charge_from_item(item) if item else None
 
     def get_by_invoice(self, invoice_id: str) -> Charge | None:
-        """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None."""
+        """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None: no
+        such invoice, or a card setup's that has no charge (payments.aws.card_store)."""
         item = self._db.get(self._table, f"INVOICE#{invoice_id}", "INVOICE")
-        return self.get(str(item["chargeId"])) if item else None
+        return self.get(str(item["chargeId"])) if item and item.get("chargeId") else None
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         """Read what an idempotency key created, or None if the key is new."""
