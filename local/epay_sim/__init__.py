@@ -19,7 +19,30 @@ Endpoints (ePay's paths, names and casing)
 ``GET /check-status/payment/transaction/{invoiceId}``,
 ``POST /operation/{id}/charge|cancel|refund``, ``GET /cards/{accountId}``,
 ``POST /card/deactivate/{cardId}``; ``GET /3ds/result`` is a plain page that the confirm redirect
-lands on when the auth carried no backLink.
+lands on when the auth carried no backLink. The payment page (ePay's widget, where cards are
+saved): ``GET /payform/payment-api.js``, ``POST /payform/``, ``POST /payform/pay``,
+``POST /payform/3ds`` (``sim.widget_url``, ``sim.payform_url``).
+
+Payment page (epay-api.md section 9; module ``payform`` has the full contract)
+------------------------------------------------------------------------------
+``payment-api.js`` defines ``halyk.pay(paymentObject)`` (and ``showPaymentWidget``, which does the
+same full-page redirect and never calls its callback): it POSTs every field of the payment object
+as a urlencoded form to ``/payform/`` (``auth``, the whole token JSON, as JSON text; booleans as
+"true"/"false"). The page checks the object against its token's binding (a live token requested
+with invoiceID; invoiceId, amount, currency, terminal equal; ``paymentType: "cardVerification"``
+is amount 0, USD; a token may be bound to amount 0), else 400 HTML. Its form posts ``session``,
+``cardNumber`` (``#card-number``) and ``outcome`` (``#approve``, ``#decline``, ``#three-ds``) to
+``/payform/pay``: approve is VERIFIED (verification; reference and approval code empty, as real
+ePay sends them), else AUTH, CHARGE on a single-stage terminal; decline is REJECT 484; 3ds shows
+the issuer's page (``#acs-approve``, ``#acs-fail``: REJECT 455). A final outcome sends the postLink
+(as any: ``secret_hash`` from the token, links from the object or else the token, every postLink
+knob applies) and answers 303 to backLink (failures: failureBackLink, else backLink). A session
+is submitted once (again: 409). With ``cardSave: true`` an approval saves a new card id under
+``accountId``: ``GET /cards/{accountId}`` lists it beside the test cards, ``/payments/cards/auth``
+with that ``accountId`` charges it (under another account: 471), and it answers as the test card
+with the same number (``4400430000000194``: 3D on a 3DS terminal; ``...0202``: 484; any other
+number: approved); deactivated, it is "no such card". ``sim.saved_cards`` holds them;
+``local.epay_sim.payform_client.submit_payment`` plays a customer without a browser.
 
 Terminals (one merchant, several terminals)
 -------------------------------------------
@@ -117,27 +140,27 @@ stands at (0 after CANCEL or REFUND; captured minus refunded on CHARGE), ``orgAm
 was made for and ``payoutAmount`` the difference (orgAmount = amount + payoutAmount).
 
 Faults: ``inject(op, fault, count=1, delay=None)``, op in ``OPS`` (token, auth, status, charge,
-cancel, refund, cards, deactivate, confirm, acs: each honours every fault; "commit" is what
-the op does, e.g. a refund or a void), fault in ``FAULTS``: ``timeout_after_commit``
-(commit, hold the connection ``delay`` s, default 30, then close without answering),
-``500_after_commit``, ``500_before_commit`` (500 ``{"message": "Internal error"}``),
-``broken_body`` (commit, then 200 with truncated JSON), ``slow`` (sleep ``delay``, default 2 s,
-then answer), ``down`` (close the connection without answering, nothing committed),
-``in_progress`` (status only: resultCode 107, ask later), ``nonfinal_after_commit`` (commit,
-then answer 400 with a code ePay does not document as final: ``nonfinal_code``, 454 by default,
-or 459 / 1267; the transaction may well have gone through), ``nonfinal_before_commit`` (the same
-answer, nothing committed) and ``error_as_200`` (a 4xx ``{code, message}`` answered with HTTP
-200, as some ePay errors come). The journal records ``status`` 0 when no answer was sent.
+cancel, refund, cards, deactivate, confirm, acs, widget, payform, payform_pay, payform_3ds: each
+honours every fault; "commit" is what the op does, e.g. a refund or a void), fault in ``FAULTS``:
+``timeout_after_commit`` (commit, hold the connection ``delay`` s, default 30, then close without
+answering), ``500_after_commit``, ``500_before_commit`` (500 ``{"message": "Internal error"}``),
+``broken_body`` (commit, then 200 with truncated JSON), ``slow`` (sleep ``delay``, default 2 s, then
+answer), ``down`` (close the connection without answering, nothing committed), ``in_progress``
+(status only: resultCode 107, ask later), ``nonfinal_after_commit`` (commit, then answer 400 with a
+code ePay does not document as final: ``nonfinal_code``, 454 by default, or 459 / 1267; the
+transaction may well have gone through), ``nonfinal_before_commit`` (the same answer, nothing
+committed) and ``error_as_200`` (a 4xx ``{code, message}`` answered with HTTP 200, as some ePay
+errors come). The journal records ``status`` 0 when no answer was sent.
 
-postLink: after each final outcome (auth or confirm), a JSON notification (epay-api.md section 6)
-goes from a daemon thread to the auth's postLink (or the token's), failures to failurePostLink
-when set; only to loopback hosts (anything else is logged in ``sim.postlinks`` and not sent).
-Knobs: ``postlink_delay``, ``postlink_duplicates`` (extra copies), ``postlink_drop``.
+postLink: after each final outcome (auth, confirm or the payment page), a JSON notification
+(epay-api.md section 6) goes from a daemon thread to the auth's postLink (or the token's), failures
+to failurePostLink when set; only to loopback hosts (anything else is logged in ``sim.postlinks``
+and not sent). Knobs: ``postlink_delay``, ``postlink_duplicates`` (extra copies), ``postlink_drop``.
 
 Control endpoints (not journaled): ``GET /_sim/journal``, ``GET /_sim/ledger``,
-``GET /_sim/postlinks``, ``GET /_sim/terminals``, ``GET|POST /_sim/faults``
-(``{"op","fault","count","delay"}``), ``POST /_sim/reset``, ``POST /_sim/clock``
-(``{"advance": seconds}``), ``POST /_sim/config`` (postlink_*, single_stage,
+``GET /_sim/postlinks``, ``GET /_sim/terminals``, ``GET /_sim/saved_cards``,
+``GET|POST /_sim/faults`` (``{"op","fault","count","delay"}``), ``POST /_sim/reset``,
+``POST /_sim/clock`` (``{"advance": seconds}``), ``POST /_sim/config`` (postlink_*, single_stage,
 three_ds_final_status, expires_in, expires_in_as_string, terminal_code, postlink_terminal,
 nonfinal_code, terminals, ...).
 
@@ -147,8 +170,9 @@ Modules (one ePay area each, over one shared ``SimState``)
 (settings, terminals, clock, lock, records), ``oauth`` (tokens, bearer check),
 ``card_payments`` (cards/auth, approve/reject, status API), ``validation`` (field and
 auth-body rules), ``operations`` (charge/cancel/refund), ``acs`` (ACS page, PaRes,
-confirmPayment, result page), ``saved_cards`` (card list, deactivate), ``postlinks``
-(notifications), ``faults``, ``control`` (``/_sim/*``),
+confirmPayment, result page), ``saved_cards`` (card list, deactivate), ``payform`` and
+``payform_pages`` (the payment page, its script and pages), ``payform_client`` (a customer
+without a browser), ``postlinks`` (notifications), ``faults``, ``control`` (``/_sim/*``),
 ``wire`` (requests, answers, routing), ``server`` (HTTP plumbing), ``cards``, ``models``.
 """
 

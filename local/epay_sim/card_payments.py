@@ -11,7 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from .cards import CARDS, DECLINE_MESSAGES, NO_SUCH_CARD_CODE, CardProfile
+from .cards import CARDS, DECLINE_MESSAGES, ISSUER, NO_SUCH_CARD_CODE, CardProfile, card_type
 from .models import LedgerEntry, NotifyLinks, ThreeDSStep, TokenGrant
 from .oauth import OAuth
 from .postlinks import PostLinks
@@ -128,7 +128,7 @@ class CardPayments:
             refused = self._invoice_refusal(body["invoiceId"], body["terminalId"])
             if refused is not None:
                 return refused
-            profile = self._usable_card(body["cardId"]["id"])
+            profile = self._usable_card(body["cardId"]["id"], body.get("accountId", ""))
             entry = self._open(body, grant, profile)
             response = self._decide(entry, profile, body, grant)
             final = entry.status_name != "3D"
@@ -144,21 +144,18 @@ class CardPayments:
             # Counted, so that a client which re-sends an auth is caught by the tests.
             existing.auth_count += 1
             existing.history.append(f"auth #{existing.auth_count} refused: invoice reused")
-            return error(ERR_INVOICE_USED, "invoiceId already used")
-        if self._state.settings.unique_last6:
-            tail = invoice_id[-6:]
-            for other in self._state.on_terminal(terminal_id):
-                if other.invoice_id[-6:] == tail:
-                    return error(
-                        ERR_INVOICE_USED,
-                        f"the last 6 digits of invoiceId clash with invoice {other.invoice_id}",
-                    )
-        return None
+        clash = self._state.invoice_clash(invoice_id, terminal_id)
+        return None if clash is None else error(ERR_INVOICE_USED, clash)
 
-    def _usable_card(self, card_id: str) -> CardProfile | None:
-        """The test card's profile; None for an unknown or deactivated card."""
-        profile = CARDS.get(card_id)
-        return None if card_id in self._state.deactivated else profile
+    def _usable_card(self, card_id: str, account_id: str) -> CardProfile | None:
+        """The card's profile: a test card, or a card saved on the payment page under this
+        account; None for an unknown or deactivated card, or one saved under another account."""
+        if card_id in self._state.deactivated:
+            return None
+        saved = self._state.saved_cards.get(card_id)
+        if saved is not None:
+            return saved.profile if saved.account_id == account_id else None
+        return CARDS.get(card_id)
 
     def _open(
         self, body: dict[str, Any], grant: TokenGrant, profile: CardProfile | None
@@ -281,8 +278,8 @@ class CardPayments:
             "description": entry.description,
             "language": entry.language,
             "cardMask": entry.card_mask,
-            "cardType": "VISA" if entry.card_mask.startswith("4") else "",
-            "issuer": "HALYK BANK" if entry.card_mask else "",
+            "cardType": card_type(entry.card_mask),
+            "issuer": ISSUER if entry.card_mask else "",
             "reference": entry.reference,
             "intReference": entry.int_reference,
             "approvalCode": entry.approval_code,

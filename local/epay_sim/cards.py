@@ -93,3 +93,39 @@ CARDS: dict[str, CardProfile] = {
         "REJECT", 471, DECLINE_MESSAGES[471], "", payment_available=False, listed=False
     ),
 }
+
+# The issuer every simulated card comes from (postLinks and the status API say so).
+ISSUER = "HALYK BANK"
+# What the payment page fills in when the customer types no card number (the AUTH card's number).
+DEFAULT_CARD_NUMBER = "4400430000000178"
+_PROFILES_BY_MASK: dict[str, CardProfile] = {p.mask: p for p in CARDS.values() if p.mask}
+
+
+def card_type(mask: str) -> str:
+    """The scheme of a card by its first digits: VISA, MC, AMEX, or "" when unknown."""
+    if mask.startswith("4"):
+        return "VISA"
+    if mask.startswith(("5", "2")):
+        return "MC"
+    if mask.startswith(("34", "37")):
+        return "AMEX"
+    return ""
+
+
+def card_mask(number: str) -> str:
+    """A card number as ePay masks it: the first 6 digits, ``******``, the last 4."""
+    return f"{number[:6]}******{number[-4:]}"
+
+
+def saved_profile(mask: str, payer_name: str) -> CardProfile:
+    """How a card saved on the payment page answers later auths: as the test card with the same
+    mask (e.g. ``4400430000000194`` asks for 3-D Secure), else approved like ``CARD_AUTH``."""
+    like = _PROFILES_BY_MASK.get(mask, CARDS[CARD_AUTH])
+    return CardProfile(
+        like.outcome,
+        like.code,
+        like.message,
+        mask,
+        payer_name=payer_name,
+        payment_available=like.payment_available,
+    )

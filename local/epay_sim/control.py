@@ -61,6 +61,7 @@ class Controls:
             "/_sim/postlinks": lambda: [d.to_dict() for d in state.postlinks],
             "/_sim/faults": lambda: [vars(f) for f in state.faults.armed()],
             "/_sim/terminals": lambda: [t.to_dict() for t in state.settings.all_terminals()],
+            "/_sim/saved_cards": lambda: [c.to_dict() for c in state.saved_cards.values()],
         }
         self._actions: dict[str, Callable[[dict[str, Any]], Response]] = {
             "/_sim/faults": self._inject,

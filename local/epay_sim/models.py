@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .cards import CardProfile
+
 OPS = (
     "token",
     "auth",
@@ -18,6 +20,10 @@ OPS = (
     "deactivate",
     "confirm",
     "acs",
+    "widget",
+    "payform",
+    "payform_pay",
+    "payform_3ds",
     "other",
 )
 FAULTS = (
@@ -207,6 +213,59 @@ class NotifyLinks:
     post_link: str
     failure_post_link: str
     secret_hash: str
+
+
+@dataclass
+class SavedCard:
+    """A card saved by a payment-page payment with ``cardSave``: ``GET /cards/{account_id}``
+    lists it, ``/payments/cards/auth`` with ``account_id`` charges it (``profile`` decides how)."""
+
+    card_id: str
+    account_id: str
+    client_id: str
+    terminal: str
+    mask: str
+    card_type: str
+    issuer: str
+    payer_name: str
+    transaction_id: str
+    reference: str
+    int_reference: str
+    created_at: float
+    profile: CardProfile
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {
+            "card_id": self.card_id,
+            "account_id": self.account_id,
+            "client_id": self.client_id,
+            "terminal": self.terminal,
+            "mask": self.mask,
+            "card_type": self.card_type,
+            "issuer": self.issuer,
+            "payer_name": self.payer_name,
+            "transaction_id": self.transaction_id,
+            "reference": self.reference,
+            "int_reference": self.int_reference,
+            "created_at": self.created_at,
+            "outcome": self.profile.outcome,
+        }
+
+
+@dataclass
+class PayformSession:
+    """One payment page shown for a payment object: its token grant and fields stay here (the
+    browser holds only ``session_id``); ``stage`` is form, then 3ds, then done."""
+
+    session_id: str
+    grant: TokenGrant
+    payment: dict[str, str]
+    amount: Decimal
+    verification: bool
+    card_save: bool
+    stage: str = "form"
+    transaction_id: str = ""
 
 
 @dataclass

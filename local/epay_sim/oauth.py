@@ -36,7 +36,8 @@ def _binding(form: dict[str, str]) -> _Binding | Response:
     if not INVOICE_RE.match(invoice_id):
         return _bad("invalid_request", "invoiceID must be 6-15 digits")
     amount = decimal_from(form["amount"])
-    if amount is None or not is_money(amount):
+    # 0 is a card verification's amount (with USD, for the payment page): epay-api.md section 9.
+    if amount is None or not (is_money(amount) or (amount.is_finite() and amount == 0)):
         return _bad("invalid_request", "invalid amount")
     currency = form["currency"]
     if not CURRENCY_RE.match(currency):

@@ -8,11 +8,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .cards import ISSUER, card_type
 from .models import LedgerEntry, NotifyLinks, PostLinkDelivery
 from .state import SimState
 from .wire import is_loopback_url, json_default, kz_time
 
-SUCCESS_STATUSES = ("AUTH", "CHARGE")
+SUCCESS_STATUSES = ("AUTH", "CHARGE", "VERIFIED")
 
 
 class PostLinks:
@@ -71,9 +72,9 @@ class PostLinks:
             "email": entry.email,
             "phone": entry.phone,
             "cardMask": entry.card_mask,
-            "cardType": "VISA" if entry.card_mask.startswith("4") else "",
+            "cardType": card_type(entry.card_mask),
             "cardId": entry.card_id,
-            "issuer": "HALYK BANK" if entry.card_mask else "",
+            "issuer": ISSUER if entry.card_mask else "",
             "reference": entry.reference,
             "approvalCode": entry.approval_code,
             "secure": "yes" if entry.secure else "no",

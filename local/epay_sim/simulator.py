@@ -18,9 +18,10 @@ from .card_payments import CardPayments
 from .cards import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_CODE, TEST_TERMINAL_ID
 from .control import Controls
 from .faults import answer_through
-from .models import Fault, JournalEntry, LedgerEntry, PostLinkDelivery
+from .models import Fault, JournalEntry, LedgerEntry, PostLinkDelivery, SavedCard
 from .oauth import OAuth
 from .operations import Operations
+from .payform import PaymentForm
 from .postlinks import PostLinks
 from .saved_cards import SavedCards
 from .server import Server
@@ -149,6 +150,7 @@ class EpaySimulator:
         operations = Operations(state, oauth)
         cards = SavedCards(state, oauth)
         three_ds = ThreeDSecure(state, oauth, self._postlinks)
+        payform = PaymentForm(state, oauth, self._postlinks)
         routes: dict[str, _Route] = {
             "token": oauth.token,
             "auth": payments.auth,
@@ -160,6 +162,10 @@ class EpaySimulator:
             "deactivate": cards.deactivate,
             "confirm": three_ds.confirm,
             "acs": three_ds.acs,
+            "widget": payform.script,
+            "payform": payform.page,
+            "payform_pay": payform.pay,
+            "payform_3ds": payform.issuer,
         }
         return routes, three_ds.result_page
 
@@ -227,6 +233,16 @@ class EpaySimulator:
         return f"{self.base_url}/acs"
 
     @property
+    def widget_url(self) -> str:
+        """The widget script (ePay's ``payform/payment-api.js``) defining ``halyk.pay``."""
+        return f"{self.base_url}/payform/payment-api.js"
+
+    @property
+    def payform_url(self) -> str:
+        """The payment page that ``halyk.pay`` POSTs the payment object to."""
+        return f"{self.base_url}/payform/"
+
+    @property
     def clock(self) -> Callable[[], float]:
         """The injected clock (``now`` adds any ``advance_clock`` offset)."""
         return self._state.clock
@@ -274,6 +290,12 @@ class EpaySimulator:
         return self._state.entry(invoice_id, terminal_id or self.terminal_id)
 
     @property
+    def saved_cards(self) -> dict[str, SavedCard]:
+        """Cards saved on the payment page (``cardSave``), by card id; deactivated ones stay
+        here (``GET /cards`` leaves them out)."""
+        return self._state.saved_cards
+
+    @property
     def postlinks(self) -> list[PostLinkDelivery]:
         """Every postLink notification sent (or refused)."""
         return self._state.postlinks
@@ -300,7 +322,8 @@ class EpaySimulator:
         return self._state.faults.armed()
 
     def reset(self) -> None:
-        """Forget journal, ledger, faults, tokens, 3DS steps, deactivations and postLinks.
+        """Forget journal, ledger, faults, tokens, 3DS steps, deactivations, postLinks, payment
+        page sessions and the cards saved there.
 
         Settings stay, the configured ``terminals`` among them.
         """

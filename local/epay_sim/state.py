@@ -19,7 +19,9 @@ from .models import (
     JournalEntry,
     LedgerEntry,
     NotifyLinks,
+    PayformSession,
     PostLinkDelivery,
+    SavedCard,
     ThreeDSStep,
     TokenGrant,
 )
@@ -229,6 +231,8 @@ class SimState:
         self.three_ds: dict[str, ThreeDSStep] = {}  # by MD
         self.links: dict[str, NotifyLinks] = {}  # by transaction id
         self.deactivated: set[str] = set()
+        self.saved_cards: dict[str, SavedCard] = {}  # by card id (payment-page cards)
+        self.payforms: dict[str, PayformSession] = {}  # by session id
         self._clock_offset = 0.0
 
     def now(self) -> float:
@@ -251,6 +255,8 @@ class SimState:
             self.three_ds.clear()
             self.links.clear()
             self.deactivated.clear()
+            self.saved_cards.clear()
+            self.payforms.clear()
 
     def entry(self, invoice_id: str, terminal_id: str | None) -> LedgerEntry | None:
         """The ledger entry of an invoice on one terminal (invoices are unique per terminal)."""
@@ -274,6 +280,21 @@ class SimState:
                 key = f"{entry.terminal}/{entry.invoice_id}"
             self.ledger[key] = entry
         return key
+
+    def invoice_clash(self, invoice_id: str, terminal_id: str) -> str | None:
+        """Why a new transaction for this invoice on this terminal is refused (each terminal has
+        its own invoice space): the invoice, or its last 6 digits (``unique_last6``), is taken."""
+        with self.lock:
+            if self.entry(invoice_id, terminal_id) is not None:
+                return "invoiceId already used"
+            if self.settings.unique_last6:
+                tail = invoice_id[-6:]
+                for other in self.on_terminal(terminal_id):
+                    if other.invoice_id[-6:] == tail:
+                        return (
+                            f"the last 6 digits of invoiceId clash with invoice {other.invoice_id}"
+                        )
+        return None
 
     def entry_by_transaction(self, transaction_id: str) -> LedgerEntry | None:
         """The ledger entry with this ePay transaction id."""

@@ -97,8 +97,9 @@ def internal_error() -> Response:
 
 def page(status: int, title: str, body_html: str) -> Response:
     """A minimal HTML page; ``body_html`` must already be escaped."""
+    # The empty icon keeps browsers from asking for /favicon.ico (a journaled 404).
     text = (
-        '<!doctype html><html><head><meta charset="utf-8">'
+        '<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
     )
@@ -170,6 +171,10 @@ _ROUTES: list[tuple[frozenset[str], re.Pattern[str], str]] = [
     (frozenset({"GET"}), re.compile(r"^/cards/(?P<account>[^/]+)/?$"), "cards"),
     (frozenset({"POST"}), re.compile(r"^/card/deactivate/(?P<card>[^/]+)/?$"), "deactivate"),
     (frozenset({"GET", "POST"}), re.compile(r"^/acs/?$"), "acs"),
+    (frozenset({"GET"}), re.compile(r"^/payform/payment-api\.js$"), "widget"),
+    (frozenset({"POST"}), re.compile(r"^/payform/?$"), "payform"),
+    (frozenset({"POST"}), re.compile(r"^/payform/pay/?$"), "payform_pay"),
+    (frozenset({"POST"}), re.compile(r"^/payform/3ds/?$"), "payform_3ds"),
 ]
 
 
