@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from payments import bootstrap
 from payments.cards.model import is_setup_id
 from payments.errors import NotFoundError, PaymentsError
-from payments.http import pages, router
+from payments.http import card_pages, pages, router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
@@ -43,7 +43,7 @@ def setup_page(request: Request, context: router.Context) -> Reply:
     page = bootstrap.card_setups().open_page(
         request.path_params["setupId"], request.query.get("token"), deadline.deadline_from(context)
     )
-    return _html(pages.widget_page(page))
+    return _html(card_pages.widget_page(page))
 
 
 @logger.inject_lambda_context(clear_state=True)

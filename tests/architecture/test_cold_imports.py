@@ -44,11 +44,14 @@ ALLOWED: dict[str, Allowed] = {
     "charges": Allowed(CORE | {"http", "epay", "refunds"}),
     "threeds": Allowed(CORE | {"http", "epay"}),
     "postlink": Allowed(CORE | {"http", "epay"}),
+    # the card API (setups, lists, removal) and the customer's card setup page
+    "cards": Allowed(CORE | {"http", "cards"}),
+    "card_pages": Allowed(CORE | {"http", "cards"}),
     # the subscriptions API stores and reads; it never charges
     "subscriptions": Allowed(CORE | {"http", "subscriptions"}),
     # scheduled and event-driven functions
     "reconciler": Allowed(CORE | {"epay", "refunds"}),
-    "charge_events": Allowed(CORE | {"subscriptions", "refunds"}),
+    "charge_events": Allowed(CORE | {"subscriptions", "refunds", "cards"}),
     "renewal_dispatcher": Allowed(CORE | {"subscriptions"}),
     "renewal_worker": Allowed(CORE | {"epay", "subscriptions"}),
 }

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from payments.cards.setups import WidgetPage
 from payments.charges.threeds import AutoSubmit, Finish, outcome_kind
 from payments.errors import ValidationError
-from payments.shared import jsonutil
 
 MAX_FORM_BYTES = 64 * 1024
 SCRIPT = 'document.getElementById("threeds-form").submit();'
@@ -31,14 +29,6 @@ def _csp_hash(text: str) -> str:
 
 
 SCRIPT_HASH = _csp_hash(SCRIPT)
-# The card setup page's one script: hand the payment object (a JSON data block, never run) to
-# ePay's widget; show a message when the widget's script did not load.
-WIDGET_SCRIPT = (
-    'var o=JSON.parse(document.getElementById("payment-object").textContent);'
-    "if(window.halyk){window.halyk.pay(o);}"
-    'else{document.getElementById("widget-missing").hidden=false;}'
-)
-WIDGET_SCRIPT_HASH = _csp_hash(WIDGET_SCRIPT)
 STYLE_HASH = _csp_hash(STYLE)
 BASE_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -87,22 +77,6 @@ ERROR_TEXT = {
     ),
 }
 _HTML_LANG = {"kaz": "kk", "rus": "ru", "eng": "en"}
-OPENING_TEXT = (
-    ("kk", "Банктің карта бетін ашып жатырмыз…"),
-    ("ru", "Открываем страницу банка для карты…"),
-    ("en", "Opening the bank's card page…"),
-)
-NO_SCRIPT_TEXT = (
-    ("kk", "Банк беті JavaScript-ті қажет етеді: оны қосып, бетті қайта ашыңыз."),
-    ("ru", "Странице банка нужен JavaScript: включите его и откройте ссылку снова."),  # noqa: RUF001
-    ("en", "The bank's page needs JavaScript: turn it on and open the link again."),
-)
-WIDGET_MISSING_TEXT = (
-    ("kk", "Банк беті ашылмады. Кейінірек қайталаңыз."),
-    ("ru", "Не удалось открыть страницу банка. Попробуйте позже."),  # noqa: RUF001
-    ("en", "The bank's page could not be opened. Please try again later."),
-)
-BACK_TEXT = "Дүкенге оралу · Вернуться в магазин · Back to the shop"
 
 
 @dataclass(frozen=True)
@@ -253,49 +227,3 @@ def parse_form(raw: str | None, is_base64: bool) -> dict[str, str]:
     for key, value in pairs:
         form.setdefault(key, value)
     return form
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _json_block(value: object) -> str:
-    """JSON inside a <script type="application/json"> block: nothing in it can end the block."""
-    text = jsonutil.dumps(value)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def widget_page(page: WidgetPage) -> HtmlPage:
-    """The card setup page: loads ePay's widget script and hands it the payment object (with the
-    invoice's token and `cardSave: true`). The widget may navigate, frame, post and fetch only
-    to its own origin; without JavaScript the customer is told so and can go back."""
-    widget = _origin(page.script_url)
-    back = escape(header_safe_url(page.leave_url), quote=True)
-    back_link = f'<p><a id="back" href="{back}">{escape(BACK_TEXT)}</a></p>'
-    body = (
-        _paragraphs(OPENING_TEXT)
-        + f"<noscript>{_paragraphs(NO_SCRIPT_TEXT)}{back_link}</noscript>"
-        + f'<div id="widget-missing" hidden>{_paragraphs(WIDGET_MISSING_TEXT)}{back_link}</div>'
-        + '<script type="application/json" id="payment-object">'
-        + _json_block(page.payment_object)
-        + "</script>"
-        + f'<script src="{escape(page.script_url, quote=True)}"></script>'
-        + f"<script>{WIDGET_SCRIPT}</script>"
-    )
-    csp = "; ".join(
-        [
-            "default-src 'none'",
-            f"script-src {WIDGET_SCRIPT_HASH} {widget}",
-            f"style-src {STYLE_HASH}",
-            f"connect-src {widget}",
-            f"frame-src {widget}",
-            f"img-src {widget} data:",
-            f"form-action {widget}",
-            "base-uri 'none'",
-            "frame-ancestors 'none'",
-        ]
-    )
-    headers = {**BASE_HEADERS, "Content-Security-Policy": csp}
-    lang = _HTML_LANG.get(page.language, "ru")
-    return HtmlPage(200, _document(lang, "Card", body), headers)
