@@ -21,6 +21,7 @@ import pytest
 from local.epay_sim.cards import (
     CARD_3DS,
     CARD_AUTH,
+    CARD_CHARGE,
     CARD_INSUFFICIENT_FUNDS,
     CARD_ISSUER_UNAVAILABLE,
     CARD_STOLEN,
@@ -613,3 +614,66 @@ def test_refunding_a_renewal_charge_leaves_the_subscription_as_it_was(subs: Subs
     assert subs.outbox.deliver(subs.outbox.records()) == []
     assert "charge.refund.succeeded" in subs.types()
     assert sorted(subs.types(sub_id)) == ["charge.succeeded", "subscription.renewed"]
+
+
+# ------------------------------------------------------------------------- a removed card
+
+
+def card_call(subs: Subs, name: str, card_id: str | None = None, **query: str) -> Answer:
+    """The cards function on its canonical events (account customer-42)."""
+    event = load_event(f"cards/{name}.json")
+    if card_id is not None:
+        event["path"] = f"/accounts/customer-42/cards/{card_id}"
+        event["pathParameters"] = {"accountId": "customer-42", "cardId": card_id}
+    event["queryStringParameters"] = query or None
+    handler = load_function("cards").lambda_handler
+    return Stack(subs.stack.table, subs.stack.dynamodb, subs.stack.simulator, handler).invoke(event)
+
+
+def test_a_removed_card_is_told_to_its_subscription_and_fails_its_renewal_safely(
+    subs: Subs,
+) -> None:
+    # Given a subscription whose first cycle is paid, on a card the service knows (ePay's list)
+    assert card_call(subs, "list-cards", refresh="true").status == 200
+    sub_id = subs.create()["id"]
+    subs.clock.now = START
+    assert subs.run() == 1
+    # When the merchant removes the card
+    removed = card_call(subs, "remove-card", CARD_AUTH)
+    assert (removed.status, removed.body["status"]) == (200, "REMOVED")
+    # Then the stream tells card.removed, and the subscription that still charges it is told
+    events = subs.events()
+    assert "card.removed" in [e["type"] for e in events]
+    (told,) = [e for e in events if e["type"] == "subscription.payment_method_removed"]
+    assert told["data"]["subscriptionId"] == sub_id
+    assert told["data"]["reason"] == "card_removed"
+    assert subs.get(sub_id)["status"] == "ACTIVE"  # not cancelled silently
+
+    # When the next cycle is due
+    auths = len(subs.stack.auths())
+    subs.clock.now = START + timedelta(days=29)
+    assert subs.run() == 1
+    # Then it fails safe as a hard decline with a clear code, without calling ePay
+    state = subs.get(sub_id)
+    assert (state["status"], state["pastDueReason"]) == ("PAST_DUE", "card_required")
+    assert len(subs.stack.auths()) == auths
+    past_due = [e for e in subs.events() if e["type"] == "subscription.past_due"]
+    assert past_due[-1]["data"]["declineCode"] == "card_removed"
+
+    # And the removed card cannot be set again, nor start a new subscription
+    again = subs.call("update-subscription", sub_id, {"cardId": CARD_AUTH})
+    assert (again.status, again.body["error"]["code"]) == (409, "card_removed")
+    body = {
+        "accountId": "customer-42",
+        "cardId": CARD_AUTH,
+        "amount": 10,
+        "currency": "KZT",
+        "description": "Plan",
+        "interval": {"unit": "month", "count": 1},
+    }
+    fresh = subs.call("create-subscription", body=body, key="on-removed-card")
+    assert (fresh.status, fresh.body["error"]["code"]) == (409, "card_removed")
+    # But another card of the account is taken, and the cycle is paid with it
+    assert subs.call("update-subscription", sub_id, {"cardId": CARD_CHARGE}).status == 200
+    assert subs.run() == 1
+    assert subs.get(sub_id)["status"] == "ACTIVE"
