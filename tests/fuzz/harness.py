@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from local.apigw import LambdaContext, build_proxy_event, load_handler, parse_proxy_response
-from local.epay_sim.cards import CARD_3DS, CARD_AUTH
+from local.epay_sim.cards import CARD_3DS, CARD_AUTH, CARD_EXPIRED
 from local.template import Route
 from tests.fuzz.strategies import (
     BACK_LINK,
@@ -323,6 +323,16 @@ def plant_seeds(api: Api) -> Seeds:
         headers=(("Idempotency-Key", "seed-refund-1"),),
     )
     to_cancel = _charge(api, "seed-cancel", CARD_AUTH, capture="manual")
+    setup = api.call(
+        "POST /card-setups",
+        {"accountId": "customer-42", "mode": "verify", "backLink": BACK_LINK},
+        headers=(("Idempotency-Key", "seed-setup"),),
+    )
+    listed = api.call(
+        "GET /accounts/{accountId}/cards",
+        path_params={"accountId": "customer-42"},
+        query=(("refresh", "true"),),
+    )
     api.writes()  # the seeds' own writes are no request's doing
     assert charge["status"] == "AUTHORIZED", charge
     assert pending["status"] == "REQUIRES_3DS", pending
@@ -341,6 +351,10 @@ def plant_seeds(api: Api) -> Seeds:
         refund_id=refund["id"],
         refund_charge_id=to_refund["id"],
         cancel_charge_id=to_cancel["id"],
+        setup_id=setup["id"],
+        setup_page_token=setup["url"].rsplit("token=", 1)[1],
+        # A card no generated charge names, so removing it leaves the charges' paths deep.
+        card_id=next(c["id"] for c in listed["data"] if c["id"] == CARD_EXPIRED),
     )
 
 

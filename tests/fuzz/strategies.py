@@ -33,7 +33,7 @@ from local.template import Route, api_routes, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
-HTML_FUNCTIONS = frozenset({"ThreeDSFunction"})
+HTML_FUNCTIONS = frozenset({"ThreeDSFunction", "CardPagesFunction"})
 # postLink keeps every body in its inbox, even one it refuses (README: "store it first").
 INBOX_FUNCTIONS = frozenset({"PostLinkFunction"})
 BACK_LINK = "https://shop.example.kz/pay/done?order=42"
@@ -50,6 +50,9 @@ def takes_input(route: Route) -> bool:
         "GET /charges/{chargeId}/3ds",
         "POST /charges/{chargeId}/3ds/return",
         "POST /charges/{chargeId}/refunds",
+        "POST /card-setups",
+        "GET /accounts/{accountId}/cards",
+        "GET /card-setups/{setupId}/page",
     }
 
 
@@ -283,6 +286,9 @@ class Seeds:
     refund_id: str = ""  # a SUCCEEDED refund of a captured charge
     refund_charge_id: str = ""  # CAPTURED, partly refunded: what refund requests aim at
     cancel_charge_id: str = ""  # AUTHORIZED: what cancel requests aim at (the others stay)
+    setup_id: str = ""  # a PENDING card setup whose page is still to be opened
+    setup_page_token: str = ""
+    card_id: str = ""  # an ACTIVE saved card of the account: what removals aim at
 
 
 @dataclass(frozen=True)
@@ -492,12 +498,48 @@ def _path_ids(route: Route, seeds: Seeds) -> Varied:
         name, real, prefix = "refundId", [seeds.refund_id], "re_"
     elif "{subscriptionId}" in route.resource:
         name, real, prefix = "subscriptionId", [seeds.subscription_id], "sub_"
+    elif "{setupId}" in route.resource:
+        name, real, prefix = "setupId", [seeds.setup_id], "cs_"
+    elif "{accountId}" in route.resource:
+        return _account_ids(route, seeds)
     if not name:
         return Varied(st.just({}), st.just({}))
     return Varied(
         calm=st.sampled_from(real).map(lambda value: {name: value}),
         wild=_ids(real, prefix).map(lambda value: {name: value}),
     )
+
+
+def _account_ids(route: Route, seeds: Seeds) -> Varied:
+    """An account's card routes: its id (and the card's), real, or anything."""
+    accounts = st.one_of(st.just(seeds.account_id), TEXT, st.just("x" * 101))
+    if "{cardId}" not in route.resource:
+        return Varied(
+            calm=st.just({"accountId": seeds.account_id}),
+            wild=accounts.map(lambda value: {"accountId": value}),
+        )
+    real = [seeds.card_id]
+    return Varied(
+        calm=st.just({"accountId": seeds.account_id, "cardId": seeds.card_id}),
+        wild=st.builds(
+            lambda account, card: {"accountId": account, "cardId": card},
+            accounts,
+            st.one_of(st.sampled_from(real), _ids(real, "")),
+        ),
+    )
+
+
+def _setup_bodies() -> Varied:
+    valid = {"accountId": "customer-42", "mode": "verify", "backLink": BACK_LINK}
+    optional = {
+        "failureBackLink": "https://shop.example.kz/cards/failed",
+        "language": _one_of("rus", "kaz", "eng"),
+        "description": "Save a card",
+        "mode": _one_of("verify", "pay"),
+        "amount": _amounts(1, 100_000),
+        "currency": _one_of("KZT", "USD"),
+    }
+    return json_body(valid, optional)
 
 
 def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
@@ -530,6 +572,14 @@ def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
         return _query({"accountId": seeds.account_id}, optional), NO_BODY, None
     if key == "GET /charges/{chargeId}/3ds":
         return _query({"token": seeds.page_token}), NO_BODY, None
+    if key == "POST /card-setups":
+        return _query({}), _setup_bodies(), "application/json"
+    if key == "GET /card-setups/{setupId}/page":
+        return _query({"token": seeds.setup_page_token}), NO_BODY, None
+    if key == "GET /accounts/{accountId}/cards":
+        limits = Field("20", st.integers(1, 100).map(str))
+        optional = {"limit": limits, "refresh": _one_of("false", "true"), "cursor": "e30"}
+        return _query({}, optional), NO_BODY, None
     if key == "POST /charges/{chargeId}/3ds/return":
         pa_res = Field(seeds.pa_res, st.one_of(st.just(seeds.pa_res), TOKENISH))
         return _query({}), _form({"PaRes": pa_res, "MD": seeds.md}), FORM
@@ -548,6 +598,7 @@ def requests_for(route: Route, seeds: Seeds) -> st.SearchStrategy[FuzzRequest]:
         "POST /subscriptions",
         "POST /charges/{chargeId}/refunds",
         "POST /charges/{chargeId}/cancel",
+        "POST /card-setups",
     )
     calm = _headers(usual=usual, idempotency=idempotent, wild=False)
     wild = _headers(usual=usual, idempotency=idempotent, wild=True)

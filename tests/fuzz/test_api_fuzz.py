@@ -32,6 +32,8 @@ def test_every_api_function_is_fuzzed_by_every_route() -> None:
         "ThreeDSFunction",
         "PostLinkFunction",
         "SubscriptionsFunction",
+        "CardsFunction",
+        "CardPagesFunction",
     }
 
 
