@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from local.epay_sim.cards import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TERMINAL_ID
 from local.epay_sim.payform_client import submit_payment
 from payments import bootstrap
 from payments.shared.clock import utc_now
@@ -446,6 +449,45 @@ def test_refresh_adds_cards_saved_elsewhere_and_pages_newest_first(cs: Cards) ->
     first = cs.cards(limit="1").body["nextCursor"]
     assert cs.cards("someone-else", cursor=first).status == 400
     assert cs.cards(limit="0").status == 400
+
+
+def test_refresh_marks_a_card_epay_no_longer_lists(cs: Cards) -> None:
+    # Given the account's cards known from ePay's list
+    cs.cards(refresh="true")
+    # When a card is deactivated at ePay outside the service (in its cabinet, say)
+    deactivated = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{cs.sim.api_url}/card/deactivate/{LISTED_TEST_CARD}",
+                method="POST",
+                headers={"Authorization": f"Bearer {token(cs)}"},
+            ),
+            timeout=5,
+        ).read()
+        or b"{}"
+    )
+    assert deactivated == {}
+    # Then the next refresh marks it, and leaves it to the merchant to remove
+    card = next(c for c in cs.cards(refresh="true").body["data"] if c["id"] == LISTED_TEST_CARD)
+    assert (card["status"], card["listedAtEpay"]) == ("ACTIVE", False)
+    others = [c for c in cs.cards().body["data"] if c["id"] != LISTED_TEST_CARD]
+    assert all(c["listedAtEpay"] for c in others)
+
+
+def token(cs: Cards) -> str:
+    """A terminal token from the simulator's OAuth (as any ePay client gets one)."""
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "scope": "payment",
+            "client_id": TEST_CLIENT_ID,
+            "client_secret": TEST_CLIENT_SECRET,
+            "terminal": TEST_TERMINAL_ID,
+        }
+    ).encode()
+    with urllib.request.urlopen(cs.sim.oauth_url, data=form, timeout=5) as answer:
+        value: str = json.loads(answer.read())["access_token"]
+    return value
 
 
 def test_racing_removals_deactivate_at_epay_once(cs: Cards) -> None:
