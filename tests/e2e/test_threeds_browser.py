@@ -10,87 +10,27 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
 
-from local.run import LocalStack, start_stack
+from local.run import LocalStack
+from tests.e2e.browser import TIMEOUT_MS, require_chromium
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "3ds"
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-]
 THREE_DS_CARD = "c0000000-0000-4000-8000-000000000003"
 SHOP = "https://shop.example.kz"
 BACK = f"{SHOP}/pay/done?order=42"
 FAIL = f"{SHOP}/pay/failed?order=42"
-TIMEOUT_MS = 15_000
 
-if os.environ.get("CI"):
-    # In CI a missing browser is a broken setup, never a reason to pass without the test.
-    import playwright.sync_api as playwright_sync
-
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: .ci/run must install it"
-else:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
-        )
-
-
-@pytest.fixture(scope="module")
-def local_stack() -> Iterator[LocalStack]:
-    stack = start_stack(0)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[urllib3.PoolManager]:
-    pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=20), retries=False)
-    yield pool
-    pool.clear()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def artifacts() -> Path:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    return ARTIFACTS
+require_chromium()
 
 
 def create_charge(stack: LocalStack, http: urllib3.PoolManager) -> dict[str, Any]:

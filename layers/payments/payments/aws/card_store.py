@@ -29,7 +29,7 @@ from payments.aws.dynamo import (
     from_attributes,
     to_attributes,
 )
-from payments.aws.invoice_space import suffix_key
+from payments.aws.invoice_space import suffix_guard
 from payments.cards.model import (
     SETUP_DUE_SHARDS,
     Card,
@@ -224,22 +224,14 @@ class DynamoSetupStore:
                 self._table,
                 {"pk": f"INVOICE#{setup.invoice_id}", "sk": "INVOICE", "setupId": setup.id},
             ),
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": to_attributes(
-                        {
-                            "pk": suffix_key(setup.terminal_id, setup.invoice_id[-6:]),
-                            "sk": "INVOICE_SUFFIX",
-                            "invoiceId": setup.invoice_id,
-                            "setupId": setup.id,
-                            "expiresAt": _epoch(now + self._suffix_ttl),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                    "ExpressionAttributeValues": {":now": {"N": str(_epoch(now))}},
-                }
-            },
+            suffix_guard(
+                self._table,
+                setup.terminal_id,
+                setup.invoice_id,
+                {"setupId": setup.id},
+                now + self._suffix_ttl,
+                now,
+            ),
         ]
         self._db.write(items, ["setup", "idempotency", "invoice", "invoice_suffix"])
 

@@ -31,7 +31,7 @@ from payments.aws.dynamo import (
     from_attributes,
     to_attributes,
 )
-from payments.aws.invoice_space import suffix_key
+from payments.aws.invoice_space import suffix_guard
 from payments.charges.model import (
     DUE_SHARDS,
     CaptureMode,
@@ -228,7 +228,6 @@ class DynamoChargeStore:
         """Write the charge, its idempotency key, its invoice id and suffix, and its first
         history entry in one transaction; raises DuplicateKeyError naming the guard that held."""
         now = self._clock()
-        suffix_expired = {":now": {"N": str(_epoch(now))}}
         items = [
             _put_new(self._table, charge_to_item(charge)),
             _put_new(
@@ -245,22 +244,14 @@ class DynamoChargeStore:
                 self._table,
                 {"pk": f"INVOICE#{charge.invoice_id}", "sk": "INVOICE", "chargeId": charge.id},
             ),
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": to_attributes(
-                        {
-                            "pk": suffix_key(charge.terminal_id, charge.invoice_id[-6:]),
-                            "sk": "INVOICE_SUFFIX",
-                            "invoiceId": charge.invoice_id,
-                            "chargeId": charge.id,
-                            "expiresAt": _epoch(now + self._suffix_ttl),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                    "ExpressionAttributeValues": suffix_expired,
-                }
-            },
+            suffix_guard(
+                self._table,
+                charge.terminal_id,
+                charge.invoice_id,
+                {"chargeId": charge.id},
+                now + self._suffix_ttl,
+                now,
+            ),
             _put_new(self._table, _history_item(charge.id, charge.version, entry)),
         ]
         names = ["charge", "idempotency", "invoice", "invoice_suffix", "history"]

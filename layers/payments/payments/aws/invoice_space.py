@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from payments.aws.dynamo import DynamoCalls, _epoch, _put_new, from_attributes
+from payments.aws.dynamo import DynamoCalls, _epoch, _put_new, from_attributes, to_attributes
 from payments.charges.invoices import MAX_LANES, RingTicket, SuffixHolder
 from payments.errors import ConfigurationError, DuplicateKeyError
 from payments.shared.clock import iso
@@ -23,6 +23,35 @@ from payments.shared.clock import iso
 def suffix_key(terminal_id: str, suffix: str) -> str:
     """The partition key of a terminal's suffix reservation."""
     return f"INVOICE_SUFFIX#{terminal_id.strip().lower()}#{suffix}"
+
+
+def suffix_guard(
+    table: str,
+    terminal_id: str,
+    invoice_id: str,
+    holder: dict[str, str],
+    expires: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """The transaction item that reserves an invoice id's last six digits on its terminal until
+    `expires` (taken unless a reservation of them is still alive); `holder` names what holds it
+    (`chargeId` or `setupId`)."""
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": to_attributes(
+                {
+                    "pk": suffix_key(terminal_id, invoice_id[-6:]),
+                    "sk": "INVOICE_SUFFIX",
+                    "invoiceId": invoice_id,
+                    **holder,
+                    "expiresAt": _epoch(expires),
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+            "ExpressionAttributeValues": {":now": {"N": str(_epoch(now))}},
+        }
+    }
 
 
 def _ring_pk(terminal_id: str, shard: int) -> str:
