@@ -1,8 +1,10 @@
-"""The chaos scenario at scale (default 2,000 charges): prints how every charge and refund ended.
+"""The chaos scenario at scale (default 2,000 charges, 40 card setups): prints how every charge,
+refund and card setup ended.
 
 Not a test: it prints numbers. The scenario (`local.chaos.run_chaos`) runs against the local stack
 (`local.run.start_stack` on DynamoDB Local, with the ePay simulator). `make bench-chaos` or
-`PYTHONPATH=layers/payments:. .venv/bin/python bench/chaos_bench.py --charges 3000 --seed 7`.
+`PYTHONPATH=layers/payments:. .venv/bin/python bench/chaos_bench.py --charges 3000 --setups 60
+--seed 7`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from local.chaos import ChaosReport, run_chaos
 from local.run import start_stack
 
 SMOKE_CHARGES = 20
+SMOKE_SETUPS = 4
 MAX_SHOWN = 10  # mismatches printed one by one
 
 
-def run(charges: int, seed: int, *, stop_3ds: bool = False) -> tuple[ChaosReport, float]:
+def run(
+    charges: int, seed: int, *, stop_3ds: bool = False, setups: int = 6
+) -> tuple[ChaosReport, float]:
     """The scenario on a fresh local stack, and how long it took (seconds)."""
     with start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False) as stack:
         started = time.perf_counter()
@@ -33,13 +38,14 @@ def run(charges: int, seed: int, *, stop_3ds: bool = False) -> tuple[ChaosReport
             charges=charges,
             seed=seed,
             stop_3ds=stop_3ds,
+            setups=setups,
         )
         return report, time.perf_counter() - started
 
 
 def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
     """The figures, then one JSON line with the same."""
-    print(f"chaos scenario: {report.charges} charges, seed {seed}")
+    print(f"chaos scenario: {report.charges} charges, {report.setups} card setups, seed {seed}")
     print(f"  faults injected      {dict(sorted(report.faults.items()))}")
     print(f"  after create         {dict(sorted(report.after_create.items()))}")
     print(f"  after reconciliation {dict(sorted(report.final.items()))}")
@@ -63,10 +69,21 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
     print(f"  externalIDs twice in ledger {report.ledger_refunds_twice}")
     print(f"  reconciler runs that raised {dict(report.reconcile_errors)}")
     print(f"  reconcile rounds            {report.rounds}")
+    print(f"  card setups, mode:outcome   {dict(sorted(report.setup_plans.items()))}")
+    print(f"  setup postLinks             {dict(sorted(report.setup_postlinks.items()))}")
+    print(f"  setup postLinks, answered   {dict(sorted(report.setup_postlink_answers.items()))}")
+    print(f"  setup faults                {dict(sorted(report.setup_faults.items()))}")
+    print(f"  setups before reconciling   {dict(sorted(report.setups_before_reconcile.items()))}")
+    print(f"  setups, final               {dict(sorted(report.setups_final.items()))}")
+    print(f"  setup reconciler            {dict(sorted(report.setup_reconciler.items()))}")
+    print(f"  cards saved by setups       {report.setup_cards}")
+    print(f"  first payments, final       {dict(sorted(report.setup_charges_final.items()))}")
+    print(f"  setup mismatches            {len(report.setup_mismatches)}")
+    print(f"  setup reconcile rounds      {report.setup_rounds}")
     print(
         f"  time: create {report.create_seconds:.1f} s, voids and refunds"
         f" {report.refund_seconds:.1f} s, reconcile {report.reconcile_seconds:.1f} s,"
-        f" total {elapsed:.1f} s"
+        f" card setups {report.setup_seconds:.1f} s, total {elapsed:.1f} s"
     )
     for invoice, ledger, ours in report.mismatches[:MAX_SHOWN]:
         print(f"  mismatch: invoice {invoice}: ledger {ledger}, ours {ours}")
@@ -94,6 +111,18 @@ def print_report(report: ChaosReport, seed: int, elapsed: float) -> None:
         "ledger_refunds_twice": report.ledger_refunds_twice,
         "reconcile_errors": dict(report.reconcile_errors),
         "rounds": report.rounds,
+        "setups": report.setups,
+        "setup_plans": dict(report.setup_plans),
+        "setup_postlinks": dict(report.setup_postlinks),
+        "setup_postlink_answers": dict(report.setup_postlink_answers),
+        "setup_faults": dict(report.setup_faults),
+        "setups_before_reconcile": dict(report.setups_before_reconcile),
+        "setups_final": dict(report.setups_final),
+        "setup_reconciler": dict(report.setup_reconciler),
+        "setup_cards": report.setup_cards,
+        "setup_charges_final": dict(report.setup_charges_final),
+        "setup_mismatches": len(report.setup_mismatches),
+        "setup_rounds": report.setup_rounds,
         "seconds": round(elapsed, 1),
     }
     print(json.dumps(summary))
@@ -103,8 +132,11 @@ def main() -> int:
     """Run the scenario once and print its figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--charges", type=int, default=2000)
+    parser.add_argument("--setups", type=int, default=40, help="card setups (after the charges)")
     parser.add_argument("--seed", type=int, default=20261128)
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CHARGES} charges")
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_CHARGES} charges, {SMOKE_SETUPS} setups"
+    )
     parser.add_argument(
         "--stop-3ds",
         action="store_true",
@@ -113,7 +145,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     charges = SMOKE_CHARGES if args.smoke else args.charges
-    report, elapsed = run(charges, args.seed, stop_3ds=args.stop_3ds)
+    setups = SMOKE_SETUPS if args.smoke else args.setups
+    report, elapsed = run(charges, args.seed, stop_3ds=args.stop_3ds, setups=setups)
     print_report(report, args.seed, elapsed)
     return 0
 

@@ -8,8 +8,12 @@ some of those voided, some cancels meeting faults of their own. Captured charges
 partly and wholly, one refund after another or several at once, refunds meeting faults before and
 after ePay commits them. Then the charges' and the refunds' reconcilers run, two of each at once,
 on a test clock until nothing is due; a second wave of voids and refunds (on charges the
-reconcilers settled) follows and is reconciled the same way. The simulator's ledger is the truth
-each charge and each refund is compared with.
+reconcilers settled) follows and is reconciled the same way. Last, card setups (verifications
+and first payments, approved or declined on the simulator's payment page, some through 3-D
+Secure) have a share of their postLinks lost or sent several times, some first payments' captures
+meeting faults; the setups' and the charges' reconcilers settle the rest once the clock passes the
+setups' first check. The simulator's ledger is the truth each charge, refund, card setup, saved
+card and first payment is compared with.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import contextlib
 import random
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from local.epay_sim import (
@@ -35,19 +41,45 @@ from local.epay_sim import (
     EpaySimulator,
 )
 from local.epay_sim import Terminal as SimTerminal
+from local.epay_sim.payform_client import PayformError, submit_payment
+from payments.aws.card_store import (
+    DynamoCardStore,
+    DynamoSetupStore,
+    card_from_item,
+    setup_from_item,
+)
 from payments.aws.charge_store import DynamoChargeStore
+from payments.aws.dynamo import from_attributes
+from payments.aws.inbox import DynamoInbox
 from payments.aws.invoice_space import DynamoInvoiceSpace
 from payments.aws.refund_store import DynamoRefundStore
+from payments.cards.model import Card, CardSetup, CardStatus, SetupMode, SetupStatus
+from payments.cards.reconciler import SetupReconciler
+from payments.cards.requests import SetupRequest
+from payments.cards.settlement import SetupSettler
+from payments.cards.setups import CardSetups, WidgetPage
+from payments.charges.inbox_records import PostLinkOutcome
 from payments.charges.invoices import InvoiceAllocator
-from payments.charges.links import PublicLinks
+from payments.charges.links import FAILURE_POSTLINK_PATH, PublicLinks
 from payments.charges.model import CaptureMode, Charge, ChargeStatus
+from payments.charges.notifications import Delivery, Route
+from payments.charges.page_tokens import PageTokens, derive_key
 from payments.charges.payment_gateway import AuthRequest, AuthResult, StatusResult, Token
+from payments.charges.postlink import PostLinkService
 from payments.charges.reconciler import Reconciler
 from payments.charges.requests import ChargeRequest
-from payments.charges.terminals import Purpose, Terminal
+from payments.charges.terminals import Purpose, Terminal, TerminalCodes
 from payments.charges.use_cases import ChargeUseCases
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
-from payments.errors import ConflictError, GatewayError, GatewayUnknownOutcomeError, PaymentsError
+from payments.errors import (
+    ConflictError,
+    ForgedNotificationError,
+    GatewayError,
+    GatewayUnknownOutcomeError,
+    PayloadTooLargeError,
+    PaymentsError,
+    ValidationError,
+)
 from payments.refunds.model import RefundStatus, minimum_refund
 from payments.refunds.reconciler import RefundReconciler
 from payments.refunds.requests import RefundRequest
@@ -118,6 +150,30 @@ PLANS: list[tuple[int, str]] = [(40, "single"), (25, "series"), (20, "race"), (1
 REFUNDABLE = frozenset({S.CAPTURED.value, S.PARTIALLY_REFUNDED.value})
 WAVES = 2
 CENT = Decimal("0.01")
+# Card setups (after the charges), verifications and first payments in turn: of each mode's,
+# the second of every three is declined on ePay's page (so a few setups cover every pair), and
+# a share of the first payments go through 3-D Secure (approved or failed at the issuer). What
+# becomes of each page's postLink is drawn.
+SETUP_DECLINED = 1  # the setup of each mode whose index % 3 is this one is declined
+SETUP_3DS_SHARE = 0.4
+SETUP_POSTLINKS: list[tuple[int, str]] = [(55, "lost"), (25, "delivered"), (20, "duplicated")]
+SETUP_DUPLICATES = 2  # extra copies of a duplicated postLink
+# Faults met by the capture of a first payment (the next capture ePay is asked for).
+SETUP_CAPTURE_FAULTS: list[tuple[int, str | None]] = [
+    (60, None),
+    (15, "500_after_commit"),
+    (15, "500_before_commit"),
+    (10, "down"),
+]
+SETUP_BACK = "https://shop.example/cards/saved"
+SETUP_FAILED_BACK = "https://shop.example/cards/failed"
+# What a final ledger status means for a card setup (no entry: the page was never paid on).
+SETUP_LEDGER: dict[str, SetupStatus] = {
+    "VERIFIED": SetupStatus.SUCCEEDED,
+    "AUTH": SetupStatus.SUCCEEDED,
+    "CHARGE": SetupStatus.SUCCEEDED,
+    "REJECT": SetupStatus.FAILED,
+}
 
 
 class TestClock:
@@ -219,6 +275,20 @@ class NullTelemetry:
         return None
 
 
+class NullSetupTelemetry:
+    """The scenario counts setups itself."""
+
+    def setup_finished(self, setup: CardSetup) -> None:
+        return None
+
+
+class NullPostLinkTelemetry:
+    """The receiver counts the intake's verdicts itself."""
+
+    def handled(self, outcome: PostLinkOutcome) -> None:
+        return None
+
+
 @dataclass
 class ChaosReport:
     """What happened, for asserting (tests) or printing (bench)."""
@@ -258,11 +328,33 @@ class ChaosReport:
     refund_seconds: float = 0.0
     # Exceptions that ended a reconciler's run early (its due items wait for the next run).
     reconcile_errors: Counter[str] = field(default_factory=Counter)
+    # Card setups: how many, "mode:outcome" on ePay's page, what became of their postLinks, how
+    # the intake answered each delivery, their statuses before and after the reconcilers, the
+    # faults their first payments' captures met, what the setup reconciler's runs did (checked,
+    # settled, expired, errors by type), the cards saved for them and their first payments'
+    # final statuses. Their problems are in `mismatches` (ours starting with "setup").
+    setups: int = 0
+    setup_plans: Counter[str] = field(default_factory=Counter)
+    setup_postlinks: Counter[str] = field(default_factory=Counter)
+    setup_postlink_answers: Counter[str] = field(default_factory=Counter)
+    setups_before_reconcile: Counter[str] = field(default_factory=Counter)
+    setups_final: Counter[str] = field(default_factory=Counter)
+    setup_faults: Counter[str] = field(default_factory=Counter)
+    setup_reconciler: Counter[str] = field(default_factory=Counter)
+    setup_cards: int = 0  # cards saved under the setups' accounts
+    setup_charges_final: Counter[str] = field(default_factory=Counter)
+    setup_rounds: int = 0
+    setup_seconds: float = 0.0
 
     @property
     def refunds_needs_review(self) -> int:
         """Refunds ePay's status could not account for: a person decides."""
         return self.refunds_final[R.NEEDS_REVIEW.value]
+
+    @property
+    def setup_mismatches(self) -> list[tuple[str, str | None, str]]:
+        """The mismatches of card setups, their cards and their first payments."""
+        return [m for m in self.mismatches if m[2].startswith("setup")]
 
 
 @dataclass(frozen=True)
@@ -292,6 +384,82 @@ class RefundRow:
 
 
 @dataclass
+class SetupParts:
+    """Card setups wired as bootstrap wires them: their page, settler, stores, the postLink
+    intake (charges and setups) and the setup reconciler."""
+
+    setups: CardSetups
+    settler: SetupSettler
+    store: DynamoSetupStore
+    cards: DynamoCardStore
+    postlinks: PostLinkService
+    reconciler: SetupReconciler
+
+
+class PostLinkReceiver:
+    """A loopback HTTP server where the simulator's postLinks land: each delivery goes to the
+    postLink intake (as functions/postlink hands it over) and is answered 200, or the status
+    the function would answer for its error; the answers are counted."""
+
+    def __init__(self) -> None:
+        self.intake: PostLinkService | None = None
+        self.answers: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                status = receiver.receive(self.path, body, self.headers.get("Content-Type"))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL the postLinks go under."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> PostLinkReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def receive(self, path: str, body: bytes, content_type: str | None) -> int:
+        """One delivery through the intake; the HTTP status it is answered."""
+        failure = urllib.parse.urlsplit(path).path == FAILURE_POSTLINK_PATH
+        delivery = Delivery(body, content_type, Route.FAILURE if failure else Route.SUCCESS)
+        status, what = 500, "no intake"
+        try:
+            if self.intake is not None:
+                outcome = self.intake.receive(delivery, Deadline.after(15))
+                again = " (duplicate)" if outcome.duplicate else ""
+                status, what = 200, f"{outcome.verdict.value}{again}"
+        except PayloadTooLargeError:
+            status, what = 413, "too large"
+        except ValidationError:
+            status, what = 400, "malformed"
+        except ForgedNotificationError:
+            status, what = 403, "forged"
+        except Exception as exc:  # answered 500 (ePay's postLink is not retried): counted
+            status, what = 500, type(exc).__name__
+        with self._lock:
+            self.answers[f"{status} {what}"] += 1
+        return status
+
+
+@dataclass
 class Rig:
     """The scenario's wiring: the stores, use cases and reconcilers on one test clock."""
 
@@ -307,11 +475,13 @@ class Rig:
     report: ChaosReport
     seed: int
     refund_store: DynamoRefundStore
+    cards: SetupParts
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_3ds: bool = False
     voided: set[str] = field(default_factory=set)  # charges a cancel was sent for
     void_considered: set[str] = field(default_factory=set)
     nonfinal: set[str] = field(default_factory=set)  # invoices answered with a non-final code
+    setup_ids: list[str] = field(default_factory=list)  # card setups, in order
     keys: int = 0
 
     def key(self, kind: str) -> str:
@@ -334,43 +504,61 @@ def run_chaos(
     charges: int,
     seed: int,
     stop_3ds: bool = False,
+    setups: int = 6,
 ) -> ChaosReport:
     """Create `charges` charges under random faults, void and refund some, reconcile until
     nothing is due (twice: a second wave of voids and refunds follows the first
-    reconciliation), compare with the ledger.
+    reconciliation), then make `setups` card setups whose postLinks are mostly lost and
+    reconcile again; compare with the ledger.
 
     `stop_3ds` also cancels charges waiting for 3-D Secure that the customer then never
     completes (ePay shows "3D" for ever); such a charge should stay CANCELLED.
     """
     rng = random.Random(seed)
     # Voids and refunds draw from their own generator: the charges meet the same faults with or
-    # without them.
+    # without them; so do card setups.
     extra = random.Random(seed + 1)
+    setup_rng = random.Random(seed + 2)
     simulator.postlink_drop = True
     # Two terminals, as merchants run them: 3-D Secure for customers, none for recurring charges.
     simulator.terminals = [SimTerminal(TEST_TERMINAL2_ID, TEST_TERMINAL2_CODE, three_ds=False)]
-    rig = wire(table, dynamodb, simulator, ChaosReport(charges=charges), seed)
-    rig.stop_3ds = stop_3ds
-    try:
-        _create_charges(rig, rng, extra, charges)
-        rig.report.after_create.update(row.status for row in _charges(dynamodb, table))
-        for _wave in range(WAVES):
-            started = time.perf_counter()
-            _issue_voids(rig, extra)
-            _issue_refunds(rig, extra)
-            rig.report.refund_seconds += time.perf_counter() - started
-            _reconcile(rig, charges)
-        _compare(rig)
-    finally:
-        simulator.terminals = []
-        simulator.postlink_drop = False
+    with PostLinkReceiver() as receiver:
+        report = ChaosReport(charges=charges, setups=setups)
+        rig = wire(table, dynamodb, simulator, report, seed, setup_base_url=receiver.url)
+        receiver.intake = rig.cards.postlinks
+        rig.stop_3ds = stop_3ds
+        try:
+            _create_charges(rig, rng, extra, charges)
+            rig.report.after_create.update(row.status for row in _charges(dynamodb, table))
+            for _wave in range(WAVES):
+                started = time.perf_counter()
+                _issue_voids(rig, extra)
+                _issue_refunds(rig, extra)
+                rig.report.refund_seconds += time.perf_counter() - started
+                _reconcile(rig, charges)
+            if setups:
+                _run_setups(rig, setup_rng, setups)
+            rig.report.setup_postlink_answers.update(receiver.answers)
+            _compare(rig)
+        finally:
+            simulator.terminals = []
+            simulator.postlink_drop = False
+            simulator.postlink_duplicates = 0
     return rig.report
 
 
 def wire(
-    table: str, dynamodb: Any, simulator: EpaySimulator, report: ChaosReport, seed: int
+    table: str,
+    dynamodb: Any,
+    simulator: EpaySimulator,
+    report: ChaosReport,
+    seed: int,
+    *,
+    setup_base_url: str = "http://127.0.0.1:3000",
 ) -> Rig:
-    """Wire the use cases and the reconcilers against the simulator and the table."""
+    """Wire the use cases and the reconcilers against the simulator and the table. Card
+    setups' links (their page, their postLinks) are under `setup_base_url`; the charges'
+    postLinks go nowhere (the simulator drops them)."""
     clock = TestClock()
     client = EpayClient(
         oauth_url=simulator.oauth_url,
@@ -383,17 +571,18 @@ def wire(
     )
     gateway = CrashingGateway(client)
     store = DynamoChargeStore(table, dynamodb, clock=clock)
+    allocator = InvoiceAllocator(
+        DynamoInvoiceSpace(table, dynamodb),
+        NullTelemetry(),
+        window=timedelta(days=400),
+        clock=clock,
+    )
     charges = ChargeUseCases.build(
         store=store,
         gateway=gateway,
         telemetry=NullTelemetry(),
         links=PublicLinks("http://127.0.0.1:3000"),
-        allocator=InvoiceAllocator(
-            DynamoInvoiceSpace(table, dynamodb),
-            NullTelemetry(),
-            window=timedelta(days=400),
-            clock=clock,
-        ),
+        allocator=allocator,
         clock=clock,
     )
     refund_store = DynamoRefundStore(table, store)
@@ -414,9 +603,20 @@ def wire(
     refund_reconciler = RefundReconciler(
         store=refund_store, charges=store, service=refunds, status=gateway.status, clock=clock
     )
+    cards = _wire_cards(
+        table,
+        dynamodb,
+        client,
+        store,
+        charges,
+        allocator,
+        clock,
+        setup_base_url,
+        simulator.widget_url,
+    )
     # Two of each at once, as overlapping scheduled runs would.
     runs: list[Callable[[Deadline], object]] = [reconciler.run, refund_reconciler.run] * 2
-    return Rig(
+    rig = Rig(
         table,
         dynamodb,
         simulator,
@@ -429,6 +629,66 @@ def wire(
         report,
         seed,
         refund_store,
+        cards,
+    )
+
+    def run_setups(deadline: Deadline) -> None:
+        done = cards.reconciler.run(deadline)
+        with rig.lock:
+            counted = report.setup_reconciler
+            counted.update(checked=done.checked, settled=done.settled, expired=done.expired)
+            counted.update({f"error:{name}": n for name, n in done.errors.items()})
+
+    runs += [run_setups] * 2
+    return rig
+
+
+def _wire_cards(
+    table: str,
+    dynamodb: Any,
+    client: EpayClient,
+    store: DynamoChargeStore,
+    charges: ChargeUseCases,
+    allocator: InvoiceAllocator,
+    clock: TestClock,
+    base_url: str,
+    widget_url: str,
+) -> SetupParts:
+    """Card setups as payments.bootstrap wires them (the same page key, invoice space and
+    charge settler as the charges). The real client: a card setup never crashes mid-auth."""
+    setup_store = DynamoSetupStore(table, dynamodb, clock=clock)
+    settler = SetupSettler(
+        store=setup_store,
+        gateway=client,
+        charges=charges.settler,
+        telemetry=NullSetupTelemetry(),
+        clock=clock,
+    )
+    setups = CardSetups(
+        store=setup_store,
+        gateway=client,
+        allocator=allocator,
+        links=PublicLinks(base_url),
+        tokens=PageTokens(lambda: derive_key(TEST_CLIENT_SECRET)),
+        widget_url=widget_url,
+        clock=clock,
+    )
+    postlinks = PostLinkService(
+        inbox=DynamoInbox(table, dynamodb, clock=clock),
+        charges=store,
+        settler=charges.settler,
+        terminals=TerminalCodes(store, client.terminals),
+        telemetry=NullPostLinkTelemetry(),
+        clock=clock,
+        setups=settler,
+    )
+    return SetupParts(
+        setups=setups,
+        settler=settler,
+        store=setup_store,
+        cards=DynamoCardStore(table, dynamodb),
+        postlinks=postlinks,
+        reconciler=SetupReconciler(store=setup_store, setups=settler, clock=clock),
     )
 
 
@@ -628,13 +888,19 @@ def _refund(rig: Rig, charge_id: str, request: RefundRequest, key: str) -> Refun
 def _reconcile(rig: Rig, charges: int) -> None:
     """Run the reconcilers (two of each at once) until nothing is due, the test clock moving to
     the earliest check each round (a refund ePay never got fails an hour after it was made)."""
-    report, dynamodb, table = rig.report, rig.dynamodb, rig.table
     # The status API is flaky while the reconcilers work.
     rig.simulator.inject("status", "in_progress", count=max(10, charges // 8))
     rig.simulator.inject("status", "500_before_commit", count=max(5, charges // 15))
     started = time.perf_counter()
+    rig.report.rounds += _until_nothing_due(rig)
+    rig.report.reconcile_seconds += time.perf_counter() - started
+
+
+def _until_nothing_due(rig: Rig) -> int:
+    """Rounds of every reconciler at once, the clock at the earliest check each time, until
+    nothing (charge, refund or card setup) is due; how many rounds it took."""
     rounds = 0
-    while (due := _earliest_due(dynamodb, table)) is not None and rounds < MAX_ROUNDS:
+    while (due := _earliest_due(rig.dynamodb, rig.table)) is not None and rounds < MAX_ROUNDS:
         rounds += 1
         rig.clock.set(due)
         runs = [
@@ -645,8 +911,7 @@ def _reconcile(rig: Rig, charges: int) -> None:
             run.start()
         for run in runs:
             run.join()
-    report.rounds += rounds
-    report.reconcile_seconds += time.perf_counter() - started
+    return rounds
 
 
 def _guarded(rig: Rig, run: Callable[[Deadline], object], deadline: Deadline) -> None:
@@ -657,18 +922,199 @@ def _guarded(rig: Rig, run: Callable[[Deadline], object], deadline: Deadline) ->
         rig.count(rig.report.reconcile_errors, f"{type(exc).__name__}: {exc}")
 
 
+# --- card setups ---------------------------------------------------------------------------
+
+
+def _run_setups(rig: Rig, rng: random.Random, count: int) -> None:
+    """Card setups, one after another: created, their page opened, paid or declined on ePay's
+    page, their postLinks lost, delivered or delivered several times; then, once every postLink
+    sent was answered, the reconcilers (the status API flaky again) until nothing is due: the
+    clock passes the setups' first check (SETUP_CHECK_LADDER[0] after their page was opened)."""
+    report, simulator = rig.report, rig.simulator
+    started = time.perf_counter()
+    sent = len(simulator.postlinks)
+    for n in range(count):
+        sent += _one_setup(rig, rng, n)
+    simulator.wait_for_postlinks(sent, timeout=15)
+    for setup_id in rig.setup_ids:
+        setup = rig.cards.store.get(setup_id)
+        report.setups_before_reconcile[setup.status.value if setup else "missing"] += 1
+    simulator.inject("status", "in_progress", count=1)
+    simulator.inject("status", "500_before_commit", count=1)
+    report.setup_rounds = _until_nothing_due(rig)
+    report.setup_seconds = time.perf_counter() - started
+
+
+def _one_setup(rig: Rig, rng: random.Random, n: int) -> int:
+    """One card setup (verifications and first payments in turn) under its drawn outcome and
+    postLink fate; how many postLink deliveries the simulator makes for it."""
+    report, simulator = rig.report, rig.simulator
+    mode = (SetupMode.VERIFY, SetupMode.PAY)[n % 2]
+    paying = mode is SetupMode.PAY
+    approved = (n // 2) % 3 != SETUP_DECLINED
+    outcome = "approve" if approved else "decline"
+    if paying and rng.random() < SETUP_3DS_SHARE:
+        outcome = "3ds:approve" if approved else "3ds:fail"
+    fate = _draw(rng, SETUP_POSTLINKS)
+    report.setup_plans[f"{mode.value}:{outcome}"] += 1
+    report.setup_postlinks[fate] += 1
+    request = SetupRequest(
+        account_id=f"chaos-{rig.seed}-setup-{n}",  # one account each: one card each at most
+        back_link=SETUP_BACK,
+        mode=mode,
+        amount=Decimal(rng.randint(100, 99999)) / 100 if paying else Decimal(0),
+        currency="KZT" if paying else "USD",
+        description=f"Chaos setup {n}" if paying else "Card verification",
+        failure_back_link=SETUP_FAILED_BACK if rng.random() < 0.5 else None,
+    )
+    setup = rig.cards.setups.create(request, rig.key("setup")).setup
+    rig.setup_ids.append(setup.id)
+    page = _open_page(rig, setup)
+    if page is None:
+        return 0  # never paid on: the reconciler ends it EXPIRED, as the (empty) ledger says
+    if paying and approved:  # the capture of this first payment (or of another) meets a fault
+        kind = _draw(rng, SETUP_CAPTURE_FAULTS)
+        if kind is not None:
+            report.setup_faults[f"capture:{kind}"] += 1
+            simulator.inject("charge", kind, count=1, delay=FAULT_DELAY)
+    button, _, issuer = outcome.partition(":")
+    simulator.postlink_drop = fate == "lost"
+    simulator.postlink_duplicates = SETUP_DUPLICATES if fate == "duplicated" else 0
+    try:
+        back = submit_payment(
+            simulator.payform_url, page.payment_object, button, issuer=issuer or "approve"
+        )
+    except PayformError as exc:
+        _setup_mismatch(report, setup, None, f"the payment page refused it: {exc}")
+        return 0
+    finally:
+        simulator.postlink_drop = True
+        simulator.postlink_duplicates = 0
+    expected = SETUP_BACK if approved else request.failure_back_link or SETUP_BACK
+    if back != expected:
+        _setup_mismatch(report, setup, None, f"ePay sent the customer to {back}, not {expected}")
+    return {"lost": 0, "delivered": 1, "duplicated": 1 + SETUP_DUPLICATES}[fate]
+
+
+def _open_page(rig: Rig, setup: CardSetup) -> WidgetPage | None:
+    """The customer opens the setup's page (its token from its URL), trying again while ePay's
+    token endpoint fails; its WidgetPage, or None."""
+    url = rig.cards.setups.page_url(setup)
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url or "").query).get("token", [""])[0]
+    for _attempt in range(3):
+        try:
+            return rig.cards.setups.open_page(setup.id, token, Deadline.after(20))
+        except GatewayError as exc:
+            rig.count(rig.report.setup_faults, f"page:{type(exc).__name__}")
+    return None
+
+
+def _draw[T](rng: random.Random, options: list[tuple[int, T]]) -> T:
+    """One of the weighted options."""
+    return rng.choices([o for _, o in options], weights=[w for w, _ in options])[0]
+
+
+def _setup_mismatch(
+    report: ChaosReport, setup: CardSetup, ledger: str | None, problem: str
+) -> None:
+    """A card setup (its card, its first payment) disagreeing with the ledger."""
+    what = f"setup {setup.id} ({setup.mode.value}, {setup.status.value}): {problem}"
+    report.mismatches.append((setup.invoice_id, ledger, what))
+
+
+def _compare_setups(rig: Rig) -> set[tuple[str, str]]:
+    """Hold every card setup, its saved card and its first payment against the ledger; the
+    (invoice, terminal) pairs of the setups (their charges are compared here, not with the
+    scenario's charges)."""
+    report = rig.report
+    setups = [setup_from_item(from_attributes(i)) for i in _items(rig, "SETUP")]
+    cards = {c.id: c for c in (card_from_item(from_attributes(i)) for i in _items(rig, "CARD"))}
+    per_account = Counter(card.account_id for card in cards.values())
+    charges: dict[tuple[str, str], list[str]] = {}
+    for row in _charges(rig.dynamodb, rig.table):
+        charges.setdefault((row.invoice, row.terminal), []).append(row.id)
+    if sorted(s.id for s in setups) != sorted(rig.setup_ids):
+        report.mismatches.append(("", None, f"setups: {len(setups)} stored, made {rig.setup_ids}"))
+    for setup in setups:
+        report.setups_final[setup.status.value] += 1
+        report.setup_cards += per_account[setup.account_id]
+        entry = rig.simulator.ledger_entry(setup.invoice_id, setup.terminal_id)
+        held = charges.get((setup.invoice_id, setup.terminal_id), [])
+        for problem in _setup_problems(setup, entry, per_account[setup.account_id], cards):
+            _setup_mismatch(report, setup, entry.status_name if entry else None, problem)
+        for problem in _first_payment_problems(rig, setup, entry, held):
+            _setup_mismatch(report, setup, entry.status_name if entry else None, problem)
+    return {(s.invoice_id, s.terminal_id) for s in setups}
+
+
+def _setup_problems(setup: CardSetup, entry: Any, saved: int, cards: dict[str, Card]) -> list[str]:
+    """What is wrong with a setup and its card against the ledger: approved means SUCCEEDED
+    with the ledger's card saved once (ACTIVE, this setup's, this account's), declined means
+    FAILED with no card, never paid on means EXPIRED."""
+    expected = SETUP_LEDGER.get(entry.status_name) if entry else SetupStatus.EXPIRED
+    if expected is None:
+        return [f"the ledger shows {entry.status_name}"]
+    problems = []
+    if setup.status is not expected:
+        problems.append(f"the ledger means {expected.value}")
+    succeeded = expected is SetupStatus.SUCCEEDED
+    if saved != int(succeeded):
+        problems.append(f"{saved} cards saved for its account")
+    if succeeded:
+        card = cards.get(entry.card_id) if entry.card_id else None
+        if setup.card_id is None or setup.card_id != entry.card_id:
+            problems.append("its card is not the ledger's card")
+        elif card is None or (card.setup_id, card.account_id) != (setup.id, setup.account_id):
+            problems.append("no card item of this setup under the ledger's card id")
+        elif card.status is not CardStatus.ACTIVE:
+            problems.append(f"its card is {card.status.value}")
+    return problems
+
+
+def _first_payment_problems(rig: Rig, setup: CardSetup, entry: Any, held: list[str]) -> list[str]:
+    """What is wrong with a setup's first payment: an approved paying setup has one charge,
+    CAPTURED for the setup's amount on the ledger's card as the ledger has it (CHARGE of that
+    amount); any other setup has none."""
+    paid = (
+        setup.mode is SetupMode.PAY
+        and SETUP_LEDGER.get(entry.status_name if entry else "") is SetupStatus.SUCCEEDED
+    )
+    if len(held) != int(paid):
+        return [f"{len(held)} charges hold its invoice"]
+    if not paid:
+        return [] if setup.charge_id is None else ["a charge id, yet no payment"]
+    charge = rig.store.get(held[0])
+    if charge is None or setup.charge_id != charge.id:
+        return [f"its charge {setup.charge_id} is not the one holding its invoice"]
+    rig.report.setup_charges_final[charge.status.value] += 1
+    problems = []
+    if charge.status is not S.CAPTURED:
+        problems.append(f"its charge {charge.id} is {charge.status.value}")
+    if charge.amount != setup.amount or charge.captured_amount != setup.amount:
+        problems.append(f"its charge is {charge.amount} captured {charge.captured_amount}")
+    if entry.status_name != "CHARGE" or entry.captured_amount != setup.amount:
+        problems.append(f"the ledger captured {entry.captured_amount} of {setup.amount}")
+    if charge.card_id != entry.card_id:
+        problems.append("its charge is not on the ledger's card")
+    return problems
+
+
 # --- the comparison with the ledger ---------------------------------------------------------
 
 
 def _compare(rig: Rig) -> None:
-    """Hold every charge and refund against the simulator's ledger on its own terminal."""
+    """Hold every charge, refund and card setup against the simulator's ledger on its own
+    terminal."""
     report, simulator = rig.report, rig.simulator
+    setups = _compare_setups(rig)
     refunds: dict[str, list[RefundRow]] = {}
     for refund in _refunds(rig.dynamodb, rig.table):
         refunds.setdefault(refund.charge_id, []).append(refund)
         report.refunds_final[refund.status] += 1
     ledger_ids: Counter[str] = Counter()
     for row in _charges(rig.dynamodb, rig.table):
+        if (row.invoice, row.terminal) in setups:
+            continue  # a card setup's first payment (compared with its setup)
         report.final[row.status] += 1
         report.terminals[row.terminal] += 1
         entry = simulator.ledger_entry(row.invoice, row.terminal)
@@ -780,6 +1226,16 @@ def _scan(dynamodb: Any, table: str, **kwargs: Any) -> list[dict[str, Any]]:
         page["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
+def _items(rig: Rig, sk: str) -> list[dict[str, Any]]:
+    """Every item of one kind (its sort key), as DynamoDB gives it."""
+    return _scan(
+        rig.dynamodb,
+        rig.table,
+        FilterExpression="sk = :k",
+        ExpressionAttributeValues={":k": {"S": sk}},
+    )
+
+
 def _number(item: dict[str, Any], name: str) -> Decimal:
     return Decimal(item[name]["N"]) if name in item else Decimal(0)
 
@@ -837,8 +1293,8 @@ def _refunds(dynamodb: Any, table: str) -> list[RefundRow]:
 
 
 def _earliest_due(dynamodb: Any, table: str) -> datetime | None:
-    """The earliest nextCheckAt in the table, charges' and refunds' (the scenario's view, not
-    the reconcilers')."""
+    """The earliest nextCheckAt in the table, charges', refunds' and card setups' (the
+    scenario's view, not the reconcilers')."""
     items = _scan(
         dynamodb,
         table,

@@ -1,6 +1,8 @@
 """Chaos: ~300 charges across every outcome with random faults, crashes and lost postLinks, voids
 and refunds (partial, whole, racing, replayed) with faults of their own, then the charges' and the
-refunds' reconcilers, two of each at once, on a test clock until nothing is due. ePay's ledger is
+refunds' reconcilers, two of each at once, on a test clock until nothing is due; then card setups
+(verifications and first payments, approved or declined on ePay's page) whose postLinks are mostly
+lost or sent several times, settled by the setups' and the charges' reconcilers. ePay's ledger is
 the truth."""
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import pytest
 
 from local.chaos import run_chaos
 from local.epay_sim import TEST_TERMINAL2_ID, TEST_TERMINAL_ID
+from payments.cards.model import SetupStatus
 from payments.charges.model import ChargeStatus
 from payments.refunds.model import RefundStatus
 from tests.integration.conftest import Stack
 
 S = ChargeStatus
 R = RefundStatus
+SETUPS = 6
 
 
 @pytest.mark.slow
@@ -26,6 +30,8 @@ def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
     # went through), errors answered with HTTP 200, a flaky status API and no postLink at all;
     # held charges voided (cancels meeting faults), captured ones refunded partly and wholly, in
     # turn and at once, refunds meeting faults before and after ePay commits them
+    # And then card setups, verifying and paying, approved and declined on ePay's page, most of
+    # their postLinks lost, others sent three times, first payments' captures meeting faults
     # When the reconcilers run until nothing is due
     report = run_chaos(
         table=stack.table,
@@ -34,6 +40,7 @@ def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
         charges=300,
         seed=20261128,
         stop_3ds=True,
+        setups=SETUPS,
     )
     print(
         f"\nchaos: faults {dict(sorted(report.faults.items()))}\n"
@@ -46,10 +53,17 @@ def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
         f" refunded: ours {report.refunded_ours}, ledger {report.refunded_ledger}, in review "
         f"{report.refunded_in_review}; sent twice {report.refunds_sent_twice}\n"
         f" reconciler runs that raised {dict(report.reconcile_errors)}\n"
-        f" rounds {report.rounds}; create {report.create_seconds:.1f}s, voids and refunds "
-        f"{report.refund_seconds:.1f}s, reconcile {report.reconcile_seconds:.1f}s"
+        f" setups {dict(report.setup_plans)}; postLinks {dict(report.setup_postlinks)}, "
+        f"answered {dict(report.setup_postlink_answers)}; faults {dict(report.setup_faults)}\n"
+        f" setups before reconciling {dict(report.setups_before_reconcile)}, final "
+        f"{dict(report.setups_final)}; reconciler {dict(report.setup_reconciler)}; cards "
+        f"{report.setup_cards}; first payments {dict(report.setup_charges_final)}; setup "
+        f"mismatches {report.setup_mismatches}\n"
+        f" rounds {report.rounds} (+{report.setup_rounds} for setups); create "
+        f"{report.create_seconds:.1f}s, voids and refunds {report.refund_seconds:.1f}s, "
+        f"reconcile {report.reconcile_seconds:.1f}s, card setups {report.setup_seconds:.1f}s"
     )
-    # Then every charge ended as ePay's ledger says, and none needs a person
+    # Then every charge and card setup ended as ePay's ledger says, and none needs a person
     assert report.mismatches == []
     assert report.final[S.NEEDS_REVIEW.value] == 0
     assert sum(report.final.values()) == 300
@@ -91,3 +105,21 @@ def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
     # refunds of one charge with amounts that could be mistaken)
     assert report.reconcile_errors == {}
     assert report.refunds_needs_review == 0
+    # And every card setup is settled as ePay's ledger says, none left PENDING, though the
+    # postLinks of some never came: each approved one SUCCEEDED with the ledger's card saved
+    # once, each declined one FAILED with none, each first payment CAPTURED as the ledger has it
+    # (all in `mismatches` above)
+    assert report.setup_mismatches == []
+    assert sum(report.setups_final.values()) == SETUPS
+    assert set(report.setups_final) == {SetupStatus.SUCCEEDED.value, SetupStatus.FAILED.value}
+    assert report.setup_cards == report.setups_final[SetupStatus.SUCCEEDED.value]
+    assert report.setup_postlinks["lost"] > 0
+    assert report.setups_before_reconcile[SetupStatus.PENDING.value] > 0
+    assert report.setup_reconciler["settled"] > 0
+    # And they covered verifications and first payments, approved and declined
+    assert report.setup_plans["verify:approve"] > 0
+    assert report.setup_plans["verify:decline"] > 0
+    paid = report.setup_plans["pay:approve"] + report.setup_plans["pay:3ds:approve"]
+    assert paid > 0
+    assert report.setup_plans["pay:decline"] + report.setup_plans["pay:3ds:fail"] > 0
+    assert report.setup_charges_final == {S.CAPTURED.value: paid}

@@ -89,7 +89,8 @@ class SetupReconciler:
             self._setups.reschedule(setup, now + _rung(setup.check_attempts))
             return
         if settled.outcome is not SetupOutcome.PENDING:
-            report.settled += 1
+            # UNCHANGED: a postLink or another run settled it meanwhile (not this run's doing).
+            report.settled += settled.outcome is SetupOutcome.CHANGED
             return
         if now - setup.page_served_at >= SETUP_PENDING_FINAL_AGE:
             self._setups.end(
