@@ -11,6 +11,7 @@ from payments import bootstrap
 from payments.charges import views
 from payments.charges.model import Charge, is_charge_id
 from payments.charges.requests import parse_capture_request, parse_charge_request
+from payments.charges.search import parse_charge_query
 from payments.errors import ValidationError
 from payments.http import router
 from payments.http.router import Reply, Request
@@ -41,6 +42,14 @@ def create_charge(request: Request, context: router.Context) -> Reply:
     if result.replayed:
         return router.json_response(200, resource, **{"Idempotent-Replayed": "true"})
     return router.json_response(201, resource, Location=f"/charges/{result.charge.id}")
+
+
+@app.route("GET", "/charges")
+def search_charges(request: Request, _context: router.Context) -> Reply:
+    """Charges of an account, a subscription or a status, newest first, a page at a time."""
+    query = parse_charge_query(request.query)  # a bad query is a 400 before anything is read
+    page = bootstrap.charge_search().page(query)
+    return router.json_response(200, views.charge_page(page, bootstrap.page_url))
 
 
 @app.route("GET", "/charges/{chargeId}")

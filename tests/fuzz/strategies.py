@@ -47,6 +47,7 @@ def takes_input(route: Route) -> bool:
         "PATCH /subscriptions/{subscriptionId}",
         "POST /charges/{chargeId}/capture",
         "GET /subscriptions",
+        "GET /charges",
         "GET /charges/{chargeId}/3ds",
         "POST /charges/{chargeId}/3ds/return",
         "POST /charges/{chargeId}/refunds",
@@ -542,8 +543,45 @@ def _setup_bodies() -> Varied:
     return json_body(valid, optional)
 
 
+def _charge_search_query(seeds: Seeds) -> Varied:
+    """GET /charges: valid queries around the seeded account (by account, status or the seeded
+    subscription, in a window), and near misses, chaos and forbidden combinations around them."""
+    statuses = _one_of("CAPTURED", "NEEDS_REVIEW", "AUTHORIZED", "REQUIRES_3DS", "DECLINED")
+    instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)).map(
+        lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    window = {
+        "createdFrom": Field("2020-01-01T00:00:00Z", instants),
+        "createdTo": Field("2099-01-01T00:00:00Z"),
+        "limit": Field("20", st.integers(1, 100).map(str)),
+    }
+    by_account = _query({"accountId": seeds.account_id}, {"status": statuses, **window})
+    by_status = _query({"status": statuses}, window)
+    by_subscription = _query({"subscriptionId": seeds.subscription_id}, window)
+    # A cursor of another query, or none of ours, with the query it does not belong to.
+    cursors = _query(
+        {"accountId": seeds.account_id, "cursor": _one_of("e30", seeds.cursor or "x")}, {}
+    )
+    return Varied(
+        calm=st.one_of(by_account.calm, by_status.calm, by_subscription.calm),
+        wild=st.one_of(
+            by_account.wild, by_status.wild, by_subscription.wild, cursors.calm, _query({}).wild
+        ),
+    )
+
+
+# GET routes whose query is all that varies (no body).
+_QUERY_ONLY: dict[str, Callable[[Seeds], Varied]] = {
+    "GET /charges": _charge_search_query,
+    "GET /charges/{chargeId}/3ds": lambda seeds: _query({"token": seeds.page_token}),
+    "GET /card-setups/{setupId}/page": lambda seeds: _query({"token": seeds.setup_page_token}),
+}
+
+
 def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
     """What varies on a route besides its path: (query, body, its usual Content-Type)."""
+    if key in _QUERY_ONLY:
+        return _QUERY_ONLY[key](seeds), NO_BODY, None
     amounts = _amounts(1, 100_000)
     if key == "POST /charges":
         return _query({}), _charge_bodies(), "application/json"
@@ -570,12 +608,8 @@ def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
         limits = Field("20", st.integers(1, 100).map(str))
         optional = {"limit": limits, "cursor": seeds.cursor or ""}
         return _query({"accountId": seeds.account_id}, optional), NO_BODY, None
-    if key == "GET /charges/{chargeId}/3ds":
-        return _query({"token": seeds.page_token}), NO_BODY, None
     if key == "POST /card-setups":
         return _query({}), _setup_bodies(), "application/json"
-    if key == "GET /card-setups/{setupId}/page":
-        return _query({"token": seeds.setup_page_token}), NO_BODY, None
     if key == "GET /accounts/{accountId}/cards":
         limits = Field("20", st.integers(1, 100).map(str))
         optional = {"limit": limits, "refresh": _one_of("false", "true"), "cursor": "e30"}

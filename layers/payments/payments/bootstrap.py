@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from payments.charges.page_tokens import PageTokens
     from payments.charges.postlink import PostLinkService
     from payments.charges.reconciler import Reconciler
+    from payments.charges.search import ChargeSearch
     from payments.charges.service import ChargeService
     from payments.charges.settlement import ChargeSettler
     from payments.charges.terminals import Terminal, TerminalCodes
@@ -175,6 +176,14 @@ def settler() -> ChargeSettler:
 def charge_service() -> ChargeService:
     """Create, read and capture charges."""
     return charge_use_cases().service
+
+
+@cache
+def charge_search() -> ChargeSearch:
+    """Charges of an account, a subscription or a status (ChargeListIndex)."""
+    from payments.charges.search import ChargeSearch
+
+    return ChargeSearch(store())
 
 
 def voids() -> ChargeVoids:
@@ -385,6 +394,7 @@ def reset() -> None:
         built.cache_clear()
     for charge_built in (charge_use_cases, reconciler, refund_store, refunds, refund_reconciler):
         charge_built.cache_clear()
+    charge_search.cache_clear()
     for postlink_built in (inbox, postlink_service):
         postlink_built.cache_clear()
     for threeds_built in (page_tokens, page_links, three_ds_service):

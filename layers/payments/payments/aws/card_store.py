@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from payments.aws.charge_store import _history_item, charge_to_item
+from payments.aws.charge_store import charge_to_item, created_history_item
 from payments.aws.dynamo import (
     DynamoCalls,
     _epoch,
@@ -290,7 +290,7 @@ class DynamoSetupStore:
             new_charge, entry = charge
             items += [
                 _put_new(self._table, charge_to_item(new_charge)),
-                _put_new(self._table, _history_item(new_charge.id, new_charge.version, entry)),
+                _put_new(self._table, created_history_item(new_charge, entry)),
                 {
                     "Update": {
                         "TableName": self._table,

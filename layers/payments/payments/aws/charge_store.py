@@ -12,11 +12,20 @@ Items (pk / sk):
                                               written by payments.aws.inbox)
   TERMINAL#<terminal id> / TERMINAL           the terminal's 8-digit code, written once when the
                                               status API first names it (charges.terminals)
+
+ChargeListIndex (KEYS_ONLY; `chargeList` / `chargeSort` = "<createdAt ISO>#<charge id>") answers
+`GET /charges` (payments.charges.search), one partition per query:
+  STATUS#<status>      on the charge item: moves with every status change (the only key that does)
+  ACCOUNT#<accountId>  on the charge's first history item (HISTORY#000001): written once
+  SUB#<subscriptionId> on a renewal charge's INVOICE item (sparse): written once
+No item is added for it; charges written before the index appear under their status at their next
+write, and under their account or subscription not at all (no backfill).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +41,7 @@ from payments.aws.dynamo import (
     to_attributes,
 )
 from payments.aws.invoice_space import suffix_guard
+from payments.charges.events import parse_renewal_key
 from payments.charges.model import (
     DUE_SHARDS,
     CaptureMode,
@@ -43,9 +53,21 @@ from payments.charges.model import (
     Source,
     ThreeDSData,
 )
+from payments.charges.search import ListBy, Listing
+from payments.errors import ValidationError
 from payments.shared.clock import from_iso, from_iso_or_none, iso
 from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
+
+LIST_INDEX = "ChargeListIndex"
+_BATCH_ROUNDS = 5
+# A position in ChargeListIndex: the sort key, then the table key of the item it was read from.
+_SORT_RE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{3}Z#ch_[0-9a-f]{32}\Z")
+_LISTED_ITEM = {
+    ListBy.STATUS: (re.compile(r"\ACHARGE#ch_[0-9a-f]{32}\Z"), "CHARGE"),
+    ListBy.ACCOUNT: (re.compile(r"\ACHARGE#ch_[0-9a-f]{32}\Z"), "HISTORY#000001"),
+    ListBy.SUBSCRIPTION: (re.compile(r"\AINVOICE#[0-9]{6,15}\Z"), "INVOICE"),
+}
 
 
 def due_shard(charge_id: str) -> str:
@@ -54,12 +76,24 @@ def due_shard(charge_id: str) -> str:
     return f"DUE#{digest[0] % DUE_SHARDS}"
 
 
+def list_sort(charge: Charge) -> str:
+    """A charge's sort key in ChargeListIndex: newest first is descending order."""
+    return f"{iso(charge.created_at)}#{charge.id}"
+
+
+def list_keys(by: ListBy, value: str, charge: Charge) -> dict[str, str]:
+    """The ChargeListIndex keys that list `charge` in the partition `by` `value`."""
+    return {"chargeList": f"{by.value}#{value}", "chargeSort": list_sort(charge)}
+
+
 def charge_to_item(charge: Charge) -> dict[str, Any]:
     """The DynamoDB attributes (plain Python values) of a charge."""
     three_ds = charge.three_ds
     return {
         "pk": f"CHARGE#{charge.id}",
         "sk": "CHARGE",
+        # Listed under its status (ChargeListIndex): the index write of a status change.
+        **list_keys(ListBy.STATUS, charge.status.value, charge),
         "id": charge.id,
         "invoiceId": charge.invoice_id,
         "terminalId": charge.terminal_id or None,
@@ -193,6 +227,25 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
     )
 
 
+def created_history_item(charge: Charge, entry: HistoryEntry) -> dict[str, Any]:
+    """A new charge's first history item, which lists it under its account (written once)."""
+    return {
+        **_history_item(charge.id, charge.version, entry),
+        **list_keys(ListBy.ACCOUNT, charge.account_id, charge),
+    }
+
+
+def _invoice_item(charge: Charge) -> dict[str, Any]:
+    """The invoice's guard; a renewal charge's also lists it under its subscription."""
+    renewal = parse_renewal_key(charge.idempotency_key)
+    return {
+        "pk": f"INVOICE#{charge.invoice_id}",
+        "sk": "INVOICE",
+        "chargeId": charge.id,
+        **({} if renewal is None else list_keys(ListBy.SUBSCRIPTION, renewal[0], charge)),
+    }
+
+
 def _history_item(charge_id: str, seq: int, entry: HistoryEntry) -> dict[str, Any]:
     return {
         "pk": f"CHARGE#{charge_id}",
@@ -240,10 +293,7 @@ class DynamoChargeStore:
                     "expiresAt": _epoch(now + self._idempotency_ttl),
                 },
             ),
-            _put_new(
-                self._table,
-                {"pk": f"INVOICE#{charge.invoice_id}", "sk": "INVOICE", "chargeId": charge.id},
-            ),
+            _put_new(self._table, _invoice_item(charge)),
             suffix_guard(
                 self._table,
                 charge.terminal_id,
@@ -252,7 +302,7 @@ class DynamoChargeStore:
                 now + self._suffix_ttl,
                 now,
             ),
-            _put_new(self._table, _history_item(charge.id, charge.version, entry)),
+            _put_new(self._table, created_history_item(charge, entry)),
         ]
         names = ["charge", "idempotency", "invoice", "invoice_suffix", "history"]
         self._db.write(items, names)
@@ -364,3 +414,87 @@ class DynamoChargeStore:
         """
         keys = due_keys(self._db, self._table, f"DUE#{shard}", iso(now), limit)
         return [pk.removeprefix("CHARGE#") for pk, _ in keys]
+
+    def search(
+        self, listing: Listing, limit: int, after: str | None
+    ) -> tuple[list[Charge], str | None]:
+        """Up to `limit` charges of one ChargeListIndex partition, newest first: one Query of the
+        index (keys only, eventually consistent), then one BatchGetItem of the charges (strongly
+        consistent; unprocessed keys asked again, a few rounds). Returns them in index order
+        and the position after the page (None at the end).
+
+        `after` must be a position this method returned for the same kind of listing (the
+        cursor carries it): anything else is a ValidationError naming `cursor`, before any read.
+        """
+        partition = f"{listing.by.value}#{listing.value}"
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": LIST_INDEX,
+            "ScanIndexForward": False,
+            "Limit": limit,
+            **_list_condition(partition, listing),
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = _start_key(listing.by, partition, after)
+        answer = self._db.call("query", **request)
+        ids = [str(item["chargeSort"]["S"]).split("#", 1)[1] for item in answer.get("Items", [])]
+        found = self._batch_get(ids)
+        last = answer.get("LastEvaluatedKey")
+        position = f"{last['chargeSort']['S']}|{last['pk']['S']}" if last else None
+        return [found[i] for i in ids if i in found], position
+
+    def _batch_get(self, ids: list[str]) -> dict[str, Charge]:
+        found: dict[str, Charge] = {}
+        keys = [{"pk": {"S": f"CHARGE#{i}"}, "sk": {"S": "CHARGE"}} for i in dict.fromkeys(ids)]
+        for _round in range(_BATCH_ROUNDS):
+            if not keys:
+                break
+            answer = self._db.call(
+                "batch_get_item",
+                RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
+            )
+            for raw in answer.get("Responses", {}).get(self._table, []):
+                charge = charge_from_item(from_attributes(raw))
+                found[charge.id] = charge
+            keys = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+        return found
+
+
+def _list_condition(partition: str, listing: Listing) -> dict[str, Any]:
+    """The key condition of a listing: its partition, and `[from, to)` on `chargeSort`.
+
+    Sort keys are "<createdAt ISO, milliseconds>#<id>", never a bare instant: `>= from` keeps a
+    charge created at `from`, and `<= to` (BETWEEN) or `< to` drops one created at `to`.
+    """
+    values: dict[str, Any] = {":list": {"S": partition}}
+    condition = "chargeList = :list"
+    start, end = listing.created_from, listing.created_to
+    if start is not None:
+        values[":from"] = {"S": iso(start)}
+    if end is not None:
+        values[":to"] = {"S": iso(end)}
+    if start is not None and end is not None:
+        condition += " AND chargeSort BETWEEN :from AND :to"
+    elif start is not None:
+        condition += " AND chargeSort >= :from"
+    elif end is not None:
+        condition += " AND chargeSort < :to"
+    return {"KeyConditionExpression": condition, "ExpressionAttributeValues": values}
+
+
+def _start_key(by: ListBy, partition: str, position: str) -> dict[str, Any]:
+    """ExclusiveStartKey from a position of `search` (shape checked, so a forged cursor can only
+    move within the query's own partition)."""
+    sort, _, pk = position.partition("|")
+    pk_shape, sk = _LISTED_ITEM[by]
+    if not (_SORT_RE.fullmatch(sort) and pk_shape.fullmatch(pk)):
+        raise ValidationError(
+            "the query is invalid",
+            {"cursor": "must be the nextCursor of a previous page of the same query"},
+        )
+    return {
+        "chargeList": {"S": partition},
+        "chargeSort": {"S": sort},
+        "pk": {"S": pk},
+        "sk": {"S": sk},
+    }

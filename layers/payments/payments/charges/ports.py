@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from payments.charges.model import Charge, ChargeStatus, HistoryEntry, Source
 from payments.errors import GatewayError
 from payments.shared.idempotency import IdempotencyRecord
+
+if TYPE_CHECKING:
+    from payments.charges.search import Listing
 
 
 class ChargeStore(Protocol):
@@ -36,6 +39,14 @@ class ChargeStore(Protocol):
 
     def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
         """Ids due for a reconciler check in one shard."""
+        ...
+
+    def search(
+        self, listing: Listing, limit: int, after: str | None
+    ) -> tuple[list[Charge], str | None]:
+        """Up to `limit` charges of one index partition, newest first (one Query, one
+        BatchGetItem), and the position after them (None at the end). `after` is a position
+        this method returned for the same listing; a ValidationError ("cursor") if it is not."""
         ...
 
 

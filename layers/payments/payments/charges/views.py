@@ -5,9 +5,11 @@ Nothing here reads a store or a secret: the 3-D Secure page URL arrives as a val
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from payments.charges.model import Charge, ChargeStatus
+from payments.charges.search import ChargePage
 from payments.shared.clock import iso
 from payments.shared.fields import mask_card_id
 
@@ -68,4 +70,13 @@ def charge_resource(charge: Charge, page_url: str | None = None) -> dict[str, An
         },
         "nextAction": next_action(charge, page_url),
         "error": error_view(charge),
+    }
+
+
+def charge_page(page: ChargePage, page_url: Callable[[Charge], str | None]) -> dict[str, Any]:
+    """A page of `GET /charges`: each charge as `GET /charges/{chargeId}` shows it (with its 3-D
+    Secure page URL from `page_url`), and the next page's cursor (null at the end)."""
+    return {
+        "data": [charge_resource(charge, page_url(charge)) for charge in page.charges],
+        "nextCursor": page.next_cursor,
     }

@@ -124,6 +124,7 @@ class Subscription:
     payer: Payer = field(default_factory=Payer)
     past_due_reason: PastDueReason | None = None
     paid_cycles: int = 0
+    # The charge of the latest attempt that made one (paid, declined or pending; renewals).
     last_charge_id: str | None = None
     paused_at: datetime | None = None
     canceled_at: datetime | None = None

@@ -286,7 +286,7 @@ class Renewals:
         )
         waiting = charge.status is C.REQUIRES_3DS
         return (
-            replace(sub, renew_at=now + delay if chargeable else None),
+            replace(sub, renew_at=now + delay if chargeable else None, last_charge_id=charge.id),
             ClaimState.REQUIRES_ACTION if waiting else ClaimState.PENDING,
             RenewalOutcome.REQUIRES_ACTION if waiting else RenewalOutcome.PENDING,
             [],
@@ -335,7 +335,14 @@ class Renewals:
     ) -> tuple[Subscription, ClaimState, RenewalOutcome, list[DomainEvent]]:
         category, code = error.category, error.code
         attempt = sub.attempt
-        after = replace(sub, attempt=attempt + 1, failures=sub.failures + 1)
+        # A declined charge is the latest attempt's charge (a card refused before any charge
+        # was written leaves the last one shown).
+        after = replace(
+            sub,
+            attempt=attempt + 1,
+            failures=sub.failures + 1,
+            last_charge_id=charge_id or sub.last_charge_id,
+        )
         if sub.status not in CHARGEABLE:  # paused or cancelled meanwhile: remember, do nothing
             return replace(after, renew_at=None), ClaimState.DECLINED, RenewalOutcome.DECLINED, []
 

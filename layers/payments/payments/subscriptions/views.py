@@ -34,7 +34,10 @@ def subscription_resource(sub: Subscription) -> dict[str, Any]:
         "attempt": sub.attempt,
         "pastDueReason": sub.past_due_reason.value if sub.past_due_reason else None,
         "paidCycles": sub.paid_cycles,
+        # The charge of the latest attempt that made one (paid, declined or still pending), and
+        # every renewal charge of the subscription (GET /charges, a relative link).
         "lastChargeId": sub.last_charge_id,
+        "charges": f"/charges?subscriptionId={sub.id}",
         "email": sub.payer.email,
         "phone": sub.payer.phone,
         "backLink": sub.payer.back_link,
