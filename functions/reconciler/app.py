@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments import bootstrap
 from payments.observability import logger, metrics
+from payments.refunds.reconciler import RefundCheck
 from payments.shared import deadline
 
 
@@ -24,14 +25,31 @@ def lambda_handler(_event: dict[str, Any], context: LambdaContext) -> dict[str, 
     setups = bootstrap.setup_reconciler().run(budget)
     summary = asdict(report)
     summary["refunds"] = sum(refunds.checked.values())
+    summary["refunds_needs_review"] = refunds.checked[RefundCheck.NEEDS_REVIEW]
     summary["setups"] = setups.checked
-    logger.info(
+    # A run that found nothing to do says so only at DEBUG: an idle stack's logs stay empty.
+    busy = report.due or summary["refunds"] or setups.checked
+    log = logger.info if busy else logger.debug
+    log(
         "reconciliation run",
         extra={**summary, "refund_checks": {k.value: v for k, v in refunds.checked.items() if v}},
     )
+    # Every run records its counts and the backlog (zeros included): the dashboard shows a
+    # reconciler that runs, and a growing ReconcilerOldestDueSeconds one that falls behind.
     metrics.add_metric(name="ReconcilerChecked", unit=MetricUnit.Count, value=report.checked)
+    metrics.add_metric(name="ReconcilerDueBacklog", unit=MetricUnit.Count, value=report.due)
+    metrics.add_metric(
+        name="ReconcilerOldestDueSeconds",
+        unit=MetricUnit.Seconds,
+        value=report.oldest_due_seconds,
+    )
     metrics.add_metric(
         name="RefundReconcilerChecked", unit=MetricUnit.Count, value=summary["refunds"]
+    )
+    metrics.add_metric(
+        name="RefundNeedsReview",
+        unit=MetricUnit.Count,
+        value=summary["refunds_needs_review"],
     )
     metrics.add_metric(name="SetupReconcilerChecked", unit=MetricUnit.Count, value=setups.checked)
     return summary

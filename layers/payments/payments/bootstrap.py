@@ -94,7 +94,8 @@ def credentials() -> EpayCredentials:
 
 @cache
 def gateway() -> EpayClient:
-    """The ePay client."""
+    """The ePay client; every HTTP call it makes is timed into EpayLatency (by Operation)."""
+    from payments.aws.telemetry import epay_call
     from payments.epay.client import EpayClient, Timeouts
 
     config = settings()
@@ -105,6 +106,7 @@ def gateway() -> EpayClient:
         scope=config.scope,
         timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
         confirm_path=config.confirm_path,
+        on_call=epay_call,
     )
 
 

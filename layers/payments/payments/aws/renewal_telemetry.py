@@ -7,8 +7,19 @@ from aws_lambda_powertools.metrics import MetricUnit
 from payments.observability import logger, metrics
 from payments.subscriptions.model import RenewalOutcome
 
-# RenewalPaid, RenewalPastDue, ...: one metric per outcome.
-_RENEWAL_METRICS = {o: "Renewal" + o.value.title().replace("_", "") for o in RenewalOutcome}
+# One metric per outcome, each name a literal (the dashboard and tests/template look for them).
+_RENEWAL_METRICS = {
+    RenewalOutcome.PAID: "RenewalPaid",
+    RenewalOutcome.DECLINED: "RenewalDeclined",
+    RenewalOutcome.PAST_DUE: "RenewalPastDue",
+    RenewalOutcome.UNPAID: "RenewalUnpaid",
+    RenewalOutcome.CANCELLED: "RenewalCancelled",
+    RenewalOutcome.REQUIRES_ACTION: "RenewalRequiresAction",
+    RenewalOutcome.PENDING: "RenewalPending",
+    RenewalOutcome.OUTAGE: "RenewalOutage",
+    RenewalOutcome.DUPLICATE: "RenewalDuplicate",
+    RenewalOutcome.STALE: "RenewalStale",
+}
 
 
 def renewal_handled(

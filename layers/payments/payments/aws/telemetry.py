@@ -1,4 +1,8 @@
-"""Telemetry adapters: the use cases' reports as Powertools logs and EMF metrics."""
+"""Telemetry adapters: the use cases' reports as Powertools logs and EMF metrics.
+
+Every metric name is a literal here (not built from an enum's value), so renaming a status cannot
+silently rename a metric an alarm or the dashboard watches (tests/template greps for them).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from payments.charges.declines import DeclineCategory
 from payments.charges.model import Charge, ChargeStatus, Source
 from payments.errors import GatewayError, PaymentsError
 from payments.observability import logger, metrics
@@ -15,6 +20,9 @@ from payments.shared.fields import mask_card_id
 if TYPE_CHECKING:
     from payments.cards.model import CardSetup
     from payments.charges.inbox_records import PostLinkOutcome
+
+NAMESPACE = "Payments"
+SERVICE = "payments"
 
 _METRIC_NAMES = {
     ChargeStatus.AUTHORIZED: "ChargeAuthorized",
@@ -27,6 +35,23 @@ _METRIC_NAMES = {
     ChargeStatus.NEEDS_REVIEW: "ChargeNeedsReview",
     ChargeStatus.CANCELLED: "ChargeCancelled",
 }
+# Where a 3-D Secure step can end, and the states that mean the customer got through it.
+_THREE_DS_FROM = frozenset({ChargeStatus.REQUIRES_3DS, ChargeStatus.UNKNOWN})
+_PAID = frozenset({ChargeStatus.AUTHORIZED, ChargeStatus.CAPTURED})
+_DECLINE_CATEGORIES = frozenset(c.value for c in DeclineCategory)
+
+
+def _count_by(name: str, dimension: str, value: str) -> None:
+    """One count of `name` with one extra dimension (its own EMF blob: the invocation's shared
+    metric set has one dimension set)."""
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE, dimension: value},
+    ):
+        pass
 
 
 class PowertoolsTelemetry:
@@ -38,7 +63,7 @@ class PowertoolsTelemetry:
         logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
 
     def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: Source) -> None:
-        """Log one transition."""
+        """Log one transition; count a finished 3-D Secure step (ThreeDSCompleted)."""
         logger.info(
             "charge transitioned",
             extra={
@@ -49,12 +74,22 @@ class PowertoolsTelemetry:
                 "error_code": charge.error.code if charge.error else None,
             },
         )
+        if previous in _THREE_DS_FROM and charge.status in _PAID and charge.three_ds is not None:
+            # The customer finished 3-D Secure and the payment went through (started:
+            # ChargeRequires3DS). Counted on the transition, so a later capture is not.
+            metrics.add_metric(name="ThreeDSCompleted", unit=MetricUnit.Count, value=1)
 
     def outcome(self, charge: Charge) -> None:
-        """Count the status a charge settled in after one write (one metric per outcome)."""
+        """Count the status a charge settled in after one write (one metric per outcome), and a
+        decline once more by its category (ChargeDeclinedByCategory, dimension Category)."""
         name = _METRIC_NAMES.get(charge.status)
         if name is not None:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        if charge.status is ChargeStatus.DECLINED:
+            category = charge.error.category if charge.error else DeclineCategory.OTHER
+            if category not in _DECLINE_CATEGORIES:  # a bounded dimension, whatever comes
+                category = DeclineCategory.OTHER
+            _count_by("ChargeDeclinedByCategory", "Category", str(category))
 
     def gateway_failure(self, charge: Charge, error: GatewayError) -> None:
         """Log an ePay failure by its facts only (operation, class, HTTP status)."""
@@ -80,8 +115,8 @@ class PowertoolsInvoiceTelemetry:
             name="InvoiceSpaceUsedPercent",
             unit=MetricUnit.Percent,
             value=round(share * 100, 1),
-            namespace="Payments",
-            default_dimensions={"service": "payments", "Terminal": terminal_id},
+            namespace=NAMESPACE,
+            default_dimensions={"service": SERVICE, "Terminal": terminal_id},
         ):
             pass
 
@@ -89,6 +124,17 @@ class PowertoolsInvoiceTelemetry:
         """Every ring of the terminal is full: log it (the charge is answered 503) and count."""
         logger.error("invoice space exhausted", extra={"terminal": terminal_id})
         metrics.add_metric(name="InvoiceSpaceExhausted", unit=MetricUnit.Count, value=1)
+
+
+_VERDICT_METRICS = {
+    "received": "PostLinkReceived",
+    "malformed": "PostLinkMalformed",
+    "forged": "PostLinkForged",
+    "unknown_invoice": "PostLinkUnknownInvoice",
+    "settled": "PostLinkSettled",
+    "pending": "PostLinkPending",
+    "deferred": "PostLinkDeferred",
+}
 
 
 class PowertoolsPostLinkTelemetry:
@@ -129,10 +175,18 @@ class PowertoolsPostLinkTelemetry:
             )
         else:
             logger.info("postLink notification handled", extra=extra)
-        name = "PostLink" + outcome.verdict.name.title().replace("_", "")
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        name = _VERDICT_METRICS.get(outcome.verdict)
+        if name is not None:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
         if outcome.duplicate:
             metrics.add_metric(name="PostLinkDuplicate", unit=MetricUnit.Count, value=1)
+
+
+_SETUP_METRICS = {
+    "SUCCEEDED": "CardSetupSucceeded",
+    "FAILED": "CardSetupFailed",
+    "EXPIRED": "CardSetupExpired",
+}
 
 
 class PowertoolsSetupTelemetry:
@@ -151,8 +205,9 @@ class PowertoolsSetupTelemetry:
                 "error_code": setup.error.code if setup.error else None,
             },
         )
-        name = "CardSetup" + setup.status.value.capitalize()
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        name = _SETUP_METRICS.get(setup.status.value)
+        if name is not None:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
@@ -162,3 +217,17 @@ def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
         extra={"event_id": event.id, "event_type": event.type, "error": type(error).__name__},
     )
     metrics.add_metric(name="EventPublishFailed", unit=MetricUnit.Count, value=1)
+
+
+def epay_call(operation: str, elapsed_ms: float, http_status: int | None) -> None:
+    """One ePay HTTP call's time (the client's `on_call`): `EpayLatency` in milliseconds with
+    dimension Operation (token, auth, status, capture, ...), the HTTP status as metadata (None:
+    no answer - a timeout or a broken connection)."""
+    with single_metric(
+        name="EpayLatency",
+        unit=MetricUnit.Milliseconds,
+        value=round(elapsed_ms, 1),
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE, "Operation": operation},
+    ) as metric:
+        metric.add_metadata(key="http_status", value=http_status)

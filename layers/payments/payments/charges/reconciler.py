@@ -37,13 +37,18 @@ MIN_SECONDS_PER_CHECK = 3.0
 
 @dataclass
 class ReconcileReport:
-    """What one run did."""
+    """What one run did, and the backlog it found: `due` charges the index listed as due (each
+    once, checked or not before the deadline; less those that were not due when read) and how
+    long the one due longest had waited for its check (`oldest_due_seconds`, from the charges the
+    run read: the index lists them oldest first, shard by shard)."""
 
     checked: int = 0
     settled: int = 0
     rescheduled: int = 0
     needs_review: int = 0
     skipped: int = 0
+    due: int = 0
+    oldest_due_seconds: int = 0
 
 
 class Reconciler:
@@ -74,6 +79,10 @@ class Reconciler:
         """Check every charge due now, shard by shard, until done or the deadline nears."""
         report = ReconcileReport()
         now = self._clock()
+        # The backlog: every id the index listed as due, once, less those found not due on
+        # reading them (the index is eventually consistent). No extra read: the run's own pages.
+        listed: set[str] = set()
+        not_due: set[str] = set()
         for shard in range(self._shards):
             seen: set[str] = set()
             while deadline.remaining() > MIN_SECONDS_PER_CHECK:
@@ -83,18 +92,31 @@ class Reconciler:
                 ]
                 if not page:
                     break
+                listed.update(page)
+                report.due = len(listed) - len(not_due)
                 for charge_id in page:
                     if deadline.remaining() <= MIN_SECONDS_PER_CHECK:
                         return report
                     seen.add(charge_id)
-                    self._count(report, self.check(charge_id, deadline, forced=False))
+                    charge = self._read(charge_id)
+                    if not _note_waiting(report, charge, now):
+                        not_due.add(charge_id)  # the index lagged: not part of the backlog
+                        report.due = len(listed) - len(not_due)
+                    self._count(report, self._check(charge, deadline, forced=False))
         return report
 
     def check(self, charge_id: str, deadline: Deadline, *, forced: bool) -> CheckResult:
         """Check one charge now if it is due (or if `forced`, as on demand)."""
+        return self._check(self._read(charge_id), deadline, forced=forced)
+
+    def _read(self, charge_id: str) -> Charge:
         charge = self._store.get(charge_id)
         if charge is None:
             raise NotFoundError("no such charge")
+        return charge
+
+    def _check(self, charge: Charge, deadline: Deadline, *, forced: bool) -> CheckResult:
+        charge_id = charge.id
         now = self._clock()
         due = charge.next_check_at is not None and charge.next_check_at <= now
         if not (due or forced) or charge.status is S.NEEDS_REVIEW:
@@ -196,6 +218,17 @@ class CheckResult:
     charge: Charge
     outcome: CheckOutcome
     reason: str = ""
+
+
+def _note_waiting(report: ReconcileReport, charge: Charge, now: datetime) -> bool:
+    """Keep the longest wait of a due charge; False for one the index listed that is not due."""
+    if charge.next_check_at is None or charge.next_check_at > now:
+        return False
+    if charge.status is S.NEEDS_REVIEW:
+        return False
+    waited = int((now - charge.next_check_at).total_seconds())
+    report.oldest_due_seconds = max(report.oldest_due_seconds, waited)
+    return True
 
 
 def _three_ds_expired(charge: Charge, now: datetime) -> bool:

@@ -93,6 +93,11 @@ class RetryPolicy:
         return ceiling * (0.5 + self.jitter() / 2)
 
 
+# Told of each HTTP call to ePay: (operation, elapsed milliseconds, HTTP status or None). Wired
+# by bootstrap to a metric (EpayLatency); this package stays free of Powertools.
+type CallObserver = Callable[[str, float, int | None], None]
+
+
 class EpayClient:
     """ePay over urllib3 (epay-api.md): tokens, auth, status and capture."""
 
@@ -108,7 +113,13 @@ class EpayClient:
         http: urllib3.PoolManager | None = None,
         clock: Callable[[], datetime] | None = None,
         confirm_path: str = DEFAULT_CONFIRM_PATH,
+        on_call: CallObserver | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """`on_call(operation, elapsed_ms, http_status)` hears of every HTTP call to ePay once it
+        ended (status None: no answer, e.g. a timeout); `timer` is the clock that times them."""
+        self._on_call = on_call
+        self._timer = timer
         self._oauth_url = oauth_url
         self._confirm_path = confirm_path
         self._api_url = api_url.rstrip("/")
@@ -283,6 +294,7 @@ class EpayClient:
         timeout = urllib3.Timeout(
             connect=min(self._timeouts.connect, budget), read=min(self._timeouts.read, budget)
         )
+        started = self._timer()
         try:
             response = self._http.request(
                 "POST",
@@ -297,7 +309,9 @@ class EpayClient:
                 redirect=False,
             )
         except HTTPError as exc:
+            self._observe("confirm", started, None)
             return interpret_confirm(None, None, b"", exc)
+        self._observe("confirm", started, response.status)
         return interpret_confirm(response.status, response.headers.get("Location"), response.data)
 
     # --- plumbing ------------------------------------------------------------------------
@@ -396,6 +410,7 @@ class EpayClient:
         timeout = urllib3.Timeout(
             connect=min(self._timeouts.connect, budget), read=min(self._timeouts.read, budget)
         )
+        started = self._timer()
         try:
             response = self._http.request(
                 method,
@@ -407,5 +422,12 @@ class EpayClient:
                 redirect=False,
             )
         except HTTPError as exc:
+            self._observe(operation, started, None)
             return read(operation, None, b"", exc)
+        self._observe(operation, started, response.status)
         return read(operation, response.status, response.data)
+
+    def _observe(self, operation: str, started: float, http_status: int | None) -> None:
+        """Tell `on_call` how long one HTTP call took (before its answer is read)."""
+        if self._on_call is not None:
+            self._on_call(operation, (self._timer() - started) * 1000, http_status)
