@@ -12,7 +12,9 @@ What starts, in order (each one skipped when the environment points elsewhere):
 3. The template's table(s), secret(s), queues and buses, created from template.yaml's own
    definitions (``local.aws.create_resources``).
 4. The local API Gateway (``local.apigw.LocalApiGateway``) on http://127.0.0.1:3000 serving
-   template.yaml's routes with the functions' environment: the template's parameter defaults,
+   template.yaml's routes (and, local only, the API document openapi.yaml next to the template
+   as ``/openapi.json`` with its reference page ``/docs``) with the functions' environment: the
+   template's parameter defaults,
    overridden by the simulator's URLs (``EPAY_WIDGET_URL`` too: the card setup page loads the
    simulator's widget script), the created resource names, ``PUBLIC_BASE_URL`` (the local API)
    and the AWS endpoint.
@@ -33,6 +35,7 @@ import os
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from local.apigw import LocalApiGateway
+from local.apigw import ApiDocs, LocalApiGateway
 from local.aws import create_resources
 from local.epay_sim import (
     TEST_CLIENT_ID,
@@ -50,6 +53,8 @@ from local.epay_sim import (
     TEST_TERMINAL_ID,
 )
 from local.epay_sim import Terminal as SimTerminal
+from local.epay_sim.models import FAULTS as SIM_FAULTS
+from local.epay_sim.models import OPS as SIM_OPS
 from local.template import (
     TemplateError,
     function_environment,
@@ -63,6 +68,7 @@ __all__ = [
     "LocalStack",
     "card_setup_curl_example",
     "curl_example",
+    "fault_curl_example",
     "list_cards_curl_example",
     "main",
     "merged_environment",
@@ -93,6 +99,8 @@ LOCAL_REGION = "us-east-1"
 APPROVED_TEST_CARD_ID = "c0000000-0000-4000-8000-000000000001"
 #: Where ePay serves its payment widget script, on its host (the simulator serves it there too).
 WIDGET_PATH = "/payform/payment-api.js"
+#: The API document, next to the template (served locally as /openapi.json and /docs).
+API_DOCUMENT = "openapi.yaml"
 #: The account the banner's card examples use.
 EXAMPLE_ACCOUNT_ID = "acc-1"
 _DUMMY_CREDENTIALS = {
@@ -405,6 +413,11 @@ def start_stack(
         gateway_kwargs: dict[str, Any] = {}
         if integration_timeout is not None:
             gateway_kwargs["integration_timeout"] = integration_timeout
+        document = template_path.parent / API_DOCUMENT
+        if document.is_file():
+            gateway_kwargs["docs"] = ApiDocs(document)
+        if simulator is not None:
+            gateway_kwargs["simulator_url"] = str(simulator.base_url)
         gateway = LocalApiGateway(template_path, env_for, host=host, port=port, **gateway_kwargs)
         _reset_warm_state()
         stoppers.append(_reset_warm_state)
@@ -501,6 +514,70 @@ def list_cards_curl_example(url: str, account_id: str = EXAMPLE_ACCOUNT_ID) -> s
     return f"curl -s {url}/accounts/{account_id}/cards"
 
 
+def fault_curl_example(simulator_url: str) -> str:
+    """A ready-to-paste curl that arms a simulator fault (local.epay_sim.control): the next auth
+    times out after ePay committed it, so the charge is UNKNOWN until the reconciler settles it."""
+    return (
+        f"curl -s -X POST {simulator_url}/_sim/faults -H 'Content-Type: application/json' "
+        '-d \'{"op": "auth", "fault": "timeout_after_commit", "count": 1, "delay": 12}\''
+    )
+
+
+def banner(stack: LocalStack) -> str:
+    """What `make run` prints once the stack is up: where everything is and how to use it."""
+    simulator = stack.simulator
+    lines = [
+        "",
+        "Local stack is up (SigV4 is not checked locally)",
+        f"  API          {stack.url}",
+        f"  ePay OAuth   {stack.epay_oauth_url}",
+        f"  ePay API     {stack.epay_api_url}",
+        f"  ePay widget  {stack.env.get('EPAY_WIDGET_URL') or '(default for EPAY_ENV)'}",
+        f"  AWS endpoint {stack.aws_endpoint} (DynamoDB: {stack.dynamodb_endpoint})",
+        f"  table        {stack.env.get('PAYMENTS_TABLE', '-')}",
+        f"  secret       {stack.env.get('EPAY_SECRET_ID', '-')}",
+    ]
+    if stack.gateway.docs is not None:
+        lines += [
+            f"  API docs     {stack.url}/docs (Swagger UI over openapi.yaml)",
+            f"  OpenAPI      {stack.url}/openapi.json (Postman/Insomnia: Import > Link, "
+            "paste this URL)",
+        ]
+    lines += [
+        "",
+        "Charge the simulator's approved test card:",
+        "",
+        f"  {curl_example(stack.url)}",
+        "",
+        'Save a card: create a card setup, then open the answer\'s "url" in a browser and',
+        "pay on the widget's page with a test card:",
+        "",
+        f"  {card_setup_curl_example(stack.url)}",
+        "",
+        "List the account's saved cards:",
+        "",
+        f"  {list_cards_curl_example(stack.url)}",
+    ]
+    if simulator is not None:
+        lines += [
+            "",
+            f"Inject ePay faults: POST {stack.url}/_sim/faults with "
+            '{"op", "fault", "count", "delay"}',
+            *textwrap.wrap(
+                f"(op: one of {', '.join(SIM_OPS)}; fault: one of {', '.join(SIM_FAULTS)}; "
+                f"GET {stack.url}/_sim/faults lists the armed ones; the local API passes /_sim/ "
+                "to the simulator.) E.g. the next "
+                "auth times out after ePay took it (the charge is UNKNOWN until the reconciler "
+                "asks):",
+                width=96,
+            ),
+            "",
+            f"  {fault_curl_example(stack.url)}",
+        ]
+    lines += ["", "Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m local.run",
@@ -562,25 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        print(
-            "\nLocal stack is up (SigV4 is not checked locally)\n"
-            f"  API          {stack.url}\n"
-            f"  ePay OAuth   {stack.epay_oauth_url}\n"
-            f"  ePay API     {stack.epay_api_url}\n"
-            f"  ePay widget  {stack.env.get('EPAY_WIDGET_URL') or '(default for EPAY_ENV)'}\n"
-            f"  AWS endpoint {stack.aws_endpoint} (DynamoDB: {stack.dynamodb_endpoint})\n"
-            f"  table        {stack.env.get('PAYMENTS_TABLE', '-')}\n"
-            f"  secret       {stack.env.get('EPAY_SECRET_ID', '-')}\n"
-            "\nCharge the simulator's approved test card:\n\n"
-            f"  {curl_example(stack.url)}\n\n"
-            'Save a card: create a card setup, then open the answer\'s "url" in a browser and\n'
-            "pay on the widget's page with a test card:\n\n"
-            f"  {card_setup_curl_example(stack.url)}\n\n"
-            "List the account's saved cards:\n\n"
-            f"  {list_cards_curl_example(stack.url)}\n\n"
-            "Ctrl-C to stop.",
-            flush=True,
-        )
+        print(banner(stack), flush=True)
         done.wait()
     finally:
         print("stopping...", flush=True)

@@ -24,9 +24,11 @@ What it deliberately does not do:
 
 Modules: :mod:`~local.apigw.event` builds proxy events, :mod:`~local.apigw.runtime` loads and runs
 handlers, :mod:`~local.apigw.integration` picks routes and translates outcomes into answers,
-:mod:`~local.apigw.server` serves HTTP. Their public names are re-exported here.
+:mod:`~local.apigw.server` serves HTTP, :mod:`~local.apigw.docs` the API document and its
+reference page (``/openapi.json``, ``/docs``; local only). Their public names are re-exported here.
 """
 
+from local.apigw.docs import ApiDocs
 from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, is_text_content_type
 from local.apigw.integration import (
     INTEGRATION_TIMEOUT_SECONDS,
@@ -42,6 +44,7 @@ __all__ = [
     "INTEGRATION_TIMEOUT_SECONDS",
     "LOCAL_IAM_USER_ARN",
     "MAX_REQUEST_BYTES",
+    "ApiDocs",
     "LambdaContext",
     "LocalApiGateway",
     "ProxyResponse",

@@ -13,6 +13,8 @@ import os
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from local.apigw.docs import ApiDocs
 from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, random_id
 from local.apigw.integration import (
     INTEGRATION_TIMEOUT_SECONDS,
@@ -48,13 +51,30 @@ logger = logging.getLogger("local.apigw")
 LISTEN_BACKLOG: Final = 1024
 
 
+def simulator_control(base_url: str, method: str, path: str, body: bytes | None) -> ProxyResponse:
+    """Pass a ``/_sim/...`` control request to the ePay simulator and relay its answer."""
+    request = urllib.request.Request(
+        base_url.rstrip("/") + path,
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # nosec B310 # loopback http
+            status, data = answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        status, data = refused.code, refused.read()
+    return ProxyResponse(status, [("Content-Type", "application/json")], data)
+
+
 class LocalApiGateway:
     """Serves a template's REST API routes on loopback and invokes their handlers in-process.
 
     ``env`` is the environment every function sees; it is applied to ``os.environ`` in
     :meth:`start` and the previous values are restored in :meth:`stop`. It may be a callable that
     receives the bound base URL (handy with ``port=0`` for ``PUBLIC_BASE_URL``). Use ``port=0`` for
-    a free port (read it back from :attr:`url`).
+    a free port (read it back from :attr:`url`). ``docs`` adds the local-only ``/openapi.json``
+    and ``/docs`` (:class:`~local.apigw.docs.ApiDocs`).
     """
 
     def __init__(
@@ -67,6 +87,8 @@ class LocalApiGateway:
         stage: str | None = None,
         integration_timeout: float = INTEGRATION_TIMEOUT_SECONDS,
         preload: bool = True,
+        docs: ApiDocs | None = None,
+        simulator_url: str | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.base_dir = self.template_path.parent
@@ -77,6 +99,12 @@ class LocalApiGateway:
         self.stage = stage or self._template_stage()
         self.integration_timeout = integration_timeout
         self.preload = preload
+        # Local only: /openapi.json and the /docs reference (local.apigw.docs), never a route
+        # of the template.
+        self.docs = docs
+        # Local only: /_sim/... is passed to the ePay simulator's control endpoints, so examples
+        # can inject faults at the API's fixed address (the simulator's port is free-picked).
+        self.simulator_url = simulator_url
         self._host = host
         self._port = port
         self._server: _Server | None = None
@@ -185,6 +213,10 @@ class LocalApiGateway:
         """Route, build the event, invoke, translate. Returns the answer and the request id."""
         request_id = str(uuid.uuid4())
         split = urlsplit(target)
+        if self.docs is not None and self.docs.serves(method, split.path):
+            return self.docs.handle(split.path, self.url), request_id
+        if self.simulator_url is not None and split.path.startswith("/_sim/"):
+            return simulator_control(self.simulator_url, method, split.path, body), request_id
         found = match_route(self.routes, method, split.path)
         if found is None:
             return missing_token(), request_id

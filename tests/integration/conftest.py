@@ -1,16 +1,22 @@
 """Integration tier: handlers in-process on real API Gateway events, DynamoDB Local, moto's
 server for Secrets Manager, and the ePay simulator on loopback. Each test gets its own table and
-secret, so tests never see each other's data."""
+secret, so tests never see each other's data.
+
+Every answer a handler gives here (through `Stack.invoke`, or a handler of `load_function` called
+directly) is checked against openapi.yaml (tests/integration/openapi_check.py): a response the
+document does not allow fails the test that saw it.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +32,7 @@ from local.epay_sim import EpaySimulator
 from local.template import load_template
 from payments import bootstrap
 from payments.observability import logger
+from tests.integration import openapi_check
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -64,7 +71,46 @@ def load_function(name: str) -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    handler = getattr(module, "lambda_handler", None)
+    if callable(handler):
+        module.lambda_handler = contract_checked(handler)
     return module
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def contract_checked(handler: Handler) -> Handler:
+    """`handler`, with each API Gateway answer it gives checked against openapi.yaml."""
+    if getattr(handler, "contract_checked", False):
+        return handler
+
+    @functools.wraps(handler)
+    def checked(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        result = handler(event, context)
+        if isinstance(event, dict) and isinstance(result, dict):
+            openapi_check.check_exchange(event, result)
+        return result
+
+    checked.contract_checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how much of openapi.yaml the tier's responses covered."""
+    if openapi_check.SEEN:
+        terminalreporter.write_line(openapi_check.coverage_summary())
+
+
+@pytest.fixture(autouse=True)
+def _responses_match_the_contract() -> Iterator[None]:
+    """Fail a test whose handlers answered, in another thread, anything openapi.yaml does not
+    allow (there the violation may have been raised and swallowed)."""
+    openapi_check.VIOLATIONS.clear()
+    yield
+    found, openapi_check.VIOLATIONS[:] = list(openapi_check.VIOLATIONS), []
+    if found:
+        pytest.fail("\n\n".join(found), pytrace=False)
 
 
 class Context(LambdaContext):
@@ -93,12 +139,14 @@ class Stack:
     resource_names: dict[str, str] | None = None
 
     def invoke(self, event: dict[str, Any]) -> Answer:
-        result = self.handler(event, Context())
+        """Call the handler with an API Gateway event; its answer must match openapi.yaml."""
+        result = contract_checked(self.handler)(event, Context())
         raw = result.get("body") or ""
         headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
         for name, values in (result.get("multiValueHeaders") or {}).items():
             headers[name.lower()] = ",".join(values)
-        body = json.loads(raw) if raw else None
+        is_json = headers.get("content-type", "application/json").startswith("application/json")
+        body = json.loads(raw) if raw and is_json else None
         return Answer(result["statusCode"], headers, body, raw)
 
     def items(self) -> list[dict[str, Any]]:
@@ -159,11 +207,16 @@ def stack(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    simulator.reset()
+    simulator.reset()  # records and faults; its settings are put back after the test
+    settings = {f.name: getattr(simulator.settings, f.name) for f in fields(simulator.settings)}
     bootstrap.reset()
     module = load_function("charges")
     yield Stack(table, dynamodb, simulator, module.lambda_handler, names)
     bootstrap.reset()
+    # The simulator lives for the session: a setting a test flipped (postlink_drop, terminals,
+    # ...) must not leak into the next test (reset() keeps settings by design).
+    for name, value in settings.items():
+        setattr(simulator.settings, name, value)
 
 
 def load_event(path: str, **changes: Any) -> dict[str, Any]:

@@ -347,9 +347,11 @@ def test_a_forged_postlink_for_a_setup_is_refused_and_changes_nothing(cs: Cards)
     assert cs.items("CARD") == []
 
 
-def test_a_lost_postlink_is_settled_by_the_reconciler(cs: Cards) -> None:
+def test_a_lost_postlink_is_settled_by_the_reconciler(
+    cs: Cards, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given ePay saved the card but its postLink never arrived
-    cs.sim.postlink_drop = True
+    monkeypatch.setattr(cs.sim, "postlink_drop", True)
     created, payment = opened(cs, VERIFY, "lost")
     submit_payment(cs.sim.payform_url, payment, "approve")
     assert cs.setup(created["id"])["status"] == "PENDING"

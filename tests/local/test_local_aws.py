@@ -135,7 +135,7 @@ def test_the_repository_table_has_the_account_cards_index(
     dynamodb = session.client("dynamodb")
     table = dynamodb.describe_table(TableName=names["PaymentsTable"])["Table"]
     indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"DueIndex", "RenewalDueIndex", "AccountCardsIndex"}
+    assert set(indexes) == {"DueIndex", "RenewalDueIndex", "AccountCardsIndex", "ChargeListIndex"}
     cards = indexes["AccountCardsIndex"]
     assert [(k["AttributeName"], k["KeyType"]) for k in cards["KeySchema"]] == [
         ("cardAccount", "HASH"),
