@@ -20,6 +20,13 @@ What starts, in order (each one skipped when the environment points elsewhere):
    and the AWS endpoint.
 5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
    queue when a renewal period is given, and the table's stream into the charge events function.
+6. Local only, not in the template: the event feed (``local.events_feed``), a rule on the
+   template's bus(es) into a queue of its own that a thread drains. Every domain event that
+   really went through the bus is printed as one line (``local.events`` logger) and kept (the
+   last 1,000) for ``GET /_local/events[?type=...]`` on the local API. It runs when the stack
+   started moto itself (not on an ``AWS_ENDPOINT_URL`` given from outside, unless asked).
+
+An idle stack is quiet: the loops above log nothing for an empty tick or poll.
 
 :func:`start_stack` does all of it in-process and returns a :class:`LocalStack` to ``stop()``;
 tests and benchmarks use it with ``port=0``. :func:`main` only parses arguments, prints and waits
@@ -55,6 +62,7 @@ from local.epay_sim import (
 from local.epay_sim import Terminal as SimTerminal
 from local.epay_sim.models import FAULTS as SIM_FAULTS
 from local.epay_sim.models import OPS as SIM_OPS
+from local.events_feed import EVENTS_PATH, EventsFeed
 from local.template import (
     TemplateError,
     function_environment,
@@ -110,6 +118,9 @@ _DUMMY_CREDENTIALS = {
 }
 
 DynamoDBChoice = Literal["auto", "dynamodb-local", "moto"]
+#: Libraries whose INFO lines `make run` hides (endpoint discovery, moto's access log: one line
+#: per request, so the stack's own polling would fill an idle console).
+NOISY_LOGGERS = ("botocore", "werkzeug", "urllib3")
 
 
 @dataclass
@@ -125,6 +136,8 @@ class LocalStack:
     resource_names: dict[str, str]
     env: dict[str, str]
     gateway: LocalApiGateway
+    #: The local event feed (``GET /_local/events``), or None when it is off.
+    events: EventsFeed | None = None
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def require_simulator(self) -> Any:
@@ -316,6 +329,22 @@ def _environment_for(
     return env_for
 
 
+def _start_events_feed(
+    template: Mapping[str, Any],
+    clients: Mapping[str, Any],
+    names: Mapping[str, str],
+    stoppers: list[Callable[[], None]],
+) -> EventsFeed | None:
+    """The bus(es)' events on the console and at /_local/events (None: the template has no bus)."""
+    bus_ids = resources_of_type(template, "AWS::Events::EventBus")
+    buses = [names[logical_id] for logical_id in bus_ids]
+    if not buses:
+        return None
+    feed = EventsFeed(clients["events"], clients["sqs"], buses).start()
+    stoppers.append(feed.stop)
+    return feed
+
+
 def _start_workers(
     template: Mapping[str, Any],
     template_dir: Path,
@@ -359,6 +388,7 @@ def start_stack(
     integration_timeout: float | None = None,
     renewal_period: float | None = None,
     charge_events: bool = True,
+    events_feed: bool | None = None,
 ) -> LocalStack:
     """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
 
@@ -368,6 +398,8 @@ def start_stack(
     and the jar are there). Everything is bound to ``host`` (loopback). ``renewal_period`` runs the
     renewal dispatcher and worker (None: not at all); ``charge_events`` feeds the table's stream to
     the charge events function (benchmarks turn it off to keep its polling out of their timings).
+    ``events_feed`` attaches the local event feed to the bus (None: when moto was started here,
+    i.e. no ``AWS_ENDPOINT_URL``; it adds a rule and a queue to the endpoint until ``stop()``).
     """
     import boto3  # lazily: keeps `--help` fast
 
@@ -393,6 +425,8 @@ def start_stack(
         # the first, merchant-initiated on the second), as merchants run them.
         secrets = {"EpayCredentialsSecret": LOCAL_TWO_TERMINALS} if simulator else None
         names = create_resources(template, clients, parameters=parameters, secret_strings=secrets)
+        feed_on = not outside.get("AWS_ENDPOINT_URL") if events_feed is None else events_feed
+        feed = _start_events_feed(template, clients, names, stoppers) if feed_on else None
 
         overrides = {
             "EPAY_OAUTH_URL": oauth_url,
@@ -418,6 +452,8 @@ def start_stack(
             gateway_kwargs["docs"] = ApiDocs(document)
         if simulator is not None:
             gateway_kwargs["simulator_url"] = str(simulator.base_url)
+        if feed is not None:
+            gateway_kwargs["local_endpoints"] = {EVENTS_PATH: feed.endpoint}
         gateway = LocalApiGateway(template_path, env_for, host=host, port=port, **gateway_kwargs)
         _reset_warm_state()
         stoppers.append(_reset_warm_state)
@@ -447,6 +483,7 @@ def start_stack(
         resource_names=names,
         env=dict(gateway.env),
         gateway=gateway,
+        events=feed,
         _stoppers=stoppers,
     )
 
@@ -543,6 +580,11 @@ def banner(stack: LocalStack) -> str:
             f"  OpenAPI      {stack.url}/openapi.json (Postman/Insomnia: Import > Link, "
             "paste this URL)",
         ]
+    if getattr(stack, "events", None) is not None:  # a stack without the feed: no line
+        lines += [
+            f"  events       {stack.url}{EVENTS_PATH} (the bus's domain events, newest last;",
+            "               ?type=charge.succeeded filters; each one is also printed below)",
+        ]
     lines += [
         "",
         "Charge the simulator's approved test card:",
@@ -615,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    for noisy in ("botocore", "werkzeug", "urllib3"):  # endpoint discovery, moto's access log
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     overrides = dict(item.split("=", 1) for item in args.parameter if "=" in item)
     try:

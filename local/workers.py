@@ -18,7 +18,10 @@
   again from the first failure.
 
 Handlers are loaded from template.yaml's ``CodeUri``/``Handler`` like the local API Gateway does,
-and run in this process with the environment the gateway applied.
+and run in this process with the environment the gateway applied, through
+:func:`local.apigw.call_handler` (each invocation's log keys are its own: its ``function_name`` is
+the function's logical id, as on the API's invocations). An idle loop is quiet: nothing is logged
+for an empty tick, an empty poll or an empty stream read.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local.apigw import LambdaContext, load_handler
+from local.apigw import LambdaContext, call_handler, load_handler
 from local.template import resources_of_type
 
 __all__ = [
@@ -154,8 +157,8 @@ class RenewalWorkers:
         handler = load_handler(
             self._dispatcher["CodeUri"], self._dispatcher["Handler"], self._base_dir
         )
-        context = LambdaContext("renewal-dispatcher", 256, float(self._dispatcher["Timeout"]))
-        return handler(scheduled_event("local-RenewalDispatcherSchedule"), context)
+        context = LambdaContext(DISPATCHER_ID, 256, float(self._dispatcher["Timeout"]))
+        return call_handler(handler, scheduled_event("local-RenewalDispatcherSchedule"), context)
 
     def deliver_once(self, wait_seconds: int = 1) -> int:
         """Receive up to 5 messages, run the worker on them; how many were received."""
@@ -171,8 +174,8 @@ class RenewalWorkers:
             return 0
         records = sqs_records(messages, self._queue_arn)
         handler = load_handler(self._worker["CodeUri"], self._worker["Handler"], self._base_dir)
-        context = LambdaContext("renewal-worker", 256, 150.0)
-        result = handler({"Records": records}, context)
+        context = LambdaContext(WORKER_ID, 256, float(self._worker.get("Timeout", 150)))
+        result = call_handler(handler, {"Records": records}, context)
         failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
         for record in records:
             if record["messageId"] not in failed:
@@ -414,8 +417,8 @@ class ChargeEventWorker:
             ]
             if not records:
                 continue
-            context = LambdaContext("charge-events", 256, float(self._function.get("Timeout", 60)))
-            result = invoke({"Records": records}, context)
+            context = LambdaContext(CHARGE_EVENTS_ID, 256, float(self._function.get("Timeout", 60)))
+            result = call_handler(invoke, {"Records": records}, context)
             failed = [f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])]
             delivered += len(records)
             if failed:

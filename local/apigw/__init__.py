@@ -21,6 +21,8 @@ What it deliberately does not do:
   :meth:`LocalApiGateway.stop`. Per-function differences cannot be honoured at the same time.
 * Isolation: every function runs in this process, concurrently in threads, sharing module state
   (one warm "container" per function, loaded once); layers are put on ``sys.path`` like /opt/python.
+  Powertools' log keys are the exception: each invocation gets its own (``function_name`` and the
+  rest stay its own while others run, see :mod:`~local.apigw.runtime`).
 
 Modules: :mod:`~local.apigw.event` builds proxy events, :mod:`~local.apigw.runtime` loads and runs
 handlers, :mod:`~local.apigw.integration` picks routes and translates outcomes into answers,
@@ -37,8 +39,8 @@ from local.apigw.integration import (
     match_route,
     parse_proxy_response,
 )
-from local.apigw.runtime import LambdaContext, load_handler
-from local.apigw.server import LocalApiGateway
+from local.apigw.runtime import LambdaContext, call_handler, invocation_log_keys, load_handler
+from local.apigw.server import LocalApiGateway, LocalEndpoint
 
 __all__ = [
     "INTEGRATION_TIMEOUT_SECONDS",
@@ -47,8 +49,11 @@ __all__ = [
     "ApiDocs",
     "LambdaContext",
     "LocalApiGateway",
+    "LocalEndpoint",
     "ProxyResponse",
     "build_proxy_event",
+    "call_handler",
+    "invocation_log_keys",
     "is_text_content_type",
     "load_handler",
     "match_route",

@@ -2,10 +2,20 @@
 
 Every function runs in this process, concurrently in threads, sharing module state: one warm
 "container" per function, its module loaded once and cached.
+
+Log keys are the exception: Powertools' Logger keeps its keys (``function_name``,
+``function_request_id``, ``cold_start``, ``correlation_id`` and whatever a handler appends) in its
+formatter, one set per process. In Lambda a process runs one invocation at a time, so that is
+right; here several invocations of different functions run at once and would overwrite each
+other's keys (a postLink line logged as ``ChargesFunction``). :func:`call_handler`, which every
+local invocation goes through (the API's :func:`invoke` and the workers in ``local.workers``),
+therefore gives each invocation its own copy of those keys (:func:`invocation_log_keys`). Nothing
+in the functions or the layer changes; outside a local invocation the keys stay process-wide.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import importlib.util
 import re
@@ -13,7 +23,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +38,8 @@ __all__ = [
     "Handler",
     "Invocation",
     "LambdaContext",
+    "call_handler",
+    "invocation_log_keys",
     "invoke",
     "load_handler",
 ]
@@ -145,7 +158,7 @@ def invoke(
 
     def run() -> None:
         try:
-            outcome["result"] = handler(event, context)
+            outcome["result"] = call_handler(handler, event, context)
         except BaseException as error:  # reported to the caller, like Lambda's function error
             outcome["error"] = error
 
@@ -155,3 +168,97 @@ def invoke(
     if worker.is_alive():
         return Invocation(finished=False)
     return Invocation(True, outcome.get("result"), outcome.get("error"))
+
+
+def call_handler(handler: Handler, event: dict[str, Any], context: Any) -> Any:
+    """Run one invocation in this thread: ``handler(event, context)`` with its own log keys.
+
+    The handler runs in a fresh :mod:`contextvars` context (Powertools' ``thread_safe_*`` keys
+    live there) inside :func:`invocation_log_keys`, so what it appends to the shared Logger is
+    seen by its own log lines only, never by another function's concurrent invocation nor by
+    the next invocation this thread runs.
+    """
+    with invocation_log_keys():
+        return contextvars.Context().run(handler, event, context)
+
+
+# -------------------------------------------------------------------- per-invocation log keys
+
+# The keys of the invocation this thread runs: {formatter: its log_format for this invocation}.
+# Absent (None) outside an invocation: then the formatter's own, process-wide, keys are used.
+_invocation = threading.local()
+_keys_lock = threading.Lock()
+_keys_installed = threading.Event()
+
+
+@contextmanager
+def invocation_log_keys() -> Iterator[None]:
+    """Within this block, this thread's Powertools log keys belong to one invocation.
+
+    Every Powertools formatter starts the block with a copy of its process-wide keys (what the
+    module set up at import); ``inject_lambda_context``, ``append_keys``, ``set_correlation_id``,
+    ``remove_keys`` and ``clear_state`` then change that copy only, and it is dropped at the end.
+    Threads the handler starts itself see the process-wide keys (no ``function_name``).
+    """
+    _install_invocation_log_format()
+    previous = getattr(_invocation, "keys", None)
+    _invocation.keys = {}
+    try:
+        yield
+    finally:
+        _invocation.keys = previous
+
+
+class _InvocationLogFormat:
+    """A data descriptor standing for ``LambdaPowertoolsFormatter.log_format``.
+
+    Outside an invocation it reads and writes the instance's own ``log_format`` (exactly what
+    Powertools does). Inside :func:`invocation_log_keys` it reads and writes the invocation's
+    copy instead. A formatter created during an invocation writes its initial keys to the
+    instance (they are its process-wide defaults), until the invocation replaces them.
+    """
+
+    _NAME = "log_format"
+
+    def __get__(self, formatter: Any, owner: type | None = None) -> Any:
+        if formatter is None:
+            return self
+        shared = formatter.__dict__.get(self._NAME)
+        if shared is None:
+            raise AttributeError(self._NAME)
+        keys: dict[Any, Any] | None = getattr(_invocation, "keys", None)
+        if keys is None:
+            return shared
+        own = keys.get(formatter)
+        if own is None:
+            own = keys[formatter] = dict(shared)
+        return own
+
+    def __set__(self, formatter: Any, value: Any) -> None:
+        keys: dict[Any, Any] | None = getattr(_invocation, "keys", None)
+        if keys is None:
+            formatter.__dict__[self._NAME] = value
+        elif self._NAME not in formatter.__dict__:  # being constructed: these are its defaults
+            formatter.__dict__[self._NAME] = keys[formatter] = value
+        else:
+            keys[formatter] = value
+
+
+def _install_invocation_log_format() -> None:
+    """Put :class:`_InvocationLogFormat` on Powertools' formatter class (once; no Powertools:
+    nothing to do)."""
+    if _keys_installed.is_set():
+        return
+    with _keys_lock:
+        if _keys_installed.is_set():
+            return
+        try:
+            from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+        except ImportError:  # a template whose functions do not use Powertools
+            _keys_installed.set()
+            return
+        if not isinstance(vars(LambdaPowertoolsFormatter).get("log_format"), _InvocationLogFormat):
+            # Powertools assigns log_format per instance; a data descriptor on the class takes
+            # precedence over the instance's own attribute, which it keeps as the shared keys.
+            setattr(LambdaPowertoolsFormatter, "log_format", _InvocationLogFormat())  # noqa: B010
+        _keys_installed.set()

@@ -42,7 +42,10 @@ from local.template import (
     resources_of_type,
 )
 
-__all__ = ["LISTEN_BACKLOG", "LocalApiGateway"]
+__all__ = ["LISTEN_BACKLOG", "LocalApiGateway", "LocalEndpoint"]
+
+#: A local-only endpoint (e.g. ``/_local/events``): called with the method and the raw query.
+LocalEndpoint = Callable[[str, str], ProxyResponse]
 
 logger = logging.getLogger("local.apigw")
 
@@ -74,7 +77,8 @@ class LocalApiGateway:
     :meth:`start` and the previous values are restored in :meth:`stop`. It may be a callable that
     receives the bound base URL (handy with ``port=0`` for ``PUBLIC_BASE_URL``). Use ``port=0`` for
     a free port (read it back from :attr:`url`). ``docs`` adds the local-only ``/openapi.json``
-    and ``/docs`` (:class:`~local.apigw.docs.ApiDocs`).
+    and ``/docs`` (:class:`~local.apigw.docs.ApiDocs`); ``local_endpoints`` other local-only paths
+    (path -> :data:`LocalEndpoint`, e.g. ``/_local/events``), answered before the template's routes.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class LocalApiGateway:
         preload: bool = True,
         docs: ApiDocs | None = None,
         simulator_url: str | None = None,
+        local_endpoints: Mapping[str, LocalEndpoint] | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.base_dir = self.template_path.parent
@@ -105,6 +110,8 @@ class LocalApiGateway:
         # Local only: /_sim/... is passed to the ePay simulator's control endpoints, so examples
         # can inject faults at the API's fixed address (the simulator's port is free-picked).
         self.simulator_url = simulator_url
+        # Local only: paths such as /_local/events (local.events_feed), never template routes.
+        self.local_endpoints: dict[str, LocalEndpoint] = dict(local_endpoints or {})
         self._host = host
         self._port = port
         self._server: _Server | None = None
@@ -215,6 +222,9 @@ class LocalApiGateway:
         split = urlsplit(target)
         if self.docs is not None and self.docs.serves(method, split.path):
             return self.docs.handle(split.path, self.url), request_id
+        local_endpoint = self.local_endpoints.get(split.path)
+        if local_endpoint is not None:
+            return local_endpoint(method, split.query), request_id
         if self.simulator_url is not None and split.path.startswith("/_sim/"):
             return simulator_control(self.simulator_url, method, split.path, body), request_id
         found = match_route(self.routes, method, split.path)
