@@ -1,5 +1,5 @@
-"""Merchant charge API: create, read, capture and reconcile charges. Thin: parse, call one use
-case, answer."""
+"""Merchant charge API: create, read, capture and reconcile charges, and a charge's timeline.
+Thin: parse, call one use case, answer."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def get_charge(request: Request, _context: router.Context) -> Reply:
     """Read a charge."""
     charge = bootstrap.charge_service().get_charge(request.path_params["chargeId"])
     return router.json_response(200, _resource(charge))
+
+
+@app.route("GET", "/charges/{chargeId}/history")
+def charge_history(request: Request, _context: router.Context) -> Reply:
+    """A charge's timeline: its transitions and its invoice's postLinks, oldest first."""
+    timeline = bootstrap.charge_timeline().of(request.path_params["chargeId"])
+    return router.json_response(200, views.timeline_resource(timeline))
 
 
 @app.route("POST", "/charges/{chargeId}/capture")

@@ -44,6 +44,8 @@ ALLOWED: dict[str, Allowed] = {
     "charges": Allowed(CORE | {"http", "epay", "refunds"}),
     "threeds": Allowed(CORE | {"http", "epay"}),
     "postlink": Allowed(CORE | {"http", "epay"}),
+    # the operator API: resolves charges against ePay's status API and replays postLinks
+    "operator": Allowed(CORE | {"http", "epay"}),
     # the card API (setups, lists, removal) and the customer's card setup page
     "cards": Allowed(CORE | {"http", "cards"}),
     "card_pages": Allowed(CORE | {"http", "cards"}),

@@ -51,6 +51,7 @@ def takes_input(route: Route) -> bool:
         "GET /charges/{chargeId}/3ds",
         "POST /charges/{chargeId}/3ds/return",
         "POST /charges/{chargeId}/refunds",
+        "POST /charges/{chargeId}/resolve",
         "POST /card-setups",
         "GET /accounts/{accountId}/cards",
         "GET /card-setups/{setupId}/page",
@@ -290,6 +291,8 @@ class Seeds:
     setup_id: str = ""  # a PENDING card setup whose page is still to be opened
     setup_page_token: str = ""
     card_id: str = ""  # an ACTIVE saved card of the account: what removals aim at
+    review_charge_id: str = ""  # NEEDS_REVIEW (ePay shows CHARGE): what resolutions aim at
+    inbox_id: str = ""  # a stored (forged) postLink: what replays aim at
 
 
 @dataclass(frozen=True)
@@ -495,6 +498,17 @@ def _path_ids(route: Route, seeds: Seeds) -> Varied:
             real = [seeds.refund_charge_id, seeds.charge_id]
         if route.resource.endswith("/cancel"):  # the other seeds keep their states
             real = [seeds.cancel_charge_id]
+        if route.resource.endswith("/resolve"):  # under review, or not (409)
+            real = [seeds.review_charge_id, seeds.charge_id]
+    elif "{inboxId}" in route.resource:
+        real = [seeds.inbox_id]
+        return Varied(
+            calm=st.just({"inboxId": seeds.inbox_id}),
+            wild=st.one_of(
+                _ids(real, ""),
+                st.binary(min_size=32, max_size=32).map(bytes.hex),  # well-formed, unknown
+            ).map(lambda value: {"inboxId": value}),
+        )
     elif "{refundId}" in route.resource:
         name, real, prefix = "refundId", [seeds.refund_id], "re_"
     elif "{subscriptionId}" in route.resource:
@@ -604,6 +618,12 @@ def _shape(key: str, seeds: Seeds) -> tuple[Varied, Varied, str | None]:
             Varied(st.one_of(st.none(), refund.calm), refund.wild),
             "application/json",
         )
+    if key == "POST /charges/{chargeId}/resolve":
+        valid = {
+            "status": _one_of("CAPTURED", "DECLINED", "FAILED", "AUTHORIZED", "REFUNDED"),
+            "note": Field("Checked ePay's cabinet", st.sampled_from(["ok", "é" * 500, "x"])),
+        }
+        return _query({}), json_body(valid), "application/json"
     if key == "GET /subscriptions":
         limits = Field("20", st.integers(1, 100).map(str))
         optional = {"limit": limits, "cursor": seeds.cursor or ""}

@@ -34,6 +34,7 @@ def test_every_api_function_is_fuzzed_by_every_route() -> None:
         "SubscriptionsFunction",
         "CardsFunction",
         "CardPagesFunction",
+        "OperatorFunction",
     }
 
 

@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from payments.charges.page_tokens import PageTokens
     from payments.charges.postlink import PostLinkService
     from payments.charges.reconciler import Reconciler
+    from payments.charges.resolution import ChargeResolutions
     from payments.charges.search import ChargeSearch
     from payments.charges.service import ChargeService
     from payments.charges.settlement import ChargeSettler
     from payments.charges.terminals import Terminal, TerminalCodes
     from payments.charges.threeds import PageLinks, ThreeDSService
+    from payments.charges.timeline import ChargeTimeline
     from payments.charges.transitions import ChargeTransitions
     from payments.charges.use_cases import ChargeUseCases
     from payments.charges.voids import ChargeVoids
@@ -284,6 +286,22 @@ def postlink_service() -> PostLinkService:
 
 
 @cache
+def charge_timeline() -> ChargeTimeline:
+    """A charge's history and its invoice's postLinks (GET /charges/{chargeId}/history)."""
+    from payments.charges.timeline import ChargeTimeline
+
+    return ChargeTimeline(charges=store(), inbox=inbox())
+
+
+@cache
+def resolutions() -> ChargeResolutions:
+    """Operators resolving NEEDS_REVIEW charges, checked against ePay's status API."""
+    from payments.charges.resolution import ChargeResolutions
+
+    return ChargeResolutions(charges=store(), gateway=gateway(), transitions=transitions())
+
+
+@cache
 def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
     from payments.charges.page_tokens import PageTokens, derive_key
@@ -397,7 +415,7 @@ def reset() -> None:
     for charge_built in (charge_use_cases, reconciler, refund_store, refunds, refund_reconciler):
         charge_built.cache_clear()
     charge_search.cache_clear()
-    for postlink_built in (inbox, postlink_service):
+    for postlink_built in (inbox, postlink_service, charge_timeline, resolutions):
         postlink_built.cache_clear()
     for threeds_built in (page_tokens, page_links, three_ds_service):
         threeds_built.cache_clear()

@@ -78,6 +78,33 @@ class InvalidTransitionError(ConflictError):
     code = "invalid_state"
 
 
+class ResolutionContradictedError(ConflictError):
+    """An operator's resolution of a NEEDS_REVIEW charge is not what ePay's status API says;
+    `gateway_status` is ePay's status name (or "not found"), nothing was changed."""
+
+    code = "resolution_contradicted"
+
+    def __init__(self, message: str, gateway_status: str | None = None) -> None:
+        super().__init__(message)
+        self.gateway_status = gateway_status
+
+
+class ResolutionUnconfirmedError(ConflictError):
+    """ePay's status API gave no final answer (pending, or unreadable): a resolution cannot be
+    checked against it yet; nothing was changed."""
+
+    code = "resolution_unconfirmed"
+    retryable = True
+
+
+class UnidentifiedCallerError(PaymentsError):
+    """An operator action arrived without the caller's IAM identity, so it could not be
+    audited; nothing was done."""
+
+    code = "caller_unidentified"
+    http_status = 403
+
+
 class StaleStateError(ConflictError):
     """A conditional write lost a race: the item changed since it was read."""
 

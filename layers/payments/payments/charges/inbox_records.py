@@ -3,6 +3,7 @@ intake's ports (the inbox, its telemetry)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,6 +12,15 @@ from typing import Protocol
 
 from payments.charges.model import ChargeStatus
 from payments.charges.notifications import Route
+from payments.shared.fields import matches
+
+# An inbox item's id: the SHA-256 (hex) of the notification's exact body.
+INBOX_ID_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def is_inbox_id(value: str) -> bool:
+    """True for a string shaped like an inbox id; anything else is no notification (a 404)."""
+    return matches(INBOX_ID_RE, value)
 
 
 class Verdict(StrEnum):
@@ -59,6 +69,22 @@ class StoredVerdict:
 
 
 @dataclass(frozen=True)
+class InboxEntry:
+    """One notification of an invoice as a charge's timeline shows it: when and where it came,
+    what the intake (or a replay) concluded, how often it was delivered, and ePay's code and
+    reasonCode. Never its secret (the inbox keeps none) or its other fields."""
+
+    digest: str
+    received_at: datetime
+    route: Route
+    verdict: Verdict
+    detail: str
+    deliveries: int
+    code: str | None = None
+    reason_code: int | None = None
+
+
+@dataclass(frozen=True)
 class PostLinkOutcome:
     """What one delivery came to; telemetry reports it and the handler answers from it."""
 
@@ -85,9 +111,24 @@ class Inbox(Protocol):
         ...
 
     def record_verdict(
-        self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
+        self,
+        digest: str,
+        verdict: Verdict,
+        at: datetime,
+        *,
+        charge_id: str | None,
+        detail: str,
+        replayed_by: str | None = None,
     ) -> None:
-        """Write what the intake concluded."""
+        """Write what the intake (or an operator's replay, by `replayed_by`) concluded."""
+        ...
+
+    def stored(self, digest: str) -> InboxRecord | None:
+        """The record kept under `digest` (its fields, the digest of its secret), or None."""
+        ...
+
+    def for_invoice(self, invoice_id: str) -> list[InboxEntry]:
+        """The notifications received for an invoice, oldest first (a bounded number)."""
         ...
 
 

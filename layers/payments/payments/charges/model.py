@@ -234,6 +234,7 @@ class Source(StrEnum):
     THREEDS_RETURN = "3ds-return"
     POSTLINK = "postlink"
     RECONCILER = "reconciler"
+    OPERATOR = "operator"  # a person, through the operator API (POST /charges/{id}/resolve)
 
 
 # The shape of the ids `ChargeService` makes ("ch_" + 32 hex digits, charges/use_cases.py).

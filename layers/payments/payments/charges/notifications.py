@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
@@ -83,6 +83,24 @@ class Notification:
     # What the inbox keeps for audit: ePay's own names, card id masked; never the secret, the
     # payer's contacts or location (email, phone, name, ip*) or the merchant's account id.
     kept: Mapping[str, str] = field(default_factory=dict)
+    # A notification read back from the inbox (a replay) has no secret_hash, only the digest
+    # that was kept of it (`stored` below); verification compares digests either way.
+    kept_secret_digest: str | None = field(default=None, repr=False)
+
+    @property
+    def secret_digest(self) -> str | None:
+        """The SHA-256 of the secret_hash offered (None: the notification carried none)."""
+        if self.secret_hash is not None:
+            return secret_hash_digest(self.secret_hash)
+        return self.kept_secret_digest
+
+    @classmethod
+    def stored(cls, kept: Mapping[str, str], secret_digest: str | None) -> Notification:
+        """A notification as the inbox kept it (its fields, the digest of its secret_hash),
+        read by the same parser as a delivery; ValidationError if it no longer reads."""
+        body = json.dumps(dict(kept)).encode("utf-8")
+        parsed = parse_notification(body, "application/json")
+        return replace(parsed, kept=dict(kept), kept_secret_digest=secret_digest)
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -248,13 +266,15 @@ def verify(
     `terminal` matches when it is absent, is one of our terminal's names (UUID or code), or may
     be our code not learned yet (`TerminalNames.to_confirm`: the status API confirms it). Every
     check runs whatever the others say, and `secret_hash` is compared as SHA-256 hex digests
-    with `hmac.compare_digest`, so the answer's timing tells nothing about the secret.
+    with `hmac.compare_digest`, so the answer's timing tells nothing about the secret. A replayed
+    notification offers the digest the inbox kept, checked the same way.
     """
-    offered = secret_hash_digest(notification.secret_hash or "")
+    digest = notification.secret_digest
+    offered = digest if digest is not None else secret_hash_digest("")
     secret_ok = hmac.compare_digest(offered, charge.secret_hash_digest)
     named = notification.terminal
     checks = {
-        "secret_hash": secret_ok and notification.secret_hash is not None,
+        "secret_hash": secret_ok and digest is not None,
         "invoiceId": notification.invoice_id == charge.invoice_id,
         "amount": notification.amount == charge.amount,
         "currency": notification.currency == charge.currency.upper(),

@@ -50,6 +50,18 @@ class ChargeStore(Protocol):
         ...
 
 
+class ChargeHistory(Protocol):
+    """A charge and its append-only history (the operator's views and actions)."""
+
+    def get(self, charge_id: str) -> Charge | None:
+        """Read a charge (strongly consistent)."""
+        ...
+
+    def history(self, charge_id: str) -> list[HistoryEntry]:
+        """Every transition of a charge, oldest first."""
+        ...
+
+
 class Telemetry(Protocol):
     """Logs and metrics of business outcomes, kept out of the use cases' way."""
 

@@ -21,7 +21,9 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
 
 A duplicate whose stored verdict is final (forged, unknown invoice, settled) is answered
 from that verdict without calling ePay; any other duplicate (still being handled, deferred,
-pending) is handled again, which is safe because settling is idempotent.
+pending) is handled again, which is safe because settling is idempotent. An operator may
+`replay` a stored notification: the same verification (the kept digest of its secret_hash
+against the charge's) and the same settling, its verdict updated.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from payments.charges.terminals import TerminalNames
 from payments.errors import (
     ForgedNotificationError,
     GatewayError,
+    NotFoundError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -205,6 +208,42 @@ class PostLinkService:
             detail=outcome.detail,
         )
         return self._answer(outcome, None)
+
+    def replay(self, digest: str, operator: str, deadline: Deadline) -> PostLinkOutcome:
+        """Handle a stored notification again, for an operator (`POST /postlinks/{id}/replay`).
+
+        The inbox kept its fields and the digest of its secret_hash (never the secret): it is
+        read by the same parser and verified and settled by the same code as a delivery (the
+        secret compared digest to digest), and its verdict is updated, naming the operator.
+        A forged one stays forged (answered, not raised: the replay itself is not a forgery,
+        and it is not counted as one). NotFoundError when nothing is kept under `digest`.
+        """
+        record = self._inbox.stored(digest)
+        if record is None:
+            raise NotFoundError("no such postLink")
+        delivery = Delivery(b"", record.content_type, record.route, record.source_ip)
+        try:
+            notification = Notification.stored(record.notification, record.secret_hash_digest)
+        except ValidationError as problem:
+            outcome = PostLinkOutcome(
+                Verdict.MALFORMED,
+                record.route,
+                duplicate=True,
+                invoice_id=record.invoice_id,
+                source_ip=record.source_ip,
+                detail=", ".join(sorted(problem.fields)),
+            )
+        else:
+            outcome = self._handle(notification, delivery, True, deadline)
+        self._inbox.record_verdict(
+            digest,
+            outcome.verdict,
+            self._clock(),
+            charge_id=outcome.charge_id,
+            detail=outcome.detail,
+            replayed_by=operator,
+        )
+        return outcome
 
     def _handle(
         self, notification: Notification, delivery: Delivery, duplicate: bool, deadline: Deadline

@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from payments.charges.model import Charge, ChargeStatus
+from payments.charges.inbox_records import InboxEntry, PostLinkOutcome
+from payments.charges.model import Charge, ChargeStatus, HistoryEntry
 from payments.charges.search import ChargePage
+from payments.charges.timeline import Timeline
 from payments.shared.clock import iso
 from payments.shared.fields import mask_card_id
 
@@ -79,4 +81,51 @@ def charge_page(page: ChargePage, page_url: Callable[[Charge], str | None]) -> d
     return {
         "data": [charge_resource(charge, page_url(charge)) for charge in page.charges],
         "nextCursor": page.next_cursor,
+    }
+
+
+def history_entry(entry: HistoryEntry) -> dict[str, Any]:
+    """One transition as `GET /charges/{chargeId}/history` shows it."""
+    return {
+        "from": entry.from_status.value if entry.from_status else None,
+        "to": entry.to_status.value,
+        "source": entry.source.value,
+        "at": iso(entry.at),
+        "detail": entry.detail,
+    }
+
+
+def postlink_entry(entry: InboxEntry) -> dict[str, Any]:
+    """One notification of the charge's invoice: its inbox id, when and where it came, its
+    verdict, how often it was delivered, ePay's code and reasonCode (never its secret)."""
+    return {
+        "inboxId": entry.digest,
+        "receivedAt": iso(entry.received_at),
+        "route": entry.route.value,
+        "verdict": entry.verdict.value,
+        "detail": entry.detail,
+        "deliveries": entry.deliveries,
+        "code": entry.code,
+        "reasonCode": entry.reason_code,
+    }
+
+
+def timeline_resource(timeline: Timeline) -> dict[str, Any]:
+    """`GET /charges/{chargeId}/history`: transitions and postLinks, each oldest first."""
+    return {
+        "chargeId": timeline.charge.id,
+        "data": [history_entry(entry) for entry in timeline.history],
+        "postLinks": [postlink_entry(entry) for entry in timeline.postlinks],
+    }
+
+
+def replay_resource(digest: str, outcome: PostLinkOutcome) -> dict[str, Any]:
+    """`POST /postlinks/{inboxId}/replay`: the verdict, and the charge (or card setup) it
+    concerned with its status afterwards (null when none)."""
+    return {
+        "inboxId": digest,
+        "verdict": outcome.verdict.value,
+        "chargeId": outcome.charge_id,
+        "status": outcome.status.value if outcome.status is not None else None,
+        "detail": outcome.detail,
     }

@@ -40,6 +40,9 @@ class Request:
     body: str | None
     is_base64_encoded: bool
     source_ip: str | None
+    # Who signed the request (IAM routes): the caller's ARN (`identity.userArn`), else its id
+    # (`identity.caller`); None on a public route. Operator actions record it for audit.
+    caller: str | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
@@ -55,6 +58,7 @@ class Request:
             body=event.get("body"),
             is_base64_encoded=bool(event.get("isBase64Encoded")),
             source_ip=identity.get("sourceIp"),
+            caller=_caller(identity),
         )
 
     def header(self, name: str) -> str | None:
@@ -84,6 +88,15 @@ class Request:
         if self.body:
             bodies.require_json_content_type(self.header("Content-Type"))
         return bodies.parse_json_body(self.body_bytes(), required=required)
+
+
+def _caller(identity: Mapping[str, Any]) -> str | None:
+    """The signed caller of an IAM route: its ARN, else its id; None when neither is a string."""
+    for name in ("userArn", "caller"):
+        value = identity.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
 
 
 @dataclass(frozen=True)
