@@ -101,3 +101,11 @@ def test_public_paths_the_service_hands_out_are_routes_of_the_template() -> None
     routes = {(r.method, r.resource) for r in api_routes(load_template(ROOT / "template.yaml"))}
     # Then every URL we send ePay or a browser to is served, with the method it will use
     assert owned <= routes, owned - routes
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # Given every test module pytest collects (rootdir-relative imports, no packages)
+    roots = [ROOT / "tests", ROOT / "clients" / "python" / "tests"]
+    names = [path.name for root in roots for path in root.rglob("test_*.py")]
+    # Then no two share a basename (pytest would refuse to import the second)
+    assert sorted({n for n in names if names.count(n) > 1}) == []
