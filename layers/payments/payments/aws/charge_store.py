@@ -444,20 +444,11 @@ class DynamoChargeStore:
         return [found[i] for i in ids if i in found], position
 
     def _batch_get(self, ids: list[str]) -> dict[str, Charge]:
-        found: dict[str, Charge] = {}
         keys = [{"pk": {"S": f"CHARGE#{i}"}, "sk": {"S": "CHARGE"}} for i in dict.fromkeys(ids)]
-        for _round in range(_BATCH_ROUNDS):
-            if not keys:
-                break
-            answer = self._db.call(
-                "batch_get_item",
-                RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
-            )
-            for raw in answer.get("Responses", {}).get(self._table, []):
-                charge = charge_from_item(from_attributes(raw))
-                found[charge.id] = charge
-            keys = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
-        return found
+        charges = (
+            charge_from_item(item) for item in self._db.batch_get(self._table, keys, _BATCH_ROUNDS)
+        )
+        return {charge.id: charge for charge in charges}
 
 
 def _list_condition(partition: str, listing: Listing) -> dict[str, Any]:

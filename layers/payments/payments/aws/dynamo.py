@@ -124,6 +124,29 @@ class DynamoCalls:
         item = answer.get("Item")
         return from_attributes(item) if item else None
 
+    def batch_get(
+        self,
+        table: str,
+        keys: list[dict[str, Any]],
+        rounds: int = 5,
+        names: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The items of `keys` (typed keys, at most 100), strongly consistent, as plain values
+        (only the attributes `names` maps, when given); unprocessed keys are asked again, at most
+        `rounds` times in all."""
+        request: dict[str, Any] = {"ConsistentRead": True}
+        if names:
+            request["ProjectionExpression"] = ", ".join(names)
+            request["ExpressionAttributeNames"] = dict(names)
+        found: list[dict[str, Any]] = []
+        for _round in range(rounds):
+            if not keys:
+                break
+            answer = self.call("batch_get_item", RequestItems={table: {"Keys": keys, **request}})
+            found += [from_attributes(raw) for raw in answer.get("Responses", {}).get(table, [])]
+            keys = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+        return found
+
     def write(self, items: list[dict[str, Any]], names: list[str]) -> None:
         """Write `items` atomically (TransactWriteItems); a single Put is written alone, which is
         just as atomic at half the write cost."""

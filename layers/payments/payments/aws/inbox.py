@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payments.aws.dynamo import DynamoCalls, from_attributes
+from payments.aws.dynamo import DynamoCalls
 from payments.charges.inbox_records import InboxEntry, InboxRecord, StoredVerdict, Verdict
 from payments.charges.notifications import Route
 from payments.shared import jsonutil
@@ -185,24 +185,8 @@ class DynamoInbox:
         order = [str(i["pk"]["S"]) for i in answer.get("Items", [])]
         found: dict[str, InboxEntry] = {}
         keys = [{"pk": _s(pk), "sk": _s("INBOX")} for pk in dict.fromkeys(order)]
-        for _round in range(_BATCH_ROUNDS):
-            if not keys:
-                break
-            batch = self._db.call(
-                "batch_get_item",
-                RequestItems={
-                    self._table: {
-                        "Keys": keys,
-                        "ConsistentRead": True,
-                        "ProjectionExpression": ", ".join(_LISTED_NAMES),
-                        "ExpressionAttributeNames": _LISTED_NAMES,
-                    }
-                },
-            )
-            for raw in batch.get("Responses", {}).get(self._table, []):
-                item = from_attributes(raw)
-                found[str(item["pk"])] = _entry(item)
-            keys = batch.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+        for item in self._db.batch_get(self._table, keys, _BATCH_ROUNDS, _LISTED_NAMES):
+            found[str(item["pk"])] = _entry(item)
         return [found[pk] for pk in order if pk in found]
 
 

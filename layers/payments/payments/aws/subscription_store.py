@@ -268,20 +268,9 @@ class DynamoSubscriptionStore:
         return [subs[i] for i in ids if i in subs], (last["sk"]["S"] if last else None)
 
     def _batch_get(self, ids: list[str]) -> dict[str, Subscription]:
-        found: dict[str, Subscription] = {}
-        keys = [_sub_key(i) for i in ids]
-        for _round in range(5):
-            if not keys:
-                break
-            answer = self._db.call(
-                "batch_get_item",
-                RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
-            )
-            for raw in answer.get("Responses", {}).get(self._table, []):
-                sub = subscription_from_item(from_attributes(raw))
-                found[sub.id] = sub
-            keys = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
-        return found
+        items = self._db.batch_get(self._table, [_sub_key(i) for i in ids])
+        subs = (subscription_from_item(item) for item in items)
+        return {sub.id: sub for sub in subs}
 
     def save(self, current: Subscription, updated: Subscription) -> Subscription:
         """Replace the subscription if its version is still the one read (StaleStateError)."""
