@@ -153,7 +153,9 @@ def start_bench_stack() -> LocalStack:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
     # environ={}: the bench always measures the local servers, whatever the shell points at.
-    stack = start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False)
+    stack = start_stack(
+        0, environ={}, dynamodb="dynamodb-local", charge_events=False, events_feed=False
+    )
     # postLinks go nowhere: their delivery threads would only add noise to the timings.
     stack.require_simulator().postlink_drop = True
     return stack

@@ -134,7 +134,9 @@ def time_all_shards(renewals: Renewals, expected: int) -> tuple[int, float, str 
 
 def run(per_shard: int, shards_timed: int) -> Measured:
     """Seed, then time shard by shard, then all remaining shards at once, then once more."""
-    with start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False) as stack:
+    with start_stack(
+        0, environ={}, dynamodb="dynamodb-local", charge_events=False, events_feed=False
+    ) as stack:
         bootstrap.use_clock(lambda: NOW)
         dynamodb = boto3.client("dynamodb")  # pointed at the stack by its environment
         started = time.perf_counter()

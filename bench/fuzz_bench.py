@@ -34,7 +34,9 @@ SMOKE_EXAMPLES = 150
 
 def run(examples: int) -> tuple[list[Outcome], float]:
     """`examples` requests spread evenly over the template's routes; how long they took."""
-    with start_stack(0, environ={}, dynamodb="dynamodb-local", charge_events=False) as stack:
+    with start_stack(
+        0, environ={}, dynamodb="dynamodb-local", charge_events=False, events_feed=False
+    ) as stack:
         endpoint = stack.dynamodb_endpoint
         api = Api(
             boto3.client("dynamodb", endpoint_url=endpoint),
