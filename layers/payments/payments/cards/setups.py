@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -90,7 +90,7 @@ class WidgetPage:
     """What the customer's page hands to ePay's widget: the script and the payment object."""
 
     script_url: str
-    payment_object: Mapping[str, Any]
+    payment_object: Mapping[str, Any] = field(repr=False)  # holds ePay's access token
     language: str
     leave_url: str  # where a customer without JavaScript goes back to
 
