@@ -34,6 +34,11 @@ EXPECTED: dict[str, list[str]] = {
         rf"DynamoDB writes\s+{NUMBER}",
         rf"peak after all charges\s+{NUMBER} MB",
     ],
+    "cost_bench.py": [
+        r"^cost of an approved charge: \d+ charges",
+        rf"^  wru\s+{NUMBER}\s+{NUMBER}",
+        rf"^  total\s+{NUMBER}\s+target <= 15\.00 (met|NOT met)$",
+    ],
     "dispatch_bench.py": [
         rf"^per_shard_rate_median {NUMBER} /s",
         # a rate, or why the bootstrap's 5 s read timeout stopped the run on a busy machine

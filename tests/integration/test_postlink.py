@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
 
 from local.apigw import build_proxy_event
 from payments import bootstrap
@@ -248,6 +249,48 @@ def test_simulator_postlink_after_a_capture_is_stored_verified_and_changes_nothi
     if "cardId" in delivery.payload:
         assert stored["cardId"] == "****" + str(delivery.payload["cardId"])[-4:]
     assert delivery.payload["secret_hash"] not in json.dumps(pl.charges.items())
+
+
+def test_postlink_telling_what_a_captured_charge_holds_is_one_read_one_write_no_epay_call(
+    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first charge whose postLink taught us the terminal's 8-digit code (status API)
+    pl.create(body(), "order-1")
+    (first,) = pl.simulator.wait_for_postlinks(1, timeout=10)
+    assert first.status == 200
+    # And a second charge captured synchronously, its postLink held back
+    pl.receiver.forward = False
+    charge = pl.create(body(), "order-2")
+    notification = pl.notification(charge["invoiceId"])
+    statuses, history = pl.ops("status"), pl.history(charge["id"])
+    requests: list[str] = []
+    make_call = BaseClient._make_api_call
+
+    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        requests.append(operation)
+        return make_call(client, operation, params)
+
+    # When the postLink arrives (counting the handler's AWS requests)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
+    answer = pl.post(notification)
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+
+    # Then it is answered 200 after one read (the charge, by the id its secret_hash leads with)
+    # and one write (the inbox item with its verdict), and ePay was not asked
+    assert answer.status == 200
+    assert requests == ["GetItem", "UpdateItem"]
+    assert pl.ops("status") == statuses
+    assert pl.history(charge["id"]) == history
+    (item,) = [i for i in pl.inbox() if i["invoiceId"]["S"] == charge["invoiceId"]]
+    assert item["verdict"]["S"] == "settled"
+    assert item["detail"]["S"] == "agrees: CAPTURED"
+    assert item["chargeId"]["S"] == charge["id"]
+    assert item["deliveries"]["N"] == "1"
+    # When the same body comes again / Then it is counted on the same item, and still no call
+    assert pl.post(notification).status == 200
+    (item,) = [i for i in pl.inbox() if i["invoiceId"]["S"] == charge["invoiceId"]]
+    assert item["deliveries"]["N"] == "2"
+    assert pl.ops("status") == statuses
 
 
 @pytest.mark.parametrize("reason_code_as_string", [False, True])

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from payments.charges.links import PublicLinks
-from payments.charges.model import CaptureMode, ChargeStatus, secret_hash_digest
+from payments.charges.model import CaptureMode, ChargeStatus, charge_id_hint, secret_hash_digest
 from payments.charges.payment_gateway import AuthRequest, AuthResult, GatewayStatus, Secure3D
 from payments.charges.requests import ChargeRequest
 from payments.charges.service import ChargeService
@@ -281,10 +281,12 @@ def test_only_the_digest_of_secret_hash_is_kept_and_links_point_at_us() -> None:
     gateway = FakeGateway(auth_outcome=AUTH)
     service, _, _ = make(gateway)
     charge = service.create_charge(request(), "k", deadline()).charge
-    # Then ePay gets the secret itself, the charge keeps only its digest
+    # Then ePay gets the secret itself, led by the charge's id (the postLink's way to it), and
+    # the charge keeps only its digest
     token_request = gateway.calls[0][1]
-    assert token_request.secret_hash == "the-secret-hash"
-    assert charge.secret_hash_digest == secret_hash_digest("the-secret-hash")
+    assert token_request.secret_hash == f"{charge.id}the-secret-hash"
+    assert charge_id_hint(token_request.secret_hash) == charge.id
+    assert charge.secret_hash_digest == secret_hash_digest(token_request.secret_hash)
     assert "the-secret-hash" not in repr(charge)
     # And ePay's postLink points at our API
     assert token_request.post_link == "https://pay.example/v1/epay/postlink"

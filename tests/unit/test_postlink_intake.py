@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from payments.charges.inbox_records import InboxRecord, PostLinkOutcome, StoredVerdict, Verdict
-from payments.charges.model import Charge, ChargeStatus, secret_hash_digest
+from payments.charges.model import (
+    Charge,
+    ChargeStatus,
+    EpayRef,
+    charge_id_hint,
+    charge_secret_hash,
+    secret_hash_digest,
+)
 from payments.charges.notifications import (
     MAX_NOTIFICATION_BYTES,
     Delivery,
@@ -206,19 +213,20 @@ class FakeInbox:
     verdicts: dict[str, StoredVerdict] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
-    def put_new(self, record: InboxRecord) -> bool:
-        self.calls.append("put")
+    def keep(
+        self, record: InboxRecord, *, charge_id: str | None, detail: str
+    ) -> StoredVerdict | None:
         if record.digest in self.records:
-            return False
+            self.calls.append("seen_again")
+            stored = self.verdicts[record.digest]
+            self.verdicts[record.digest] = replace(stored, deliveries=stored.deliveries + 1)
+            return stored
+        self.calls.append("put" if record.verdict is Verdict.RECEIVED else f"put:{record.verdict}")
         self.records[record.digest] = record
-        self.verdicts[record.digest] = StoredVerdict(record.verdict, 1, record.received_at)
-        return True
-
-    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
-        self.calls.append("seen_again")
-        stored = self.verdicts[digest]
-        self.verdicts[digest] = replace(stored, deliveries=stored.deliveries + 1)
-        return self.verdicts[digest]
+        self.verdicts[record.digest] = StoredVerdict(
+            record.verdict, 1, record.received_at, charge_id, detail
+        )
+        return None
 
     def record_verdict(
         self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
@@ -238,6 +246,10 @@ class FakeCharges:
     def get_by_invoice(self, invoice_id: str) -> Charge | None:
         self.inbox.calls.append("lookup")
         return self.charges.get(invoice_id)
+
+    def get(self, charge_id: str) -> Charge | None:
+        self.inbox.calls.append("get")
+        return next((c for c in self.charges.values() if c.id == charge_id), None)
 
 
 def answer(terminal_code: str | None = "98120001", terminal_id: str = TERMINAL) -> StatusResult:
@@ -305,6 +317,7 @@ class World:
     telemetry: FakeTelemetry
     service: PostLinkService
     terminals: FakeTerminals
+    charges: FakeCharges
 
     def receive(self, body: bytes, route: Route = Route.SUCCESS, seconds: float = 27.0) -> Any:
         return self.service.receive(
@@ -318,24 +331,26 @@ def world() -> World:
     settler = FakeSettler()
     telemetry = FakeTelemetry()
     terminals = FakeTerminals()
+    service_charges = FakeCharges(inbox)
     service = PostLinkService(
         inbox=inbox,
-        charges=FakeCharges(inbox),
+        charges=service_charges,
         settler=settler,
         terminals=terminals,
         telemetry=telemetry,
         clock=lambda: NOW,
     )
-    return World(inbox, settler, telemetry, service, terminals)
+    return World(inbox, settler, telemetry, service, terminals, service_charges)
 
 
 def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> None:
     # Given a genuine postLink with 27 s left / When it is received
     outcome = world.receive(raw())
-    # Then it is stored, checked against the charge, settled CAPTURED, and the verdict recorded
+    # Then the charge is read, the notification stored, the charge settled CAPTURED from the
+    # status API (it was PROCESSING), and the verdict recorded
     assert outcome.verdict is Verdict.SETTLED
     assert outcome.status is ChargeStatus.CAPTURED
-    assert world.inbox.calls == ["put", "lookup", "verdict:settled"]
+    assert world.inbox.calls == ["lookup", "put", "verdict:settled"]
     # And the settle deadline is capped at 8 s even with 27 s left
     assert 7.0 < world.settler.deadlines[0] <= 8.0
     # And the stored copy keeps only the secret's digest
@@ -384,6 +399,113 @@ def test_pending_status_is_not_final(world: World) -> None:
     assert len(world.settler.deadlines) == 2
 
 
+# --- the common case: the postLink tells of what the charge already holds
+
+HINTED_ID = "ch_" + "ab" * 16
+HINTED_SECRET = charge_secret_hash(HINTED_ID, "random-part")
+
+
+def settled_world(world: World, status: ChargeStatus, **changes: Any) -> Charge:
+    """The world's charge, read by the id its secret_hash begins with, in `status`."""
+    fields: dict[str, Any] = {
+        "id": HINTED_ID,
+        "status": status,
+        "secret_hash_digest": secret_hash_digest(HINTED_SECRET),
+        "epay": EpayRef("tx-1", "rrn", "ap", "4400****0001"),
+        **changes,
+    }
+    charge = replace(CHARGE, **fields)
+    world.charges.charges[charge.invoice_id] = charge
+    return charge
+
+
+def test_the_secret_hash_names_the_charge_only_as_a_hint() -> None:
+    # Given a charge's secret_hash / Then its id leads it; a secret of another shape names none
+    assert charge_id_hint(HINTED_SECRET) == HINTED_ID
+    assert charge_id_hint(SECRET) is None
+    assert charge_id_hint(None) is None
+    assert charge_id_hint("ch_" + "ab" * 15) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (ChargeStatus.CAPTURED, "ok"),
+        (ChargeStatus.AUTHORIZED, "ok"),
+        (ChargeStatus.REFUNDED, "ok"),
+        (ChargeStatus.CANCELLED, "ok"),
+        (ChargeStatus.DECLINED, "error"),
+    ],
+)
+def test_a_postlink_agreeing_with_the_charge_costs_one_read_and_one_write(
+    world: World, status: ChargeStatus, code: str
+) -> None:
+    # Given a charge already settled as the notification says
+    settled_world(world, status)
+    # When its postLink arrives
+    outcome = world.receive(raw(secret_hash=HINTED_SECRET, code=code))
+    # Then the charge was read by id, the notification stored with its verdict in one write,
+    # and ePay's status API was not asked
+    assert world.inbox.calls == ["get", "put:settled"]
+    assert world.settler.deadlines == []
+    assert outcome.verdict is Verdict.SETTLED
+    assert outcome.detail == f"agrees: {status.value}"
+    assert (
+        world.inbox.verdicts[
+            hashlib.sha256(raw(secret_hash=HINTED_SECRET, code=code)).hexdigest()
+        ].charge_id
+        == HINTED_ID
+    )
+    # When the same body comes again / Then it is answered from the stored verdict
+    again = world.receive(raw(secret_hash=HINTED_SECRET, code=code))
+    assert again.duplicate
+    assert again.verdict is Verdict.SETTLED
+    assert world.settler.deadlines == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "changes"),
+    [
+        (ChargeStatus.DECLINED, "ok", {}),  # ePay says approved: a contradiction
+        (ChargeStatus.CAPTURED, "error", {}),
+        (ChargeStatus.AUTHORIZED, "ok", {"capture_pending": True}),  # a capture to finish
+        (ChargeStatus.CAPTURED, "ok", {"epay": EpayRef("tx-other", None, None, None)}),
+        (ChargeStatus.UNKNOWN, "ok", {}),
+        (ChargeStatus.EXPIRED, "ok", {}),
+    ],
+)
+def test_anything_else_is_asked_of_the_status_api(
+    world: World, status: ChargeStatus, code: str, changes: dict[str, Any]
+) -> None:
+    # Given a charge whose state the notification does not simply confirm
+    settled_world(world, status, **changes)
+    # When its postLink arrives
+    world.receive(raw(secret_hash=HINTED_SECRET, code=code))
+    # Then it is stored first, then the status API settles the charge
+    assert world.inbox.calls == ["get", "put", "verdict:settled"]
+    assert len(world.settler.deadlines) == 1
+
+
+def test_a_code_not_learned_yet_is_confirmed_by_the_status_api(world: World) -> None:
+    # Given a captured charge and a postLink naming an 8-digit code we have not learned
+    settled_world(world, ChargeStatus.CAPTURED)
+    # When it arrives / Then the status API is asked (it alone tells whether the code is ours)
+    world.receive(raw(secret_hash=HINTED_SECRET, terminal="98120001"))
+    assert len(world.settler.deadlines) == 1
+
+
+def test_a_hint_naming_another_invoices_charge_falls_back_to_the_invoice(world: World) -> None:
+    # Given a secret_hash leading with the id of a charge that holds another invoice
+    other = replace(CHARGE, id=HINTED_ID, invoice_id="000000777")
+    world.charges.charges[other.invoice_id] = other
+    # When the postLink for invoice 000000042 arrives
+    with pytest.raises(ForgedNotificationError) as caught:
+        world.receive(raw(secret_hash=HINTED_SECRET))
+    # Then the charge of its own invoice was looked up and the secret found wrong for it
+    assert world.inbox.calls[:2] == ["get", "lookup"]
+    assert caught.value.mismatched == ("secret_hash",)
+
+
 def test_forged_is_stored_refused_and_reported_without_settling(world: World) -> None:
     # Given a postLink with a guessed secret from another terminal
     # When it is received / Then it is refused with 403, naming both mismatches
@@ -391,9 +513,9 @@ def test_forged_is_stored_refused_and_reported_without_settling(world: World) ->
         world.receive(raw(secret_hash="guess", terminal="other"))
     assert caught.value.http_status == 403
     assert caught.value.mismatched == ("secret_hash", "terminal")
-    # And nothing was settled; it was stored and its forged verdict recorded
+    # And nothing was settled; it was stored with its forged verdict, in one write
     assert world.settler.deadlines == []
-    assert world.inbox.calls == ["put", "lookup", "verdict:forged"]
+    assert world.inbox.calls == ["lookup", "put:forged"]
     # And it is reported with the sender's address, without the guessed secret
     (outcome,) = world.telemetry.outcomes
     assert outcome.verdict is Verdict.FORGED

@@ -63,16 +63,18 @@ class DynamoInbox:
         self._ttl = ttl
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def put_new(self, record: InboxRecord) -> bool:
-        """Store the record unless one with this digest exists (then False)."""
+    def keep(
+        self, record: InboxRecord, *, charge_id: str | None, detail: str
+    ) -> StoredVerdict | None:
+        """Store the record unless one with this digest exists, else count one more delivery:
+        one UpdateItem either way (every attribute `if_not_exists`, `deliveries` added). Returns
+        what the earlier delivery left, or None when the record is new."""
+        now = iso(record.received_at)
         expires = int((self._clock() + self._ttl).timestamp())
-        item: dict[str, Any] = {
-            **_key(record.digest),
+        kept: dict[str, Any] = {
             "notification": _s(jsonutil.dumps(dict(record.notification))),
             "route": _s(record.route.value),
-            "receivedAt": _s(iso(record.received_at)),
-            "lastReceivedAt": _s(iso(record.received_at)),
-            "deliveries": {"N": "1"},
+            "receivedAt": _s(now),
             "verdict": _s(record.verdict.value),
             "expiresAt": {"N": str(expires)},
         }
@@ -81,38 +83,40 @@ class DynamoInbox:
             "sourceIp": record.source_ip,
             "invoiceId": record.invoice_id,
             "secretHashDigest": record.secret_hash_digest,
+            "chargeId": charge_id,
         }
-        item.update({k: _s(v[:256]) for k, v in optional.items() if v})
+        kept.update({k: _s(v[:256]) for k, v in optional.items() if v})
+        if record.verdict is not Verdict.RECEIVED:
+            # Decided before it was stored (forged, or in agreement with the charge).
+            kept["handledAt"] = _s(now)
+            kept["detail"] = _s(detail[:500] or "-")
         if record.invoice_id:
             # Listed under its invoice (ChargeListIndex), oldest first, for a charge's timeline.
-            item["chargeList"] = _s(inbox_list(record.invoice_id[:256]))
-            item["chargeSort"] = _s(f"{iso(record.received_at)}#{record.digest}")
-        answer = self._db.call_if(
-            "put_item",
-            TableName=self._table,
-            Item=item,
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        return answer is not None
-
-    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
-        """Count one more delivery of a stored body; return its verdict (one UpdateItem)."""
+            kept["chargeList"] = _s(inbox_list(record.invoice_id[:256]))
+            kept["chargeSort"] = _s(f"{now}#{record.digest}")
+        names = {f"#k{n}": name for n, name in enumerate(kept)}
+        values = {f":k{n}": value for n, value in enumerate(kept.values())}
+        setters = [f"#k{n} = if_not_exists(#k{n}, :k{n})" for n in range(len(kept))]
         answer = self._db.call(
             "update_item",
             TableName=self._table,
-            Key=_key(digest),
-            UpdateExpression="ADD deliveries :one SET lastReceivedAt = :at",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":at": _s(iso(at))},
-            ReturnValues="ALL_NEW",
+            Key=_key(record.digest),
+            UpdateExpression="SET "
+            + ", ".join([*setters, "lastReceivedAt = :at"])
+            + " ADD deliveries :one",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={**values, ":at": _s(now), ":one": {"N": "1"}},
+            ReturnValues="ALL_OLD",
         )
-        item = answer["Attributes"]
+        old = answer.get("Attributes")
+        if not old or "verdict" not in old:
+            return None
         return StoredVerdict(
-            verdict=Verdict(item["verdict"]["S"]),
-            deliveries=int(item["deliveries"]["N"]),
-            received_at=from_iso(item["receivedAt"]["S"]),
-            charge_id=item.get("chargeId", {}).get("S"),
-            detail=item.get("detail", {}).get("S", ""),
+            verdict=Verdict(old["verdict"]["S"]),
+            deliveries=int(old.get("deliveries", {}).get("N", "0")) + 1,
+            received_at=from_iso(old["receivedAt"]["S"]),
+            charge_id=old.get("chargeId", {}).get("S"),
+            detail=old.get("detail", {}).get("S", ""),
         )
 
     def record_verdict(

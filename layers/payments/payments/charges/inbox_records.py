@@ -102,12 +102,11 @@ class PostLinkOutcome:
 class Inbox(Protocol):
     """Where raw notifications are kept (with a TTL) before anything acts on them."""
 
-    def put_new(self, record: InboxRecord) -> bool:
-        """Store a record; False when a record with the same digest already exists."""
-        ...
-
-    def seen_again(self, digest: str, at: datetime) -> StoredVerdict:
-        """Count one more delivery of a stored body and return what is stored for it."""
+    def keep(
+        self, record: InboxRecord, *, charge_id: str | None, detail: str
+    ) -> StoredVerdict | None:
+        """Store a new record (with its verdict, charge and detail), or count one more delivery
+        of a stored one (one write either way); what an earlier delivery left, or None."""
         ...
 
     def record_verdict(

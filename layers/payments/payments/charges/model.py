@@ -13,6 +13,8 @@ from enum import StrEnum
 from payments.shared.fields import matches
 from payments.shared.payer import Payer
 
+_CHARGE_ID_PREFIX = re.compile(r"\Ach_[0-9a-f]{32}")
+
 
 class ChargeStatus(StrEnum):
     """Where a charge is in its life."""
@@ -224,6 +226,19 @@ def _sha256(text: str) -> str:
 def secret_hash_digest(secret_hash: str) -> str:
     """The digest we keep of a charge's secret_hash (the value itself is never stored)."""
     return hashlib.sha256(secret_hash.encode()).hexdigest()
+
+
+def charge_secret_hash(charge_id: str, secret: str) -> str:
+    """The secret_hash sent with a charge's token: its id, then the secret. ePay echoes it in the
+    postLink, so the intake reads the charge by id (one read) rather than through its invoice;
+    the id is a hint only: the whole value is still checked against the kept digest."""
+    return f"{charge_id}{secret}"
+
+
+def charge_id_hint(secret_hash: str | None) -> str | None:
+    """The charge id a secret_hash begins with (`charge_secret_hash`), or None."""
+    found = _CHARGE_ID_PREFIX.match(secret_hash or "")
+    return found.group(0) if found else None
 
 
 class Source(StrEnum):

@@ -8,7 +8,7 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
    number or a string; unknown fields ignored); a body that is not a notification is answered
    400 and counted, never stored (anyone could fill the table with junk);
 3. stores a well-formed one in the inbox (keyed by the SHA-256 of the exact body, so a
-   byte-identical repeat is a duplicate) *before* anything else happens: only what verification
+   byte-identical repeat is a duplicate) *before* anything acts on it: only what verification
    and audit need (ePay's fields, card id masked; no secret, no payer contacts or location);
 4. finds the charge by invoice id (unknown: 200, kept for review, no retries invited);
 5. verifies `secret_hash` in constant time against the charge's digest, and `invoiceId`, `amount`,
@@ -18,6 +18,12 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
 6. settles the charge from ePay's status API through `ChargeSettler.settle` (the one state
    machine), within a short deadline, learning the terminal's code from the answer; if ePay
    cannot answer in time the charge keeps its reconciler schedule and the answer is still 200.
+
+The common case costs one read and one write: the charge is read by the id its `secret_hash`
+begins with (`charge_secret_hash`), and a notification that tells of the outcome the charge
+already holds (an approval of a captured charge, a failure of a declined one) is stored with its
+verdict in the same write, with no status call. A forged one is stored as forged the same way.
+A contradiction, or a charge not settled yet, goes through steps 3 to 6.
 
 A duplicate whose stored verdict is final (forged, unknown invoice, settled) is answered
 from that verdict without calling ePay; any other duplicate (still being handled, deferred,
@@ -44,8 +50,10 @@ from payments.charges.inbox_records import (
     Verdict,
 )
 from payments.charges.model import (
+    Charge,
     ChargeStatus,
     Source,
+    charge_id_hint,
     secret_hash_digest,
 )
 from payments.charges.notifications import (
@@ -75,6 +83,16 @@ SETTLE_BUDGET_SECONDS = 8.0
 # A copy arriving while the first is still being handled (younger than this, above the function's
 # 15 s timeout) is answered 200 without a second settle; an older `received` one is handled again.
 IN_FLIGHT = timedelta(seconds=30)
+# What an approval (`code: ok`) agrees with: the money was held, and the charge moved on from it.
+_AGREES_WITH_APPROVAL = frozenset(
+    {
+        ChargeStatus.AUTHORIZED,
+        ChargeStatus.CAPTURED,
+        ChargeStatus.PARTIALLY_REFUNDED,
+        ChargeStatus.REFUNDED,
+        ChargeStatus.CANCELLED,
+    }
+)
 
 
 class Settler(Protocol):
@@ -170,6 +188,8 @@ class PostLinkService:
 
         digest = hashlib.sha256(delivery.body).hexdigest()
         now = self._clock()
+        charge = self._charge_of(notification)
+        known = self._known_answer(notification, delivery, charge)
         record = InboxRecord(
             digest=digest,
             notification=notification.kept,
@@ -177,15 +197,18 @@ class PostLinkService:
             route=delivery.route,
             source_ip=delivery.source_ip,
             received_at=now,
-            verdict=Verdict.RECEIVED,
+            verdict=known.verdict if known else Verdict.RECEIVED,
             invoice_id=notification.invoice_id,
             secret_hash_digest=secret_hash_digest(notification.secret_hash)
             if notification.secret_hash
             else None,
         )
-        duplicate = not self._inbox.put_new(record)
-        if duplicate:
-            stored = self._inbox.seen_again(digest, now)
+        stored = self._inbox.keep(
+            record,
+            charge_id=known.charge_id if known else None,
+            detail=known.detail if known else "",
+        )
+        if stored is not None:
             in_flight = stored.verdict is Verdict.RECEIVED and now - stored.received_at < IN_FLIGHT
             if stored.verdict in FINAL_VERDICTS or in_flight:
                 outcome = PostLinkOutcome(
@@ -198,8 +221,11 @@ class PostLinkService:
                     detail=stored.detail,
                 )
                 return self._answer(outcome, None)
+        elif known is not None:
+            # Stored with its verdict already: nothing to settle, nothing more to write.
+            return self._answer(known, None)
 
-        outcome = self._handle(notification, delivery, duplicate, deadline)
+        outcome = self._handle(notification, delivery, stored is not None, deadline, charge)
         self._inbox.record_verdict(
             digest,
             outcome.verdict,
@@ -208,6 +234,41 @@ class PostLinkService:
             detail=outcome.detail,
         )
         return self._answer(outcome, None)
+
+    def _charge_of(self, notification: Notification) -> Charge | None:
+        """The charge holding the notification's invoice: read by the id its secret_hash begins
+        with (one read), else through the invoice (a charge made before ids led the secret, or
+        none: a card setup's invoice)."""
+        hinted = charge_id_hint(notification.secret_hash)
+        if hinted is not None:
+            charge = self._charges.get(hinted)
+            if charge is not None and charge.invoice_id == notification.invoice_id:
+                return charge
+        return self._charges.get_by_invoice(notification.invoice_id)
+
+    def _known_answer(
+        self, notification: Notification, delivery: Delivery, charge: Charge | None
+    ) -> PostLinkOutcome | None:
+        """What a delivery comes to without asking ePay: forged against its charge, or telling
+        of the outcome the charge already holds (`_agrees`). None: the status API decides."""
+        if charge is None:
+            return None
+        base = PostLinkOutcome(
+            verdict=Verdict.RECEIVED,
+            route=delivery.route,
+            duplicate=False,
+            invoice_id=notification.invoice_id,
+            charge_id=charge.id,
+            status=charge.status,
+            source_ip=delivery.source_ip,
+        )
+        names = self._terminals.names(charge.terminal_id)
+        mismatched = verify(notification, charge, names)
+        if mismatched:
+            return _forged(base, mismatched)
+        if names.to_confirm(notification.terminal) or not _agrees(notification, charge):
+            return None
+        return _with(base, verdict=Verdict.SETTLED, detail=f"agrees: {charge.status.value}")
 
     def replay(self, digest: str, operator: str, deadline: Deadline) -> PostLinkOutcome:
         """Handle a stored notification again, for an operator (`POST /postlinks/{id}/replay`).
@@ -246,7 +307,12 @@ class PostLinkService:
         return outcome
 
     def _handle(
-        self, notification: Notification, delivery: Delivery, duplicate: bool, deadline: Deadline
+        self,
+        notification: Notification,
+        delivery: Delivery,
+        duplicate: bool,
+        deadline: Deadline,
+        charge: Charge | None = None,
     ) -> PostLinkOutcome:
         base = PostLinkOutcome(
             verdict=Verdict.RECEIVED,
@@ -255,7 +321,8 @@ class PostLinkService:
             invoice_id=notification.invoice_id,
             source_ip=delivery.source_ip,
         )
-        charge = self._charges.get_by_invoice(notification.invoice_id)
+        if charge is None:
+            charge = self._charges.get_by_invoice(notification.invoice_id)
         if charge is not None:
             base = _with(base, charge_id=charge.id, status=charge.status)
 
@@ -329,6 +396,23 @@ class PostLinkService:
         if outcome.verdict is Verdict.FORGED:
             raise ForgedNotificationError("the notification was rejected", outcome.mismatched)
         return outcome
+
+
+def _agrees(notification: Notification, charge: Charge) -> bool:
+    """Whether the notification tells of the outcome the charge already holds, for good: an
+    approval of a charge authorized (no capture to finish), captured, refunded or voided, or a
+    failure of a declined one, naming the ePay transaction we know (if it names one). Anything
+    else (a contradiction, a charge still unsettled) is asked of the status API."""
+    named = notification.transaction_id
+    if named and charge.epay.transaction_id and named != charge.epay.transaction_id:
+        return False
+    if notification.code == "ok":
+        return (
+            charge.status in _AGREES_WITH_APPROVAL
+            and not charge.capture_pending
+            and not charge.void_pending
+        )
+    return notification.code == "error" and charge.status is ChargeStatus.DECLINED
 
 
 def _with(outcome: PostLinkOutcome, **changes: Any) -> PostLinkOutcome:

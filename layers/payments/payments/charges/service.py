@@ -27,6 +27,7 @@ from payments.charges.model import (
     Source,
     ThreeDSData,
     capture_in_flight,
+    charge_secret_hash,
     secret_hash_digest,
 )
 from payments.charges.payment_gateway import (
@@ -114,12 +115,15 @@ class ChargeService:
     ) -> CreateResult:
         """Charge a saved card once per idempotency key; the record is written before ePay."""
         request_hash = fingerprint(request.fingerprint_fields())
-        secret_hash = self._new_secret()
+        charge_id = self._new_id()
+        secret_hash = charge_secret_hash(charge_id, self._new_secret())
         once = create_once(
             idempotency_key,
             request_hash,
             lookup=self._store.get_idempotency,
-            create=lambda: self._insert(request, idempotency_key, request_hash, secret_hash),
+            create=lambda: self._insert(
+                request, idempotency_key, request_hash, secret_hash, charge_id
+            ),
             replay=self._replay,
         )
         charge = once.value
@@ -130,7 +134,12 @@ class ChargeService:
         return CreateResult(self._authorize(charge, secret_hash, deadline), replayed=False)
 
     def _insert(
-        self, request: ChargeRequest, key: str, fingerprint: str, secret_hash: str
+        self,
+        request: ChargeRequest,
+        key: str,
+        fingerprint: str,
+        secret_hash: str,
+        charge_id: str,
     ) -> Charge | None:
         """Write the new charge on a terminal of its purpose (charges.terminals.route), with an
         invoice id of that terminal's space; None when the idempotency key was taken meanwhile.
@@ -149,7 +158,9 @@ class ChargeService:
         for terminal in order:
 
             def write(invoice_id: str, terminal_id: str = terminal.id) -> Charge:
-                return self._write(request, key, fingerprint, secret_hash, terminal_id, invoice_id)
+                return self._write(
+                    request, key, fingerprint, secret_hash, charge_id, terminal_id, invoice_id
+                )
 
             try:
                 if request.invoice_id is not None:
@@ -174,12 +185,14 @@ class ChargeService:
         key: str,
         fingerprint: str,
         secret_hash: str,
+        charge_id: str,
         terminal_id: str,
         invoice_id: str,
     ) -> Charge:
+        # One id for every attempt (terminals, invoice slots): a refused create writes nothing.
         now = self._clock()
         charge = Charge(
-            id=self._new_id(),
+            id=charge_id,
             invoice_id=invoice_id,
             status=S.PROCESSING,
             amount=request.amount,
