@@ -246,6 +246,9 @@ class Floor:
             "updatedAt": {"S": now},
             "needsCheck": {"BOOL": False},
             "epay": {"M": {}},
+            "history": {
+                "L": [{"M": {"to": {"S": "PROCESSING"}, "at": {"S": now}, "source": {"S": "api"}}}]
+            },
             **{
                 name: {"S": body[field]}
                 for name, field in (
@@ -296,15 +299,6 @@ class Floor:
                         "ExpressionAttributeValues": {":now": {"N": str(epoch)}},
                     }
                 },
-                self._put_new(
-                    {
-                        "pk": pk,
-                        "sk": {"S": "HISTORY#000001"},
-                        "to": {"S": "PROCESSING"},
-                        "at": {"S": now},
-                        "source": {"S": "api"},
-                    }
-                ),
             ]
         )
         return charge
@@ -398,7 +392,8 @@ class Floor:
     def _write_step(
         self, charge: dict[str, Any], result: dict[str, Any], before: str, after: str, detail: str
     ) -> dict[str, Any]:
-        """One conditional transition with its history item (the claim, then the capture)."""
+        """One conditional write of the charge, its history grown by the step (the claim, then
+        the capture)."""
         version = int(charge["version"]["N"])
         moved = {
             **charge,
@@ -419,32 +414,17 @@ class Floor:
         }
         if after == "CAPTURED":
             moved["capturedAmount"] = {"N": "1500.00"}
-        history = {
-            "pk": charge["pk"],
-            "sk": {"S": f"HISTORY#{version + 1:06d}"},
-            "from": {"S": before},
-            "to": {"S": after},
-            "at": moved["updatedAt"],
-            "source": {"S": "api"},
-        }
+        entry = {"from": {"S": before}, "to": {"S": after}, "at": moved["updatedAt"]}
+        entry["source"] = {"S": "api"}
         if detail:
-            history["detail"] = {"S": detail}
-        self._ddb.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": moved,
-                        "ConditionExpression": "#s = :status AND #v = :version",
-                        "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
-                        "ExpressionAttributeValues": {
-                            ":status": {"S": before},
-                            ":version": {"N": str(version)},
-                        },
-                    }
-                },
-                self._put_new(history),
-            ]
+            entry["detail"] = {"S": detail}
+        moved["history"] = {"L": [*charge["history"]["L"], {"M": entry}]}
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=moved,
+            ConditionExpression="#s = :status AND #v = :version",
+            ExpressionAttributeNames={"#s": "status", "#v": "version"},
+            ExpressionAttributeValues={":status": {"S": before}, ":version": {"N": str(version)}},
         )
         return moved
 

@@ -54,16 +54,19 @@ def test_approved_card_is_charged_and_captured(stack: Stack) -> None:
     assert ledger.status_name == "CHARGE"
     assert ledger.auth_count == 1
     # And the store holds the charge (on the one terminal), its key, its invoice, the suffix
-    # on its terminal, three history entries, the ring that dealt the id and the terminal's lane
+    # on its terminal (its three history entries inside the charge item), the ring that dealt
+    # the id and the terminal's lane
     (item,) = stack.charge_items()
     assert item["status"]["S"] == "CAPTURED"
+    assert [h["M"]["to"]["S"] for h in item["history"]["L"]] == [
+        "PROCESSING",
+        "AUTHORIZED",
+        "CAPTURED",
+    ]
     assert item["terminalId"]["S"] == TEST_TERMINAL_ID
     kinds = sorted(i["sk"]["S"].split("#")[0] for i in stack.items())
     assert kinds == [
         "CHARGE",
-        "HISTORY",
-        "HISTORY",
-        "HISTORY",
         "IDEMPOTENCY",
         "INVOICE",
         "INVOICE_LANE",

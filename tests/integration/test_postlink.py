@@ -25,6 +25,7 @@ from botocore.client import BaseClient
 
 from local.apigw import build_proxy_event
 from payments import bootstrap
+from payments.aws.charge_store import DynamoChargeStore
 from payments.shared.deadline import Deadline
 from tests.integration.conftest import (
     Answer,
@@ -166,23 +167,11 @@ class PostLinkStack:
         return dict(item)
 
     def history(self, charge_id: str) -> list[tuple[str | None, str, str, str]]:
-        items = self.charges.dynamodb.query(
-            TableName=self.charges.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
-            ExpressionAttributeValues={
-                ":pk": {"S": f"CHARGE#{charge_id}"},
-                ":h": {"S": "HISTORY#"},
-            },
-            ConsistentRead=True,
-        )["Items"]
+        """The charge's transitions as the store reads them: (from, to, source, detail)."""
+        store = DynamoChargeStore(self.charges.table, self.charges.dynamodb)
         return [
-            (
-                i.get("from", {}).get("S"),
-                i["to"]["S"],
-                i["source"]["S"],
-                i.get("detail", {}).get("S", ""),
-            )
-            for i in items
+            (e.from_status.value if e.from_status else None, e.to_status.value, e.source, e.detail)
+            for e in store.history(charge_id)
         ]
 
     def inbox(self) -> list[dict[str, Any]]:

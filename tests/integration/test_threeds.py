@@ -373,10 +373,8 @@ def test_approved_3ds_confirms_once_settles_by_status_and_redirects_to_back_link
     assert got.body["nextAction"] is None
     assert threeds.stack.simulator.ledger[got.body["invoiceId"]].status_name == "CHARGE"
     # And history says the 3DS return settled it
-    history = [
-        i for i in threeds.stack.items() if i["pk"]["S"] == f"CHARGE#{charge_id}" and "to" in i
-    ]
-    assert {"3ds-return"} <= {i["source"]["S"] for i in history}
+    history = threeds.item(charge_id)["history"]["L"]
+    assert {"3ds-return"} <= {entry["M"]["source"]["S"] for entry in history}
     # And no secret of the step reached the logs
     logs = captured_logs.getvalue()
     for secret in (pa_res, fields["MD"], fields["PaReq"], stored_token):

@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from payments.aws.charge_store import (
-    _invoice_item,
-    _start_key,
-    charge_to_item,
-    created_history_item,
-)
+from payments.aws.charge_store import DynamoChargeStore, _start_key, charge_to_item
+from payments.aws.dynamo import from_attributes
 from payments.charges.events import renewal_key
 from payments.charges.model import CaptureMode, Charge, ChargeStatus, HistoryEntry, Source
 from payments.charges.search import (
@@ -228,9 +224,38 @@ def test_a_charge_is_listed_under_its_status_its_account_and_its_subscription() 
     moved = replace(charge, status=ChargeStatus.DECLINED, updated_at=datetime.now(UTC))
     assert charge_to_item(moved)["chargeList"] == "STATUS#DECLINED"
     assert charge_to_item(moved)["chargeSort"] == sort
-    # And the first history item lists it under the account, the invoice under the subscription
-    history = created_history_item(charge, entry)
-    assert (history["sk"], history["chargeList"]) == ("HISTORY#000001", "ACCOUNT#customer-42")
-    assert _invoice_item(charge)["chargeList"] == f"SUB#{SUB}"
+    # And its create writes its first entry into its own history, lists it under its account
+    # on the invoice item, and under its subscription on its key's item (kept: no TTL)
+    items = _created(charge, entry)
+    assert items["CHARGE"]["history"] == [
+        {"to": "PROCESSING", "at": "2026-12-06T10:00:00.000Z", "source": "api"}
+    ]
+    assert (items["INVOICE"]["chargeList"], items["INVOICE"]["chargeSort"]) == (
+        "ACCOUNT#customer-42",
+        sort,
+    )
+    assert items["IDEMPOTENCY"]["chargeList"] == f"SUB#{SUB}"
+    assert "expiresAt" not in items["IDEMPOTENCY"]
+    assert set(items) == {"CHARGE", "IDEMPOTENCY", "INVOICE", "INVOICE_SUFFIX"}
     # And a charge that is no renewal has no subscription listing (the index stays sparse)
-    assert "chargeList" not in _invoice_item(_charge(8))
+    plain = _created(_charge(8), entry)
+    assert "chargeList" not in plain["IDEMPOTENCY"]
+    assert "expiresAt" in plain["IDEMPOTENCY"]
+
+
+class _RecordingClient:
+    """Takes a transaction and keeps its items (a DynamoDB client for one write)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+        self.items = [from_attributes(i["Put"]["Item"]) for i in kwargs["TransactItems"]]
+        return {}
+
+
+def _created(charge: Charge, entry: HistoryEntry) -> dict[str, dict[str, Any]]:
+    """The items a charge's create writes, by the kind of their sort key."""
+    client = _RecordingClient()
+    DynamoChargeStore("t", client, clock=lambda: AT).create(charge, entry)
+    return {str(i["sk"]).split("#")[0]: i for i in client.items}

@@ -468,7 +468,8 @@ def test_a_postlink_agreeing_with_the_charge_costs_one_read_and_one_write(
     [
         (ChargeStatus.DECLINED, "ok", {}),  # ePay says approved: a contradiction
         (ChargeStatus.CAPTURED, "error", {}),
-        (ChargeStatus.AUTHORIZED, "ok", {"capture_pending": True}),  # a capture to finish
+        # a capture whose claim lapsed: the status API finishes it
+        (ChargeStatus.AUTHORIZED, "ok", {"capture_pending": True}),
         (ChargeStatus.CAPTURED, "ok", {"epay": EpayRef("tx-other", None, None, None)}),
         (ChargeStatus.UNKNOWN, "ok", {}),
         (ChargeStatus.EXPIRED, "ok", {}),
@@ -484,6 +485,16 @@ def test_anything_else_is_asked_of_the_status_api(
     # Then it is stored first, then the status API settles the charge
     assert world.inbox.calls == ["get", "put", "verdict:settled"]
     assert len(world.settler.deadlines) == 1
+
+
+def test_an_approval_while_the_capture_is_under_way_is_left_to_its_claimant(world: World) -> None:
+    # Given an authorized charge whose capture another path claimed a moment ago
+    settled_world(world, ChargeStatus.AUTHORIZED, capture_pending=True, capture_claimed_at=NOW)
+    # When the approval arrives / Then it is stored as agreeing, and ePay is not asked
+    outcome = world.receive(raw(secret_hash=HINTED_SECRET))
+    assert world.inbox.calls == ["get", "put:settled"]
+    assert world.settler.deadlines == []
+    assert outcome.detail == "agrees: AUTHORIZED"
 
 
 def test_a_code_not_learned_yet_is_confirmed_by_the_status_api(world: World) -> None:

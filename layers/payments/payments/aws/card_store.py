@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from payments.aws.charge_store import charge_to_item, created_history_item
+from payments.aws.charge_store import invoice_listing, new_charge_item
 from payments.aws.dynamo import (
     DynamoCalls,
     _epoch,
@@ -288,9 +288,9 @@ class DynamoSetupStore:
             names.append("card")
         if charge is not None:
             new_charge, entry = charge
+            listing = invoice_listing(new_charge)
             items += [
-                _put_new(self._table, charge_to_item(new_charge)),
-                _put_new(self._table, created_history_item(new_charge, entry)),
+                _put_new(self._table, new_charge_item(new_charge, entry)),
                 {
                     "Update": {
                         "TableName": self._table,
@@ -298,18 +298,23 @@ class DynamoSetupStore:
                             "pk": {"S": f"INVOICE#{current.invoice_id}"},
                             "sk": {"S": "INVOICE"},
                         },
-                        "UpdateExpression": "SET chargeId = :charge",
+                        # Naming the charge, and listing it under its account.
+                        "UpdateExpression": (
+                            "SET chargeId = :charge, chargeList = :list, chargeSort = :sort"
+                        ),
                         "ConditionExpression": (
                             "setupId = :setup AND attribute_not_exists(chargeId)"
                         ),
                         "ExpressionAttributeValues": {
                             ":charge": {"S": new_charge.id},
                             ":setup": {"S": current.id},
+                            ":list": {"S": listing["chargeList"]},
+                            ":sort": {"S": listing["chargeSort"]},
                         },
                     }
                 },
             ]
-            names += ["charge", "history", "invoice"]
+            names += ["charge", "invoice"]
         self._db.write(items, names)
         return stored
 

@@ -1,9 +1,14 @@
 """DynamoDB access for charges: one table, conditional writes and transactions only.
 
 Items (pk / sk):
-  CHARGE#<id>            / CHARGE             the charge, with `status` and `version`
-  CHARGE#<id>            / HISTORY#<version>  one transition, written once, never updated
-  IDEMPOTENCY#<key>      / IDEMPOTENCY        the charge a key created and the request's hash (TTL)
+  CHARGE#<id>            / CHARGE             the charge, with `status`, `version` and `history`
+                                              (its transitions, oldest first: each write appends
+                                              its own, so a status change is one conditional
+                                              write of one item, never a transaction)
+  CHARGE#<id>            / HISTORY#<version>  one transition of a charge written before history
+                                              moved into the charge item (read, never written)
+  IDEMPOTENCY#<key>      / IDEMPOTENCY        the charge a key created and the request's hash (TTL;
+                                              a renewal's key has none: it lists the charge)
   INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
   INVOICE_SUFFIX#<terminal>#<last6>           the last six digits are unique per terminal while
                          / INVOICE_SUFFIX     reserved (TTL: the window); the rings that deal
@@ -16,8 +21,9 @@ Items (pk / sk):
 ChargeListIndex (KEYS_ONLY; `chargeList` / `chargeSort` = "<createdAt ISO>#<charge id>") answers
 `GET /charges` (payments.charges.search), one partition per query:
   STATUS#<status>      on the charge item: moves with every status change (the only key that does)
-  ACCOUNT#<accountId>  on the charge's first history item (HISTORY#000001): written once
-  SUB#<subscriptionId> on a renewal charge's INVOICE item (sparse): written once
+  ACCOUNT#<accountId>  on the charge's INVOICE item: written once (HISTORY#000001 before)
+  SUB#<subscriptionId> on a renewal charge's IDEMPOTENCY item (sparse): written once (its INVOICE
+                       item before)
 No item is added for it; charges written before the index appear under their status at their next
 write, and under their account or subscription not at all (no backfill).
 """
@@ -63,10 +69,15 @@ LIST_INDEX = "ChargeListIndex"
 _BATCH_ROUNDS = 5
 # A position in ChargeListIndex: the sort key, then the table key of the item it was read from.
 _SORT_RE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{3}Z#ch_[0-9a-f]{32}\Z")
-_LISTED_ITEM = {
-    ListBy.STATUS: (re.compile(r"\ACHARGE#ch_[0-9a-f]{32}\Z"), "CHARGE"),
-    ListBy.ACCOUNT: (re.compile(r"\ACHARGE#ch_[0-9a-f]{32}\Z"), "HISTORY#000001"),
-    ListBy.SUBSCRIPTION: (re.compile(r"\AINVOICE#[0-9]{6,15}\Z"), "INVOICE"),
+_CHARGE_PK = re.compile(r"\ACHARGE#ch_[0-9a-f]{32}\Z")
+_INVOICE_PK = re.compile(r"\AINVOICE#[0-9]{6,15}\Z")
+_LISTED_ITEMS = {
+    ListBy.STATUS: ((_CHARGE_PK, "CHARGE"),),
+    ListBy.ACCOUNT: ((_INVOICE_PK, "INVOICE"), (_CHARGE_PK, "HISTORY#000001")),
+    ListBy.SUBSCRIPTION: (
+        (re.compile(r"\AIDEMPOTENCY#[\x21-\x7e]{1,255}\Z"), "IDEMPOTENCY"),
+        (_INVOICE_PK, "INVOICE"),
+    ),
 }
 
 
@@ -227,34 +238,91 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
     )
 
 
-def created_history_item(charge: Charge, entry: HistoryEntry) -> dict[str, Any]:
-    """A new charge's first history item, which lists it under its account (written once)."""
-    return {
-        **_history_item(charge.id, charge.version, entry),
-        **list_keys(ListBy.ACCOUNT, charge.account_id, charge),
-    }
+def new_charge_item(charge: Charge, entry: HistoryEntry) -> dict[str, Any]:
+    """A new charge's item, its history holding its first entry."""
+    return {**charge_to_item(charge), "history": [_history_value(entry)]}
+
+
+def invoice_listing(charge: Charge) -> dict[str, str]:
+    """What the invoice item of a charge carries to list it under its account (written once)."""
+    return list_keys(ListBy.ACCOUNT, charge.account_id, charge)
 
 
 def _invoice_item(charge: Charge) -> dict[str, Any]:
-    """The invoice's guard; a renewal charge's also lists it under its subscription."""
-    renewal = parse_renewal_key(charge.idempotency_key)
+    """The invoice's guard, listing the charge under its account."""
     return {
         "pk": f"INVOICE#{charge.invoice_id}",
         "sk": "INVOICE",
         "chargeId": charge.id,
-        **({} if renewal is None else list_keys(ListBy.SUBSCRIPTION, renewal[0], charge)),
+        **invoice_listing(charge),
     }
 
 
-def _history_item(charge_id: str, seq: int, entry: HistoryEntry) -> dict[str, Any]:
+def _canonical(number: Decimal) -> Decimal:
+    return Decimal(format(number.normalize(), "f"))
+
+
+def _history_value(entry: HistoryEntry) -> dict[str, Any]:
     return {
-        "pk": f"CHARGE#{charge_id}",
-        "sk": f"HISTORY#{seq:06d}",
-        "from": entry.from_status.value if entry.from_status else None,
-        "to": entry.to_status.value,
-        "at": iso(entry.at),
-        "source": entry.source,
-        "detail": entry.detail or None,
+        k: v
+        for k, v in {
+            "from": entry.from_status.value if entry.from_status else None,
+            "to": entry.to_status.value,
+            "at": iso(entry.at),
+            "source": str(entry.source),
+            "detail": entry.detail or None,
+        }.items()
+        if v is not None
+    }
+
+
+def _history_entry(value: Mapping[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        from_status=ChargeStatus(value["from"]) if value.get("from") else None,
+        to_status=ChargeStatus(value["to"]),
+        at=from_iso(value["at"]),
+        source=Source(value["source"]),
+        detail=str(value.get("detail") or ""),
+    )
+
+
+def _charge_update(
+    table: str, current: Charge, item: dict[str, Any], entries: list[HistoryEntry]
+) -> dict[str, Any]:
+    """An Update replacing every attribute of a charge item with `item`'s (REMOVE for the ones
+    now None) and appending `entries` to its history, if its status and version are still
+    `current`'s: the same write as a Put of the whole item, without restating the history."""
+    # Numbers as DynamoDB keeps them ("300.00" is stored "300"), as a Put would have left them.
+    attributes = {
+        k: _canonical(v) if isinstance(v, Decimal) else v
+        for k, v in item.items()
+        if k not in ("pk", "sk")
+    }
+    names = {f"#a{n}": name for n, name in enumerate(attributes)}
+    placeholder = {name: key for key, name in names.items()}
+    sets = [
+        f"{placeholder[k]} = :a{n}" for n, (k, v) in enumerate(attributes.items()) if v is not None
+    ]
+    removes = [placeholder[k] for k, v in attributes.items() if v is None]
+    values = to_attributes(
+        {f":a{n}": v for n, v in enumerate(attributes.values()) if v is not None}
+    )
+    if entries:
+        names["#h"] = "history"
+        values[":h"] = to_attributes({"h": [_history_value(e) for e in entries]})["h"]
+        values[":none"] = {"L": []}
+        sets.append("#h = list_append(if_not_exists(#h, :none), :h)")
+    values[":status"] = {"S": current.status.value}
+    values[":version"] = {"N": str(current.version)}
+    expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+    return {
+        "TableName": table,
+        "Key": to_attributes({"pk": item["pk"], "sk": item["sk"]}),
+        "UpdateExpression": expression,
+        "ConditionExpression": f"{placeholder['status']} = :status AND "
+        f"{placeholder['version']} = :version",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
     }
 
 
@@ -278,11 +346,18 @@ class DynamoChargeStore:
         self._suffix_ttl = invoice_suffix_ttl
 
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
-        """Write the charge, its idempotency key, its invoice id and suffix, and its first
-        history entry in one transaction; raises DuplicateKeyError naming the guard that held."""
+        """Write the charge (its history holding `entry`), its idempotency key, its invoice id and
+        suffix in one transaction; raises DuplicateKeyError naming the guard that held."""
         now = self._clock()
+        renewal = parse_renewal_key(charge.idempotency_key)
+        # A renewal's key lists its charge under the subscription, so it is kept (no TTL).
+        keeps = (
+            {"expiresAt": _epoch(now + self._idempotency_ttl)}
+            if renewal is None
+            else list_keys(ListBy.SUBSCRIPTION, renewal[0], charge)
+        )
         items = [
-            _put_new(self._table, charge_to_item(charge)),
+            _put_new(self._table, new_charge_item(charge, entry)),
             _put_new(
                 self._table,
                 {
@@ -290,7 +365,7 @@ class DynamoChargeStore:
                     "sk": "IDEMPOTENCY",
                     "chargeId": charge.id,
                     "requestHash": charge.request_hash,
-                    "expiresAt": _epoch(now + self._idempotency_ttl),
+                    **keeps,
                 },
             ),
             _put_new(self._table, _invoice_item(charge)),
@@ -302,9 +377,8 @@ class DynamoChargeStore:
                 now + self._suffix_ttl,
                 now,
             ),
-            _put_new(self._table, created_history_item(charge, entry)),
         ]
-        names = ["charge", "idempotency", "invoice", "invoice_suffix", "history"]
+        names = ["charge", "idempotency", "invoice", "invoice_suffix"]
         self._db.write(items, names)
 
     def get(self, charge_id: str) -> Charge | None:
@@ -327,65 +401,38 @@ class DynamoChargeStore:
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
-        appending one history item per entry, in one transaction. Returns the stored charge."""
+        appending `entries` to its history: one conditional UpdateItem. Returns the stored
+        charge."""
         stored, items, names = self.transition_items(current, updated, entries)
-        self._db.write(items, names)
+        self._db.call("update_item", names, **items[0]["Update"])
         return stored
 
     def transition_items(
         self, current: Charge, updated: Charge, entries: list[HistoryEntry]
     ) -> tuple[Charge, list[dict[str, Any]], list[str]]:
-        """The stored charge and the transaction items of `transition` (named), for a writer
+        """The stored charge and the transaction item of `transition` (named), for a writer
         that adds its own items to the same transaction (payments.aws.refund_store)."""
         new_version = current.version + max(1, len(entries))
         stored = replace(updated, version=new_version)
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": to_attributes(charge_to_item(stored)),
-                    "ConditionExpression": "#s = :status AND #v = :version",
-                    "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
-                    "ExpressionAttributeValues": {
-                        ":status": {"S": current.status.value},
-                        ":version": {"N": str(current.version)},
-                    },
-                }
-            }
-        ]
-        names = ["charge"]
-        for offset, entry in enumerate(entries, start=1):
-            items.append(
-                _put_new(self._table, _history_item(current.id, current.version + offset, entry))
-            )
-            names.append("history")
-        return stored, items, names
+        update = _charge_update(self._table, current, charge_to_item(stored), entries)
+        return stored, [{"Update": update}], ["charge"]
 
     def history(self, charge_id: str) -> list[HistoryEntry]:
-        """Every transition of a charge, oldest first."""
+        """Every transition of a charge, oldest first: one Query of its partition (the charge's
+        own history, after the HISTORY# items of a charge written before it moved there)."""
         answer = self._db.call(
             "query",
             TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
-            ExpressionAttributeValues={
-                ":pk": {"S": f"CHARGE#{charge_id}"},
-                ":h": {"S": "HISTORY#"},
-            },
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"CHARGE#{charge_id}"}},
             ConsistentRead=True,
         )
-        entries = []
-        for raw in answer.get("Items", []):
-            item = from_attributes(raw)
-            entries.append(
-                HistoryEntry(
-                    from_status=ChargeStatus(item["from"]) if item.get("from") else None,
-                    to_status=ChargeStatus(item["to"]),
-                    at=from_iso(item["at"]),
-                    source=Source(item["source"]),
-                    detail=str(item.get("detail") or ""),
-                )
-            )
-        return entries
+        items = [from_attributes(raw) for raw in answer.get("Items", [])]
+        older = sorted(
+            (i for i in items if str(i["sk"]).startswith("HISTORY#")), key=lambda i: str(i["sk"])
+        )
+        own = next((i.get("history") or [] for i in items if i["sk"] == "CHARGE"), [])
+        return [_history_entry(value) for value in [*older, *own]]
 
     def terminal_code(self, terminal_id: str) -> str | None:
         """The 8-digit code kept for a terminal (its UUID), or None while none is known."""
@@ -477,8 +524,8 @@ def _start_key(by: ListBy, partition: str, position: str) -> dict[str, Any]:
     """ExclusiveStartKey from a position of `search` (shape checked, so a forged cursor can only
     move within the query's own partition)."""
     sort, _, pk = position.partition("|")
-    pk_shape, sk = _LISTED_ITEM[by]
-    if not (_SORT_RE.fullmatch(sort) and pk_shape.fullmatch(pk)):
+    sk = next((sk for shape, sk in _LISTED_ITEMS[by] if shape.fullmatch(pk)), None)
+    if not _SORT_RE.fullmatch(sort) or sk is None:
         raise ValidationError(
             "the query is invalid",
             {"cursor": "must be the nextCursor of a previous page of the same query"},

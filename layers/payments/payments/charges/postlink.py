@@ -53,6 +53,7 @@ from payments.charges.model import (
     Charge,
     ChargeStatus,
     Source,
+    capture_in_flight,
     charge_id_hint,
     secret_hash_digest,
 )
@@ -266,7 +267,9 @@ class PostLinkService:
         mismatched = verify(notification, charge, names)
         if mismatched:
             return _forged(base, mismatched)
-        if names.to_confirm(notification.terminal) or not _agrees(notification, charge):
+        if names.to_confirm(notification.terminal) or not _agrees(
+            notification, charge, self._clock()
+        ):
             return None
         return _with(base, verdict=Verdict.SETTLED, detail=f"agrees: {charge.status.value}")
 
@@ -398,19 +401,20 @@ class PostLinkService:
         return outcome
 
 
-def _agrees(notification: Notification, charge: Charge) -> bool:
-    """Whether the notification tells of the outcome the charge already holds, for good: an
-    approval of a charge authorized (no capture to finish), captured, refunded or voided, or a
+def _agrees(notification: Notification, charge: Charge, now: datetime) -> bool:
+    """Whether the notification tells of the outcome the charge already holds: an approval of a
+    charge authorized (its capture done or under way), captured, refunded or voided, or a
     failure of a declined one, naming the ePay transaction we know (if it names one). Anything
     else (a contradiction, a charge still unsettled) is asked of the status API."""
     named = notification.transaction_id
     if named and charge.epay.transaction_id and named != charge.epay.transaction_id:
         return False
     if notification.code == "ok":
+        # A capture whose claim is held is recorded by its claimant; one whose claim lapsed is
+        # left to the status API (it finishes the capture).
+        capture_open = charge.capture_pending and not capture_in_flight(charge, now)
         return (
-            charge.status in _AGREES_WITH_APPROVAL
-            and not charge.capture_pending
-            and not charge.void_pending
+            charge.status in _AGREES_WITH_APPROVAL and not capture_open and not charge.void_pending
         )
     return notification.code == "error" and charge.status is ChargeStatus.DECLINED
 
