@@ -11,7 +11,7 @@ import pytest
 
 from payments.charges.declines import DeclineCategory
 from payments.charges.links import PublicLinks
-from payments.charges.model import CHECK_LADDER, CaptureMode, ChargeStatus
+from payments.charges.model import CHECK_LADDER, PROCESSING_SAFE_AGE, CaptureMode, ChargeStatus
 from payments.charges.payment_gateway import (
     AuthResult,
     GatewayStatus,
@@ -231,10 +231,12 @@ def test_failed_auto_capture_is_retried_by_the_reconciler() -> None:
     charge = store.charges[charge_id]
     assert charge.status is S.AUTHORIZED
     assert charge.capture_pending is True
-    # When ePay still shows AUTH and the capture now succeeds
+    # And its next check is the one it had: the claim moved no due-index key
+    assert charge.next_check_at == charge.created_at + PROCESSING_SAFE_AGE
+    # When ePay still shows AUTH and the capture now succeeds, at that check
     gateway.capture_error = None
     gateway.status_answers.append(status("AUTH"))
-    clock.advance(CHECK_LADDER[0])
+    clock.advance(PROCESSING_SAFE_AGE)
     reconciler.run(Deadline.after(30))
     # Then the reconciler captured it
     assert store.charges[charge_id].status is S.CAPTURED

@@ -31,7 +31,7 @@ from payments.charges.payment_gateway import (
     TransactionStatus,
 )
 from payments.charges.ports import ChargeStore, Telemetry
-from payments.charges.transitions import Change, ChargeTransitions, Step
+from payments.charges.transitions import KEEP, Change, ChargeTransitions, Step
 from payments.errors import (
     GatewayError,
     GatewayRejectedError,
@@ -115,6 +115,17 @@ class ChargeSettler:
         charge = self._store.get(charge_id)
         if charge is None:
             raise NotFoundError("no such charge")
+        return self.settle_charge(charge, source, deadline, vet)
+
+    def settle_charge(
+        self,
+        charge: Charge,
+        source: Source,
+        deadline: Deadline,
+        vet: Callable[[StatusResult], None] | None = None,
+    ) -> Settlement:
+        """`settle` for a charge the caller has just read (strongly consistent): no second read.
+        A change since that read loses the conditional write and the stored state wins."""
         self._telemetry.bind_charge(charge)
         answer = self._gateway.status(charge.invoice_id, charge.terminal_id, deadline)
         if vet is not None:
@@ -186,7 +197,17 @@ class ChargeSettler:
         if capture_in_flight(charge, now):
             # Another path holds the capture and records its outcome.
             return self._await_capture(charge, source, deadline)
-        claim = Change(source, steps, epay=epay, capture_pending=True, capture_claimed_at=now)
+        # The claim keeps the charge's next check (its due-index keys do not move: no index
+        # write); a reconciler looking before the claim lapses finds it held and looks later.
+        keep = KEEP if charge.next_check_at is None else charge.next_check_at
+        claim = Change(
+            source,
+            steps,
+            epay=epay,
+            capture_pending=True,
+            capture_claimed_at=now,
+            next_check_at=keep,
+        )
         try:
             claimed = self._tx.apply(charge, claim)
         except StaleStateError:
