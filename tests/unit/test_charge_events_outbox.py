@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from payments.aws.charge_store import charge_to_item
+from payments.aws.charge_items import charge_to_item
 from payments.aws.charge_stream import charge_change_from_stream, subscription_change_from_stream
 from payments.aws.subscription_store import subscription_to_item
 from payments.charges.events import charge_event_from_change

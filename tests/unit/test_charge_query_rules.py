@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from payments.aws.charge_store import DynamoChargeStore, _start_key, charge_to_item
+from payments.aws.charge_items import charge_to_item
+from payments.aws.charge_store import DynamoChargeStore, _start_key
 from payments.aws.dynamo import from_attributes
 from payments.charges.events import renewal_key
 from payments.charges.model import CaptureMode, Charge, ChargeStatus, HistoryEntry, Source

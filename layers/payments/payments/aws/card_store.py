@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from payments.aws.charge_store import invoice_listing, new_charge_item
+from payments.aws.charge_items import invoice_listing, new_charge_item
 from payments.aws.dynamo import (
     DynamoCalls,
     _epoch,

@@ -30,40 +30,29 @@ write, and under their account or subscription not at all (no backfill).
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from payments.aws.dynamo import (
-    DynamoCalls,
-    _epoch,
-    _put_new,
-    due_keys,
-    from_attributes,
-    to_attributes,
+from payments.aws.charge_items import (
+    charge_from_item,
+    charge_to_item,
+    charge_update,
+    history_entry,
+    invoice_listing,
+    list_keys,
+    new_charge_item,
 )
+from payments.aws.dynamo import DynamoCalls, _epoch, _put_new, due_keys, from_attributes
 from payments.aws.invoice_space import suffix_guard
 from payments.charges.events import parse_renewal_key
-from payments.charges.model import (
-    DUE_SHARDS,
-    CaptureMode,
-    Charge,
-    ChargeError,
-    ChargeStatus,
-    EpayRef,
-    HistoryEntry,
-    Source,
-    ThreeDSData,
-)
+from payments.charges.model import Charge, HistoryEntry
 from payments.charges.search import ListBy, Listing
 from payments.errors import ValidationError
-from payments.shared.clock import from_iso, from_iso_or_none, iso
+from payments.shared.clock import iso
 from payments.shared.idempotency import IdempotencyRecord
-from payments.shared.payer import Payer
 
 LIST_INDEX = "ChargeListIndex"
 _BATCH_ROUNDS = 5
@@ -81,173 +70,6 @@ _LISTED_ITEMS = {
 }
 
 
-def due_shard(charge_id: str) -> str:
-    """The partition of the due-for-check index a charge falls in (spreads the reconciler)."""
-    digest = hashlib.sha256(charge_id.encode()).digest()
-    return f"DUE#{digest[0] % DUE_SHARDS}"
-
-
-def list_sort(charge: Charge) -> str:
-    """A charge's sort key in ChargeListIndex: newest first is descending order."""
-    return f"{iso(charge.created_at)}#{charge.id}"
-
-
-def list_keys(by: ListBy, value: str, charge: Charge) -> dict[str, str]:
-    """The ChargeListIndex keys that list `charge` in the partition `by` `value`."""
-    return {"chargeList": f"{by.value}#{value}", "chargeSort": list_sort(charge)}
-
-
-def charge_to_item(charge: Charge) -> dict[str, Any]:
-    """The DynamoDB attributes (plain Python values) of a charge."""
-    three_ds = charge.three_ds
-    return {
-        "pk": f"CHARGE#{charge.id}",
-        "sk": "CHARGE",
-        # Listed under its status (ChargeListIndex): the index write of a status change.
-        **list_keys(ListBy.STATUS, charge.status.value, charge),
-        "id": charge.id,
-        "invoiceId": charge.invoice_id,
-        "terminalId": charge.terminal_id or None,
-        "status": charge.status.value,
-        "version": charge.version,
-        "amount": charge.amount,
-        "currency": charge.currency,
-        "accountId": charge.account_id,
-        "cardId": charge.card_id,
-        "description": charge.description,
-        "capture": charge.capture.value,
-        "recurrent": charge.recurrent,
-        "language": charge.language,
-        "idempotencyKey": charge.idempotency_key,
-        "requestHash": charge.request_hash,
-        "secretHashDigest": charge.secret_hash_digest,
-        "createdAt": iso(charge.created_at),
-        "updatedAt": iso(charge.updated_at),
-        "invoiceIdAlt": charge.invoice_id_alt,
-        **charge.payer.fields(),
-        "capturedAmount": charge.captured_amount,
-        "capturePending": charge.capture_pending,
-        "captureClaimedAt": iso(charge.capture_claimed_at) if charge.capture_claimed_at else None,
-        "checkAttempts": charge.check_attempts,
-        "refundedAmount": charge.refunded_amount or None,
-        "refundReserved": charge.refund_reserved or None,
-        "voidPending": charge.void_pending or None,
-        # The reconciler's sparse index: only charges due for a check carry these two keys.
-        "dueShard": None if charge.next_check_at is None else due_shard(charge.id),
-        "nextCheckAt": None if charge.next_check_at is None else iso(charge.next_check_at),
-        "epay": {
-            k: v
-            for k, v in {
-                "transactionId": charge.epay.transaction_id,
-                "reference": charge.epay.reference,
-                "approvalCode": charge.epay.approval_code,
-                "cardMask": charge.epay.card_mask,
-            }.items()
-            if v is not None
-        },
-        "error": None
-        if charge.error is None
-        else {
-            "code": charge.error.code,
-            "message": charge.error.message,
-            "category": charge.error.category,
-        },
-        "threeDS": None
-        if three_ds is None
-        else {
-            k: v
-            for k, v in {
-                "paReq": three_ds.pa_req,
-                "md": three_ds.md,
-                "action": three_ds.action,
-                "accessToken": three_ds.access_token,
-                "tokenExpiresAt": iso(three_ds.token_expires_at),
-                "termUrl": three_ds.term_url,
-                "pageNonce": three_ds.page_nonce,
-                "pageTokenDigest": three_ds.page_token_digest,
-                "pageServedAt": iso(three_ds.page_served_at) if three_ds.page_served_at else None,
-                "returnedAt": iso(three_ds.returned_at) if three_ds.returned_at else None,
-                "mdIsDigest": three_ds.md_is_digest or None,
-            }.items()
-            if v not in (None, "")
-        },
-    }
-
-
-def charge_from_item(item: Mapping[str, Any]) -> Charge:
-    """Rebuild a charge from its DynamoDB attributes (plain Python values)."""
-    epay = item.get("epay") or {}
-    error = item.get("error")
-    three_ds = item.get("threeDS")
-    captured = item.get("capturedAmount")
-    return Charge(
-        id=str(item["id"]),
-        invoice_id=str(item["invoiceId"]),
-        status=ChargeStatus(item["status"]),
-        version=int(item["version"]),
-        amount=Decimal(item["amount"]),
-        currency=str(item["currency"]),
-        account_id=str(item["accountId"]),
-        card_id=str(item["cardId"]),
-        description=str(item["description"]),
-        capture=CaptureMode(item["capture"]),
-        recurrent=bool(item["recurrent"]),
-        language=str(item["language"]),
-        idempotency_key=str(item["idempotencyKey"]),
-        request_hash=str(item["requestHash"]),
-        secret_hash_digest=str(item["secretHashDigest"]),
-        created_at=from_iso(item["createdAt"]),
-        updated_at=from_iso(item["updatedAt"]),
-        invoice_id_alt=item.get("invoiceIdAlt"),
-        payer=Payer.from_fields(item),
-        captured_amount=Decimal(captured) if captured is not None else None,
-        capture_pending=bool(item.get("capturePending", False)),
-        capture_claimed_at=from_iso_or_none(item.get("captureClaimedAt")),
-        check_attempts=int(item.get("checkAttempts", 0)),
-        terminal_id=str(item.get("terminalId") or ""),
-        refunded_amount=Decimal(item.get("refundedAmount") or 0),
-        refund_reserved=Decimal(item.get("refundReserved") or 0),
-        void_pending=bool(item.get("voidPending", False)),
-        next_check_at=from_iso_or_none(item.get("nextCheckAt")),
-        epay=EpayRef(
-            transaction_id=epay.get("transactionId"),
-            reference=epay.get("reference"),
-            approval_code=epay.get("approvalCode"),
-            card_mask=epay.get("cardMask"),
-        ),
-        error=None
-        if not error
-        else ChargeError(str(error["code"]), str(error["message"]), str(error["category"])),
-        three_ds=None
-        if not three_ds
-        else ThreeDSData(
-            pa_req=str(three_ds.get("paReq", "")),
-            md=str(three_ds["md"]),
-            action=str(three_ds["action"]),
-            access_token=str(three_ds.get("accessToken", "")),
-            token_expires_at=from_iso(three_ds["tokenExpiresAt"]),
-            term_url=three_ds.get("termUrl"),
-            page_nonce=three_ds.get("pageNonce"),
-            page_token_digest=three_ds.get("pageTokenDigest"),
-            page_served_at=from_iso(three_ds["pageServedAt"])
-            if three_ds.get("pageServedAt")
-            else None,
-            returned_at=from_iso_or_none(three_ds.get("returnedAt")),
-            md_is_digest=bool(three_ds.get("mdIsDigest", False)),
-        ),
-    )
-
-
-def new_charge_item(charge: Charge, entry: HistoryEntry) -> dict[str, Any]:
-    """A new charge's item, its history holding its first entry."""
-    return {**charge_to_item(charge), "history": [_history_value(entry)]}
-
-
-def invoice_listing(charge: Charge) -> dict[str, str]:
-    """What the invoice item of a charge carries to list it under its account (written once)."""
-    return list_keys(ListBy.ACCOUNT, charge.account_id, charge)
-
-
 def _invoice_item(charge: Charge) -> dict[str, Any]:
     """The invoice's guard, listing the charge under its account."""
     return {
@@ -255,74 +77,6 @@ def _invoice_item(charge: Charge) -> dict[str, Any]:
         "sk": "INVOICE",
         "chargeId": charge.id,
         **invoice_listing(charge),
-    }
-
-
-def _canonical(number: Decimal) -> Decimal:
-    return Decimal(format(number.normalize(), "f"))
-
-
-def _history_value(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in {
-            "from": entry.from_status.value if entry.from_status else None,
-            "to": entry.to_status.value,
-            "at": iso(entry.at),
-            "source": str(entry.source),
-            "detail": entry.detail or None,
-        }.items()
-        if v is not None
-    }
-
-
-def _history_entry(value: Mapping[str, Any]) -> HistoryEntry:
-    return HistoryEntry(
-        from_status=ChargeStatus(value["from"]) if value.get("from") else None,
-        to_status=ChargeStatus(value["to"]),
-        at=from_iso(value["at"]),
-        source=Source(value["source"]),
-        detail=str(value.get("detail") or ""),
-    )
-
-
-def _charge_update(
-    table: str, current: Charge, item: dict[str, Any], entries: list[HistoryEntry]
-) -> dict[str, Any]:
-    """An Update replacing every attribute of a charge item with `item`'s (REMOVE for the ones
-    now None) and appending `entries` to its history, if its status and version are still
-    `current`'s: the same write as a Put of the whole item, without restating the history."""
-    # Numbers as DynamoDB keeps them ("300.00" is stored "300"), as a Put would have left them.
-    attributes = {
-        k: _canonical(v) if isinstance(v, Decimal) else v
-        for k, v in item.items()
-        if k not in ("pk", "sk")
-    }
-    names = {f"#a{n}": name for n, name in enumerate(attributes)}
-    placeholder = {name: key for key, name in names.items()}
-    sets = [
-        f"{placeholder[k]} = :a{n}" for n, (k, v) in enumerate(attributes.items()) if v is not None
-    ]
-    removes = [placeholder[k] for k, v in attributes.items() if v is None]
-    values = to_attributes(
-        {f":a{n}": v for n, v in enumerate(attributes.values()) if v is not None}
-    )
-    if entries:
-        names["#h"] = "history"
-        values[":h"] = to_attributes({"h": [_history_value(e) for e in entries]})["h"]
-        values[":none"] = {"L": []}
-        sets.append("#h = list_append(if_not_exists(#h, :none), :h)")
-    values[":status"] = {"S": current.status.value}
-    values[":version"] = {"N": str(current.version)}
-    expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-    return {
-        "TableName": table,
-        "Key": to_attributes({"pk": item["pk"], "sk": item["sk"]}),
-        "UpdateExpression": expression,
-        "ConditionExpression": f"{placeholder['status']} = :status AND "
-        f"{placeholder['version']} = :version",
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": values,
     }
 
 
@@ -414,7 +168,7 @@ class DynamoChargeStore:
         that adds its own items to the same transaction (payments.aws.refund_store)."""
         new_version = current.version + max(1, len(entries))
         stored = replace(updated, version=new_version)
-        update = _charge_update(self._table, current, charge_to_item(stored), entries)
+        update = charge_update(self._table, current, charge_to_item(stored), entries)
         return stored, [{"Update": update}], ["charge"]
 
     def history(self, charge_id: str) -> list[HistoryEntry]:
@@ -432,7 +186,7 @@ class DynamoChargeStore:
             (i for i in items if str(i["sk"]).startswith("HISTORY#")), key=lambda i: str(i["sk"])
         )
         own = next((i.get("history") or [] for i in items if i["sk"] == "CHARGE"), [])
-        return [_history_entry(value) for value in [*older, *own]]
+        return [history_entry(value) for value in [*older, *own]]
 
     def terminal_code(self, terminal_id: str) -> str | None:
         """The 8-digit code kept for a terminal (its UUID), or None while none is known."""
