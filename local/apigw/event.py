@@ -43,6 +43,9 @@ _TEXT_TYPES = re.compile(
     r"|javascript|x-ndjson))$"
 )
 _ID_ALPHABET = string.ascii_letters + string.digits
+# Random bytes to id characters in one translate (the slight bias of 256 % 62 does not matter for
+# a fake id; one urandom call instead of one per character, three ids a request).
+_ID_TABLE = bytes.maketrans(bytes(range(256)), (_ID_ALPHABET * 5)[:256].encode())
 
 
 def is_text_content_type(content_type: str | None) -> bool:
@@ -55,7 +58,7 @@ def is_text_content_type(content_type: str | None) -> bool:
 
 def random_id(length: int) -> str:
     """A random alphanumeric id, like API Gateway's resource and extended request ids."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+    return secrets.token_bytes(length).translate(_ID_TABLE).decode()
 
 
 def _pairs(values: HeaderInput | QueryInput) -> list[tuple[str, str]]:

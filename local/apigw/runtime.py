@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import importlib.util
+import os
+import queue
 import re
 import sys
 import threading
@@ -85,6 +87,9 @@ class LambdaContext:
 # ---------------------------------------------------------------------------------- loading
 
 _handler_cache: dict[tuple[str, str], Handler] = {}
+# The same handlers by the arguments as given: every request looks its handler up, and resolving
+# the path (realpath) each time was a good part of the local API's own cost.
+_handler_by_arguments: dict[tuple[str, str, str], Handler] = {}
 _handler_lock = threading.Lock()
 
 
@@ -96,6 +101,11 @@ def load_handler(code_uri: str | Path, handler: str, base_dir: str | Path | None
     relative to ``base_dir`` (the template's folder; default: the current directory) unless
     absolute.
     """
+    # abspath: a relative base means the working directory of this call, as resolve() below.
+    given = (os.path.abspath(base_dir or "."), str(code_uri), handler)
+    found = _handler_by_arguments.get(given)
+    if found is not None:
+        return found
     module_path, _, attribute = handler.rpartition(".")
     if not module_path or not attribute:
         raise ValueError(f"handler {handler!r} is not of the form module.function")
@@ -105,6 +115,7 @@ def load_handler(code_uri: str | Path, handler: str, base_dir: str | Path | None
     key = (str(file.resolve()), attribute)
     with _handler_lock:
         if key in _handler_cache:
+            _handler_by_arguments[given] = _handler_cache[key]
             return _handler_cache[key]
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
         slug = re.sub(r"\W", "_", root.name or "root") + "_" + digest
@@ -114,7 +125,7 @@ def load_handler(code_uri: str | Path, handler: str, base_dir: str | Path | None
         function: Handler | None = getattr(module, attribute, None)
         if not callable(function):
             raise AttributeError(f"{file} has no callable {attribute!r}")
-        _handler_cache[key] = function
+        _handler_cache[key] = _handler_by_arguments[given] = function
         return function
 
 
@@ -146,26 +157,77 @@ class Invocation:
     error: BaseException | None = None
 
 
+#: How long an idle invocation thread waits for the next invocation before it ends.
+WORKER_IDLE_SECONDS: Final = 60.0
+
+
+class _Workers:
+    """Daemon threads that run invocations one after another; one starts only when none is idle.
+
+    A thread per invocation cost a thread start (and two GIL hand-offs) on every request. A Lambda
+    container also runs its invocations on one reused thread. An abandoned invocation keeps its
+    thread until it ends, then the thread is idle again.
+    """
+
+    def __init__(self, idle_seconds: float = WORKER_IDLE_SECONDS) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Threads waiting for a job that no caller has counted on yet. Invariant (under the
+        # lock): waiting threads == idle + jobs queued, so a queued job always has a taker.
+        self._idle = 0
+        self._idle_seconds = idle_seconds
+        self.started = 0  # threads started, for tests
+
+    def run(self, job: Callable[[], None], name: str) -> None:
+        """Run ``job`` on an idle thread, else on a new one named ``name``."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put((job, name))
+                return
+            self.started += 1
+        threading.Thread(target=self._work, args=(job, name), name=name, daemon=True).start()
+
+    def _work(self, job: Callable[[], None], name: str) -> None:
+        while True:
+            threading.current_thread().name = name
+            job()
+            with self._lock:
+                self._idle += 1
+            try:
+                job, name = self._jobs.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # no caller counted on this thread: it may end
+                        self._idle -= 1
+                        return
+                job, name = self._jobs.get()  # a job was queued for "an idle thread" meanwhile
+
+
+_workers = _Workers()
+
+
 def invoke(
     handler: Handler, event: dict[str, Any], context: LambdaContext, wait: float
 ) -> Invocation:
-    """Run ``handler(event, context)`` in a daemon thread and wait at most ``wait`` seconds.
+    """Run ``handler(event, context)`` on a daemon thread and wait at most ``wait`` seconds.
 
     A handler still running after that is abandoned, not killed (threads cannot be): its thread
     finishes in the background and its result is dropped.
     """
     outcome: dict[str, Any] = {}
+    done = threading.Event()
 
     def run() -> None:
         try:
             outcome["result"] = call_handler(handler, event, context)
         except BaseException as error:  # reported to the caller, like Lambda's function error
             outcome["error"] = error
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=run, name=f"lambda-{context.function_name}", daemon=True)
-    worker.start()
-    worker.join(wait)
-    if worker.is_alive():
+    _workers.run(run, f"lambda-{context.function_name}")
+    if not done.wait(wait):
         return Invocation(finished=False)
     return Invocation(True, outcome.get("result"), outcome.get("error"))
 

@@ -7,6 +7,7 @@ It embodies ePay as /work/shared/epay-api.md describes it and never imports the 
     sim.oauth_url, sim.api_url          # point the client here
     sim.journal, sim.ledger             # what was asked, what really happened
     sim.ledger_entry(invoice, terminal_id)  # one invoice on one terminal
+    sim.record(ledger_entry)            # seed a transaction as if ePay had made it
     sim.inject("auth", "timeout_after_commit", count=1, delay=2.0)
     sim.reset(); sim.stop()
 
@@ -156,6 +157,8 @@ postLink: after each final outcome (auth, confirm or the payment page), a JSON n
 (epay-api.md section 6) goes from a daemon thread to the auth's postLink (or the token's), failures
 to failurePostLink when set; only to loopback hosts (anything else is logged in ``sim.postlinks``
 and not sent). Knobs: ``postlink_delay``, ``postlink_duplicates`` (extra copies), ``postlink_drop``.
+Deliveries share kept-alive connections (``postlinks.ConnectionPool``; a connection the host
+closes while idle is replaced and the notification sent once more on the new one).
 
 Control endpoints (not journaled): ``GET /_sim/journal``, ``GET /_sim/ledger``,
 ``GET /_sim/postlinks``, ``GET /_sim/terminals``, ``GET /_sim/saved_cards``,

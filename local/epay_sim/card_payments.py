@@ -255,8 +255,8 @@ class CardPayments:
         with self._state.lock:
             entry = self._state.entry(invoice_id, grant.terminal)
             if entry is None:
-                elsewhere = any(e.invoice_id == invoice_id for e in self._state.ledger.values())
-                if elsewhere:  # the invoice exists, on another terminal of the merchant
+                # The invoice exists, on another terminal of the merchant.
+                if self._state.has_invoice(invoice_id):
                     return _result("106", "Wrong terminal")
                 return _result("102", "No such transaction")
             transaction = self._transaction(entry)

@@ -197,6 +197,7 @@ class EpaySimulator:
         server.shutdown()
         server.close_connections()
         server.server_close()
+        self._postlinks.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
@@ -288,6 +289,11 @@ class EpaySimulator:
     def ledger_entry(self, invoice_id: str, terminal_id: str | None = None) -> LedgerEntry | None:
         """The ledger entry of an invoice on a terminal (default: the first terminal)."""
         return self._state.entry(invoice_id, terminal_id or self.terminal_id)
+
+    def record(self, entry: LedgerEntry) -> str:
+        """Put a transaction in the ledger as if ePay had made it (seeding tests and benchmarks);
+        returns its ledger key. Lookups (status, operations, invoice reuse) find it at once."""
+        return self._state.record(entry)
 
     @property
     def saved_cards(self) -> dict[str, SavedCard]:

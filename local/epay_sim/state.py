@@ -234,6 +234,14 @@ class SimState:
         self.saved_cards: dict[str, SavedCard] = {}  # by card id (payment-page cards)
         self.payforms: dict[str, PayformSession] = {}  # by session id
         self._clock_offset = 0.0
+        # Lookups into the ledger, kept by record(): a scan per auth, status or operation grew
+        # with every transaction of a long `make run` session. A ledger changed behind record()'s
+        # back (an entry put in or taken out directly) is noticed by its size and reindexed.
+        self._indexed = 0
+        self._by_invoice: dict[tuple[str | None, str], LedgerEntry] = {}  # (terminal, invoice)
+        self._by_tail: dict[tuple[str | None, str], LedgerEntry] = {}  # (terminal, last 6)
+        self._by_transaction: dict[str, LedgerEntry] = {}
+        self._invoices: set[str] = set()  # on any terminal
 
     def now(self) -> float:
         """The simulator's time: the injected clock plus any ``advance_clock`` offset."""
@@ -249,6 +257,11 @@ class SimState:
         with self.lock:
             self.journal.clear()
             self.ledger.clear()
+            self._by_invoice.clear()
+            self._by_tail.clear()
+            self._by_transaction.clear()
+            self._invoices.clear()
+            self._indexed = 0
             self.postlinks.clear()
             self.faults.clear()
             self.tokens.clear()
@@ -261,15 +274,14 @@ class SimState:
     def entry(self, invoice_id: str, terminal_id: str | None) -> LedgerEntry | None:
         """The ledger entry of an invoice on one terminal (invoices are unique per terminal)."""
         with self.lock:
-            for entry in self.ledger.values():
-                if entry.invoice_id == invoice_id and entry.terminal == terminal_id:
-                    return entry
-        return None
+            self._check_index()
+            return self._by_invoice.get((terminal_id, invoice_id))
 
-    def on_terminal(self, terminal_id: str) -> list[LedgerEntry]:
-        """The ledger entries of one terminal, oldest first."""
+    def has_invoice(self, invoice_id: str) -> bool:
+        """Whether any terminal has a transaction for this invoice."""
         with self.lock:
-            return [entry for entry in self.ledger.values() if entry.terminal == terminal_id]
+            self._check_index()
+            return invoice_id in self._invoices
 
     def record(self, entry: LedgerEntry) -> str:
         """Add a new entry to the ledger; returns its key: the invoice id, or
@@ -278,8 +290,30 @@ class SimState:
             key = entry.invoice_id
             if key in self.ledger:
                 key = f"{entry.terminal}/{entry.invoice_id}"
+            self._check_index()
             self.ledger[key] = entry
+            self._index(entry)
         return key
+
+    def _index(self, entry: LedgerEntry) -> None:
+        # setdefault: the oldest entry wins, as the scans these replace found it first.
+        self._by_invoice.setdefault((entry.terminal, entry.invoice_id), entry)
+        self._by_tail.setdefault((entry.terminal, entry.invoice_id[-6:]), entry)
+        self._by_transaction.setdefault(entry.transaction_id, entry)
+        self._invoices.add(entry.invoice_id)
+        self._indexed += 1
+
+    def _check_index(self) -> None:
+        # Under the lock. Rebuilds the lookups when the ledger's size says it changed directly.
+        if self._indexed == len(self.ledger):
+            return
+        self._by_invoice.clear()
+        self._by_tail.clear()
+        self._by_transaction.clear()
+        self._invoices.clear()
+        self._indexed = 0
+        for entry in self.ledger.values():
+            self._index(entry)
 
     def invoice_clash(self, invoice_id: str, terminal_id: str) -> str | None:
         """Why a new transaction for this invoice on this terminal is refused (each terminal has
@@ -287,19 +321,14 @@ class SimState:
         with self.lock:
             if self.entry(invoice_id, terminal_id) is not None:
                 return "invoiceId already used"
-            if self.settings.unique_last6:
-                tail = invoice_id[-6:]
-                for other in self.on_terminal(terminal_id):
-                    if other.invoice_id[-6:] == tail:
-                        return (
-                            f"the last 6 digits of invoiceId clash with invoice {other.invoice_id}"
-                        )
+            if self.settings.unique_last6:  # entry() above checked the index
+                other = self._by_tail.get((terminal_id, invoice_id[-6:]))
+                if other is not None:
+                    return f"the last 6 digits of invoiceId clash with invoice {other.invoice_id}"
         return None
 
     def entry_by_transaction(self, transaction_id: str) -> LedgerEntry | None:
         """The ledger entry with this ePay transaction id."""
         with self.lock:
-            for entry in self.ledger.values():
-                if entry.transaction_id == transaction_id:
-                    return entry
-        return None
+            self._check_index()
+            return self._by_transaction.get(transaction_id)

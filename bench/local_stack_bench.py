@@ -1,0 +1,401 @@
+"""Benchmark of the local stack over HTTP: POST /charges at concurrency 1, 8 and 32.
+
+Run by `make bench-local` (PYTHONPATH=layers/payments:.). It prints numbers and never fails on
+them: the two target lines only say "met" or "NOT met". The stack is the one `make run` starts
+(`local.run.start_stack` with `make run`'s defaults: DynamoDB Local when Java and the jar are
+there, moto, the ePay simulator delivering postLinks, the table's stream into the charge events
+function, the renewal and reconciler schedules), without the local event feed (nothing reads it
+here). Each client thread keeps its own keep-alive `http.client` connection and sends the
+canonical body of events/charges/create-charge.json with a fresh Idempotency-Key, unsigned (the
+local API does not check SigV4, as `make run`'s banner says).
+
+Top-level imports are stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from local.run import LocalStack
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENT_PATH = ROOT / "events" / "charges" / "create-charge.json"
+CONCURRENCY = (1, 8, 32)
+TARGET_THROUGHPUT = 60.0  # charges/s at concurrency 8
+TARGET_THROUGHPUT_AT = 8
+TARGET_P50_MS = 30.0  # at concurrency 1
+TARGET_P50_AT = 1
+REQUEST_TIMEOUT = 35.0  # above the local API's 29 s integration timeout
+POSTLINK_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many charges each part sends (`per_level`: at each concurrency)."""
+
+    # DynamoDB Local's JIT needs a few hundred charges before its CPU per request settles (about
+    # a third of its first charges'), so the levels measure the stack as a session runs it.
+    warmup: int = 400
+    per_level: tuple[tuple[int, int], ...] = ((1, 200), (8, 480), (32, 640))
+
+
+SMOKE = Sizes(warmup=4, per_level=((1, 3), (8, 8), (32, 32)))
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one concurrency level saw."""
+
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[str, int]
+    postlinks: int
+    postlink_failures: int
+    cpu_ms: float  # this process (API, functions, simulator, moto, the clients) per charge
+    child_cpu_ms: float | None  # the stack's child processes (DynamoDB Local) per charge
+
+    @property
+    def throughput(self) -> float:
+        """Answered charges per second of wall time."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def non_201(self) -> int:
+        """Answers other than 201, transport errors included."""
+        return sum(count for status, count in self.statuses.items() if status != "201")
+
+    def percentile(self, pct: int) -> float:
+        """Nearest-rank percentile of the latencies, in ms."""
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, -(-pct * len(ordered) // 100))
+        return ordered[rank - 1]
+
+    def summary(self) -> dict[str, Any]:
+        """The row as JSON-ready numbers."""
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "throughput_per_s": round(self.throughput, 1),
+            "p50_ms": round(self.percentile(50), 1),
+            "p95_ms": round(self.percentile(95), 1),
+            "p99_ms": round(self.percentile(99), 1),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 1),
+            "non_201": self.non_201,
+            "statuses": self.statuses,
+            "postlinks_delivered": self.postlinks,
+            "postlink_failures": self.postlink_failures,
+            "cpu_ms_per_charge": round(self.cpu_ms, 1),
+            "child_cpu_ms_per_charge": (
+                None if self.child_cpu_ms is None else round(self.child_cpu_ms, 1)
+            ),
+        }
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process so far (every thread)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def children_cpu() -> float | None:
+    """CPU seconds of this process's running children (DynamoDB Local), from /proc; None
+    without /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the ")" that ends the command name: state, ppid, ... utime, stime.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == me:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def met(ok: bool) -> str:
+    """A target's verdict."""
+    return "met" if ok else "NOT met"
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def start_local_stack() -> LocalStack:
+    """The stack as `make run` starts it, on a free port, minus the local event feed."""
+    from local import run
+
+    # `make run`'s defaults come from its own argument parser, mapped as its main() maps them
+    # (every schedule period, 0 meaning off), so a new default there is measured here too.
+    defaults = run._parse_args([])
+    periods: dict[str, Any] = {
+        name: value or None for name, value in vars(defaults).items() if name.endswith("_period")
+    }
+    # environ={}: the bench always measures the local servers, whatever the shell points at.
+    return run.start_stack(0, environ={}, dynamodb=defaults.dynamodb, events_feed=False, **periods)
+
+
+@contextlib.contextmanager
+def console_like_make_run(sink: TextIO) -> Iterator[None]:
+    """Log and print what `make run` would, into ``sink``, so the cost stays and the table reads.
+
+    `make run` logs INFO (one line per request from the local API) and the functions print their
+    Powertools JSON logs and EMF metrics to stdout; here all of it is formatted and written to
+    ``sink``. Warnings and errors still reach stderr.
+    """
+    from local.run import NOISY_LOGGERS
+    from payments.observability import logger as function_logger
+
+    root = logging.getLogger()
+    to_sink = logging.StreamHandler(sink)
+    to_sink.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(to_sink)
+    root.addHandler(to_stderr)
+    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    for name in noisy:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The Logger's handler holds the sys.stdout of import time, so its stream is swapped too.
+    function_handler = function_logger.registered_handler
+    previous_stream = function_handler.setStream(sink)  # type: ignore[attr-defined]
+    try:
+        with contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        function_handler.setStream(previous_stream)  # type: ignore[attr-defined]
+        for name, level in noisy.items():
+            logging.getLogger(name).setLevel(level)
+        root.removeHandler(to_stderr)
+        root.removeHandler(to_sink)
+        root.setLevel(previous_level)
+
+
+# --------------------------------------------------------------------------- the clients
+
+
+class Charges:
+    """Hands out the charges of one level and collects their outcomes (thread-safe)."""
+
+    def __init__(self, total: int, body: bytes) -> None:
+        self.body = body
+        self._left = total
+        self._lock = threading.Lock()
+        self.latencies_ms: list[float] = []
+        self.statuses: dict[str, int] = {}
+
+    def take(self) -> bool:
+        """Whether one more charge is to be sent (and claims it)."""
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def record(self, latency_ms: float, status: str) -> None:
+        """One answer (or transport error)."""
+        with self._lock:
+            self.latencies_ms.append(latency_ms)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+def charge_body() -> bytes:
+    """The canonical POST /charges body (events/charges/create-charge.json)."""
+    event = json.loads(EVENT_PATH.read_text())
+    return str(event["body"]).encode()
+
+
+def client(host: str, port: int, charges: Charges, start: threading.Barrier) -> None:
+    """One client: its own keep-alive connection, charges until none is left."""
+    connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+    try:
+        connection.connect()
+        start.wait()
+        while charges.take():
+            headers = {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Idempotency-Key": f"bench-local-{uuid.uuid4().hex}",
+            }
+            began = time.perf_counter()
+            try:
+                connection.request("POST", "/charges", body=charges.body, headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                status = str(answer.status)
+                if answer.will_close:
+                    connection.close()  # http.client reconnects on the next request
+            except (OSError, http.client.HTTPException) as error:
+                status = type(error).__name__
+                connection.close()
+            charges.record((time.perf_counter() - began) * 1000, status)
+    finally:
+        connection.close()
+
+
+def run_level(stack: LocalStack, concurrency: int, total: int, body: bytes) -> Level:
+    """``total`` charges from ``concurrency`` threads; waits for their postLinks afterwards."""
+    simulator = stack.require_simulator()
+    postlinks_before = len(simulator.postlinks)
+    auths_before = len(simulator.requests("auth"))
+    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
+    charges = Charges(total, body)
+    start = threading.Barrier(concurrency + 1)
+    threads = [
+        threading.Thread(
+            target=client, args=(host, int(port), charges, start), name=f"bench-{n}", daemon=True
+        )
+        for n in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()  # every connection is open: time from here
+    began, cpu_before, children_before = time.perf_counter(), process_cpu(), children_cpu()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - began
+    cpu = process_cpu() - cpu_before
+    children_after = children_cpu()
+    child_cpu = (
+        None
+        if children_before is None or children_after is None
+        else children_after - children_before
+    )
+    # Each auth of the approved card sends one postLink; wait for this level's before the next.
+    auths = len(simulator.requests("auth")) - auths_before
+    delivered = simulator.wait_for_postlinks(postlinks_before + auths, timeout=POSTLINK_WAIT)
+    mine = delivered[postlinks_before:]
+    failures = sum(1 for d in mine if d.error or not (200 <= (d.status or 0) < 300))
+    return Level(
+        concurrency,
+        len(charges.latencies_ms),
+        seconds,
+        charges.latencies_ms,
+        dict(sorted(charges.statuses.items())),
+        len(mine),
+        failures,
+        cpu * 1000 / max(1, total),
+        None if child_cpu is None else child_cpu * 1000 / max(1, total),
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> None:
+    """Print the table, the two targets, then one JSON line with the same numbers."""
+    by_concurrency = {level.concurrency: level for level in levels}
+    throughput = by_concurrency[TARGET_THROUGHPUT_AT].throughput
+    p50 = by_concurrency[TARGET_P50_AT].percentile(50)
+    throughput_met = throughput >= TARGET_THROUGHPUT
+    p50_met = p50 <= TARGET_P50_MS
+    all_201 = all(level.non_201 == 0 for level in levels)
+    width = 124
+    print()
+    print(f"POST /charges over HTTP, local stack as `make run` starts it (DynamoDB: {dynamodb})")
+    print(
+        f"warm-up {sizes.warmup} charges; postLinks delivered by the simulator; CPU in ms per "
+        "charge: this process (API, functions, simulator, moto) / child processes (DynamoDB Local)"
+    )
+    print("=" * width)
+    print(
+        f"{'concurrency':>11} {'requests':>9} {'charges/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'non-201':>8} {'postLinks ok/failed':>20} {'CPU ms':>13}   target"
+    )
+    print("-" * width)
+    for level in levels:
+        target = ""
+        if level.concurrency == TARGET_THROUGHPUT_AT:
+            target = f"charges/s >= {TARGET_THROUGHPUT:.0f}: {met(throughput_met)}"
+        if level.concurrency == TARGET_P50_AT:
+            target = f"p50 <= {TARGET_P50_MS:.0f} ms: {met(p50_met)}"
+        child = "-" if level.child_cpu_ms is None else f"{level.child_cpu_ms:.1f}"
+        postlinks = f"{level.postlinks - level.postlink_failures}/{level.postlink_failures}"
+        cpu = f"{level.cpu_ms:.1f}/{child}"
+        print(
+            f"{level.concurrency:>11} {level.requests:>9} {level.throughput:>10.1f} "
+            f"{level.percentile(50):>8.1f} {level.percentile(95):>8.1f} "
+            f"{level.percentile(99):>8.1f} {level.non_201:>8} {postlinks:>20} {cpu:>13}   "
+            f"{target}"
+        )
+    print("-" * width)
+    for level in levels:
+        if level.non_201:
+            print(f"concurrency {level.concurrency} answers: {json.dumps(level.statuses)}")
+    print(
+        f"throughput at concurrency {TARGET_THROUGHPUT_AT}  {throughput:.1f} charges/s  "
+        f"target >= {TARGET_THROUGHPUT:.0f}: {met(throughput_met)}"
+    )
+    print(
+        f"p50 at concurrency {TARGET_P50_AT}  {p50:.1f} ms  "
+        f"target <= {TARGET_P50_MS:.0f} ms: {met(p50_met)}"
+    )
+    print(f"all answers 201  {'yes' if all_201 else 'NO'}")
+    print(f"total run time {elapsed:.0f} s")
+    summary = {
+        "levels": [level.summary() for level in levels],
+        "dynamodb": dynamodb,
+        "warmup": sizes.warmup,
+        "targets": {
+            "throughput_c8": {
+                "value": round(throughput, 1),
+                "target": TARGET_THROUGHPUT,
+                "met": throughput_met,
+            },
+            "p50_c1_ms": {"value": round(p50, 1), "target": TARGET_P50_MS, "met": p50_met},
+            "all_201": all_201,
+        },
+        "elapsed_s": round(elapsed, 1),
+    }
+    print(json.dumps(summary, sort_keys=True))
+
+
+def main() -> int:
+    """Start the local stack, warm it up, measure each concurrency, print."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few charges: checks it runs")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else Sizes()
+    body = charge_body()
+
+    started = time.perf_counter()
+    out = sys.stdout  # progress lines; everything the stack prints goes to the sink
+    print("starting the local stack (as `make run`) ...", flush=True)
+    levels: list[Level] = []
+    with open(os.devnull, "w") as sink, console_like_make_run(sink), start_local_stack() as stack:
+        dynamodb = "moto" if stack.dynamodb_endpoint == stack.aws_endpoint else "DynamoDB Local"
+        print(f"warm-up: {sizes.warmup} charges at concurrency 8 ...", file=out, flush=True)
+        run_level(stack, 8, sizes.warmup, body)
+        for concurrency, total in sizes.per_level:
+            print(f"concurrency {concurrency}: {total} charges ...", file=out, flush=True)
+            levels.append(run_level(stack, concurrency, total, body))
+    report(levels, sizes, dynamodb, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
