@@ -6,20 +6,36 @@ Every round imports boto3 once and each handler once, so drift hits all alike; t
 the medians, each handler's ratio to boto3 beside the target, and what the handler's import adds
 on top of boto3's modules (self time by top-level package, one `-X importtime` run).
 
+On a busy machine the timings move with the load (a ratio shifts by 0.1 or more between runs).
+`--instructions` adds a load-independent measure: the instructions each import executes (valgrind's
+cachegrind `Ir`, the interpreter's own start-up subtracted), as a ratio to `import boto3`'s. It
+needs valgrind and takes a few minutes; on a quiet machine it agrees with the timed ratio to ~0.03.
+
     PYTHONPATH=layers/payments:. .venv/bin/python bench/cold_start_bench.py [--runs 7] [--smoke]
+        [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from local.cold_import import ColdImport, cold_import, function_names
+from local.cold_import import (
+    FUNCTIONS_DIR,
+    ColdImport,
+    cold_import,
+    function_names,
+    import_environment,
+)
 
 TARGET_RATIO = 1.3
 RUNS = 7
@@ -93,6 +109,56 @@ def measure(runs: int) -> tuple[float, list[FunctionImport]]:
     return boto3_ms, results
 
 
+def instructions(valgrind: str, function: str | None, statement: str) -> int:
+    """Instructions a fresh interpreter laid out like Lambda executes to run `statement` (Ir)."""
+    folder = FUNCTIONS_DIR.parent if function is None else FUNCTIONS_DIR / function
+    done = subprocess.run(
+        [
+            valgrind,
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            statement,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=import_environment(function),
+        cwd=folder,
+        check=True,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def instruction_ratios(valgrind: str, functions: list[str]) -> dict[str, float]:
+    """Each handler import's instructions over `import boto3`'s, start-up subtracted from both."""
+    jobs: list[tuple[str | None, str]] = [(None, "pass"), (None, "import boto3")]
+    jobs += [(name, "import app") for name in functions]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # valgrind runs one thread per process
+        counts = list(pool.map(lambda job: instructions(valgrind, *job), jobs))
+    empty, boto3_only, handlers = counts[0], counts[1], counts[2:]
+    return {
+        name: (count - empty) / (boto3_only - empty)
+        for name, count in zip(functions, handlers, strict=True)
+    }
+
+
+def report_instructions(ratios: dict[str, float]) -> None:
+    """Print the instruction ratios beside the target, then one JSON line with them."""
+    print()
+    print("Cold import in instructions executed (valgrind Ir, start-up subtracted) vs import boto3")
+    print("-" * 60)
+    for name, ratio in ratios.items():
+        verdict = "met" if round(ratio, 2) <= TARGET_RATIO else "NOT met"
+        print(f"{name:<20}{ratio:>8.2f}   <= {TARGET_RATIO} {verdict}")
+    print(json.dumps({"instruction_ratios": {k: round(v, 3) for k, v in ratios.items()}}))
+
+
 def report(boto3_ms: float, results: list[FunctionImport], runs: int, elapsed: float) -> None:
     """Print the table, then one JSON line with the same numbers."""
     width = 104
@@ -135,11 +201,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=RUNS, help="interleaved rounds (median)")
     parser.add_argument("--smoke", action="store_true", help="one round: checks the script runs")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions under valgrind (load-independent; a few minutes)",
+    )
     args = parser.parse_args()
+    valgrind = shutil.which("valgrind")
+    if args.instructions and valgrind is None:
+        parser.error("--instructions needs valgrind on PATH")
     runs = 1 if args.smoke else args.runs
     started = time.perf_counter()
     boto3_ms, results = measure(runs)
     report(boto3_ms, results, runs, time.perf_counter() - started)
+    if args.instructions and valgrind is not None:
+        report_instructions(instruction_ratios(valgrind, [r.name for r in results]))
     return 0
 
 

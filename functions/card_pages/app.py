@@ -3,9 +3,7 @@ use case, answer HTML. Public route (no SigV4): the page opens once, by its sing
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.cards.model import is_setup_id
@@ -14,6 +12,9 @@ from payments.http import card_pages, pages, router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 def _html(page: pages.HtmlPage) -> Reply:

@@ -3,9 +3,7 @@ call one use case, answer."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.cards.model import CardSetup, is_setup_id
@@ -23,6 +21,9 @@ from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
 from payments.shared.fields import validate_idempotency_key
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 app = router.Router(
     path_ids={"setupId": is_setup_id, "accountId": is_account_id, "cardId": is_card_id}

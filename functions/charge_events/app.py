@@ -2,14 +2,17 @@
 event, each refund outcome -> charge.refund.*, each subscription change the API made -> its
 subscription.* event, on the bus. A record
 that could not be published fails alone (ReportBatchItemFailures); Lambda retries from it, and the
-deterministic ids make the repeats dedupable."""
+deterministic ids make the repeats dedupable.
+
+Each kind's events module (and its domain model) is imported on the first record of that kind, so
+a batch of charge changes never loads subscriptions, refunds or cards (cold start:
+docs/decisions.md, 2026-12-06).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.aws.batch import BatchResponse, Record, process_stream
@@ -19,21 +22,22 @@ from payments.aws.charge_stream import (
     refund_change_from_stream,
     subscription_change_from_stream,
 )
-from payments.aws.telemetry import event_publish_failed
-from payments.cards.events import card_event_from_change, payment_method_removed
-from payments.cards.model import Card, CardStatus
-from payments.charges.events import charge_event_from_change
 from payments.errors import PaymentsError
 from payments.observability import logger, metrics
-from payments.refunds.events import refund_event_from_change
-from payments.shared.events import DomainEvent
-from payments.subscriptions.events import subscription_event_from_change
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from payments.cards.model import Card
+    from payments.shared.events import DomainEvent
 
 
 def _events_of(change: Mapping[str, Any]) -> list[DomainEvent]:
     """The events one stored change tells (none, one, or a removed card's several)."""
     charge = charge_change_from_stream(change)
     if charge is not None:
+        from payments.charges.events import charge_event_from_change
+
         if charge.previous_status != charge.charge.status.value:
             # A card saved before the service existed is recorded once a charge on it succeeds.
             bootstrap.card_service().remember(charge.charge)
@@ -41,12 +45,19 @@ def _events_of(change: Mapping[str, Any]) -> list[DomainEvent]:
         return _some(charge_event_from_change(charge.previous_status, charge.charge, page_url))
     sub = subscription_change_from_stream(change)
     if sub is not None:
+        from payments.subscriptions.events import subscription_event_from_change
+
         return _some(subscription_event_from_change(sub.previous_status, sub.subscription))
     refund = refund_change_from_stream(change)
     if refund is not None:
+        from payments.refunds.events import refund_event_from_change
+
         return _some(refund_event_from_change(refund.previous_status, refund.refund))
     card = card_change_from_stream(change)
     if card is not None:
+        from payments.cards.events import card_event_from_change, payment_method_removed
+        from payments.cards.model import CardStatus
+
         event = card_event_from_change(card.previous_status, card.card)
         if event is None or card.card.status is not CardStatus.REMOVED:
             return _some(event)
@@ -71,6 +82,8 @@ def record_handler(record: Record) -> str:
     try:
         bootstrap.events().publish(events)
     except PaymentsError as exc:
+        from payments.aws.telemetry import event_publish_failed
+
         event_publish_failed(events[0], exc)
         raise
     for event in events:

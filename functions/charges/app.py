@@ -1,28 +1,38 @@
 """Merchant charge API: create, read, capture and reconcile charges, and a charge's timeline.
-Thin: parse, call one use case, answer."""
+Thin: parse, call one use case, answer.
+
+What only some routes use (request parsing, search, refunds) is imported by those routes, so a
+cold start imports the router and the charge model only (docs/decisions.md, 2026-12-06).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.charges import views
-from payments.charges.model import Charge, is_charge_id
-from payments.charges.requests import parse_capture_request, parse_charge_request
-from payments.charges.search import parse_charge_query
+from payments.charges.model import is_charge_id
 from payments.errors import ValidationError
 from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
-from payments.refunds.model import is_refund_id
-from payments.refunds.requests import parse_refund_request
-from payments.refunds.views import refund_resource
 from payments.shared import deadline
 from payments.shared.fields import validate_idempotency_key
 
-app = router.Router(path_ids={"chargeId": is_charge_id, "refundId": is_refund_id})
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from payments.charges.model import Charge
+
+
+def _is_refund_id(value: str) -> bool:
+    """The refund id rule, from the refund model, loaded by the refund routes only."""
+    from payments.refunds.model import is_refund_id
+
+    return is_refund_id(value)
+
+
+app = router.Router(path_ids={"chargeId": is_charge_id, "refundId": _is_refund_id})
 
 
 def _resource(charge: Charge) -> dict[str, Any]:
@@ -33,6 +43,8 @@ def _resource(charge: Charge) -> dict[str, Any]:
 @app.route("POST", "/charges")
 def create_charge(request: Request, context: router.Context) -> Reply:
     """Charge a saved card once per Idempotency-Key."""
+    from payments.charges.requests import parse_charge_request
+
     key = validate_idempotency_key(request.header("Idempotency-Key"))
     charge_request = parse_charge_request(request.json_body(), bootstrap.settings().capture_mode)
     result = bootstrap.charge_service().create_charge(
@@ -47,6 +59,8 @@ def create_charge(request: Request, context: router.Context) -> Reply:
 @app.route("GET", "/charges")
 def search_charges(request: Request, _context: router.Context) -> Reply:
     """Charges of an account, a subscription or a status, newest first, a page at a time."""
+    from payments.charges.search import parse_charge_query
+
     query = parse_charge_query(request.query)  # a bad query is a 400 before anything is read
     page = bootstrap.charge_search().page(query)
     return router.json_response(200, views.charge_page(page, bootstrap.page_url))
@@ -69,6 +83,8 @@ def charge_history(request: Request, _context: router.Context) -> Reply:
 @app.route("POST", "/charges/{chargeId}/capture")
 def capture_charge(request: Request, context: router.Context) -> Reply:
     """Capture a held (AUTHORIZED) charge, wholly or partly."""
+    from payments.charges.requests import parse_capture_request
+
     amount = parse_capture_request(request.json_body(required=False))
     charge = bootstrap.charge_service().capture_charge(
         request.path_params["chargeId"], amount, deadline.deadline_from(context)
@@ -100,6 +116,9 @@ def cancel_charge(request: Request, context: router.Context) -> Reply:
 @app.route("POST", "/charges/{chargeId}/refunds")
 def create_refund(request: Request, context: router.Context) -> Reply:
     """Refund a captured charge, wholly or partly, once per Idempotency-Key."""
+    from payments.refunds.requests import parse_refund_request
+    from payments.refunds.views import refund_resource
+
     key = validate_idempotency_key(request.header("Idempotency-Key"))
     refund_request = parse_refund_request(request.json_body(required=False))
     result = bootstrap.refunds().create_refund(
@@ -114,6 +133,8 @@ def create_refund(request: Request, context: router.Context) -> Reply:
 @app.route("GET", "/charges/{chargeId}/refunds")
 def list_refunds(request: Request, _context: router.Context) -> Reply:
     """A charge's refunds, oldest first."""
+    from payments.refunds.views import refund_resource
+
     refunds = bootstrap.refunds().list_refunds(request.path_params["chargeId"])
     return router.json_response(200, {"data": [refund_resource(r) for r in refunds]})
 
@@ -121,6 +142,8 @@ def list_refunds(request: Request, _context: router.Context) -> Reply:
 @app.route("GET", "/refunds/{refundId}")
 def get_refund(request: Request, _context: router.Context) -> Reply:
     """Read a refund."""
+    from payments.refunds.views import refund_resource
+
     refund = bootstrap.refunds().get_refund(request.path_params["refundId"])
     return router.json_response(200, refund_resource(refund))
 

@@ -1,30 +1,43 @@
 """Operator API: settle a NEEDS_REVIEW charge by a person's word where ePay agrees, and replay a
 stored postLink. IAM-signed; every action names its caller. Thin: parse, call one use case,
-answer."""
+answer.
+
+The resolution rules and the postLink inbox are imported by the routes that use them, on the first
+request, not at init (cold start: docs/decisions.md, 2026-12-06).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.charges import views
-from payments.charges.inbox_records import is_inbox_id
 from payments.charges.model import is_charge_id
-from payments.charges.resolution import operator_of, parse_resolution
 from payments.errors import ValidationError
 from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
 
-app = router.Router(path_ids={"chargeId": is_charge_id, "inboxId": is_inbox_id})
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+def _is_inbox_id(value: str) -> bool:
+    """The inbox id rule, from the inbox's records (postLink parsing), loaded on a replay only."""
+    from payments.charges.inbox_records import is_inbox_id
+
+    return is_inbox_id(value)
+
+
+app = router.Router(path_ids={"chargeId": is_charge_id, "inboxId": _is_inbox_id})
 
 
 @app.route("POST", "/charges/{chargeId}/resolve")
 def resolve_charge(request: Request, context: router.Context) -> Reply:
     """Resolve a NEEDS_REVIEW charge to the status ePay's status API confirms."""
+    from payments.charges.resolution import operator_of, parse_resolution
+
     operator = operator_of(request.caller)
     resolution = parse_resolution(request.json_body())  # a bad body is a 400 before any read
     charge_id = request.path_params["chargeId"]
@@ -42,6 +55,8 @@ def resolve_charge(request: Request, context: router.Context) -> Reply:
 @app.route("POST", "/postlinks/{inboxId}/replay")
 def replay_postlink(request: Request, context: router.Context) -> Reply:
     """Verify and settle a stored postLink notification again; answer its new verdict."""
+    from payments.charges.resolution import operator_of
+
     operator = operator_of(request.caller)
     if request.json_body(required=False) not in (None, {}):
         raise ValidationError("a replay takes no body")

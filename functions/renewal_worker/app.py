@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.aws.batch import BatchResponse, Record, process_sqs
@@ -12,6 +10,9 @@ from payments.aws.renewal_telemetry import renewal_handled
 from payments.observability import logger, metrics
 from payments.shared.deadline import Deadline
 from payments.subscriptions.model import parse_renewal_message
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # One charge (token, auth, capture) fits well inside this; the rest of a batch waits for the next
 # delivery rather than risk being cut off mid-charge (an UNKNOWN outcome the reconciler settles).

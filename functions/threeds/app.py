@@ -1,21 +1,25 @@
 """3-D Secure pages for the customer's browser: the redirect page and TermUrl. Thin: parse, call
 one use case, answer HTML. Public routes (no SigV4): the page by its single-use token, the return
-by the charge's MD."""
+by the charge's MD.
+
+The 3-D Secure use case (and the charge writer it brings) is imported by the routes, on the first
+request, not at init (cold start: docs/decisions.md, 2026-12-06).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
 from payments.charges.model import is_charge_id
-from payments.charges.threeds import AutoSubmit
 from payments.errors import NotFoundError, PaymentsError, ValidationError
 from payments.http import pages, router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 def _html(page: pages.HtmlPage) -> Reply:
@@ -45,6 +49,8 @@ app = router.Router(on_error=_error_page, path_ids={"chargeId": is_charge_id})
 @app.route("GET", "/charges/{chargeId}/3ds")
 def redirect_page(request: Request, context: router.Context) -> Reply:
     """The page that takes the customer to the issuer's ACS (once per token)."""
+    from payments.charges.threeds import AutoSubmit
+
     answer = bootstrap.three_ds_service().open_page(
         request.path_params["chargeId"], request.query.get("token"), deadline.deadline_from(context)
     )

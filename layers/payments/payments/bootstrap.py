@@ -1,8 +1,8 @@
 """The only place that wires concrete parts: built lazily, once per container.
 
-Every function imports this module, so it imports only what every function uses (boto3, the
-settings); each part is imported by its builder, and a function loads only the parts it builds:
-the subscriptions API never loads the ePay client, the charge functions never load subscriptions.
+Every function imports this module, so its top imports boto3 and the clock only; each part (the
+settings too) is imported by its builder, and a function loads only the parts it builds: the
+subscriptions API never loads the ePay client, the charge functions never load subscriptions.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 
-from payments.config import SECRET_MAX_AGE_SECONDS, Settings, load_settings, parse_credentials
 from payments.shared.clock import utc_now
 
 if TYPE_CHECKING:
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from payments.charges.model import Charge
     from payments.charges.page_tokens import PageTokens
     from payments.charges.postlink import PostLinkService
+    from payments.charges.reconcile_fanout import ReconcileFanOut
     from payments.charges.reconciler import Reconciler
     from payments.charges.resolution import ChargeResolutions
     from payments.charges.search import ChargeSearch
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from payments.charges.transitions import ChargeTransitions
     from payments.charges.use_cases import ChargeUseCases
     from payments.charges.voids import ChargeVoids
+    from payments.config import Settings
     from payments.epay.client import EpayClient, EpayCredentials
     from payments.refunds.reconciler import RefundReconciler
     from payments.refunds.service import RefundService
@@ -56,23 +57,38 @@ if TYPE_CHECKING:
     from payments.subscriptions.service import Subscriptions
 
 _lock = threading.RLock()
+_BUILT: list[Any] = []
+
+
+def _part[**P, T](builder: Callable[P, T]) -> Callable[P, T]:
+    """A part built once per container (`reset` forgets it)."""
+    built = cache(builder)
+    _BUILT.append(built)
+    return cast("Callable[P, T]", built)
+
+
 AWS_CONFIG = Config(
     connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
 )
+# Connections kept per client: a reconciler run checks up to 16 charges at once (each with a
+# DynamoDB and an ePay connection) while it lists the next page.
+POOL_CONNECTIONS = 20
 
 
-@cache
+@_part
 def settings() -> Settings:
     """Settings validated from the environment, once."""
+    from payments.config import load_settings
+
     return load_settings(os.environ)
 
 
-@cache
+@_part
 def _session() -> Any:
     return boto3.session.Session()
 
 
-@cache
+@_part
 def _secrets() -> SecretsProvider:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
@@ -83,6 +99,8 @@ def _secrets() -> SecretsProvider:
 
 def _secret() -> tuple[str, str, tuple[Terminal, ...]]:
     """(client_id, client_secret, terminals) from Secrets Manager, cached a few minutes."""
+    from payments.config import SECRET_MAX_AGE_SECONDS, parse_credentials
+
     secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
     return parse_credentials(secret)
 
@@ -94,9 +112,11 @@ def credentials() -> EpayCredentials:
     return EpayCredentials(*_secret())
 
 
-@cache
+@_part
 def gateway() -> EpayClient:
     """The ePay client; every HTTP call it makes is timed into EpayLatency (by Operation)."""
+    import urllib3
+
     from payments.aws.telemetry import epay_call
     from payments.epay.client import EpayClient, Timeouts
 
@@ -107,24 +127,26 @@ def gateway() -> EpayClient:
         credentials=credentials,
         scope=config.scope,
         timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
+        http=urllib3.PoolManager(maxsize=POOL_CONNECTIONS, retries=False),
         confirm_path=config.confirm_path,
         on_call=epay_call,
     )
 
 
-@cache
+@_part
 def store() -> DynamoChargeStore:
     """The DynamoDB charge store."""
     from payments.aws.charge_store import DynamoChargeStore
 
+    pooled = AWS_CONFIG.merge(Config(max_pool_connections=POOL_CONNECTIONS))
     with _lock:
-        client = _session().client("dynamodb", config=AWS_CONFIG)
+        client = _session().client("dynamodb", config=pooled)
     return DynamoChargeStore(
         settings().table_name, client, invoice_suffix_ttl=settings().invoice_window
     )
 
 
-@cache
+@_part
 def invoice_allocator() -> InvoiceAllocator:
     """Finds free invoice ids per terminal (payments.charges.invoices)."""
     from payments.aws.invoice_space import DynamoInvoiceSpace
@@ -146,7 +168,7 @@ def links() -> PublicLinks:
     return PublicLinks(settings().public_base_url)
 
 
-@cache
+@_part
 def charge_use_cases() -> ChargeUseCases:
     """The charge writer, settler and service on the real adapters."""
     from payments.aws.telemetry import PowertoolsTelemetry
@@ -182,7 +204,7 @@ def charge_service() -> ChargeService:
     return charge_use_cases().service
 
 
-@cache
+@_part
 def charge_search() -> ChargeSearch:
     """Charges of an account, a subscription or a status (ChargeListIndex)."""
     from payments.charges.search import ChargeSearch
@@ -195,7 +217,7 @@ def voids() -> ChargeVoids:
     return charge_use_cases().voids
 
 
-@cache
+@_part
 def terminals() -> TerminalCodes:
     """Our terminal's names: the credentials' UUID and its code, learned from the status API and
     kept in the table (read by the postLink intake)."""
@@ -204,9 +226,10 @@ def terminals() -> TerminalCodes:
     return TerminalCodes(store(), gateway().terminals)
 
 
-@cache
+@_part
 def reconciler() -> Reconciler:
     """The reconciler, over the same store, settler and writer."""
+    from payments.charges.reconcile_fanout import threads_setting
     from payments.charges.reconciler import Reconciler
 
     with _lock:
@@ -217,10 +240,11 @@ def reconciler() -> Reconciler:
             clock=now,
             terminals=terminals(),
             voids=charge_use_cases().voids,
+            threads=threads_setting(os.environ),
         )
 
 
-@cache
+@_part
 def refund_store() -> DynamoRefundStore:
     """Refunds beside their charges, in the same table (and the same client)."""
     from payments.aws.refund_store import DynamoRefundStore
@@ -228,7 +252,7 @@ def refund_store() -> DynamoRefundStore:
     return DynamoRefundStore(settings().table_name, store())
 
 
-@cache
+@_part
 def refunds() -> RefundService:
     """Refunds of captured charges (payments.refunds), on the charges' store and writer."""
     from payments.refunds.service import RefundService
@@ -243,7 +267,7 @@ def refunds() -> RefundService:
         )
 
 
-@cache
+@_part
 def refund_reconciler() -> RefundReconciler:
     """Settles PENDING refunds from ePay's status API (the scheduled reconciler runs it)."""
     from payments.refunds.reconciler import RefundReconciler
@@ -258,7 +282,7 @@ def refund_reconciler() -> RefundReconciler:
         )
 
 
-@cache
+@_part
 def inbox() -> DynamoInbox:
     """The DynamoDB inbox of postLink notifications (same table)."""
     from payments.aws.inbox import DynamoInbox
@@ -268,7 +292,7 @@ def inbox() -> DynamoInbox:
     return DynamoInbox(settings().table_name, client)
 
 
-@cache
+@_part
 def postlink_service() -> PostLinkService:
     """The postLink intake, settling through the charge service."""
     from payments.aws.telemetry import PowertoolsPostLinkTelemetry
@@ -285,7 +309,7 @@ def postlink_service() -> PostLinkService:
         )
 
 
-@cache
+@_part
 def charge_timeline() -> ChargeTimeline:
     """A charge's history and its invoice's postLinks (GET /charges/{chargeId}/history)."""
     from payments.charges.timeline import ChargeTimeline
@@ -293,7 +317,7 @@ def charge_timeline() -> ChargeTimeline:
     return ChargeTimeline(charges=store(), inbox=inbox())
 
 
-@cache
+@_part
 def resolutions() -> ChargeResolutions:
     """Operators resolving NEEDS_REVIEW charges, checked against ePay's status API."""
     from payments.charges.resolution import ChargeResolutions
@@ -301,7 +325,7 @@ def resolutions() -> ChargeResolutions:
     return ChargeResolutions(charges=store(), gateway=gateway(), transitions=transitions())
 
 
-@cache
+@_part
 def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
     from payments.charges.page_tokens import PageTokens, derive_key
@@ -309,7 +333,7 @@ def page_tokens() -> PageTokens:
     return PageTokens(lambda: derive_key(_secret()[1]))
 
 
-@cache
+@_part
 def page_links() -> PageLinks:
     """The public URLs of the 3DS step (page with its token, TermUrl)."""
     from payments.charges.threeds import PageLinks
@@ -322,7 +346,7 @@ def page_url(charge: Charge) -> str | None:
     return page_links().page_url(charge)
 
 
-@cache
+@_part
 def three_ds_service() -> ThreeDSService:
     """The 3-D Secure page and return, settling through the charge service."""
     from payments.aws.telemetry import PowertoolsTelemetry
@@ -340,7 +364,7 @@ def three_ds_service() -> ThreeDSService:
         )
 
 
-@cache
+@_part
 def card_store() -> DynamoCardStore:
     """Saved cards, in the payments table (the same client)."""
     from payments.aws.card_store import DynamoCardStore
@@ -348,7 +372,7 @@ def card_store() -> DynamoCardStore:
     return DynamoCardStore(settings().table_name, store().client)
 
 
-@cache
+@_part
 def setup_store() -> DynamoSetupStore:
     """Card setups, in the payments table (the same client)."""
     from payments.aws.card_store import DynamoSetupStore
@@ -358,7 +382,7 @@ def setup_store() -> DynamoSetupStore:
     )
 
 
-@cache
+@_part
 def card_service() -> CardService:
     """An account's cards, and the rules charges and subscriptions follow about them. The
     ePay client is built only when a card is listed from ePay or removed."""
@@ -367,7 +391,7 @@ def card_service() -> CardService:
     return CardService(cards=card_store(), gateway=gateway, clock=now)
 
 
-@cache
+@_part
 def card_setups() -> CardSetups:
     """Card setup sessions and their page (ePay's widget)."""
     from payments.cards.setups import CardSetups
@@ -384,7 +408,7 @@ def card_setups() -> CardSetups:
         )
 
 
-@cache
+@_part
 def setup_settler() -> SetupSettler:
     """Settles card setups from ePay's status API (postLink, reconciler)."""
     from payments.aws.telemetry import PowertoolsSetupTelemetry
@@ -400,7 +424,7 @@ def setup_settler() -> SetupSettler:
         )
 
 
-@cache
+@_part
 def setup_reconciler() -> SetupReconciler:
     """Expires abandoned card setups and settles opened ones (the scheduled reconciler)."""
     from payments.cards.reconciler import SetupReconciler
@@ -408,22 +432,30 @@ def setup_reconciler() -> SetupReconciler:
     return SetupReconciler(store=setup_store(), setups=setup_settler(), clock=now)
 
 
+@_part
+def reconcile_fanout() -> ReconcileFanOut | None:
+    """The scheduled tick's fan-out: one message per due shard on the reconcile queue
+    (RECONCILE_QUEUE_URL); None without a queue, when the tick checks everything itself."""
+    from payments.aws.reconcile_queue import SqsReconcileQueue
+    from payments.charges.reconcile_fanout import DueShards, ReconcileFanOut, UnitKind
+
+    queue_url = os.environ.get("RECONCILE_QUEUE_URL", "")
+    if not queue_url:
+        return None
+    with _lock:
+        sqs = _session().client("sqs", config=AWS_CONFIG)
+    sources: dict[UnitKind, DueShards] = {
+        UnitKind.CHARGES: reconciler(),
+        UnitKind.REFUNDS: refund_reconciler(),
+        UnitKind.SETUPS: setup_reconciler(),
+    }
+    return ReconcileFanOut(sources=sources, queue=SqsReconcileQueue(sqs, queue_url), clock=now)
+
+
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for built in (settings, _session, _secrets, gateway, store, terminals, invoice_allocator):
+    for built in _BUILT:
         built.cache_clear()
-    for charge_built in (charge_use_cases, reconciler, refund_store, refunds, refund_reconciler):
-        charge_built.cache_clear()
-    charge_search.cache_clear()
-    for postlink_built in (inbox, postlink_service, charge_timeline, resolutions):
-        postlink_built.cache_clear()
-    for threeds_built in (page_tokens, page_links, three_ds_service):
-        threeds_built.cache_clear()
-    for card_built in (card_store, setup_store, card_service, card_setups, setup_settler):
-        card_built.cache_clear()
-    setup_reconciler.cache_clear()
-    for subscription_built in (events, subscription_store, subscriptions, renewals):
-        subscription_built.cache_clear()
     use_clock(utc_now)
 
 
@@ -442,7 +474,7 @@ def use_clock(clock: Callable[[], datetime]) -> None:
     _clock[0] = clock
 
 
-@cache
+@_part
 def events() -> DomainEvents:
     """Domain events on the stack's EventBridge bus (EVENT_BUS_NAME; none when empty)."""
     from payments.aws.eventbridge import EventBridgeEvents
@@ -460,7 +492,7 @@ def events() -> DomainEvents:
 _DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
 
 
-@cache
+@_part
 def subscription_store() -> DynamoSubscriptionStore:
     """Subscriptions in the payments table."""
     from payments.aws.subscription_store import DynamoSubscriptionStore
@@ -470,7 +502,7 @@ def subscription_store() -> DynamoSubscriptionStore:
     return DynamoSubscriptionStore(settings().table_name, client, clock=now)
 
 
-@cache
+@_part
 def subscriptions() -> Subscriptions:
     """The subscriptions API's use cases."""
     from payments.subscriptions.service import Subscriptions
@@ -480,7 +512,7 @@ def subscriptions() -> Subscriptions:
     return Subscriptions(store=subscription_store(), clock=now, cards=card_service())
 
 
-@cache
+@_part
 def renewals() -> Renewals:
     """Dispatch and renewal, charging through the same ChargeService as POST /charges."""
     from payments.aws.sqs import SqsRenewalQueue

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from payments.aws.card_store import card_from_item
-from payments.aws.charge_store import charge_from_item
-from payments.aws.refund_store import refund_from_item
-from payments.aws.subscription_store import subscription_from_item
-from payments.cards.model import Card
-from payments.charges.model import Charge
-from payments.refunds.model import Refund
-from payments.subscriptions.model import Subscription
+# Each kind's store module (and its domain model) is imported by the function that reads that kind,
+# on the first record of it: a batch of charge changes never loads the subscription store.
+if TYPE_CHECKING:
+    from payments.cards.model import Card
+    from payments.charges.model import Charge
+    from payments.refunds.model import Refund
+    from payments.subscriptions.model import Subscription
 
 CHARGE_SK = "CHARGE"
 SUBSCRIPTION_SK = "SUB"
@@ -63,6 +62,8 @@ def charge_change_from_stream(change: Mapping[str, Any]) -> ChargeChange | None:
     if images is None:
         return None
     previous, new = images
+    from payments.aws.charge_items import charge_from_item
+
     return ChargeChange(previous, charge_from_item(new))
 
 
@@ -83,6 +84,8 @@ def refund_change_from_stream(change: Mapping[str, Any]) -> RefundChange | None:
     if images is None:
         return None
     previous, item = images
+    from payments.aws.refund_store import refund_from_item
+
     return RefundChange(previous, refund_from_item(item))
 
 
@@ -92,6 +95,8 @@ def subscription_change_from_stream(change: Mapping[str, Any]) -> SubscriptionCh
     if images is None:
         return None
     previous, new = images
+    from payments.aws.subscription_store import subscription_from_item
+
     return SubscriptionChange(previous, subscription_from_item(new))
 
 
@@ -121,4 +126,6 @@ def card_change_from_stream(change: Mapping[str, Any]) -> CardChange | None:
     if images is None:
         return None
     previous, new = images
+    from payments.aws.card_store import card_from_item
+
     return CardChange(previous, card_from_item(new))

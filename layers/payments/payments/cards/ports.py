@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from payments.cards.model import Card, CardSetup
-from payments.charges.model import Charge, HistoryEntry
-from payments.charges.payment_gateway import InvoiceTokenRequest, StatusResult, Token
-from payments.charges.terminals import Terminal
-from payments.shared.deadline import Deadline
-from payments.shared.idempotency import IdempotencyRecord
+if TYPE_CHECKING:
+    from payments.cards.model import Card, CardSetup
+    from payments.charges.model import Charge, HistoryEntry
+    from payments.charges.payment_gateway import InvoiceTokenRequest, StatusResult, Token
+    from payments.charges.terminals import Terminal
+    from payments.shared.deadline import Deadline
+    from payments.shared.idempotency import IdempotencyRecord
 
 
 class SetupStore(Protocol):

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from payments.cards.model import (
     SETUP_CHECK_LADDER,
@@ -26,10 +26,6 @@ from payments.cards.model import (
     SetupMode,
     SetupStatus,
 )
-from payments.cards.ports import CardGateway, SetupStore
-from payments.cards.requests import SetupRequest
-from payments.charges.invoices import InvoiceAllocator
-from payments.charges.links import PublicLinks
 from payments.charges.model import (
     secret_hash_digest,
 )
@@ -49,8 +45,14 @@ from payments.errors import (
     StaleStateError,
 )
 from payments.shared.clock import utc_now
-from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord, create_once, fingerprint
+
+if TYPE_CHECKING:
+    from payments.cards.ports import CardGateway, SetupStore
+    from payments.cards.requests import SetupRequest
+    from payments.charges.invoices import InvoiceAllocator
+    from payments.charges.links import PublicLinks
+    from payments.shared.deadline import Deadline
 
 G = GatewayStatus
 # What ends a verification well (ePay shows VERIFIED; a terminal that verifies by a hold may

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from payments.charges.declines import DeclineCategory
-from payments.charges.terminals import Terminal
-from payments.shared.deadline import Deadline
 from payments.shared.payer import Payer
+
+if TYPE_CHECKING:
+    from payments.charges.terminals import Terminal
+    from payments.shared.deadline import Deadline
 
 
 class GatewayStatus(StrEnum):

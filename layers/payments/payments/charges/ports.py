@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from payments.charges.model import Charge, ChargeStatus, HistoryEntry, Source
-from payments.errors import GatewayError
-from payments.shared.idempotency import IdempotencyRecord
-
 if TYPE_CHECKING:
+    from payments.charges.model import Charge, ChargeStatus, HistoryEntry, Source
     from payments.charges.search import Listing
+    from payments.errors import GatewayError
+    from payments.shared.idempotency import IdempotencyRecord
 
 
 class ChargeStore(Protocol):

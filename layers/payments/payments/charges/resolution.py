@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from payments.charges.model import (
     TRANSITIONS,
@@ -34,8 +34,6 @@ from payments.charges.model import (
     S,
     Source,
 )
-from payments.charges.payment_gateway import StatusResult, TransactionStatus
-from payments.charges.ports import ChargeHistory
 from payments.charges.settlement import PENDING_AT_GATEWAY, SETTLES_AS
 from payments.charges.transitions import Change, ChargeTransitions, Step
 from payments.errors import (
@@ -49,8 +47,12 @@ from payments.errors import (
     UnidentifiedCallerError,
     ValidationError,
 )
-from payments.shared.deadline import Deadline
 from payments.shared.fields import CONTROL_RE, is_unicode_text
+
+if TYPE_CHECKING:
+    from payments.charges.payment_gateway import StatusResult, TransactionStatus
+    from payments.charges.ports import ChargeHistory
+    from payments.shared.deadline import Deadline
 
 # What an operator may resolve a NEEDS_REVIEW charge to: what the state machine allows.
 RESOLVABLE: frozenset[ChargeStatus] = TRANSITIONS[S.NEEDS_REVIEW]

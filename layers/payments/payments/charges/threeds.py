@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
-from payments.charges.links import PublicLinks
 from payments.charges.model import (
     CHECK_LADDER,
     Charge,
@@ -27,13 +27,16 @@ from payments.charges.model import (
     is_charge_id,
 )
 from payments.charges.page_tokens import PageTokens
-from payments.charges.payment_gateway import PaymentGateway
-from payments.charges.ports import ChargeStore, Telemetry
-from payments.charges.settlement import ChargeSettler
 from payments.charges.transitions import Change, ChargeTransitions
 from payments.errors import GatewayError, NotFoundError, StaleStateError, ValidationError
 from payments.shared.clock import utc_now
-from payments.shared.deadline import Deadline
+
+if TYPE_CHECKING:
+    from payments.charges.links import PublicLinks
+    from payments.charges.payment_gateway import PaymentGateway
+    from payments.charges.ports import ChargeStore, Telemetry
+    from payments.charges.settlement import ChargeSettler
+    from payments.shared.deadline import Deadline
 
 S = ChargeStatus
 # A host that may appear in a CSP source and a form action as it is (no quotes, spaces, `;`, `,`).

@@ -9,11 +9,14 @@ inbox keeps no secret_hash, so a timeline cannot show one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from payments.charges.inbox_records import Inbox, InboxEntry
-from payments.charges.model import Charge, HistoryEntry
-from payments.charges.ports import ChargeHistory
 from payments.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from payments.charges.inbox_records import Inbox, InboxEntry
+    from payments.charges.model import Charge, HistoryEntry
+    from payments.charges.ports import ChargeHistory
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from payments.charges.model import (
     CHECK_LADDER,
@@ -27,8 +27,10 @@ from payments.charges.model import (
     ThreeDSData,
     can_transition,
 )
-from payments.charges.ports import ChargeStore, Telemetry
 from payments.errors import InvalidTransitionError, NotFoundError, StaleStateError
+
+if TYPE_CHECKING:
+    from payments.charges.ports import ChargeStore, Telemetry
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ Nothing here reads a store or a secret: the 3-D Secure page URL arrives as a val
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from payments.charges.inbox_records import InboxEntry, PostLinkOutcome
 from payments.charges.model import Charge, ChargeStatus, HistoryEntry
-from payments.charges.search import ChargePage
-from payments.charges.timeline import Timeline
 from payments.shared.clock import iso
 from payments.shared.fields import mask_card_id
+
+if TYPE_CHECKING:
+    from payments.charges.inbox_records import InboxEntry, PostLinkOutcome
+    from payments.charges.search import ChargePage
+    from payments.charges.timeline import Timeline
 
 
 def next_action(charge: Charge, page_url: str | None) -> dict[str, Any] | None:

@@ -6,9 +6,9 @@ Its own module so the 3-D Secure pages never load the cards domain (cold start).
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from payments.cards.setups import WidgetPage
 from payments.http.pages import (
     _HTML_LANG,
     BASE_HEADERS,
@@ -20,6 +20,9 @@ from payments.http.pages import (
     header_safe_url,
 )
 from payments.shared import jsonutil
+
+if TYPE_CHECKING:
+    from payments.cards.setups import WidgetPage
 
 # The card setup page's one script: hand the payment object (a JSON data block, never run) to
 # ePay's widget; show a message when the widget's script did not load.

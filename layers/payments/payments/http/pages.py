@@ -11,10 +11,13 @@ import binascii
 import hashlib
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from payments.charges.threeds import AutoSubmit, Finish, outcome_kind
 from payments.errors import ValidationError
+
+if TYPE_CHECKING:
+    from payments.charges.threeds import AutoSubmit, Finish
 
 MAX_FORM_BYTES = 64 * 1024
 SCRIPT = 'document.getElementById("threeds-form").submit();'
@@ -142,6 +145,9 @@ def auto_submit_page(form: AutoSubmit, base_origin: str) -> HtmlPage:
 
 def result_page(finish: Finish) -> HtmlPage:
     """A plain outcome page for a charge without back links."""
+    # Imported on use: the card setup page shares this module and never shows a charge's outcome.
+    from payments.charges.threeds import outcome_kind
+
     charge = finish.charge
     kind = outcome_kind(charge.status)
     body = (

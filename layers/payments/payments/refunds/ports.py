@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from payments.charges.transitions import Writer
-from payments.refunds.model import Refund
-from payments.shared.deadline import Deadline
-from payments.shared.idempotency import IdempotencyRecord
+if TYPE_CHECKING:
+    from payments.charges.transitions import Writer
+    from payments.refunds.model import Refund
+    from payments.shared.deadline import Deadline
+    from payments.shared.idempotency import IdempotencyRecord
 
 
 class RefundStore(Protocol):

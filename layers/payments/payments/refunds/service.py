@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from payments.charges.model import Charge, S, Source
-from payments.charges.ports import ChargeStore
 from payments.charges.transitions import Change, ChargeTransitions, Step
 from payments.errors import (
     AmountNotRefundableError,
@@ -38,11 +38,14 @@ from payments.refunds.model import (
     RefundStatus,
     minimum_refund,
 )
-from payments.refunds.ports import RefundGateway, RefundStore
-from payments.refunds.requests import RefundRequest
 from payments.shared.clock import utc_now
-from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord, create_once, fingerprint
+
+if TYPE_CHECKING:
+    from payments.charges.ports import ChargeStore
+    from payments.refunds.ports import RefundGateway, RefundStore
+    from payments.refunds.requests import RefundRequest
+    from payments.shared.deadline import Deadline
 
 REFUNDABLE = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED})
 # Racing refunds of one charge each win the conditional write in turn; more rounds than this

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from payments.charges.model import CaptureMode, ChargeStatus
-from payments.charges.requests import ChargeRequest
 from payments.errors import (
     ValidationError,
 )
@@ -24,7 +23,9 @@ from payments.subscriptions.calendar import (
     parse_time,
 )
 
-C = ChargeStatus
+if TYPE_CHECKING:
+    from payments.charges.requests import ChargeRequest
+
 # 64 partitions of the due index, dispatched in parallel (one thread each): at the per-shard rate
 # measured against moto (bench/dispatch_bench.py, README) 34 shards are needed to enqueue 1,000,000
 # due subscriptions in 15 minutes; 64 leave room. Changing it later needs every subscription's
@@ -159,6 +160,11 @@ class CycleClaim:
 
     def charge_request(self) -> ChargeRequest:
         """What `POST /charges` would be asked: merchant-initiated, captured at once."""
+        # Imported on use: only the renewal path charges; the subscriptions API and the event
+        # publisher read subscriptions without loading the charge request rules.
+        from payments.charges.model import CaptureMode
+        from payments.charges.requests import ChargeRequest
+
         return ChargeRequest(
             amount=self.amount,
             currency=self.currency,

@@ -12,6 +12,7 @@ from typing import Any
 from payments.charges.declines import DeclineCategory
 from payments.charges.events import renewal_key
 from payments.charges.model import Charge, ChargeError
+from payments.charges.model import ChargeStatus as C
 from payments.errors import (
     CardAccountMismatchError,
     CardRemovedError,
@@ -35,7 +36,6 @@ from payments.subscriptions.model import (
     FINAL_CLAIM_STATES,
     RENEWAL_SHARDS,
     SS,
-    C,
     ClaimState,
     CycleClaim,
     FinalAction,
