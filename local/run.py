@@ -19,7 +19,8 @@ What starts, in order (each one skipped when the environment points elsewhere):
    simulator's widget script), the created resource names, ``PUBLIC_BASE_URL`` (the local API)
    and the AWS endpoint.
 5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
-   queue when a renewal period is given, and the table's stream into the charge events function.
+   queue when a renewal period is given, the reconciler's schedule and its queue of shard units
+   when a reconcile period is given, and the table's stream into the charge events function.
 6. Local only, not in the template: the event feed (``local.events_feed``), a rule on the
    template's bus(es) into a queue of its own that a thread drains. Every domain event that
    really went through the bus is printed as one line (``local.events`` logger) and kept (the
@@ -354,9 +355,10 @@ def _start_workers(
     *,
     renewal_period: float | None,
     charge_events: bool,
+    reconcile_period: float | None = None,
 ) -> None:
     """The schedule and event sources the template wires to functions, as local threads."""
-    from local.workers import ChargeEventWorker, RenewalWorkers
+    from local.workers import ChargeEventWorker, Reconciliations, RenewalWorkers
 
     # Renewals: the dispatcher every `renewal_period` s and the worker on the queue.
     if renewal_period is not None and RenewalWorkers.available(template):
@@ -364,6 +366,12 @@ def _start_workers(
             template, template_dir, clients["sqs"], names, period=renewal_period
         ).start()
         stoppers.append(workers.stop)
+    # The reconciler: its tick every `reconcile_period` s and its shard units from the queue.
+    if reconcile_period is not None and Reconciliations.available(template):
+        reconciliations = Reconciliations(
+            template, template_dir, clients["sqs"], names, period=reconcile_period
+        ).start()
+        stoppers.append(reconciliations.stop)
     # charge.* events: the table's stream polled into ChargeEventsFunction (the outbox).
     table_ids = list(resources_of_type(template, "AWS::DynamoDB::Table"))
     if charge_events and ChargeEventWorker.available(template) and len(table_ids) == 1:
@@ -389,6 +397,7 @@ def start_stack(
     renewal_period: float | None = None,
     charge_events: bool = True,
     events_feed: bool | None = None,
+    reconcile_period: float | None = None,
 ) -> LocalStack:
     """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
 
@@ -396,7 +405,8 @@ def start_stack(
     ``AWS_ENDPOINT_URL_DYNAMODB``, ``EPAY_OAUTH_URL`` and ``EPAY_API_URL``. ``dynamodb`` picks
     DynamoDB Local or moto for DynamoDB when no endpoint is given ("auto": DynamoDB Local if Java
     and the jar are there). Everything is bound to ``host`` (loopback). ``renewal_period`` runs the
-    renewal dispatcher and worker (None: not at all); ``charge_events`` feeds the table's stream to
+    renewal dispatcher and worker (None: not at all), ``reconcile_period`` the reconciler's tick
+    and its shard units (None: not at all); ``charge_events`` feeds the table's stream to
     the charge events function (benchmarks turn it off to keep its polling out of their timings).
     ``events_feed`` attaches the local event feed to the bus (None: when moto was started here,
     i.e. no ``AWS_ENDPOINT_URL``; it adds a rule and a queue to the endpoint until ``stop()``).
@@ -467,6 +477,7 @@ def start_stack(
             stoppers,
             renewal_period=renewal_period,
             charge_events=charge_events,
+            reconcile_period=reconcile_period,
         )
     except BaseException:
         while stoppers:
@@ -648,6 +659,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="run the renewal dispatcher this often (default 10; 0 turns renewals off)",
     )
+    parser.add_argument(
+        "--reconcile-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="run the reconciler's tick this often (default 30; 0 turns it off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -668,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parameter_overrides=overrides,
             dynamodb=args.dynamodb,
             renewal_period=args.renewal_period or None,
+            reconcile_period=args.reconcile_period or None,
         )
     except (OSError, TemplateError) as error:
         print(f"local stack did not start: {error}", file=sys.stderr)

@@ -8,6 +8,13 @@
   the worker's handler, deletes the records it did not report in ``batchItemFailures`` and leaves
   the others for SQS to redeliver (and, after ``maxReceiveCount``, to move to the DLQ).
 
+* The reconciler: a thread invokes its handler every ``period`` seconds with a scheduled event
+  (the tick, instead of ``ReconcileSchedule``), which sends one message per due shard to the
+  reconcile queue (SQS FIFO); another long-polls that queue and runs one invocation per message as
+  Lambda's FIFO event source does (``BatchSize: 1``): the message groups (shards) side by side, the
+  messages of one group in order, a failed one (and the rest of its group) left for SQS to deliver
+  again.
+
 * A thread polls the payments table's DynamoDB stream (DynamoDB Local supports Streams; moto too):
   DescribeTable -> LatestStreamArn, DescribeStream -> shards, GetShardIterator (LATEST for the
   shards open at start, TRIM_HORIZON for shards that appear later), then GetRecords about every
@@ -42,6 +49,7 @@ from local.template import resources_of_type
 __all__ = [
     "ChargeEventWorker",
     "DynamoDBStreamReader",
+    "Reconciliations",
     "RenewalWorkers",
     "matches_filters",
     "scheduled_event",
@@ -55,6 +63,8 @@ DISPATCHER_ID = "RenewalDispatcherFunction"
 WORKER_ID = "RenewalWorkerFunction"
 QUEUE_ID = "RenewalQueue"
 CHARGE_EVENTS_ID = "ChargeEventsFunction"
+RECONCILER_ID = "ReconcilerFunction"
+RECONCILE_QUEUE_ID = "ReconcileQueue"
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 
@@ -200,6 +210,133 @@ class RenewalWorkers:
                 self.deliver_once()
             except Exception:  # keep polling; SQS redelivers what was not deleted
                 logger.exception("renewal worker batch failed")
+                self._stop.wait(1.0)
+
+
+# ------------------------------------------------------------------ the reconciler's fan-out
+
+
+class Reconciliations:
+    """Ticks the reconciler on a short period and runs its queue's units, shards side by side."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        base_dir: Path,
+        sqs: Any,
+        resource_names: Mapping[str, str],
+        *,
+        period: float = 30.0,
+    ) -> None:
+        functions = resources_of_type(template, "AWS::Serverless::Function")
+        self._function = functions[RECONCILER_ID]["Properties"]
+        self._base_dir = base_dir
+        self._sqs = sqs
+        self._queue_url = resource_names[RECONCILE_QUEUE_ID]
+        self._queue_arn = resource_names[f"{RECONCILE_QUEUE_ID}.Arn"]
+        self._period = period
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def available(template: Mapping[str, Any]) -> bool:
+        """True when the template has the reconciler and its queue."""
+        functions = resources_of_type(template, "AWS::Serverless::Function")
+        queues = resources_of_type(template, "AWS::SQS::Queue")
+        return RECONCILER_ID in functions and RECONCILE_QUEUE_ID in queues
+
+    def start(self) -> Reconciliations:
+        """Start the tick and the queue's poll (daemon threads)."""
+        for name, target in (("tick", self._tick_loop), ("units", self._poll_loop)):
+            thread = threading.Thread(target=target, name=f"local-reconciler-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info("reconciler tick every %g s; its units from %s", self._period, self._queue_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the loops (each ends within a poll)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=130)
+        self._threads.clear()
+
+    def _handler(self) -> Callable[[dict[str, Any], Any], Any]:
+        handler: Callable[[dict[str, Any], Any], Any] = load_handler(
+            self._function["CodeUri"], self._function["Handler"], self._base_dir
+        )
+        return handler
+
+    def _context(self) -> LambdaContext:
+        return LambdaContext(
+            RECONCILER_ID,
+            int(self._function.get("MemorySize", 256)),
+            float(self._function.get("Timeout", 120)),
+        )
+
+    def tick_once(self) -> Any:
+        """Invoke the reconciler with a scheduled event, as the schedule would (its tick)."""
+        event = scheduled_event("local-ReconcilerFunctionSchedule")
+        return call_handler(self._handler(), event, self._context())
+
+    def deliver_once(self, wait_seconds: int = 1) -> int:
+        """Receive the units there are (up to 20), run one invocation per unit, a thread per
+        message group; how many were received."""
+        messages: list[dict[str, Any]] = []
+        while len(messages) < 20:
+            answer = self._sqs.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0 if messages else wait_seconds,
+                AttributeNames=["All"],
+            )
+            if not answer.get("Messages"):
+                break
+            messages.extend(answer["Messages"])
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for message in messages:
+            group = message.get("Attributes", {}).get("MessageGroupId", message["MessageId"])
+            groups.setdefault(group, []).append(message)
+        runs = [
+            threading.Thread(target=self._run_group, args=(group,), name="local-reconciler-unit")
+            for group in groups.values()
+        ]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join()
+        return len(messages)
+
+    def _run_group(self, messages: list[dict[str, Any]]) -> None:
+        """One group's messages in order, each its own invocation; a failure stops the group."""
+        handler = self._handler()
+        for message in messages:
+            (record,) = sqs_records([message], self._queue_arn)
+            try:
+                result = call_handler(handler, {"Records": [record]}, self._context())
+            except Exception:  # as Lambda: the message comes back after its visibility timeout
+                logger.exception("reconciler unit failed")
+                return
+            if (result or {}).get("batchItemFailures"):
+                return
+            self._sqs.delete_message(
+                QueueUrl=self._queue_url, ReceiptHandle=record["receiptHandle"]
+            )
+
+    def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick_once()
+            except Exception:  # a local loop must survive one bad tick; the error is shown
+                logger.exception("reconciler tick failed")
+            self._stop.wait(self._period)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_once()
+            except Exception:  # keep polling; SQS delivers again what was not deleted
+                logger.exception("reconciler units failed")
                 self._stop.wait(1.0)
 
 

@@ -6,6 +6,7 @@ silently rename a metric an alarm or the dashboard watches (tests/template greps
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -58,7 +59,13 @@ class PowertoolsTelemetry:
     """Telemetry through Powertools Logger (JSON) and Metrics (EMF), one metric per outcome."""
 
     def bind_charge(self, charge: Charge) -> None:
-        """Make the charge id the correlation id of the rest of this invocation's logs."""
+        """Make the charge id the correlation id of the rest of this invocation's logs (of this
+        thread's, off the main thread: the reconciler checks several charges at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            logger.thread_safe_append_keys(
+                correlation_id=charge.id, charge_id=charge.id, invoice_id=charge.invoice_id
+            )
+            return
         logger.set_correlation_id(charge.id)
         logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
 

@@ -65,6 +65,37 @@ class SetupReconciler:
                 self.check(setup_id, deadline, report)
         return report
 
+    @property
+    def shard_count(self) -> int:
+        """How many shards the due index has for card setups (SDUE#0..n-1)."""
+        return SETUP_DUE_SHARDS
+
+    def has_due(self, shard: int, now: datetime) -> bool:
+        """Whether the index lists a setup of this shard as due (it may lag: a hint)."""
+        return bool(self._store.due_setup_ids(shard, now, 1))
+
+    def run_shard(self, shard: int, deadline: Deadline) -> SetupReport:
+        """Check every setup of one shard due now (a fan-out unit), page after page, while time
+        allows; each setup once."""
+        report = SetupReport()
+        now, checked = self._clock(), 0
+        seen: set[str] = set()
+        while deadline.remaining() >= MIN_SECONDS_PER_CHECK:
+            # Those just checked may still be listed (the index lags): ask for that many more.
+            limit = PAGE_SIZE + min(checked, PAGE_SIZE)
+            listed = self._store.due_setup_ids(shard, now, limit)
+            page = [setup_id for setup_id in listed if setup_id not in seen]
+            before = len(seen)
+            for setup_id in page:
+                if deadline.remaining() < MIN_SECONDS_PER_CHECK:
+                    break
+                seen.add(setup_id)
+                self.check(setup_id, deadline, report)
+            checked = len(seen) - before
+            if not page or len(listed) < limit:
+                break
+        return report
+
     def check(self, setup_id: str, deadline: Deadline, report: SetupReport) -> None:
         """One due setup: expire it, settle it, or put its next check further up the ladder."""
         setup = self._store.get(setup_id)

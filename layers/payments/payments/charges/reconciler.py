@@ -1,13 +1,19 @@
 """The reconciler: finds charges due for a check and settles them from ePay's status API.
 
 Nothing is ever re-sent: an unclear charge is only asked about. Each unsuccessful check moves the
-next one up a backoff ladder; after the last rung a person must look (NEEDS_REVIEW).
+next one up a backoff ladder; after the last rung a person must look (NEEDS_REVIEW). A run takes
+the shards in rotation, a page of each in turn, so a backlog in one never holds another up; a
+fan-out unit (payments.charges.reconcile_fanout) drains one shard. Up to `threads` checks run at
+once, each reading its charge once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -52,7 +58,8 @@ class ReconcileReport:
 
 
 class Reconciler:
-    """Checks due charges, each through ChargeSettler.settle, so every path shares one machine."""
+    """Checks due charges, each through ChargeSettler.settle_charge, so every path shares one
+    machine; `threads` checks at once (1: in the caller's thread)."""
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class Reconciler:
         batch_size: int = BATCH_SIZE,
         terminals: TerminalCodes | None = None,
         voids: ChargeVoids | None = None,
+        threads: int = 1,
     ) -> None:
         self._store = store
         self._terminals = terminals  # learns the terminal's code from the status answers
@@ -74,36 +82,89 @@ class Reconciler:
         self._clock = clock
         self._shards = shards
         self._batch = batch_size
+        self._threads = max(1, threads)
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards the due index has for charges (DUE#0..n-1)."""
+        return self._shards
+
+    def has_due(self, shard: int, now: datetime) -> bool:
+        """Whether the index lists a charge of this shard as due (it may lag: a hint)."""
+        return bool(self._store.due_charge_ids(shard, now, 1))
 
     def run(self, deadline: Deadline) -> ReconcileReport:
-        """Check every charge due now, shard by shard, until done or the deadline nears."""
-        report = ReconcileReport()
-        now = self._clock()
-        # The backlog: every id the index listed as due, once, less those found not due on
-        # reading them (the index is eventually consistent). No extra read: the run's own pages.
-        listed: set[str] = set()
-        not_due: set[str] = set()
-        for shard in range(self._shards):
-            seen: set[str] = set()
+        """Check every charge due now, every shard in rotation, until done or the deadline nears."""
+        return self._sweep(range(self._shards), deadline)
+
+    def run_shard(self, shard: int, deadline: Deadline) -> ReconcileReport:
+        """Check every charge due now in one shard (a fan-out unit), until done or the deadline
+        nears."""
+        return self._sweep([shard], deadline)
+
+    def _sweep(self, shards: Sequence[int], deadline: Deadline) -> ReconcileReport:
+        run = _Run(self._clock())
+        rotation = deque(_Shard(number) for number in shards)
+        waiting: deque[tuple[_Shard, str]] = deque()
+        running: dict[Future[_Checked], _Shard] = {}
+        with _executor(self._threads) as pool:
             while deadline.remaining() > MIN_SECONDS_PER_CHECK:
-                # The index lags the table, so a page may repeat charges checked a moment ago.
-                page = [
-                    i for i in self._store.due_charge_ids(shard, now, self._batch) if i not in seen
-                ]
-                if not page:
+                if len(waiting) < self._threads:
+                    self._refill(rotation, waiting, run)
+                while (
+                    waiting
+                    and len(running) < self._threads
+                    and deadline.remaining() > MIN_SECONDS_PER_CHECK
+                ):
+                    shard, charge_id = waiting.popleft()
+                    running[pool.submit(self._check_listed, charge_id, run.now, deadline)] = shard
+                if not running:
                     break
-                listed.update(page)
-                report.due = len(listed) - len(not_due)
-                for charge_id in page:
-                    if deadline.remaining() <= MIN_SECONDS_PER_CHECK:
-                        return report
-                    seen.add(charge_id)
-                    charge = self._read(charge_id)
-                    if not _note_waiting(report, charge, now):
-                        not_due.add(charge_id)  # the index lagged: not part of the backlog
-                        report.due = len(listed) - len(not_due)
-                    self._count(report, self._check(charge, deadline, forced=False))
-        return report
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._tally(run, running.pop(future), future.result())
+            for future, shard in running.items():  # in flight when the deadline came
+                self._tally(run, shard, future.result())
+        return run.report
+
+    def _refill(
+        self, rotation: deque[_Shard], waiting: deque[tuple[_Shard, str]], run: _Run
+    ) -> None:
+        """Queue the next page of the shards in turn, until there is work for every thread."""
+        for _ in range(len(rotation)):
+            if len(waiting) >= self._threads:
+                return
+            shard = rotation.popleft()
+            # Charges queued, in flight or just checked may still be listed (they are the oldest,
+            # and the index lags the table): ask for that many more (the lag: a page at most).
+            limit = self._batch + shard.pending + min(shard.checked_since_page, self._batch)
+            listed = self._store.due_charge_ids(shard.number, run.now, limit)
+            page = [i for i in listed if i not in run.seen]
+            shard.checked_since_page = 0
+            run.seen.update(page)
+            run.listed.update(page)
+            run.report.due = len(run.listed) - len(run.not_due)
+            shard.pending += len(page)
+            waiting.extend((shard, charge_id) for charge_id in page)
+            if page and len(listed) == limit:
+                rotation.append(shard)  # more may be due: its next page comes in turn
+
+    def _check_listed(self, charge_id: str, now: datetime, deadline: Deadline) -> _Checked:
+        """Read a listed charge once and check it (in a worker thread when threads > 1)."""
+        charge = self._read(charge_id)
+        return _Checked(
+            charge_id, _waited(charge, now), self._check(charge, deadline, forced=False)
+        )
+
+    def _tally(self, run: _Run, shard: _Shard, checked: _Checked) -> None:
+        shard.pending -= 1
+        shard.checked_since_page += 1
+        if checked.waited is None:
+            run.not_due.add(checked.charge_id)  # the index lagged: not part of the backlog
+            run.report.due = len(run.listed) - len(run.not_due)
+        else:
+            run.report.oldest_due_seconds = max(run.report.oldest_due_seconds, checked.waited)
+        self._count(run.report, checked.result)
 
     def check(self, charge_id: str, deadline: Deadline, *, forced: bool) -> CheckResult:
         """Check one charge now if it is due (or if `forced`, as on demand)."""
@@ -116,7 +177,6 @@ class Reconciler:
         return charge
 
     def _check(self, charge: Charge, deadline: Deadline, *, forced: bool) -> CheckResult:
-        charge_id = charge.id
         now = self._clock()
         due = charge.next_check_at is not None and charge.next_check_at <= now
         if not (due or forced) or charge.status is S.NEEDS_REVIEW:
@@ -124,7 +184,7 @@ class Reconciler:
         if charge.void_pending and self._voids is not None:
             return self._finish_void(charge, deadline)
         try:
-            settlement = self._settler.settle(charge_id, Source.RECONCILER, deadline)
+            settlement = self._settler.settle_charge(charge, Source.RECONCILER, deadline)
         except GatewayError as exc:
             return self._later(charge, f"status API: {type(exc).__name__}")
         if self._terminals is not None:
@@ -220,15 +280,65 @@ class CheckResult:
     reason: str = ""
 
 
-def _note_waiting(report: ReconcileReport, charge: Charge, now: datetime) -> bool:
-    """Keep the longest wait of a due charge; False for one the index listed that is not due."""
+@dataclass(frozen=True)
+class _Checked:
+    """One listed charge after its check: how long it had waited (None: it was not due)."""
+
+    charge_id: str
+    waited: int | None
+    result: CheckResult
+
+
+@dataclass
+class _Shard:
+    """A shard during a run: its charges queued or in flight, and those checked since its last
+    page was listed."""
+
+    number: int
+    pending: int = 0
+    checked_since_page: int = 0
+
+
+@dataclass
+class _Run:
+    """One run's bookkeeping: the index's charges listed (each once), those found not due."""
+
+    now: datetime
+    report: ReconcileReport = field(default_factory=ReconcileReport)
+    listed: set[str] = field(default_factory=set)
+    not_due: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+
+
+class _Inline(Executor):
+    """An executor that runs each task at once in the caller's thread (threads = 1)."""
+
+    def submit[**P, T](self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        done: Future[T] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller by future.result(), as a pool does
+            done.set_exception(exc)
+        return done
+
+
+@contextmanager
+def _executor(threads: int) -> Iterator[Executor]:
+    if threads == 1:
+        yield _Inline()
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="reconcile") as pool:
+        yield pool
+
+
+def _waited(charge: Charge, now: datetime) -> int | None:
+    """How long a listed charge has waited for its check; None when it is not due (the index
+    lagged a reschedule) or needs a person."""
     if charge.next_check_at is None or charge.next_check_at > now:
-        return False
+        return None
     if charge.status is S.NEEDS_REVIEW:
-        return False
-    waited = int((now - charge.next_check_at).total_seconds())
-    report.oldest_due_seconds = max(report.oldest_due_seconds, waited)
-    return True
+        return None
+    return int((now - charge.next_check_at).total_seconds())
 
 
 def _three_ds_expired(charge: Charge, now: datetime) -> bool:

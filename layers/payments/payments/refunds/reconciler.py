@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 from payments.charges.model import Charge, Source
 from payments.charges.payment_gateway import GatewayStatus, StatusResult
-from payments.charges.ports import ChargeStore
 from payments.errors import GatewayError, StaleStateError
 from payments.refunds.model import (
     NOT_SHOWN_FINAL_AGE,
@@ -31,10 +31,13 @@ from payments.refunds.model import (
     RefundError,
     RefundStatus,
 )
-from payments.refunds.ports import RefundStore
-from payments.refunds.service import RefundService
 from payments.shared.clock import utc_now
-from payments.shared.deadline import Deadline
+
+if TYPE_CHECKING:
+    from payments.charges.ports import ChargeStore
+    from payments.refunds.ports import RefundStore
+    from payments.refunds.service import RefundService
+    from payments.shared.deadline import Deadline
 
 MAX_PENDING_SETS = 12  # pending refunds of one charge whose subsets are tried
 # A refund younger than this may still be on its way (its request's function is still running,
@@ -111,6 +114,37 @@ class RefundReconciler:
                 if deadline.remaining() < 3:
                     return RefundReport(counts)
                 counts[self.check(refund_id, deadline)] += 1
+        return RefundReport(counts)
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards the due index has for refunds (RDUE#0..n-1)."""
+        return REFUND_DUE_SHARDS
+
+    def has_due(self, shard: int, now: datetime) -> bool:
+        """Whether the index lists a refund of this shard as due (it may lag: a hint)."""
+        return bool(self._store.due(shard, now, 1))
+
+    def run_shard(self, shard: int, deadline: Deadline) -> RefundReport:
+        """Check every refund of one shard due now (a fan-out unit), page after page, while
+        time is left; each refund once."""
+        counts = dict.fromkeys(RefundCheck, 0)
+        now, checked = self._clock(), 0
+        seen: set[str] = set()
+        while deadline.remaining() >= 3:
+            # Those just checked may still be listed (the index lags): ask for that many more.
+            limit = BATCH + min(checked, BATCH)
+            listed = self._store.due(shard, now, limit)
+            page = [refund_id for _, refund_id in listed if refund_id not in seen]
+            before = len(seen)
+            for refund_id in page:
+                if deadline.remaining() < 3:
+                    break
+                seen.add(refund_id)
+                counts[self.check(refund_id, deadline)] += 1
+            checked = len(seen) - before
+            if not page or len(listed) < limit:
+                break
         return RefundReport(counts)
 
     def check(self, refund_id: str, deadline: Deadline) -> RefundCheck:
