@@ -24,7 +24,7 @@ BANDIT_SKIPS := B101
 #   B506 load YAML with TemplateLoader, a yaml.SafeLoader subclass (bandit cannot tell).
 BANDIT_DEV_SKIPS := B101,B105,B311,B404,B506,B603
 
-.PHONY: help setup run test unit integration lint format typecheck scan validate build bench bench-smoke bench-chaos bench-dispatch bench-invoices deploy clean
+.PHONY: help setup run test unit integration lint format typecheck scan validate build bench bench-smoke bench-chaos bench-dispatch bench-reconciler bench-invoices bench-local deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -96,9 +96,8 @@ validate: setup .venv-sam/.installed  ## cfn-lint (pinned) and sam validate --li
 build: .venv-sam/.installed  ## sam build (layer and functions, arm64, python3.13)
 	$(SAM_ENV) $(SAM) build
 
-bench: setup  ## benchmarks: cold import of every function, warm overhead, calls per charge, RSS
-	$(BIN)/python bench/cold_start_bench.py
-	$(BIN)/python bench/charge_bench.py
+bench: setup  ## every target of bench/ in one run, then one table (cold import, warm overhead, cost, reconciler, local stack)
+	$(BIN)/python bench/targets.py
 
 bench-smoke: setup  ## every bench/ script in smoke mode, numbers unchecked (part of `make test`)
 	$(BIN)/pytest tests/bench -q
@@ -109,8 +108,14 @@ bench-chaos: setup  ## the chaos scenario at scale (2,000 charges): final states
 bench-dispatch: setup  ## renewal dispatcher throughput per shard against moto, shards for 1M in 15 min
 	$(BIN)/python bench/dispatch_bench.py
 
+bench-reconciler: setup  ## reconciler: time per check, per-shard and fanned-out rates, 100,000 due charges projected
+	$(BIN)/python bench/reconciler_bench.py
+
 bench-invoices: setup  ## invoice space to exhaustion on DynamoDB Local, 1 vs 4 terminals (~1 h; reduced rings)
 	$(BIN)/python -u bench/invoice_space_bench.py --slots 6000 --terminals 1,4 --workers 8 --after-days 20
+
+bench-local: setup  ## POST /charges over HTTP on the stack `make run` starts, concurrency 1, 8, 32 (~2 min)
+	$(BIN)/python bench/local_stack_bench.py
 
 deploy: build  ## sam deploy --guided (needs AWS credentials)
 	$(SAM_ENV) $(SAM) deploy --guided

@@ -467,6 +467,30 @@ def run(sizes: Sizes, card: str, detail: bool = False) -> tuple[Meter, int, Coun
 # --------------------------------------------------------------------------- the bill
 
 
+_READS = ("GetItem", "BatchGetItem", "Query", "Scan")
+_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+
+
+def postlink_summary(meter: Meter) -> dict[str, Any]:
+    """The postLinks answered without asking ePay, and the most DynamoDB reads and writes one
+    of them made (the target: no ePay call, at most one read and one write)."""
+    postlinks = [i for i in meter.invocations if i.function == "PostLinkFunction"]
+    quiet = [i for i in postlinks if i.epay_calls == 0]
+
+    def most(kinds: tuple[str, ...]) -> int:
+        return max(
+            (sum(n for op, n in i.aws.items() if op.split(".")[-1] in kinds) for i in quiet),
+            default=0,
+        )
+
+    return {
+        "deliveries": len(postlinks),
+        "without_epay": len(quiet),
+        "max_reads": most(_READS),
+        "max_writes": most(_WRITES),
+    }
+
+
 @dataclass
 class Bill:
     """Per-charge quantities and their cost per million charges."""
@@ -520,9 +544,12 @@ def report(
     """Print the bill, the price table and the assumptions."""
     print(f"cost of an approved charge: {charges} charges through the local API, all they cause")
     print(f"  answers {dict(outcomes)}")
-    postlinks = [i for i in meter.invocations if i.function == "PostLinkFunction"]
-    quiet = sum(1 for i in postlinks if i.epay_calls == 0)
-    print(f"  postLinks answered without asking ePay: {quiet} of {len(postlinks)}")
+    postlinks = postlink_summary(meter)
+    print(
+        f"  postLinks answered without asking ePay: {postlinks['without_epay']} of"
+        f" {postlinks['deliveries']}, each with at most {postlinks['max_reads']} read and"
+        f" {postlinks['max_writes']} write"
+    )
     print()
     print(
         f"  {'function':<22}{'invocations':>12}{'seconds':>9}{'ePay':>6}{'WRU':>7}{'RRU':>7}"
@@ -604,6 +631,7 @@ def main() -> int:
                 "usd_per_million": round(result.total, 2),
                 "target": TARGET_PER_MILLION,
                 "per_charge": {k: round(v, 4) for k, v in result.quantities.items()},
+                "postlink": postlink_summary(meter),
                 "usd_per_million_by_item": {k: round(v, 2) for k, v in result.per_million.items()},
                 "by_function": {
                     f: {k: round(v, 4) for k, v in row.items()}

@@ -28,6 +28,7 @@ from payments.shared.deadline import Deadline
 
 # A refresh compares at most this many of our cards with ePay's list (pages of 100).
 REFRESH_PAGES = 10
+_KNOWN_LIMIT = 10_000
 _SUCCEEDED = frozenset(
     {
         ChargeStatus.AUTHORIZED,
@@ -54,6 +55,9 @@ class CardService:
         self._gateway = gateway
         self._clock = clock
         self._rand = rand
+        # Card ids known to have an item (items are never deleted): `remember` reads each once
+        # a container, not once per change of every charge paid with it.
+        self._known: set[str] = set()
 
     # --- the rules charges and subscriptions follow ----------------------------------------
 
@@ -73,7 +77,12 @@ class CardService:
         saved before it existed), so the account's list shows it; None when already known."""
         if charge.status not in _SUCCEEDED or not charge.card_id:
             return None
+        if charge.card_id in self._known:
+            return None
+        if len(self._known) >= _KNOWN_LIMIT:
+            self._known.clear()
         if self._cards.get(charge.card_id) is not None:
+            self._known.add(charge.card_id)
             return None
         now = self._clock()
         card = Card(
@@ -85,7 +94,9 @@ class CardService:
             updated_at=now,
             mask=charge.epay.card_mask,
         )
-        return card if self._cards.add(card) else None
+        added = self._cards.add(card)
+        self._known.add(card.id)
+        return card if added else None
 
     # --- list and remove -------------------------------------------------------------------
 
