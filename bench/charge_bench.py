@@ -207,6 +207,12 @@ class Floor:
             Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
             ConsistentRead=True,
         )
+        # The card's check (a removed card, or another account's, is refused before any write).
+        self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"CARD#{self._body['cardId']}"}, "sk": {"S": "CARD"}},
+            ConsistentRead=True,
+        )
         # The allocator's one counter step (a ring of its own: the floor's invoice ids and
         # suffixes never meet the service's).
         counter = self._ddb.update_item(

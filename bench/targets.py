@@ -30,6 +30,8 @@ SCRIPTS = (
     "local_stack_bench.py",
 )
 SCRIPT_TIMEOUT = 1800
+# Cold imports swing with what else the machine does: more rounds for a steadier median.
+FULL_RUN_ARGS = {"cold_start_bench.py": ["--runs", "11"]}
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def last_json(output: str) -> dict[str, Any] | None:
 
 def run(script: str, smoke: bool) -> dict[str, Any] | None:
     """Run one script, echoing its output; its summary, or None if it ended badly."""
-    command = [sys.executable, f"bench/{script}", *(["--smoke"] if smoke else [])]
+    extra = ["--smoke"] if smoke else FULL_RUN_ARGS.get(script, [])
+    command = [sys.executable, f"bench/{script}", *extra]
     print(f"\n$ {' '.join(command[1:])}", flush=True)
     lines: list[str] = []
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1) as child:

@@ -6,21 +6,25 @@ invoice, amount, currency, terminal) and settles only from ePay's status API.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
-from payments.charges.notifications import Delivery, Route, body_bytes
 from payments.http import router
 from payments.http.router import Reply, Request
 from payments.observability import logger, metrics
 from payments.shared import deadline
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 app = router.Router()
 
 
-def _receive(request: Request, context: router.Context, route: Route) -> Reply:
+def _receive(request: Request, context: router.Context, success: bool) -> Reply:
+    # Imported by the first delivery (the intake loads it then anyway): not by the import.
+    from payments.charges.notifications import Delivery, Route, body_bytes
+
+    route = Route.SUCCESS if success else Route.FAILURE
     delivery = Delivery(
         body=body_bytes(request.body, request.is_base64_encoded),
         content_type=request.header("Content-Type"),
@@ -34,13 +38,13 @@ def _receive(request: Request, context: router.Context, route: Route) -> Reply:
 @app.route("POST", "/epay/postlink")
 def postlink(request: Request, context: router.Context) -> Reply:
     """ePay's postLink (success notifications, and failures when no failurePostLink is used)."""
-    return _receive(request, context, Route.SUCCESS)
+    return _receive(request, context, success=True)
 
 
 @app.route("POST", "/epay/postlink/failure")
 def failure_postlink(request: Request, context: router.Context) -> Reply:
     """ePay's failurePostLink (failure notifications)."""
-    return _receive(request, context, Route.FAILURE)
+    return _receive(request, context, success=False)
 
 
 @logger.inject_lambda_context(clear_state=True)
