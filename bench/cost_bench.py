@@ -34,7 +34,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from unittest import mock
@@ -567,10 +566,7 @@ def report(
         amount = result.quantities.get(name, 0.0)
         usd = result.per_million.get(name, 0.0)
         price, what = PRICES[name]
-        print(
-            f"  {name:<16}{amount:>12.4g}{usd:>20.2f}   {Decimal(repr(price)).normalize():f} "
-            + what
-        )
+        print(f"  {name:<16}{amount:>12.4g}{usd:>20.2f}   {price:<11.4g}{what}")
     verdict = "met" if result.total <= TARGET_PER_MILLION else "NOT met"
     target = f"target <= {TARGET_PER_MILLION:.2f} {verdict}"
     print(f"  {'total':<16}{'':>12}{result.total:>20.2f}   {target}")

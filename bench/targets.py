@@ -52,7 +52,7 @@ def _cold(r: dict[str, Any]) -> list[Row]:
     target = float(r["target_ratio"])
     return [
         Row(
-            "cold import, the slowest function vs `import boto3`",
+            "cold import, slowest function / `import boto3`",
             f"{worst['ratio']:.2f}x ({name})",
             f"<= {target}x",
             worst["ratio"] <= target,
