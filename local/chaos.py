@@ -850,7 +850,7 @@ def _race(rig: Rig, rng: random.Random, charge_id: str) -> None:
     # Each at most half of what is left (or the rest): the first to reserve always fits, so the
     # armed fault meets a request.
     half = max(minimum, (left / 2).quantize(CENT, ROUND_DOWN))
-    amounts = [_amount(rng, half, minimum) for _ in range(racers)]
+    amounts = _distinct([_amount(rng, half, minimum) for _ in range(racers)], minimum)
     _arm(rig, rng, "refund", REFUND_FAULTS)
     barrier = threading.Barrier(racers)
     requests = [RefundRequest(a, "chaos", {"plan": "race"}) for a in amounts]
@@ -865,6 +865,22 @@ def _race(rig: Rig, rng: random.Random, charge_id: str) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def _distinct(amounts: list[Decimal | None], minimum: Decimal) -> list[Decimal | None]:
+    """Racing refunds' amounts made distinct (a cent less, or the rest): two lost refunds of one
+    amount are one ePay total matched two ways, which the service rightly leaves to a person."""
+    taken: set[Decimal] = set()
+    distinct: list[Decimal | None] = []
+    for amount in amounts:
+        while amount is not None and amount in taken and amount - CENT >= minimum:
+            amount -= CENT
+        if amount is not None and amount in taken:
+            amount = None
+        if amount is not None:
+            taken.add(amount)
+        distinct.append(amount)
+    return distinct
 
 
 def _refund(rig: Rig, charge_id: str, request: RefundRequest, key: str) -> RefundResult | None:

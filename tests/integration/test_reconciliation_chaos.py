@@ -101,10 +101,13 @@ def test_every_charge_and_refund_ends_as_the_ledger_says(stack: Stack) -> None:
     assert report.voids_final[S.CANCELLED.value] > 5
     assert report.voids["unknown"] > 0
     assert report.final[S.AUTHORIZED.value] > 0  # held charges nobody cancelled stay held
-    # And no reconciler run broke off, and no refund was left to a person here (no two lost
-    # refunds of one charge with amounts that could be mistaken)
+    # And no reconciler run broke off, and no refund was left to a person but where ePay's total
+    # matches more than one set of a charge's lost refunds (the service never guesses; racing
+    # refunds' amounts are distinct, so that takes lost refunds of two plans adding up alike)
     assert report.reconcile_errors == {}
-    assert report.refunds_needs_review == 0
+    ambiguous = [why for _, why in report.refunds_in_review if "in several ways" in why]
+    assert ambiguous == [why for _, why in report.refunds_in_review]
+    assert report.refunds_needs_review <= 2
     # And every card setup is settled as ePay's ledger says, none left PENDING, though the
     # postLinks of some never came: each approved one SUCCEEDED with the ledger's card saved
     # once, each declined one FAILED with none, each first payment CAPTURED as the ledger has it
