@@ -243,6 +243,24 @@ def test_failed_auto_capture_is_retried_by_the_reconciler() -> None:
     assert gateway.ops().count("capture") == 2
 
 
+def test_a_charge_whose_capture_claim_is_held_is_left_to_its_claimant() -> None:
+    # Given an authorized charge whose auto capture another path claimed a moment ago, due now
+    _, reconciler, store, gateway, clock, charge_id = setup(
+        AuthResult(GatewayStatus.AUTH, "tx-1", "1"),
+        capture_error=GatewayRejectedError("busy", operation="capture", gateway_code=100),
+        status_answers=[status("AUTH")],
+    )
+    clock.advance(PROCESSING_SAFE_AGE)
+    held = replace(store.charges[charge_id], capture_claimed_at=clock())
+    store.charges[charge_id] = held
+    calls = len(gateway.ops())
+    # When the reconciler runs
+    reconciler.run(Deadline.after(30))
+    # Then it asked ePay nothing and wrote nothing: the claimant's write cannot lose its race
+    assert gateway.ops()[calls:] == []
+    assert store.charges[charge_id] == held
+
+
 def test_contradiction_of_a_final_state_goes_to_review_with_both_facts() -> None:
     # Given a DECLINED charge
     service, _, store, gateway, _, charge_id = setup(

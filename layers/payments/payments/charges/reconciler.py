@@ -24,6 +24,7 @@ from payments.charges.model import (
     Charge,
     ChargeStatus,
     Source,
+    capture_in_flight,
 )
 from payments.charges.ports import ChargeStore
 from payments.charges.settlement import PENDING_AT_GATEWAY, ChargeSettler, SettleOutcome
@@ -183,6 +184,10 @@ class Reconciler:
             return CheckResult(charge, CheckOutcome.SKIPPED)
         if charge.void_pending and self._voids is not None:
             return self._finish_void(charge, deadline)
+        if capture_in_flight(charge, now):
+            # Another path holds the capture claim and records its outcome: any write now would
+            # make that write lose. The claim lapses within a minute; a later run looks then.
+            return CheckResult(charge, CheckOutcome.SKIPPED)
         try:
             settlement = self._settler.settle_charge(charge, Source.RECONCILER, deadline)
         except GatewayError as exc:
