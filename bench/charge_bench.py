@@ -173,7 +173,7 @@ class Floor:
         import urllib3
 
         from local.aws import LOCAL_EPAY_CREDENTIALS
-        from payments.bootstrap import AWS_CONFIG
+        from payments.clients import AWS_CONFIG
 
         self._ddb = boto3.session.Session().client("dynamodb", config=AWS_CONFIG)
         self._http = urllib3.PoolManager(maxsize=10, retries=False)

@@ -191,7 +191,7 @@ class Meter:
     def __init__(self, stack: LocalStack, indexes: list[Index]) -> None:
         import boto3
 
-        from payments.bootstrap import AWS_CONFIG
+        from payments.clients import AWS_CONFIG
 
         self.invocations: list[Invocation] = []
         self._local = threading.local()

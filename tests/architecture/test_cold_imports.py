@@ -25,8 +25,9 @@ BOTO3 = frozenset(
     {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3", "certifi"}
 )
 POWERTOOLS = frozenset({"aws_lambda_powertools", "typing_extensions"})
-# The wiring, logging, errors and the shared kernel: what every function imports.
-CORE = frozenset({"bootstrap", "errors", "observability", "shared"})
+# The wiring and its AWS clients' session, logging, errors and the shared kernel: what every
+# function imports.
+CORE = frozenset({"bootstrap", "clients", "errors", "observability", "shared"})
 # Never at import time in any function: the X-Ray SDK (Tracer is not used), Powertools' event
 # handler (the layer's own router answers API Gateway), the settings (read on first use: they
 # name the charge model) and the ePay client (built on first use).

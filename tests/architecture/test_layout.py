@@ -63,9 +63,6 @@ def test_layer_does_no_io_at_import_time() -> None:
 
 PACKAGE = ROOT / "layers" / "payments" / "payments"
 MAX_MODULE_LINES = 500
-# The composition root grows by a builder with each part it wires (its one job); 600 still says
-# "split the wiring" well before it stops being readable.
-MAX_LINES_OF = {"bootstrap.py": 600}
 
 
 def test_every_layer_package_init_is_empty() -> None:
@@ -84,8 +81,7 @@ def test_no_layer_module_outgrows_one_job() -> None:
         if path.name == "__init__.py":
             continue
         lines = path.read_text().splitlines()
-        limit = MAX_LINES_OF.get(path.name, MAX_MODULE_LINES)
-        assert len(lines) <= limit, f"{path.relative_to(ROOT)}: {len(lines)} lines"
+        assert len(lines) <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)}: {len(lines)} lines"
         assert lines[0].startswith('"""'), path.relative_to(ROOT)
         assert len(lines[0]) > 20, path.relative_to(ROOT)
 

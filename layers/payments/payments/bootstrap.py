@@ -1,8 +1,9 @@
 """The only place that wires concrete parts: built lazily, once per container.
 
-Every function imports this module, so its top imports boto3 and the clock only; each part (the
-settings too) is imported by its builder, and a function loads only the parts it builds: the
-subscriptions API never loads the ePay client, the charge functions never load subscriptions.
+Every function imports this module, so its top imports the AWS clients and the clock only; each
+part (the settings too) is imported by its builder, and a function loads only the parts it builds:
+the subscriptions API never loads the ePay client, the charge functions never load
+subscriptions.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from functools import cache, wraps
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-
+from payments import clients
 from payments.shared.clock import utc_now
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from payments.charges.search import ChargeSearch
     from payments.charges.service import ChargeService
     from payments.charges.settlement import ChargeSettler
-    from payments.charges.terminals import Terminal, TerminalCodes
+    from payments.charges.terminals import TerminalCodes
     from payments.charges.threeds import PageLinks, ThreeDSService
     from payments.charges.timeline import ChargeTimeline
     from payments.charges.transitions import ChargeTransitions
@@ -60,19 +59,18 @@ _lock = threading.RLock()
 _BUILT: list[Any] = []
 
 
-def _part[**P, T](builder: Callable[P, T]) -> Callable[P, T]:
-    """A part built once per container (`reset` forgets it)."""
+def _part[T](builder: Callable[[], T]) -> Callable[[], T]:
+    """A part built once per container (`reset` forgets it), under one lock: a part built from
+    several threads at once (a reconciler run's) is still built once."""
     built = cache(builder)
     _BUILT.append(built)
-    return cast("Callable[P, T]", built)
 
+    @wraps(builder)
+    def once() -> T:
+        with _lock:
+            return built()
 
-AWS_CONFIG = Config(
-    connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
-)
-# Connections kept per client: a reconciler run checks up to 16 charges at once (each with a
-# DynamoDB and an ePay connection) while it lists the next page.
-POOL_CONNECTIONS = 20
+    return once
 
 
 @_part
@@ -84,32 +82,20 @@ def settings() -> Settings:
 
 
 @_part
-def _session() -> Any:
-    return boto3.session.Session()
-
-
-@_part
 def _secrets() -> SecretsProvider:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-    with _lock:
-        client = _session().client("secretsmanager", config=AWS_CONFIG)
-    return SecretsProvider(boto3_client=client)
-
-
-def _secret() -> tuple[str, str, tuple[Terminal, ...]]:
-    """(client_id, client_secret, terminals) from Secrets Manager, cached a few minutes."""
-    from payments.config import SECRET_MAX_AGE_SECONDS, parse_credentials
-
-    secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
-    return parse_credentials(secret)
+    return SecretsProvider(boto3_client=clients.client("secretsmanager"))
 
 
 def credentials() -> EpayCredentials:
-    """ePay credentials from Secrets Manager, cached for a few minutes per container."""
+    """ePay credentials (client id, secret, terminals) from Secrets Manager, cached a few
+    minutes per container."""
+    from payments.config import SECRET_MAX_AGE_SECONDS, parse_credentials
     from payments.epay.client import EpayCredentials
 
-    return EpayCredentials(*_secret())
+    secret = _secrets().get(settings().secret_id, max_age=SECRET_MAX_AGE_SECONDS, transform="json")
+    return EpayCredentials(*parse_credentials(secret))
 
 
 @_part
@@ -127,7 +113,7 @@ def gateway() -> EpayClient:
         credentials=credentials,
         scope=config.scope,
         timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
-        http=urllib3.PoolManager(maxsize=POOL_CONNECTIONS, retries=False),
+        http=urllib3.PoolManager(maxsize=clients.POOL_CONNECTIONS, retries=False),
         confirm_path=config.confirm_path,
         on_call=epay_call,
     )
@@ -138,9 +124,7 @@ def store() -> DynamoChargeStore:
     """The DynamoDB charge store."""
     from payments.aws.charge_store import DynamoChargeStore
 
-    pooled = AWS_CONFIG.merge(Config(max_pool_connections=POOL_CONNECTIONS))
-    with _lock:
-        client = _session().client("dynamodb", config=pooled)
+    client = clients.client("dynamodb", connections=clients.POOL_CONNECTIONS)
     return DynamoChargeStore(
         settings().table_name, client, invoice_suffix_ttl=settings().invoice_window
     )
@@ -174,19 +158,18 @@ def charge_use_cases() -> ChargeUseCases:
     from payments.aws.telemetry import PowertoolsTelemetry
     from payments.charges.use_cases import ChargeUseCases
 
-    with _lock:
-        # charge.* events are not published by writers: the table's stream publishes them
-        # (functions/charge_events), so a crash after the write cannot lose one.
-        return ChargeUseCases.build(
-            store=store(),
-            gateway=gateway(),
-            telemetry=PowertoolsTelemetry(),
-            links=links(),
-            allocator=invoice_allocator(),
-            page_token=page_tokens().issue,
-            clock=now,
-            cards=card_service(),
-        )
+    # charge.* events are not published by writers: the table's stream publishes them
+    # (functions/charge_events), so a crash after the write cannot lose one.
+    return ChargeUseCases.build(
+        store=store(),
+        gateway=gateway(),
+        telemetry=PowertoolsTelemetry(),
+        links=links(),
+        allocator=invoice_allocator(),
+        page_token=page_tokens().issue,
+        clock=now,
+        cards=card_service(),
+    )
 
 
 def transitions() -> ChargeTransitions:
@@ -232,16 +215,15 @@ def reconciler() -> Reconciler:
     from payments.charges.reconcile_fanout import threads_setting
     from payments.charges.reconciler import Reconciler
 
-    with _lock:
-        return Reconciler(
-            store=store(),
-            settler=settler(),
-            transitions=transitions(),
-            clock=now,
-            terminals=terminals(),
-            voids=charge_use_cases().voids,
-            threads=threads_setting(os.environ),
-        )
+    return Reconciler(
+        store=store(),
+        settler=settler(),
+        transitions=transitions(),
+        clock=now,
+        terminals=terminals(),
+        voids=charge_use_cases().voids,
+        threads=threads_setting(os.environ),
+    )
 
 
 @_part
@@ -257,14 +239,13 @@ def refunds() -> RefundService:
     """Refunds of captured charges (payments.refunds), on the charges' store and writer."""
     from payments.refunds.service import RefundService
 
-    with _lock:
-        return RefundService(
-            store=refund_store(),
-            charges=store(),
-            transitions=transitions(),
-            gateway=gateway(),
-            clock=now,
-        )
+    return RefundService(
+        store=refund_store(),
+        charges=store(),
+        transitions=transitions(),
+        gateway=gateway(),
+        clock=now,
+    )
 
 
 @_part
@@ -272,24 +253,22 @@ def refund_reconciler() -> RefundReconciler:
     """Settles PENDING refunds from ePay's status API (the scheduled reconciler runs it)."""
     from payments.refunds.reconciler import RefundReconciler
 
-    with _lock:
-        return RefundReconciler(
-            store=refund_store(),
-            charges=store(),
-            service=refunds(),
-            status=gateway().status,
-            clock=now,
-        )
+    return RefundReconciler(
+        store=refund_store(),
+        charges=store(),
+        service=refunds(),
+        status=gateway().status,
+        clock=now,
+    )
 
 
 @_part
 def inbox() -> DynamoInbox:
-    """The DynamoDB inbox of postLink notifications (same table)."""
+    """The DynamoDB inbox of postLink notifications (same table, the charge store's client: a
+    postLink's cold start makes one DynamoDB client, not two)."""
     from payments.aws.inbox import DynamoInbox
 
-    with _lock:
-        client = _session().client("dynamodb", config=AWS_CONFIG)
-    return DynamoInbox(settings().table_name, client)
+    return DynamoInbox(settings().table_name, store().client)
 
 
 @_part
@@ -298,15 +277,14 @@ def postlink_service() -> PostLinkService:
     from payments.aws.telemetry import PowertoolsPostLinkTelemetry
     from payments.charges.postlink import PostLinkService
 
-    with _lock:
-        return PostLinkService(
-            inbox=inbox(),
-            charges=store(),
-            settler=settler(),
-            terminals=terminals(),
-            telemetry=PowertoolsPostLinkTelemetry(),
-            setups=setup_settler(),
-        )
+    return PostLinkService(
+        inbox=inbox(),
+        charges=store(),
+        settler=settler(),
+        terminals=terminals(),
+        telemetry=PowertoolsPostLinkTelemetry(),
+        setups=setup_settler(),
+    )
 
 
 @_part
@@ -330,7 +308,7 @@ def page_tokens() -> PageTokens:
     """3DS page tokens keyed by a label-derived key of the ePay client secret (never stored)."""
     from payments.charges.page_tokens import PageTokens, derive_key
 
-    return PageTokens(lambda: derive_key(_secret()[1]))
+    return PageTokens(lambda: derive_key(credentials().client_secret))
 
 
 @_part
@@ -352,16 +330,15 @@ def three_ds_service() -> ThreeDSService:
     from payments.aws.telemetry import PowertoolsTelemetry
     from payments.charges.threeds import ThreeDSService
 
-    with _lock:
-        return ThreeDSService(
-            store=store(),
-            gateway=gateway(),
-            settler=settler(),
-            transitions=transitions(),
-            telemetry=PowertoolsTelemetry(),
-            links=page_links(),
-            allow_loopback_acs=settings().allow_loopback_acs,
-        )
+    return ThreeDSService(
+        store=store(),
+        gateway=gateway(),
+        settler=settler(),
+        transitions=transitions(),
+        telemetry=PowertoolsTelemetry(),
+        links=page_links(),
+        allow_loopback_acs=settings().allow_loopback_acs,
+    )
 
 
 @_part
@@ -396,16 +373,15 @@ def card_setups() -> CardSetups:
     """Card setup sessions and their page (ePay's widget)."""
     from payments.cards.setups import CardSetups
 
-    with _lock:
-        return CardSetups(
-            store=setup_store(),
-            gateway=gateway(),
-            allocator=invoice_allocator(),
-            links=links(),
-            tokens=page_tokens(),
-            widget_url=settings().widget_url,
-            clock=now,
-        )
+    return CardSetups(
+        store=setup_store(),
+        gateway=gateway(),
+        allocator=invoice_allocator(),
+        links=links(),
+        tokens=page_tokens(),
+        widget_url=settings().widget_url,
+        clock=now,
+    )
 
 
 @_part
@@ -414,14 +390,13 @@ def setup_settler() -> SetupSettler:
     from payments.aws.telemetry import PowertoolsSetupTelemetry
     from payments.cards.settlement import SetupSettler
 
-    with _lock:
-        return SetupSettler(
-            store=setup_store(),
-            gateway=gateway(),
-            charges=settler(),
-            telemetry=PowertoolsSetupTelemetry(),
-            clock=now,
-        )
+    return SetupSettler(
+        store=setup_store(),
+        gateway=gateway(),
+        charges=settler(),
+        telemetry=PowertoolsSetupTelemetry(),
+        clock=now,
+    )
 
 
 @_part
@@ -442,8 +417,7 @@ def reconcile_fanout() -> ReconcileFanOut | None:
     queue_url = os.environ.get("RECONCILE_QUEUE_URL", "")
     if not queue_url:
         return None
-    with _lock:
-        sqs = _session().client("sqs", config=AWS_CONFIG)
+    sqs = clients.client("sqs")
     sources: dict[UnitKind, DueShards] = {
         UnitKind.CHARGES: reconciler(),
         UnitKind.REFUNDS: refund_reconciler(),
@@ -456,6 +430,7 @@ def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for built in _BUILT:
         built.cache_clear()
+    clients.forget()
     use_clock(utc_now)
 
 
@@ -483,13 +458,8 @@ def events() -> DomainEvents:
     bus = settings().event_bus_name
     if not bus:
         return NullEvents()
-    with _lock:
-        client = _session().client("events", config=AWS_CONFIG)
+    client = clients.client("events")
     return EventBridgeEvents(client, bus)
-
-
-# The dispatcher leases and enqueues from every shard at once (one thread per shard).
-_DISPATCH_CONFIG = AWS_CONFIG.merge(Config(max_pool_connections=64))
 
 
 @_part
@@ -497,8 +467,7 @@ def subscription_store() -> DynamoSubscriptionStore:
     """Subscriptions in the payments table."""
     from payments.aws.subscription_store import DynamoSubscriptionStore
 
-    with _lock:
-        client = _session().client("dynamodb", config=_DISPATCH_CONFIG)
+    client = clients.client("dynamodb", connections=clients.DISPATCH_CONNECTIONS)
     return DynamoSubscriptionStore(settings().table_name, client, clock=now)
 
 
@@ -520,8 +489,7 @@ def renewals() -> Renewals:
     from payments.subscriptions.renewals import Renewals
 
     queue_url = settings().renewal_queue_url
-    with _lock:
-        sqs = _session().client("sqs", config=_DISPATCH_CONFIG)
+    sqs = clients.client("sqs", connections=clients.DISPATCH_CONNECTIONS)
     return Renewals(
         store=subscription_store(),
         queue=SqsRenewalQueue(sqs, queue_url),
