@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -202,10 +203,17 @@ class Floor:
         self._write_step(claimed, result, "AUTHORIZED", "CAPTURED", "auto capture")
 
     def _reserve(self, key: str) -> str:
-        self._ddb.get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
-            ConsistentRead=True,
+        # The key's charge (its id derives from the key) and a key of the kind used before.
+        self._ddb.batch_get_item(
+            RequestItems={
+                self._table: {
+                    "Keys": [
+                        {"pk": {"S": f"CHARGE#{self._charge_id(key)}"}, "sk": {"S": "CHARGE"}},
+                        {"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+                    ],
+                    "ConsistentRead": True,
+                }
+            }
         )
         # The card's check (a removed card, or another account's, is refused before any write).
         self._ddb.get_item(
@@ -231,7 +239,7 @@ class Floor:
         return invoice
 
     def _write_processing(self, key: str, invoice: str) -> dict[str, Any]:
-        body, charge_id = self._body, "ch_" + secrets.token_hex(16)
+        body, charge_id = self._body, self._charge_id(key)
         now, epoch = datetime.now(UTC).isoformat(), int(time.time())
         pk = {"S": f"CHARGE#{charge_id}"}
         charge = {
@@ -278,36 +286,28 @@ class Floor:
             "chargeId": {"S": charge_id},
             "expiresAt": {"N": str(epoch + 400 * 86400)},
         }
-        self._ddb.transact_write_items(
-            TransactItems=[
-                self._put_new(charge),
-                self._put_new(
-                    {
-                        "pk": {"S": f"IDEMPOTENCY#{key}"},
-                        "sk": {"S": "IDEMPOTENCY"},
-                        "chargeId": {"S": charge_id},
-                        "requestHash": {"S": "0" * 64},
-                        "expiresAt": {"N": str(epoch + 30 * 86400)},
-                    }
-                ),
-                self._put_new(
-                    {
-                        "pk": {"S": f"INVOICE#{invoice}"},
-                        "sk": {"S": "INVOICE"},
-                        "chargeId": {"S": charge_id},
-                    }
-                ),
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": suffix,
-                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                        "ExpressionAttributeValues": {":now": {"N": str(epoch)}},
-                    }
-                },
-            ]
+        # Reservations first, the charge last: one conditional put each.
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=suffix,
+            ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now",
+            ExpressionAttributeValues={":now": {"N": str(epoch)}},
         )
+        self._ddb.put_item(
+            **self._put_new(
+                {
+                    "pk": {"S": f"INVOICE#{invoice}"},
+                    "sk": {"S": "INVOICE"},
+                    "chargeId": {"S": charge_id},
+                }
+            )["Put"]
+        )
+        self._ddb.put_item(**self._put_new(charge)["Put"])
         return charge
+
+    @staticmethod
+    def _charge_id(key: str) -> str:
+        return "ch_" + hashlib.sha256(b"charge\x00" + key.encode()).hexdigest()[:32]
 
     def _put_new(self, item: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -65,7 +65,7 @@ class FakeStore:
     def get(self, charge_id: str) -> Charge | None:
         return self.charges.get(charge_id)
 
-    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+    def get_idempotency(self, key: str, charge_id: str) -> IdempotencyRecord | None:
         return self.keys.get(key)
 
     def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from local.epay_sim import TEST_CLIENT_SECRET, TEST_TERMINAL_ID
+from payments.charges.model import charge_id_for_key
 from tests.integration.conftest import (
     Stack,
     capture_event,
@@ -53,9 +54,10 @@ def test_approved_card_is_charged_and_captured(stack: Stack) -> None:
     ledger = stack.simulator.ledger[charge["invoiceId"]]
     assert ledger.status_name == "CHARGE"
     assert ledger.auth_count == 1
-    # And the store holds the charge (on the one terminal), its key, its invoice, the suffix
-    # on its terminal (its three history entries inside the charge item), the ring that dealt
-    # the id and the terminal's lane
+    # And the store holds the charge (on the one terminal; its id derives from the key, so the
+    # key has no item of its own), its invoice, the suffix on its terminal (its three history
+    # entries inside the charge item), the ring that dealt the id and the terminal's lane
+    assert charge["id"] == charge_id_for_key("order-1")
     (item,) = stack.charge_items()
     assert item["status"]["S"] == "CAPTURED"
     assert [h["M"]["to"]["S"] for h in item["history"]["L"]] == [
@@ -67,7 +69,6 @@ def test_approved_card_is_charged_and_captured(stack: Stack) -> None:
     kinds = sorted(i["sk"]["S"].split("#")[0] for i in stack.items())
     assert kinds == [
         "CHARGE",
-        "IDEMPOTENCY",
         "INVOICE",
         "INVOICE_LANE",
         "INVOICE_LANE",

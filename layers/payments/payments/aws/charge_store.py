@@ -7,8 +7,10 @@ Items (pk / sk):
                                               write of one item, never a transaction)
   CHARGE#<id>            / HISTORY#<version>  one transition of a charge written before history
                                               moved into the charge item (read, never written)
-  IDEMPOTENCY#<key>      / IDEMPOTENCY        the charge a key created and the request's hash (TTL;
-                                              a renewal's key has none: it lists the charge)
+  IDEMPOTENCY#<key>      / IDEMPOTENCY        a renewal's key: lists its charge under the
+                                              subscription (no TTL). A merchant's key has no item:
+                                              the charge id derives from it (charge_id_for_key);
+                                              items of keys used before that are still read
   INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
   INVOICE_SUFFIX#<terminal>#<last6>           the last six digits are unique per terminal while
                          / INVOICE_SUFFIX     reserved (TTL: the window); the rings that deal
@@ -43,9 +45,10 @@ from payments.aws.charge_items import (
     history_entry,
     invoice_listing,
     list_keys,
+    list_sort,
     new_charge_item,
 )
-from payments.aws.dynamo import DynamoCalls, _epoch, _put_new, due_keys, from_attributes
+from payments.aws.dynamo import DynamoCalls, _put_new, due_keys, from_attributes
 from payments.aws.invoice_space import suffix_guard
 from payments.charges.events import parse_renewal_key
 from payments.charges.model import Charge, HistoryEntry
@@ -89,40 +92,23 @@ class DynamoChargeStore:
         client: Any,
         *,
         clock: Callable[[], datetime] | None = None,
-        idempotency_ttl: timedelta = timedelta(days=30),
         invoice_suffix_ttl: timedelta = timedelta(days=400),
     ) -> None:
         self._table = table_name
         self.client = client  # shared with the other stores of the table (one client a container)
         self._db = DynamoCalls(client)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._idempotency_ttl = idempotency_ttl
         self._suffix_ttl = invoice_suffix_ttl
 
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
-        """Write the charge (its history holding `entry`), its idempotency key, its invoice id and
-        suffix in one transaction; raises DuplicateKeyError naming the guard that held."""
+        """Reserve the charge's invoice suffix and invoice id (and a renewal's key, which lists
+        it under its subscription), then write the charge, its history holding `entry`: one
+        conditional put each, the charge last (DynamoCalls.put_in_order). Raises
+        DuplicateKeyError naming the guard that held: "charge" when the Idempotency-Key's charge
+        (its id derives from the key) exists. A reservation left by a stop or a crash names a
+        charge that does not hold it: readers check (get_by_invoice, search)."""
         now = self._clock()
-        renewal = parse_renewal_key(charge.idempotency_key)
-        # A renewal's key lists its charge under the subscription, so it is kept (no TTL).
-        keeps = (
-            {"expiresAt": _epoch(now + self._idempotency_ttl)}
-            if renewal is None
-            else list_keys(ListBy.SUBSCRIPTION, renewal[0], charge)
-        )
-        items = [
-            _put_new(self._table, new_charge_item(charge, entry)),
-            _put_new(
-                self._table,
-                {
-                    "pk": f"IDEMPOTENCY#{charge.idempotency_key}",
-                    "sk": "IDEMPOTENCY",
-                    "chargeId": charge.id,
-                    "requestHash": charge.request_hash,
-                    **keeps,
-                },
-            ),
-            _put_new(self._table, _invoice_item(charge)),
+        puts = [
             suffix_guard(
                 self._table,
                 charge.terminal_id,
@@ -131,9 +117,28 @@ class DynamoChargeStore:
                 now + self._suffix_ttl,
                 now,
             ),
+            _put_new(self._table, _invoice_item(charge)),
         ]
-        names = ["charge", "idempotency", "invoice", "invoice_suffix"]
-        self._db.write(items, names)
+        names = ["invoice_suffix", "invoice"]
+        renewal = parse_renewal_key(charge.idempotency_key)
+        if renewal is not None:
+            # Kept (no TTL) to list the charge under its subscription; one left by an attempt
+            # that stopped before its charge names the same charge id, so it is taken over.
+            listing = {
+                "pk": f"IDEMPOTENCY#{charge.idempotency_key}",
+                "sk": "IDEMPOTENCY",
+                "chargeId": charge.id,
+                "requestHash": charge.request_hash,
+                **list_keys(ListBy.SUBSCRIPTION, renewal[0], charge),
+            }
+            put = _put_new(self._table, listing)
+            put["Put"]["ConditionExpression"] = "attribute_not_exists(pk) OR chargeId = :id"
+            put["Put"]["ExpressionAttributeValues"] = {":id": {"S": charge.id}}
+            puts.append(put)
+            names.append("idempotency")
+        puts.append(_put_new(self._table, new_charge_item(charge, entry)))
+        names.append("charge")
+        self._db.put_in_order(puts, names)
 
     def get(self, charge_id: str) -> Charge | None:
         """Read a charge (strongly consistent), or None."""
@@ -142,16 +147,31 @@ class DynamoChargeStore:
 
     def get_by_invoice(self, invoice_id: str) -> Charge | None:
         """The charge an invoice id belongs to (`INVOICE#<id>` holds its chargeId), or None: no
-        such invoice, or a card setup's that has no charge (payments.aws.card_store)."""
+        such invoice, a card setup's that has no charge (payments.aws.card_store), or one
+        reserved by a create that stopped before its charge."""
         item = self._db.get(self._table, f"INVOICE#{invoice_id}", "INVOICE")
-        return self.get(str(item["chargeId"])) if item and item.get("chargeId") else None
-
-    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
-        """Read what an idempotency key created, or None if the key is new."""
-        item = self._db.get(self._table, f"IDEMPOTENCY#{key}", "IDEMPOTENCY")
-        if item is None:
+        if not item or not item.get("chargeId"):
             return None
-        return IdempotencyRecord(key, str(item["chargeId"]), str(item["requestHash"]))
+        charge = self.get(str(item["chargeId"]))
+        return charge if charge is not None and charge.invoice_id == invoice_id else None
+
+    def get_idempotency(self, key: str, charge_id: str) -> IdempotencyRecord | None:
+        """What `key` created, or None if the key is new: the charge `charge_id` (its id derives
+        from the key), else the charge an `IDEMPOTENCY#<key>` item of a key used before ids were
+        derived names. Both in one BatchGetItem."""
+        keys = [
+            {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": "CHARGE"}},
+            {"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+        ]
+        names = {"#pk": "pk", "#c": "chargeId", "#r": "requestHash"}
+        found = {str(i["pk"]): i for i in self._db.batch_get(self._table, keys, names=names)}
+        own = found.get(f"CHARGE#{charge_id}")
+        if own is not None:
+            return IdempotencyRecord(key, charge_id, str(own["requestHash"]))
+        older = found.get(f"IDEMPOTENCY#{key}")
+        if older is None or older.get("chargeId") == charge_id:
+            return None  # new, or a renewal's listing left by an attempt that stopped early
+        return IdempotencyRecord(key, str(older["chargeId"]), str(older["requestHash"]))
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,
@@ -238,11 +258,15 @@ class DynamoChargeStore:
         if after is not None:
             request["ExclusiveStartKey"] = _start_key(listing.by, partition, after)
         answer = self._db.call("query", **request)
-        ids = [str(item["chargeSort"]["S"]).split("#", 1)[1] for item in answer.get("Items", [])]
-        found = self._batch_get(ids)
+        sorts = [str(item["chargeSort"]["S"]) for item in answer.get("Items", [])]
+        found = self._batch_get([sort.split("#", 1)[1] for sort in sorts])
         last = answer.get("LastEvaluatedKey")
         position = f"{last['chargeSort']['S']}|{last['pk']['S']}" if last else None
-        return [found[i] for i in ids if i in found], position
+        # The entry of a reservation left by a create that stopped early names a charge that
+        # another entry lists: only the entry matching the charge's own sort key is kept.
+        charges = (found.get(sort.split("#", 1)[1]) for sort in sorts)
+        kept = [c for c, sort in zip(charges, sorts, strict=True) if c and list_sort(c) == sort]
+        return kept, position
 
     def _batch_get(self, ids: list[str]) -> dict[str, Charge]:
         keys = [{"pk": {"S": f"CHARGE#{i}"}, "sk": {"S": "CHARGE"}} for i in dict.fromkeys(ids)]

@@ -235,6 +235,13 @@ def charge_secret_hash(charge_id: str, secret: str) -> str:
     return f"{charge_id}{secret}"
 
 
+def charge_id_for_key(idempotency_key: str) -> str:
+    """The id of the charge an Idempotency-Key creates: derived from the key, so the charge's own
+    conditional put is the key's guard (no item of its own; decisions 2026-12-06)."""
+    digest = hashlib.sha256(b"charge\x00" + idempotency_key.encode()).hexdigest()
+    return f"ch_{digest[:32]}"
+
+
 def charge_id_hint(secret_hash: str | None) -> str | None:
     """The charge id a secret_hash begins with (`charge_secret_hash`), or None."""
     found = _CHARGE_ID_PREFIX.match(secret_hash or "")
@@ -252,7 +259,7 @@ class Source(StrEnum):
     OPERATOR = "operator"  # a person, through the operator API (POST /charges/{id}/resolve)
 
 
-# The shape of the ids `ChargeService` makes ("ch_" + 32 hex digits, charges/use_cases.py).
+# The shape of the ids `charge_id_for_key` makes ("ch_" + 32 hex digits).
 CHARGE_ID_RE = re.compile(r"\Ach_[0-9a-f]{32}\Z")
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class ChargeStore(Protocol):
-    """Charges with their guards (idempotency key, invoice id) and append-only history."""
+    """Charges with their guards (invoice id and suffix) and append-only history."""
 
     def create(self, charge: Charge, entry: HistoryEntry) -> None:
         """Write a new charge with its guards, or DuplicateKeyError naming the guard taken."""
@@ -27,8 +27,9 @@ class ChargeStore(Protocol):
         """The charge holding this invoice id, or None."""
         ...
 
-    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
-        """Read an idempotency record."""
+    def get_idempotency(self, key: str, charge_id: str) -> IdempotencyRecord | None:
+        """What `key` created: the charge `charge_id` (derived from the key), or the charge a key
+        used before ids were derived names; None if the key is new."""
         ...
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:

@@ -27,6 +27,7 @@ from payments.charges.model import (
     Source,
     ThreeDSData,
     capture_in_flight,
+    charge_id_for_key,
     charge_secret_hash,
     secret_hash_digest,
 )
@@ -88,7 +89,6 @@ class ChargeService:
         allocator: InvoiceAllocator,
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
-        new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         page_token: Callable[[str], tuple[str, str]] | None = None,
         cards: CardRules | None = None,
@@ -103,7 +103,6 @@ class ChargeService:
         self._allocator = allocator
         self._clock = clock
         self._rand = rand
-        self._new_id = new_id
         self._new_secret = new_secret
         # charge id -> (nonce, digest) of the customer's 3DS page token (charges.page_tokens)
         self._page_token = page_token
@@ -115,12 +114,12 @@ class ChargeService:
     ) -> CreateResult:
         """Charge a saved card once per idempotency key; the record is written before ePay."""
         request_hash = fingerprint(request.fingerprint_fields())
-        charge_id = self._new_id()
+        charge_id = charge_id_for_key(idempotency_key)
         secret_hash = charge_secret_hash(charge_id, self._new_secret())
         once = create_once(
             idempotency_key,
             request_hash,
-            lookup=self._store.get_idempotency,
+            lookup=lambda key: self._store.get_idempotency(key, charge_id),
             create=lambda: self._insert(
                 request, idempotency_key, request_hash, secret_hash, charge_id
             ),
@@ -169,8 +168,8 @@ class ChargeService:
             except InvoiceSpaceExhaustedError as exc:
                 problem = _sooner(problem, exc)
             except DuplicateKeyError as exc:
-                if exc.which == "idempotency":
-                    return None
+                if exc.which in ("charge", "idempotency"):
+                    return None  # the key's charge was written meanwhile
                 if exc.which != "invoice_suffix":
                     raise ConflictError("invoiceId is already used") from exc
                 problem = ConflictError(

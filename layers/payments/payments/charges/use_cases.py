@@ -42,7 +42,6 @@ class ChargeUseCases:
         allocator: InvoiceAllocator,
         clock: Callable[[], datetime] = utc_now,
         page_token: Callable[[str], tuple[str, str]] | None = None,
-        new_id: Callable[[], str] = lambda: "ch_" + secrets.token_hex(16),
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         cards: CardRules | None = None,
     ) -> ChargeUseCases:
@@ -60,7 +59,6 @@ class ChargeUseCases:
             links=links,
             allocator=allocator,
             clock=clock,
-            new_id=new_id,
             new_secret=new_secret,
             page_token=page_token,
             cards=cards,
