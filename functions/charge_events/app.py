@@ -86,9 +86,12 @@ def record_handler(record: Record) -> str:
 
         event_publish_failed(events[0], exc)
         raise
-    for event in events:
-        logger.info("event published", extra={"event_id": event.id, "event_type": event.type})
+    _published.extend(event.id for event in events)
     return events[0].id
+
+
+# The ids of the events this invocation published, logged as one line at its end.
+_published: list[str] = []
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -96,5 +99,15 @@ def record_handler(record: Record) -> str:
 def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> BatchResponse:
     """DynamoDB stream entry point with partial batch failures (ReportBatchItemFailures). A batch
     whose every record failed is answered the same way, so Lambda bisects and retries from the
-    first failed record rather than treating it as a crash."""
-    return process_stream(event, record_handler)
+    first failed record rather than treating it as a crash.
+
+    One "events published" line per invocation lists the ids of the events it published
+    (`<type>:<subject>...`: the type is the id's first part), rather than a line per event; a
+    record that failed has its own error lines."""
+    _published.clear()
+    try:
+        return process_stream(event, record_handler)
+    finally:
+        if _published:
+            logger.info("events published", extra={"event_ids": list(_published)})
+        _published.clear()

@@ -348,13 +348,17 @@ def test_logs_never_carry_secrets_tokens_or_card_ids(stack: Stack, captured_logs
     stack.simulator.inject("token", "500_before_commit", count=5)
     stack.invoke(create_event(body(), "log-5"))
     logs = captured_logs.getvalue()
-    # Then the logs have the outcomes with charge ids as correlation ids
+    # Then the logs have the outcomes, each on its charge's one line with its steps and ids
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     outcomes = {line.get("to_status") for line in lines}
     assert {"CAPTURED", "REQUIRES_3DS", "DECLINED", "UNKNOWN", "FAILED"} <= outcomes
-    assert all(
-        line.get("correlation_id", "").startswith("ch_") for line in lines if "to_status" in line
-    )
+    transitioned = [line for line in lines if line["message"] == "charge transitioned"]
+    assert len(transitioned) == 5  # one per charge (each invocation moved one charge)
+    for line in transitioned:
+        assert line["charge_id"].startswith("ch_")
+        assert line["steps"].startswith("created>PROCESSING>")
+        assert line["steps"].endswith(f">{line['to_status']}")
+        assert line["function_request_id"]
     # And none of the secrets ever reached them
     secrets = {TEST_CLIENT_SECRET, APPROVE, THREE_DS}
     for entry in stack.simulator.journal:

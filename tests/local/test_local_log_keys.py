@@ -188,7 +188,13 @@ def test_the_stack_names_the_charge_events_function_while_the_api_runs_others() 
             for thread in threads:
                 thread.join(30)
             for _ in range(40):  # the worker publishes each charge.succeeded
-                published = [x for x in lines.lines if x["message"] == "event published"]
+                published = [
+                    event_id
+                    for x in lines.lines
+                    if x["message"] == "events published"
+                    for event_id in x["event_ids"]
+                    if event_id.startswith("charge.succeeded:")
+                ]
                 if len(published) >= 4:
                     break
                 threading.Event().wait(0.25)
@@ -199,6 +205,6 @@ def test_the_stack_names_the_charge_events_function_while_the_api_runs_others() 
     def names(message: str) -> set[str]:
         return {x.get("function_name", "") for x in lines.lines if x["message"] == message}
 
-    assert names("event published") == {"ChargeEventsFunction"}
+    assert names("events published") == {"ChargeEventsFunction"}
     assert names("postLink notification not settled") == {"PostLinkFunction"}
     assert names("charge transitioned") == {"ChargesFunction"}

@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -326,22 +326,114 @@ def test_bootstrap_wires_the_client_to_the_epay_latency_metric(
         bootstrap.reset()
 
 
-def test_epay_latency_is_one_metric_per_call_by_operation(
+def test_epay_latency_is_published_at_the_flush_one_document_per_operation(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # Given two ePay calls of one operation and one of another, in one invocation
+    telemetry.epay_call("token", 30.04, 200)
     telemetry.epay_call("auth", 812.345, 200)
-    telemetry.epay_call("status", 95.0, None)
+    telemetry.epay_call("token", 20.0, 200)
 
-    first, second = emf_blobs(capsys.readouterr().out)
-    assert first["EpayLatency"] == [812.3]
-    assert first["Operation"] == "auth"
-    assert first["http_status"] == 200
-    (definition,) = first["_aws"]["CloudWatchMetrics"]
-    assert definition["Namespace"] == "Payments"
-    assert definition["Metrics"] == [{"Name": "EpayLatency", "Unit": "Milliseconds"}]
-    assert sorted(definition["Dimensions"][0]) == ["Operation", "service"]
-    assert second["Operation"] == "status"
-    assert second["http_status"] is None
+    # Then nothing is printed before the flush
+    assert emf_blobs(capsys.readouterr().out) == []
+
+    # When the invocation's metrics are flushed
+    metrics.flush_metrics()
+
+    # Then each operation is one document (EMF takes Operation's value from the root), the
+    # calls of one operation one value array, with the same name, unit and dimensions as before
+    token, auth = emf_blobs(capsys.readouterr().out)
+    assert token["Operation"] == "token"
+    assert token["EpayLatency"] == [30.0, 20.0]
+    assert auth["Operation"] == "auth"
+    assert auth["EpayLatency"] == [812.3]
+    for blob in (token, auth):
+        (definition,) = blob["_aws"]["CloudWatchMetrics"]
+        assert definition["Namespace"] == "Payments"
+        assert definition["Metrics"] == [{"Name": "EpayLatency", "Unit": "Milliseconds"}]
+        assert definition["Dimensions"] == [["service", "Operation"]]
+        assert blob["service"] == "payments"
+        # And a call that answered 200 needs no http_status (nothing unusual to explain)
+        assert "http_status" not in blob
+
+
+def test_an_unusual_http_status_is_kept_in_call_order(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry.epay_call("status", 40.0, 200)
+    telemetry.epay_call("status", 95.0, None)  # no answer (a timeout)
+    telemetry.epay_call("status", 60.0, 503)
+
+    metrics.flush_metrics()
+
+    (blob,) = emf_blobs(capsys.readouterr().out)
+    assert blob["EpayLatency"] == [40.0, 95.0, 60.0]
+    assert blob["http_status"] == [200, None, 503]
+
+
+def test_an_invocation_s_metrics_share_documents_where_emf_allows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an approved charge's metrics: two counts, the invoice space, three ePay calls
+    metrics.add_metric(name="ChargeAuthorized", unit="Count", value=1)
+    metrics.add_metric(name="ChargeCaptured", unit="Count", value=1)
+    telemetry.PowertoolsInvoiceTelemetry().space_used("terminal-uuid", 0.125)
+    for operation in ("token", "auth", "capture"):
+        telemetry.epay_call(operation, 10.0, 200)
+
+    # When the invocation ends
+    metrics.flush_metrics()
+
+    # Then they take three documents, not six: the counts, the terminal's share and the first
+    # operation in one (a metric directive each), then one per further operation
+    main, auth, capture = emf_blobs(capsys.readouterr().out)
+    directives = main["_aws"]["CloudWatchMetrics"]
+    assert [d["Dimensions"] for d in directives] == [
+        [["service"]],
+        [["service", "Terminal"]],
+        [["service", "Operation"]],
+    ]
+    assert [[m["Name"] for m in d["Metrics"]] for d in directives] == [
+        ["ChargeAuthorized", "ChargeCaptured"],
+        ["InvoiceSpaceUsedPercent"],
+        ["EpayLatency"],
+    ]
+    assert directives[1]["Metrics"] == [{"Name": "InvoiceSpaceUsedPercent", "Unit": "Percent"}]
+    assert {d["Namespace"] for d in directives} == {"Payments"}
+    assert main["Terminal"] == "terminal-uuid"
+    assert main["InvoiceSpaceUsedPercent"] == [12.5]
+    assert (main["Operation"], main["EpayLatency"]) == ("token", [10.0])
+    assert (auth["Operation"], capture["Operation"]) == ("auth", "capture")
+    assert len(auth["_aws"]["CloudWatchMetrics"]) == 1
+    # And a second flush has nothing left to say
+    metrics.flush_metrics()
+    assert emf_blobs(capsys.readouterr().out) == []
+
+
+def test_a_full_value_array_is_published_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # EMF takes at most 100 values of a metric in one document
+    for n in range(101):
+        telemetry.epay_call("status", float(n), 200)
+
+    (full,) = emf_blobs(capsys.readouterr().out)
+    assert full["EpayLatency"] == [float(n) for n in range(100)]
+    metrics.flush_metrics()
+    (rest,) = emf_blobs(capsys.readouterr().out)
+    assert rest["EpayLatency"] == [100.0]
+
+
+def test_a_set_timestamp_stamps_the_dimensioned_metrics_of_that_flush(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The reconciler stamps a shard run's metrics with its tick
+    tick = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    metrics.set_timestamp(tick)
+    telemetry.epay_call("status", 5.0, 200)
+    metrics.flush_metrics()
+    telemetry.epay_call("status", 6.0, 200)
+    metrics.flush_metrics()
+
+    stamped, later = emf_blobs(capsys.readouterr().out)
+    assert stamped["_aws"]["Timestamp"] == int(tick.timestamp() * 1000)
+    assert later["_aws"]["Timestamp"] != stamped["_aws"]["Timestamp"]
 
 
 # ------------------------------------------------------------------------------ outcomes
@@ -366,12 +458,17 @@ def test_a_decline_is_counted_by_its_category(
     # When its outcome is reported
     telemetry.PowertoolsTelemetry().outcome(charge)
 
-    # Then ChargeDeclinedByCategory is published at once with its (bounded) Category
+    # Then ChargeDeclined is counted with the invocation's other metrics, and
+    # ChargeDeclinedByCategory with its (bounded) Category in a directive of its own
+    assert metrics.metric_set["ChargeDeclined"]["Value"] == [1.0]
+    metrics.flush_metrics()
     (blob,) = emf_blobs(capsys.readouterr().out)
+    assert blob["ChargeDeclined"] == [1.0]
     assert blob["ChargeDeclinedByCategory"] == [1.0]
     assert blob["Category"] == dimension
-    # And ChargeDeclined is counted with the invocation's other metrics
-    assert metrics.metric_set["ChargeDeclined"]["Value"] == [1.0]
+    by_category = blob["_aws"]["CloudWatchMetrics"][1]
+    assert by_category["Dimensions"] == [["service", "Category"]]
+    assert by_category["Metrics"] == [{"Name": "ChargeDeclinedByCategory", "Unit": "Count"}]
 
 
 def test_a_charge_through_3ds_counts_completed_once(capsys: pytest.CaptureFixture[str]) -> None:

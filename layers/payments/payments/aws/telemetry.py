@@ -2,28 +2,33 @@
 
 Every metric name is a literal here (not built from an enum's value), so renaming a status cannot
 silently rename a metric an alarm or the dashboard watches (tests/template greps for them).
+
+A charge's status changes are logged once per invocation, not once per write: one
+"charge transitioned" line per charge (and source) at the end of the invocation, with every step
+it took (`steps`, oldest first, as chains: "created>PROCESSING>AUTHORIZED>CAPTURED"; a step that
+does not start where the previous one ended - another path moved the charge in between - starts
+a new chain after a space) and the status it ended in (`to_status`). The charge item's history
+stays the record; the log is the trail (docs/decisions.md, 2026-12-06, "log bytes per charge").
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from payments.charges.declines import DeclineCategory
 from payments.charges.model import Charge, ChargeStatus, Source
 from payments.errors import GatewayError, PaymentsError
-from payments.observability import logger, metrics
+from payments.observability import at_invocation_end, logger, metrics
 from payments.shared.events import DomainEvent
 from payments.shared.fields import mask_card_id
 
 if TYPE_CHECKING:
     from payments.cards.model import CardSetup
     from payments.charges.inbox_records import PostLinkOutcome
-
-NAMESPACE = "Payments"
-SERVICE = "payments"
 
 _METRIC_NAMES = {
     ChargeStatus.AUTHORIZED: "ChargeAuthorized",
@@ -40,47 +45,112 @@ _METRIC_NAMES = {
 _THREE_DS_FROM = frozenset({ChargeStatus.REQUIRES_3DS, ChargeStatus.UNKNOWN})
 _PAID = frozenset({ChargeStatus.AUTHORIZED, ChargeStatus.CAPTURED})
 _DECLINE_CATEGORIES = frozenset(c.value for c in DeclineCategory)
+CREATED = "created"  # the "from" of a new charge's first step
+# Trails kept at once, past which they are logged without waiting for the end of the invocation
+# (a bound on memory for a process that runs use cases outside any handler).
+_MAX_TRAILS = 1000
 
 
 def _count_by(name: str, dimension: str, value: str) -> None:
-    """One count of `name` with one extra dimension (its own EMF blob: the invocation's shared
-    metric set has one dimension set)."""
-    with single_metric(
-        name=name,
-        unit=MetricUnit.Count,
-        value=1,
-        namespace=NAMESPACE,
-        default_dimensions={"service": SERVICE, dimension: value},
-    ):
-        pass
+    """One count of `name` with one extra dimension (published with the invocation's metrics,
+    in a directive of its own: the invocation's shared metric set has one dimension set)."""
+    metrics.add_dimensioned_metric(
+        name=name, unit=MetricUnit.Count, value=1, dimensions={dimension: value}
+    )
+
+
+@dataclass
+class _Trail:
+    """The status changes one invocation made to one charge, from one source."""
+
+    charge_id: str
+    invoice_id: str
+    source: str
+    card: str
+    chains: list[list[str]] = field(default_factory=list)
+    error_code: str | None = None
+
+    def add(self, previous: str, status: str) -> None:
+        """One step; it extends the last chain when it starts where that one ended."""
+        if self.chains and self.chains[-1][-1] == previous:
+            self.chains[-1].append(status)
+        else:
+            self.chains.append([previous, status])
+
+    def line(self) -> dict[str, Any]:
+        return {
+            "charge_id": self.charge_id,
+            "invoice_id": self.invoice_id,
+            "to_status": self.chains[-1][-1],
+            "steps": " ".join(">".join(chain) for chain in self.chains),
+            "source": self.source,
+            "card": self.card,
+            "error_code": self.error_code,
+        }
+
+
+_trails_lock = threading.Lock()
+# By the invocation's request id, then by (charge id, source), in the order first changed.
+_trails: dict[str, dict[tuple[str, str], _Trail]] = {}
+
+
+def _request_id() -> str | None:
+    """The request id of the invocation this thread runs for (also in the reconciler's pool
+    threads in Lambda: inject_lambda_context sets it process-wide); None outside one."""
+    value = logger.get_current_keys().get("function_request_id")
+    return str(value) if value else None
+
+
+def log_transitions() -> None:
+    """Log this invocation's charge trails, one "charge transitioned" line each (run at the end
+    of every invocation by the metrics flush: observability.at_invocation_end)."""
+    request_id = _request_id()
+    with _trails_lock:
+        kept = _trails.pop(request_id, {}) if request_id else {}
+    for trail in kept.values():
+        _log_trail(trail)
+
+
+def _log_trail(trail: _Trail) -> None:
+    logger.info("charge transitioned", extra=trail.line())
+
+
+at_invocation_end(log_transitions)
 
 
 class PowertoolsTelemetry:
     """Telemetry through Powertools Logger (JSON) and Metrics (EMF), one metric per outcome."""
 
     def bind_charge(self, charge: Charge) -> None:
-        """Make the charge id the correlation id of the rest of this invocation's logs (of this
-        thread's, off the main thread: the reconciler checks several charges at once)."""
+        """Put the charge id and invoice id on the rest of this invocation's lines (of this
+        thread's, off the main thread: the reconciler checks several charges at once). No
+        correlation_id: it was the charge id again on every line."""
         if threading.current_thread() is not threading.main_thread():
-            logger.thread_safe_append_keys(
-                correlation_id=charge.id, charge_id=charge.id, invoice_id=charge.invoice_id
-            )
+            logger.thread_safe_append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
             return
-        logger.set_correlation_id(charge.id)
         logger.append_keys(charge_id=charge.id, invoice_id=charge.invoice_id)
 
     def transitioned(self, charge: Charge, previous: ChargeStatus | None, source: Source) -> None:
-        """Log one transition; count a finished 3-D Secure step (ThreeDSCompleted)."""
-        logger.info(
-            "charge transitioned",
-            extra={
-                "from_status": previous.value if previous else None,
-                "to_status": charge.status.value,
-                "source": source,
-                "card": mask_card_id(charge.card_id),
-                "error_code": charge.error.code if charge.error else None,
-            },
-        )
+        """Add one transition to the charge's trail, logged at the end of the invocation (at
+        once outside an invocation); count a finished 3-D Secure step (ThreeDSCompleted)."""
+        request_id = _request_id()
+        overflow: list[_Trail] = []
+        with _trails_lock:
+            kept = _trails.setdefault(request_id, {}) if request_id else {}
+            trail = kept.get((charge.id, source))
+            if trail is None:
+                trail = kept[(charge.id, source)] = _Trail(
+                    charge.id, charge.invoice_id, source, mask_card_id(charge.card_id)
+                )
+            trail.add(previous.value if previous else CREATED, charge.status.value)
+            trail.error_code = charge.error.code if charge.error else trail.error_code
+            if sum(len(k) for k in _trails.values()) > _MAX_TRAILS:
+                overflow = [t for k in _trails.values() for t in k.values()]
+                _trails.clear()
+        if request_id is None:
+            _log_trail(trail)
+        for kept_trail in overflow:
+            _log_trail(kept_trail)
         if previous in _THREE_DS_FROM and charge.status in _PAID and charge.three_ds is not None:
             # The customer finished 3-D Secure and the payment went through (started:
             # ChargeRequires3DS). Counted on the transition, so a later capture is not.
@@ -118,14 +188,12 @@ class PowertoolsInvoiceTelemetry:
 
     def space_used(self, terminal_id: str, share: float) -> None:
         """Report the reserved share of the terminal's ring just used."""
-        with single_metric(
+        metrics.add_dimensioned_metric(
             name="InvoiceSpaceUsedPercent",
             unit=MetricUnit.Percent,
             value=round(share * 100, 1),
-            namespace=NAMESPACE,
-            default_dimensions={"service": SERVICE, "Terminal": terminal_id},
-        ):
-            pass
+            dimensions={"Terminal": terminal_id},
+        )
 
     def space_exhausted(self, terminal_id: str) -> None:
         """Every ring of the terminal is full: log it (the charge is answered 503) and count."""
@@ -161,7 +229,7 @@ class PowertoolsPostLinkTelemetry:
         extra = {
             "verdict": outcome.verdict.value,
             "route": outcome.route.value,
-            "duplicate": outcome.duplicate,
+            "duplicate": True if outcome.duplicate else None,  # absent: a first delivery
             "invoice_id": outcome.invoice_id,
             "status": outcome.status.value if outcome.status else None,
             "detail": outcome.detail,
@@ -229,12 +297,15 @@ def event_publish_failed(event: DomainEvent, error: PaymentsError) -> None:
 def epay_call(operation: str, elapsed_ms: float, http_status: int | None) -> None:
     """One ePay HTTP call's time (the client's `on_call`): `EpayLatency` in milliseconds with
     dimension Operation (token, auth, status, capture, ...), the HTTP status as metadata (None:
-    no answer - a timeout or a broken connection)."""
-    with single_metric(
+    no answer - a timeout or a broken connection). Published with the invocation's metrics: the
+    calls of one operation as one value array, `http_status` an array in the same order, left
+    out when every one of them answered 200 (an unusual status explains a latency; 200 does
+    not, and a failure has its own "ePay call failed" warning)."""
+    metrics.add_dimensioned_metric(
         name="EpayLatency",
         unit=MetricUnit.Milliseconds,
         value=round(elapsed_ms, 1),
-        namespace=NAMESPACE,
-        default_dimensions={"service": SERVICE, "Operation": operation},
-    ) as metric:
-        metric.add_metadata(key="http_status", value=http_status)
+        dimensions={"Operation": operation},
+        metadata={"http_status": http_status},
+        usual={"http_status": 200},
+    )

@@ -2,8 +2,9 @@
 subscriptions).
 
 The key's record is written in the same transaction as the resource it created, or is the
-resource itself (a charge's id derives from its key), so a key either names a resource or nothing. A repeat with the same request replays that resource; with another
-request body it is refused; while the first is still being created it is "in flight".
+resource itself (a charge's id derives from its key), so a key either names a resource or
+nothing. A repeat with the same request replays that resource; with another request body it is
+refused; while the first is still being created it is "in flight".
 """
 
 from __future__ import annotations
