@@ -27,6 +27,7 @@ import http.client
 import io
 import json
 import math
+import re
 import sys
 import threading
 import time
@@ -63,6 +64,27 @@ PRICES: dict[str, tuple[float, str]] = {
 }
 # Lambda writes START, END and REPORT lines of its own for every invocation.
 PLATFORM_LOG_BYTES = 330
+# The values API Gateway fills template.yaml's access log format with for a signed POST /charges
+# (one line a REST request, into ApiAccessLogGroup; priced as logs).
+_ACCESS_LOG_CONTEXT = {
+    "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+    "extendedRequestId": "RmYQzFd8IAMEQdw=",
+    "requestTime": "06/Dec/2026:10:55:58 +0000",
+    "identity.sourceIp": "203.0.113.10",
+    "identity.caller": "AIDAJQABLZS4A3QDU576Q",
+    "identity.userArn": "arn:aws:iam::123456789012:user/merchant-backend",
+    "httpMethod": "POST",
+    "resourcePath": "/charges",
+    "path": "/v1/charges",
+    "status": "201",
+    "protocol": "HTTP/1.1",
+    "responseLength": "1105",
+    "responseLatency": "612",
+    "integration.latency": "598",
+    "integration.status": "200",
+    "error.message": "-",
+    "authorize.error": "-",
+}
 EPAY_LATENCY_MS = 150.0  # assumed round trip of one ePay call from AWS (local: a few ms)
 STREAM_BATCH = 25  # the charge events function's BatchSize: records per invocation at load
 POSTLINK_DELAY_SECONDS = 1.0
@@ -145,6 +167,25 @@ class Index:
         return units
 
 
+def access_log_bytes(template: Mapping[str, Any]) -> int:
+    """Bytes of one REST API access log line: the template's format, filled (0 without one)."""
+
+    def formats(node: Any) -> Iterator[str]:
+        if isinstance(node, Mapping):
+            if isinstance(node.get("Format"), str):
+                yield node["Format"]
+            for value in node.values():
+                yield from formats(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from formats(value)
+
+    setting = template["Resources"]["PaymentsApi"]["Properties"].get("AccessLogSetting")
+    line = next(formats(setting), "")
+    filled = re.sub(r"\$context\.([A-Za-z.]+)", lambda m: _ACCESS_LOG_CONTEXT[m.group(1)], line)
+    return len(filled.encode()) + 1 if line else 0
+
+
 def table_indexes(template: Mapping[str, Any]) -> list[Index]:
     """The payments table's global secondary indexes, read from template.yaml."""
     table = template["Resources"]["PaymentsTable"]["Properties"]
@@ -203,6 +244,7 @@ class Meter:
         )
         self.unattributed: Counter[str] = Counter()
         self.keep_lines = False
+        self.access_log_bytes = 0  # one REST API access log line (access_log_bytes)
 
     @property
     def current(self) -> Invocation | None:
@@ -227,7 +269,9 @@ class Meter:
         def counted_handler(handler: Any, event: dict[str, Any], context: Any) -> Any:
             invocation = Invocation(
                 function=context.function_name,
-                api="requestContext" in event,
+                # Through API Gateway: a REST proxy event. A function URL's (version 2.0, the
+                # postLink) also has a requestContext but bills Lambda only.
+                api="requestContext" in event and event.get("version") != "2.0",
                 records=len(event.get("Records") or []),
             )
             previous = meter.current
@@ -440,7 +484,8 @@ def run(sizes: Sizes, card: str, detail: bool = False) -> tuple[Meter, int, Coun
 
     stack = start_cost_stack()
     try:
-        indexes = table_indexes(load_template(ROOT / "template.yaml"))
+        template = load_template(ROOT / "template.yaml")
+        indexes = table_indexes(template)
         body = json.loads(json.loads(EVENT_PATH.read_text())["body"])
         body["cardId"] = card
         payload = json.dumps(body).encode()
@@ -451,6 +496,7 @@ def run(sizes: Sizes, card: str, detail: bool = False) -> tuple[Meter, int, Coun
         time.sleep(3.0)  # the warm-up's postLinks and stream batches land outside the count
         meter = Meter(stack, indexes)
         meter.keep_lines = detail
+        meter.access_log_bytes = access_log_bytes(template)
         outcomes: Counter[str] = Counter()
         with meter.installed():
             for _ in range(sizes.charges):
@@ -519,7 +565,9 @@ def bill(meter: Meter, charges: int) -> Bill:
         row["epay_calls"] += inv.epay_calls
         row["wru"] += inv.wru
         row["rru"] += inv.rru
-        row["log_bytes"] += inv.log_bytes + PLATFORM_LOG_BYTES * share
+        log_bytes = inv.log_bytes + PLATFORM_LOG_BYTES * share
+        log_bytes += meter.access_log_bytes if inv.api else 0
+        row["log_bytes"] += log_bytes
         q["apigw_request"] += 1 if inv.api else 0
         q["lambda_request"] += share
         q["lambda_gb_s"] += math.ceil(seconds * 1000) / 1000 * MEMORY_GB
@@ -528,7 +576,7 @@ def bill(meter: Meter, charges: int) -> Bill:
         q["event"] += inv.events
         q["sqs_request"] += inv.sqs
         q["secret_call"] += inv.secrets
-        q["log_gb"] += (inv.log_bytes + PLATFORM_LOG_BYTES * share) / 1e9
+        q["log_gb"] += log_bytes / 1e9
     per_charge = {k: v / charges for k, v in q.items()}
     per_million = {k: v * PRICES[k][0] * 1e6 for k, v in per_charge.items()}
     for row in by_function.values():
@@ -577,7 +625,11 @@ def report(
     )
     print(
         f"  stream function at load gets {STREAM_BATCH} records an invocation (its BatchSize);"
-        f" Lambda's own log lines {PLATFORM_LOG_BYTES} B an invocation; DynamoDB units"
+        f" Lambda's own log lines {PLATFORM_LOG_BYTES} B an invocation; a REST request's"
+    )
+    print(
+        f"  access log line {meter.access_log_bytes} B (template.yaml's format, filled); DynamoDB"
+        " units"
     )
     print("  from item sizes: 1 WRU a KB (2 in a transaction), 1 RRU per 4 KB strongly")
     print("  consistent (half eventually), an index entry is its keys and projection + 100 B;")
