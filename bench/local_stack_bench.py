@@ -3,11 +3,13 @@
 Run by `make bench-local` (PYTHONPATH=layers/payments:.). It prints numbers and never fails on
 them: the two target lines only say "met" or "NOT met". The stack is the one `make run` starts
 (`local.run.start_stack` with `make run`'s defaults: DynamoDB Local when Java and the jar are
-there, moto, the ePay simulator delivering postLinks, the table's stream into the charge events
-function, the renewal and reconciler schedules), without the local event feed (nothing reads it
-here). Each client thread keeps its own keep-alive `http.client` connection and sends the
-canonical body of events/charges/create-charge.json with a fresh Idempotency-Key, unsigned (the
-local API does not check SigV4, as `make run`'s banner says).
+there, moto's server in a process of its own, the ePay simulator delivering postLinks, the
+table's stream into the charge events function, the renewal and reconciler schedules), without
+the local event feed (nothing reads it here). The clients run in a process of their own (as
+`make run`'s callers do), one thread per connection. Each client thread keeps its own keep-alive
+`http.client` connection and sends the canonical body of events/charges/create-charge.json with
+a fresh Idempotency-Key, unsigned (the local API does not check SigV4, as `make run`'s banner
+says).
 
 Top-level imports are stdlib only.
 """
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -68,8 +71,10 @@ class Level:
     statuses: dict[str, int]
     postlinks: int
     postlink_failures: int
-    cpu_ms: float  # this process (API, functions, simulator, moto, the clients) per charge
-    child_cpu_ms: float | None  # the stack's child processes (DynamoDB Local) per charge
+    cpu_ms: float  # this process (API, functions, simulator; not the clients) per charge
+    child_cpu_ms: float | None  # the stack's child processes (DynamoDB Local, moto) per charge
+    #: The same, per child process ("DynamoDB Local", "moto"); empty without /proc.
+    child_cpu_by_process: dict[str, float]
 
     @property
     def throughput(self) -> float:
@@ -106,6 +111,9 @@ class Level:
             "child_cpu_ms_per_charge": (
                 None if self.child_cpu_ms is None else round(self.child_cpu_ms, 1)
             ),
+            "child_cpu_ms_per_charge_by_process": {
+                name: round(ms, 1) for name, ms in sorted(self.child_cpu_by_process.items())
+            },
         }
 
 
@@ -115,24 +123,29 @@ def process_cpu() -> float:
     return times.user + times.system
 
 
-def children_cpu() -> float | None:
-    """CPU seconds of this process's running children (DynamoDB Local), from /proc; None
-    without /proc."""
+def children_cpu(exclude: int | None = None) -> dict[str, float] | None:
+    """CPU seconds of this process's running children by process ("DynamoDB Local" for java,
+    "moto" for moto's server), from /proc, but for ``exclude`` (the clients); None without
+    /proc."""
     proc = Path("/proc")
     if not proc.is_dir():
         return None
-    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    ticks: dict[str, int] = {}
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == exclude:
             continue
         try:
-            # Fields after the ")" that ends the command name: state, ppid, ... utime, stime.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            # The command name is between the parentheses; after the ")": state, ppid, ...
+            # utime, stime.
+            name, after = (entry / "stat").read_text().split("(", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
             continue  # ended meanwhile
+        fields = after.split()
         if int(fields[1]) == me:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            label = "DynamoDB Local" if name == "java" else "moto" if "python" in name else name
+            ticks[label] = ticks.get(label, 0) + int(fields[11]) + int(fields[12])
+    return {label: count / tick for label, count in ticks.items()}
 
 
 def met(ok: bool) -> str:
@@ -229,12 +242,15 @@ def charge_body() -> bytes:
     return str(event["body"]).encode()
 
 
-def client(host: str, port: int, charges: Charges, start: threading.Barrier) -> None:
+def client(
+    host: str, port: int, charges: Charges, connected: threading.Barrier, go: threading.Event
+) -> None:
     """One client: its own keep-alive connection, charges until none is left."""
     connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
     try:
         connection.connect()
-        start.wait()
+        connected.wait()
+        go.wait()
         while charges.take():
             headers = {
                 "Content-Type": "application/json",
@@ -257,34 +273,79 @@ def client(host: str, port: int, charges: Charges, start: threading.Barrier) -> 
         connection.close()
 
 
-def run_level(stack: LocalStack, concurrency: int, total: int, body: bytes) -> Level:
-    """``total`` charges from ``concurrency`` threads; waits for their postLinks afterwards."""
-    simulator = stack.require_simulator()
-    postlinks_before = len(simulator.postlinks)
-    auths_before = len(simulator.requests("auth"))
-    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
-    charges = Charges(total, body)
-    start = threading.Barrier(concurrency + 1)
+def run_clients(host: str, port: int, concurrency: int, total: int) -> None:
+    """The clients' process (``--clients``): opens the connections, says "ready", sends the
+    charges once told "go" on stdin, then prints one JSON line of what it saw.
+
+    The clients run in a process of their own, as `make run`'s callers do: in the stack's
+    process their threads would take the stack's GIL (and count in its CPU), and a client
+    waiting for that GIL would add to the latencies it measures.
+    """
+    charges = Charges(total, charge_body())
+    connected, go = threading.Barrier(concurrency + 1), threading.Event()
     threads = [
         threading.Thread(
-            target=client, args=(host, int(port), charges, start), name=f"bench-{n}", daemon=True
+            target=client, args=(host, port, charges, connected, go), name=f"bench-{n}"
         )
         for n in range(concurrency)
     ]
     for thread in threads:
         thread.start()
-    start.wait()  # every connection is open: time from here
-    began, cpu_before, children_before = time.perf_counter(), process_cpu(), children_cpu()
+    connected.wait()  # every connection is open
+    print("ready", flush=True)
+    sys.stdin.readline()
+    began = time.perf_counter()
+    go.set()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - began
-    cpu = process_cpu() - cpu_before
-    children_after = children_cpu()
-    child_cpu = (
-        None
-        if children_before is None or children_after is None
-        else children_after - children_before
+    answer = {
+        "seconds": seconds,
+        "latencies_ms": charges.latencies_ms,
+        "statuses": charges.statuses,
+    }
+    print(json.dumps(answer), flush=True)
+
+
+def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
+    """``total`` charges from ``concurrency`` threads of the clients' process; waits for their
+    postLinks afterwards."""
+    simulator = stack.require_simulator()
+    postlinks_before = len(simulator.postlinks)
+    auths_before = len(simulator.requests("auth"))
+    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
+    numbers = (str(concurrency), str(total))
+    clients = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--clients", host, port, *numbers],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert clients.stdin is not None
+    assert clients.stdout is not None
+    try:
+        if clients.stdout.readline().strip() != "ready":
+            raise RuntimeError("the clients' process did not start")
+        cpu_before, children_before = process_cpu(), children_cpu(exclude=clients.pid)
+        clients.stdin.write("go\n")
+        clients.stdin.flush()
+        seen = json.loads(clients.stdout.readline())
+        cpu = process_cpu() - cpu_before
+        children_after = children_cpu(exclude=clients.pid)
+    finally:
+        clients.stdin.close()
+        clients.wait(timeout=60)
+    seconds = float(seen["seconds"])
+    latencies_ms: list[float] = [float(ms) for ms in seen["latencies_ms"]]
+    statuses: dict[str, int] = {str(k): int(v) for k, v in seen["statuses"].items()}
+    by_process = (
+        {}
+        if children_before is None or children_after is None
+        else {
+            name: after - children_before.get(name, 0.0) for name, after in children_after.items()
+        }
+    )
+    child_cpu = None if children_after is None else sum(by_process.values())
     # Each auth of the approved card sends one postLink; wait for this level's before the next.
     auths = len(simulator.requests("auth")) - auths_before
     delivered = simulator.wait_for_postlinks(postlinks_before + auths, timeout=POSTLINK_WAIT)
@@ -292,14 +353,15 @@ def run_level(stack: LocalStack, concurrency: int, total: int, body: bytes) -> L
     failures = sum(1 for d in mine if d.error or not (200 <= (d.status or 0) < 300))
     return Level(
         concurrency,
-        len(charges.latencies_ms),
+        len(latencies_ms),
         seconds,
-        charges.latencies_ms,
-        dict(sorted(charges.statuses.items())),
+        latencies_ms,
+        dict(sorted(statuses.items())),
         len(mine),
         failures,
         cpu * 1000 / max(1, total),
         None if child_cpu is None else child_cpu * 1000 / max(1, total),
+        {name: seconds * 1000 / max(1, total) for name, seconds in by_process.items()},
     )
 
 
@@ -319,7 +381,7 @@ def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> 
     print(f"POST /charges over HTTP, local stack as `make run` starts it (DynamoDB: {dynamodb})")
     print(
         f"warm-up {sizes.warmup} charges; postLinks delivered by the simulator; CPU in ms per "
-        "charge: this process (API, functions, simulator, moto) / child processes (DynamoDB Local)"
+        "charge: this process (API, functions, simulator) / child processes (DynamoDB Local, moto)"
     )
     print("=" * width)
     print(
@@ -343,6 +405,12 @@ def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> 
             f"{target}"
         )
     print("-" * width)
+    for level in levels:
+        if level.child_cpu_by_process:
+            shares = ", ".join(
+                f"{name} {ms:.1f}" for name, ms in sorted(level.child_cpu_by_process.items())
+            )
+            print(f"concurrency {level.concurrency} child CPU ms per charge: {shares}")
     for level in levels:
         if level.non_201:
             print(f"concurrency {level.concurrency} answers: {json.dumps(level.statuses)}")
@@ -378,9 +446,18 @@ def main() -> int:
     """Start the local stack, warm it up, measure each concurrency, print."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a few charges: checks it runs")
+    parser.add_argument(
+        "--clients",
+        nargs=4,
+        metavar=("HOST", "PORT", "CONCURRENCY", "TOTAL"),
+        help=argparse.SUPPRESS,  # the clients' process of one level (run_level starts it)
+    )
     args = parser.parse_args()
+    if args.clients:
+        host, port, concurrency, total = args.clients
+        run_clients(host, int(port), int(concurrency), int(total))
+        return 0
     sizes = SMOKE if args.smoke else Sizes()
-    body = charge_body()
 
     started = time.perf_counter()
     out = sys.stdout  # progress lines; everything the stack prints goes to the sink
@@ -389,10 +466,10 @@ def main() -> int:
     with open(os.devnull, "w") as sink, console_like_make_run(sink), start_local_stack() as stack:
         dynamodb = "moto" if stack.dynamodb_endpoint == stack.aws_endpoint else "DynamoDB Local"
         print(f"warm-up: {sizes.warmup} charges at concurrency 8 ...", file=out, flush=True)
-        run_level(stack, 8, sizes.warmup, body)
+        run_level(stack, 8, sizes.warmup)
         for concurrency, total in sizes.per_level:
             print(f"concurrency {concurrency}: {total} charges ...", file=out, flush=True)
-            levels.append(run_level(stack, concurrency, total, body))
+            levels.append(run_level(stack, concurrency, total))
     report(levels, sizes, dynamodb, time.perf_counter() - started)
     return 0
 
