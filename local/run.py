@@ -2,11 +2,12 @@
 
 What starts, in order (each one skipped when the environment points elsewhere):
 
-1. AWS services: moto's threaded server on a free loopback port for Secrets Manager, SQS,
-   EventBridge (and DynamoDB when DynamoDB Local is not available), unless ``AWS_ENDPOINT_URL`` is
-   set. DynamoDB goes to DynamoDB Local (``local.dynamodb_local``; moto's DynamoDB is not
-   thread-safe for concurrent conditional writes) when Java and the jar are present, unless
-   ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_DYNAMODB`` is set.
+1. AWS services: moto's server, in a process of its own (``local.aws.MotoServerProcess``), on a
+   free loopback port for Secrets Manager, SQS, EventBridge (and DynamoDB when DynamoDB Local is
+   not available), unless ``AWS_ENDPOINT_URL`` is set. DynamoDB goes to DynamoDB Local
+   (``local.dynamodb_local``; moto's DynamoDB is not thread-safe for concurrent conditional
+   writes) when Java and the jar are present, unless ``AWS_ENDPOINT_URL`` or
+   ``AWS_ENDPOINT_URL_DYNAMODB`` is set.
 2. The ePay simulator on a free loopback port, unless ``EPAY_OAUTH_URL`` and ``EPAY_API_URL`` are
    both set (then those, e.g. ePay's public test environment, are used).
 3. The template's table(s), secret(s), queues and buses, created from template.yaml's own
@@ -17,7 +18,8 @@ What starts, in order (each one skipped when the environment points elsewhere):
    template's parameter defaults,
    overridden by the simulator's URLs (``EPAY_WIDGET_URL`` too: the card setup page loads the
    simulator's widget script), the created resource names, ``PUBLIC_BASE_URL`` (the local API)
-   and the AWS endpoint.
+   and the AWS endpoint. The postLink function's URL (a Lambda function URL in AWS) is served on
+   the same port at its paths, so ``POSTLINK_BASE_URL`` is the local API's URL + "/".
 5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
    queue when a renewal period is given, the reconciler's schedule and its queue of shard units
    when a reconcile period is given, and the table's stream into the charge events function.
@@ -52,7 +54,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from local.apigw import ApiDocs, LocalApiGateway
-from local.aws import create_resources
+from local.aws import MotoServerProcess, create_resources
 from local.epay_sim import (
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
@@ -67,6 +69,7 @@ from local.events_feed import EVENTS_PATH, EventsFeed
 from local.template import (
     TemplateError,
     function_environment,
+    function_url_names,
     load_template,
     parameter_defaults,
     resources_of_type,
@@ -220,11 +223,15 @@ def _start_aws(
     env: dict[str, str] = {}
     endpoint = outside.get("AWS_ENDPOINT_URL", "")
     credentials: dict[str, str] = {}
+    moto: MotoServerProcess | None = None
     if endpoint:
         region = outside.get("AWS_DEFAULT_REGION") or outside.get("AWS_REGION") or LOCAL_REGION
         env["AWS_DEFAULT_REGION"] = region
     else:
-        endpoint = _start_moto(host, stoppers)
+        # moto's server in a process of its own (its CPU off the functions' GIL), started
+        # while DynamoDB Local starts.
+        moto = _launch_moto(host, stoppers)
+        endpoint = moto.url
         region = LOCAL_REGION
         credentials = dict(_DUMMY_CREDENTIALS)
         env.update(credentials, AWS_DEFAULT_REGION=region, AWS_REGION=region)
@@ -232,21 +239,18 @@ def _start_aws(
     dynamodb_endpoint = outside.get("AWS_ENDPOINT_URL_DYNAMODB", "")
     if not dynamodb_endpoint and not outside.get("AWS_ENDPOINT_URL"):
         dynamodb_endpoint = _start_dynamodb_local(host, dynamodb, stoppers)
+    if moto is not None:
+        moto.wait_ready()
+        logger.info("moto server on %s", endpoint)
     # Always set, so a stray AWS_ENDPOINT_URL_DYNAMODB in the process cannot win over ours.
     env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint or endpoint
     return _AwsEndpoints(endpoint, dynamodb_endpoint or endpoint, region, credentials, env)
 
 
-def _start_moto(host: str, stoppers: list[Callable[[], None]]) -> str:
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-    moto.start()
+def _launch_moto(host: str, stoppers: list[Callable[[], None]]) -> MotoServerProcess:
+    moto = MotoServerProcess(host=host).launch()
     stoppers.append(moto.stop)
-    moto_host, moto_port = moto.get_host_and_port()
-    endpoint = f"http://{moto_host}:{moto_port}"
-    logger.info("moto server on %s", endpoint)
-    return endpoint
+    return moto
 
 
 def _start_dynamodb_local(
@@ -314,17 +318,21 @@ def _environment_for(
     declared = template.get("Parameters") or {}
 
     def env_for(url: str) -> dict[str, str]:
-        # The API's URL is the public base URL (TermUrl, postLink) unless the caller overrides
-        # the PublicBaseUrl parameter.
+        # The API's URL is the public base URL (TermUrl, the pages, the function URLs) unless
+        # the caller overrides the PublicBaseUrl parameter.
         url_parameter = {"PublicBaseUrl": url} if "PublicBaseUrl" in declared else {}
         params = {**url_parameter, **parameters}
         if "PublicBaseUrl" not in parameter_overrides:
             params.update(url_parameter)
-        function_env = merged_environment(template, params, names)
+        public_url = params.get("PublicBaseUrl", url)
+        # Function URLs (POSTLINK_BASE_URL: the postLink function's) are served on the local
+        # API's port at their own paths, so each one's URL is the public base URL + "/".
+        urls = function_url_names(template, public_url)
+        function_env = merged_environment(template, params, {**names, **urls})
         return {
             **function_env,
             **overrides,
-            "PUBLIC_BASE_URL": params.get("PublicBaseUrl", url),
+            "PUBLIC_BASE_URL": public_url,
         }
 
     return env_for
@@ -356,8 +364,13 @@ def _start_workers(
     renewal_period: float | None,
     charge_events: bool,
     reconcile_period: float | None = None,
+    stream_credentials: Any = None,
 ) -> None:
-    """The schedule and event sources the template wires to functions, as local threads."""
+    """The schedule and event sources the template wires to functions, as local threads.
+
+    ``stream_credentials`` (botocore's) let the stream poller send GetRecords as a plain signed
+    request and pass its JSON through (``local.workers.RawGetRecords``).
+    """
     from local.workers import ChargeEventWorker, Reconciliations, RenewalWorkers
 
     # Renewals: the dispatcher every `renewal_period` s and the worker on the queue.
@@ -381,6 +394,7 @@ def _start_workers(
             clients["dynamodb"],
             clients["dynamodbstreams"],
             names[table_ids[0]],
+            credentials=stream_credentials,
         ).start()
         stoppers.append(worker.stop)
 
@@ -478,6 +492,7 @@ def start_stack(
             renewal_period=renewal_period,
             charge_events=charge_events,
             reconcile_period=reconcile_period,
+            stream_credentials=session.get_credentials(),
         )
     except BaseException:
         while stoppers:

@@ -5,8 +5,14 @@ which plain PyYAML rejects. :class:`TemplateLoader` maps each to its long form, 
 local stack works on the same dictionaries CloudFormation sees before the SAM transform.
 
 Only what the local stack uses is resolved: ``Ref`` to parameters, resources and a few pseudo
-parameters, and ``Fn::Sub`` over those. Anything else (``Fn::If``, ``Fn::GetAtt``, ...) in a
-function's environment is an error, so a template the local stack cannot honour fails loudly.
+parameters, ``Fn::Sub`` over those, and ``Fn::GetAtt`` of what the caller names (e.g. a function
+URL's ``FunctionUrl``). Anything else (``Fn::If``, ...) in a function's environment is an error,
+so a template the local stack cannot honour fails loudly.
+
+A function with ``FunctionUrlConfig`` gets a Lambda function URL. The local stack serves it on the
+local API's port at the paths its ``Metadata.FunctionUrlPaths`` lists (:func:`function_url_routes`;
+a real function URL takes every path, a shared port cannot), with function URL (payload 2.0)
+events.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ __all__ = [
     "TemplateLoader",
     "api_routes",
     "function_environment",
+    "function_url_names",
+    "function_url_routes",
     "load_template",
     "parameter_defaults",
     "resolve",
@@ -45,6 +53,8 @@ PSEUDO_PARAMETERS: dict[str, str] = {
 _DEFAULT_TIMEOUT = 3  # seconds, Lambda's default
 _DEFAULT_MEMORY = 128  # MB, Lambda's default
 _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+#: The attribute of a function URL resource (``<Function>Url``, SAM's name) that holds its URL.
+FUNCTION_URL_ATTRIBUTE = "FunctionUrl"
 
 
 class TemplateError(ValueError):
@@ -89,7 +99,8 @@ def load_template(path: str | Path) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One API Gateway REST route (an ``Api`` event of a function) and how to run its function."""
+    """One API Gateway REST route (an ``Api`` event of a function), or one path of a function's
+    Lambda function URL (``function_url``), and how to run its function."""
 
     function_id: str
     event_name: str
@@ -102,6 +113,8 @@ class Route:
     auth: str  # "AWS_IAM", "NONE", or the name of another authorizer
     # ContentUri of each of the function's AWS::Serverless::LayerVersion layers
     layers: tuple[str, ...] = ()
+    # A path of the function's URL (payload 2.0 events, no API Gateway), not a REST route.
+    function_url: bool = False
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -239,6 +252,62 @@ def api_routes(template: Mapping[str, Any]) -> list[Route]:
     return routes
 
 
+def function_url_routes(template: Mapping[str, Any]) -> list[Route]:
+    """One route per path of every function URL (``FunctionUrlConfig`` of a function).
+
+    The paths come from the function's ``Metadata.FunctionUrlPaths``: a function URL without them
+    cannot be served locally, and is an error. Method ``ANY`` (a function URL takes every
+    method; the function answers the ones it does not serve); ``auth`` is the URL's AuthType.
+    """
+    routes: list[Route] = []
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    for function_id, function in functions.items():
+        config = _function_property(template, function, "FunctionUrlConfig")
+        if not isinstance(config, dict):
+            continue
+        paths = (function.get("Metadata") or {}).get("FunctionUrlPaths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or not paths:
+            raise TemplateError(
+                f"{function_id}: a function URL needs Metadata.FunctionUrlPaths (the paths the "
+                "local stack serves)"
+            )
+        code_uri = _function_property(template, function, "CodeUri")
+        handler = _function_property(template, function, "Handler")
+        if not isinstance(code_uri, str) or not isinstance(handler, str):
+            raise TemplateError(f"{function_id}: CodeUri and Handler must be plain strings")
+        auth = config.get("AuthType")
+        routes.extend(
+            Route(
+                function_id=function_id,
+                event_name="FunctionUrl",
+                method="ANY",
+                resource=path,
+                code_uri=code_uri,
+                handler=handler,
+                timeout=int(_function_property(template, function, "Timeout") or _DEFAULT_TIMEOUT),
+                memory=int(_function_property(template, function, "MemorySize") or _DEFAULT_MEMORY),
+                auth=auth if isinstance(auth, str) else "NONE",
+                layers=_layer_paths(template, function),
+                function_url=True,
+            )
+            for path in paths
+        )
+    return routes
+
+
+def function_url_names(template: Mapping[str, Any], base_url: str) -> dict[str, str]:
+    """``"<Function>Url.FunctionUrl"`` -> ``base_url`` with a trailing "/" (a function URL's
+    form), for every function URL: the local stack serves them all on the local API's port."""
+    url = base_url.rstrip("/") + "/"
+    return {
+        f"{function_id}Url.{FUNCTION_URL_ATTRIBUTE}": url
+        for function_id, function in resources_of_type(
+            template, "AWS::Serverless::Function"
+        ).items()
+        if isinstance(_function_property(template, function, "FunctionUrlConfig"), dict)
+    }
+
+
 def _stringify(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -253,7 +322,8 @@ def resolve(value: Any, parameters: Mapping[str, str], resource_names: Mapping[s
     ``Ref`` looks in ``parameters`` (the template's Parameters, already defaulted/overridden), then
     ``resource_names`` (logical id -> physical name/ARN), then the pseudo parameters. ``Fn::Sub``
     accepts the string form and the ``[string, {variables}]`` form with ``${Name}`` and
-    ``${Resource.Attribute}`` (looked up as "Resource.Attribute" in ``resource_names``).
+    ``${Resource.Attribute}`` (looked up as "Resource.Attribute" in ``resource_names``), and
+    ``Fn::GetAtt`` is looked up the same way.
     """
     if isinstance(value, str | int | float | bool):
         return _stringify(value)
@@ -263,6 +333,10 @@ def resolve(value: Any, parameters: Mapping[str, str], resource_names: Mapping[s
             return _lookup(str(argument), parameters, resource_names)
         if key == "Fn::Sub":
             return _substitute(argument, parameters, resource_names)
+        if key == "Fn::GetAtt" and isinstance(argument, list) and len(argument) == 2:
+            name = f"{argument[0]}.{argument[1]}"
+            if name in resource_names:
+                return resource_names[name]
     raise TemplateError(f"the local stack cannot resolve {value!r}")
 
 
@@ -306,6 +380,9 @@ def function_environment(
     """A function's environment variables: Globals.Function's, overridden by the function's own.
 
     ``parameters`` are used as given; pass :func:`parameter_defaults` merged with any overrides.
+    A variable that is a function URL (``!GetAtt <Function>Url.FunctionUrl``) not named in
+    ``resource_names`` (:func:`function_url_names`) is left out: no URL is known, and the layer
+    then builds that link under PUBLIC_BASE_URL, where the local API serves the URL's paths.
     """
     functions = resources_of_type(template, "AWS::Serverless::Function")
     if logical_id not in functions:
@@ -317,4 +394,27 @@ def function_environment(
         "Variables"
     ) or {}
     merged = {**global_vars, **own_vars}
-    return {name: resolve(value, parameters, resource_names) for name, value in merged.items()}
+    return {
+        name: resolve(value, parameters, resource_names)
+        for name, value in merged.items()
+        if not _unknown_function_url(template, value, resource_names)
+    }
+
+
+def _unknown_function_url(
+    template: Mapping[str, Any], value: Any, resource_names: Mapping[str, str]
+) -> bool:
+    argument = value.get("Fn::GetAtt") if isinstance(value, dict) and len(value) == 1 else None
+    if not (isinstance(argument, list) and len(argument) == 2):
+        return False
+    resource, attribute = str(argument[0]), str(argument[1])
+    if attribute != FUNCTION_URL_ATTRIBUTE or f"{resource}.{attribute}" in resource_names:
+        return False
+    function = resources_of_type(template, "AWS::Serverless::Function").get(
+        resource.removesuffix("Url")
+    )
+    return (
+        resource.endswith("Url")
+        and function is not None
+        and isinstance(_function_property(template, function, "FunctionUrlConfig"), dict)
+    )

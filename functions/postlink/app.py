@@ -1,7 +1,9 @@
 """ePay postLink intake (success and failure links). Thin: parse, call one use case, answer.
 
-Public route: ePay does not sign notifications, so the use case stores, verifies (secret_hash,
-invoice, amount, currency, terminal) and settles only from ePay's status API.
+Served by the function's own Lambda function URL (AuthType NONE, payload 2.0), not the REST API:
+ePay does not sign notifications, so the use case stores, verifies (secret_hash, invoice, amount,
+currency, terminal) and settles only from ePay's status API. The router reads the function URL's
+event (any other path is a 404); the function sees only the Request.
 """
 
 from __future__ import annotations
@@ -50,5 +52,5 @@ def failure_postlink(request: Request, context: router.Context) -> Reply:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """API Gateway (REST, proxy) entry point."""
+    """Lambda function URL entry point (a REST proxy event is read the same way)."""
     return app.resolve(event, context)

@@ -24,14 +24,24 @@ What it deliberately does not do:
   Powertools' log keys are the exception: each invocation gets its own (``function_name`` and the
   rest stay its own while others run, see :mod:`~local.apigw.runtime`).
 
-Modules: :mod:`~local.apigw.event` builds proxy events, :mod:`~local.apigw.runtime` loads and runs
-handlers, :mod:`~local.apigw.integration` picks routes and translates outcomes into answers,
+The paths of the template's Lambda function URLs (``FunctionUrlConfig``; the paths are the
+function's ``Metadata.FunctionUrlPaths``) are served on the same port with function URL events
+(payload format 2.0), as Lambda would send them (no API Gateway in between).
+
+Modules: :mod:`~local.apigw.event` builds proxy and function URL events,
+:mod:`~local.apigw.runtime` loads and runs handlers, :mod:`~local.apigw.integration` picks
+routes and translates outcomes into answers,
 :mod:`~local.apigw.server` serves HTTP, :mod:`~local.apigw.docs` the API document and its
 reference page (``/openapi.json``, ``/docs``; local only). Their public names are re-exported here.
 """
 
 from local.apigw.docs import ApiDocs
-from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, is_text_content_type
+from local.apigw.event import (
+    LOCAL_IAM_USER_ARN,
+    build_function_url_event,
+    build_proxy_event,
+    is_text_content_type,
+)
 from local.apigw.integration import (
     INTEGRATION_TIMEOUT_SECONDS,
     MAX_REQUEST_BYTES,
@@ -51,6 +61,7 @@ __all__ = [
     "LocalApiGateway",
     "LocalEndpoint",
     "ProxyResponse",
+    "build_function_url_event",
     "build_proxy_event",
     "call_handler",
     "invocation_log_keys",

@@ -1,7 +1,9 @@
-"""Builds the REST API (payload format 1.0) Lambda proxy events API Gateway sends to handlers.
+"""Builds the events HTTP requests reach handlers with: API Gateway's REST API Lambda proxy events
+(payload format 1.0) and Lambda function URL events (payload format 2.0).
 
-No sockets here: :func:`build_proxy_event` turns a request's parts into the event, with the local
-fake IAM caller for ``AWS_IAM`` routes (nothing is verified).
+No sockets here: :func:`build_proxy_event` turns a request's parts into the REST event, with the
+local fake IAM caller for ``AWS_IAM`` routes (nothing is verified);
+:func:`build_function_url_event` into a function URL's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from local.template import PSEUDO_PARAMETERS
 
@@ -24,6 +26,7 @@ __all__ = [
     "LOCAL_REGION",
     "HeaderInput",
     "QueryInput",
+    "build_function_url_event",
     "build_proxy_event",
     "is_text_content_type",
     "random_id",
@@ -233,3 +236,78 @@ def build_proxy_event(
         "body": body_text,
         "isBase64Encoded": is_base64,
     }
+
+
+def build_function_url_event(
+    method: str,
+    path: str,
+    headers: HeaderInput,
+    query: QueryInput,
+    body: bytes | None,
+    source_ip: str = "127.0.0.1",
+    *,
+    url_id: str = "localurl0000000000000000000000000",
+    domain_name: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+    forwarded_proto: str = "https",
+) -> dict[str, Any]:
+    """A Lambda function URL event (payload format 2.0, AuthType NONE), shaped like Lambda's own.
+
+    ``path`` is the request path as sent (``rawPath``; ``requestContext.http.path`` too). Header
+    names are lower case and a repeated header's values are joined with commas, as are a
+    repeated query parameter's; cookies move from the Cookie header to ``cookies``. The body
+    follows the same text-or-base64 rule as :func:`build_proxy_event`; ``body`` is absent when
+    there is none. Lambda adds the Host, X-Forwarded-* and X-Amzn-Trace-Id headers.
+    """
+    now = now or datetime.now(UTC)
+    epoch = now.timestamp()
+    domain = domain_name or f"{url_id}.lambda-url.{LOCAL_REGION}.on.aws"
+    header_pairs = _pairs(headers)
+    header_pairs += _gateway_headers(header_pairs, domain, epoch, source_ip, forwarded_proto)
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in header_pairs:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    query_pairs = _pairs(query)
+    parameters: dict[str, str] = {}
+    for key, value in query_pairs:
+        parameters[key] = f"{parameters[key]},{value}" if key in parameters else value
+    body_text, is_base64 = _event_body(body, joined.get("content-type"))
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query.lstrip("?") if isinstance(query, str) else urlencode(query_pairs),
+        "headers": joined,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": url_id,
+            "domainName": domain,
+            "domainPrefix": url_id,
+            "http": {
+                "method": method.upper(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": request_id or str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(epoch * 1000),
+        },
+        "isBase64Encoded": is_base64,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if parameters:
+        event["queryStringParameters"] = parameters
+    if body_text is not None:
+        event["body"] = body_text
+    return event

@@ -1,4 +1,5 @@
-"""Serves a template's REST API routes over HTTP on loopback: :class:`LocalApiGateway`.
+"""Serves a template's REST API routes over HTTP on loopback: :class:`LocalApiGateway`. The paths
+of its Lambda function URLs are served on the same port, with function URL (payload 2.0) events.
 
 One thread per connection (daemonic), a listen backlog big enough for bursts of a few hundred
 connections and Nagle's algorithm off on accepted sockets. The process-wide environment and the
@@ -20,10 +21,15 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from local.apigw.docs import ApiDocs
-from local.apigw.event import LOCAL_IAM_USER_ARN, build_proxy_event, random_id
+from local.apigw.event import (
+    LOCAL_IAM_USER_ARN,
+    build_function_url_event,
+    build_proxy_event,
+    random_id,
+)
 from local.apigw.integration import (
     INTEGRATION_TIMEOUT_SECONDS,
     MAX_REQUEST_BYTES,
@@ -35,7 +41,9 @@ from local.apigw.integration import (
 )
 from local.apigw.runtime import load_handler
 from local.template import (
+    Route,
     api_routes,
+    function_url_routes,
     load_template,
     parameter_defaults,
     resolve,
@@ -73,6 +81,10 @@ def simulator_control(base_url: str, method: str, path: str, body: bytes | None)
 class LocalApiGateway:
     """Serves a template's REST API routes on loopback and invokes their handlers in-process.
 
+    The paths of the template's function URLs (:func:`~local.template.function_url_routes`) are
+    served on the same port: a request no REST route takes goes to the function URL path it
+    matches exactly, with a function URL event (AWS gives each function URL its own host).
+
     ``env`` is the environment every function sees; it is applied to ``os.environ`` in
     :meth:`start` and the previous values are restored in :meth:`stop`. It may be a callable that
     receives the bound base URL (handy with ``port=0`` for ``PUBLIC_BASE_URL``). Use ``port=0`` for
@@ -99,6 +111,7 @@ class LocalApiGateway:
         self.base_dir = self.template_path.parent
         self.template = load_template(self.template_path)
         self.routes = api_routes(self.template)
+        self.url_routes = function_url_routes(self.template)
         self._env_source = env
         self.env: dict[str, str] = dict(env) if isinstance(env, Mapping) else {}
         self.stage = stage or self._template_stage()
@@ -169,6 +182,14 @@ class LocalApiGateway:
                 route.function_id,
                 route.auth,
             )
+        for route in self.url_routes:
+            logger.info(
+                "  %-6s %s -> %s (function URL, auth %s)",
+                route.method,
+                route.resource,
+                route.function_id,
+                route.auth,
+            )
         return self
 
     def _prepare(self) -> None:
@@ -178,12 +199,13 @@ class LocalApiGateway:
         for name, value in self.env.items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
-        for layer in sorted({layer for route in self.routes for layer in route.layers}):
+        every_route = [*self.routes, *self.url_routes]
+        for layer in sorted({layer for route in every_route for layer in route.layers}):
             layer_path = str((self.base_dir / layer).resolve())
             if layer_path not in sys.path:
                 sys.path.insert(0, layer_path)
         if self.preload:
-            for route in self.routes:
+            for route in every_route:
                 load_handler(route.code_uri, route.handler, self.base_dir)
 
     def stop(self) -> None:
@@ -229,7 +251,12 @@ class LocalApiGateway:
             return simulator_control(self.simulator_url, method, split.path, body), request_id
         found = match_route(self.routes, method, split.path)
         if found is None:
-            return missing_token(), request_id
+            url_route = self._url_route(split.path)
+            if url_route is None:
+                return missing_token(), request_id
+            return self._function_url(
+                url_route, method, split, headers, body, source_ip, host, request_id
+            ), request_id
         route, params = found
         event = build_proxy_event(
             method,
@@ -255,6 +282,41 @@ class LocalApiGateway:
             integration_timeout=self.integration_timeout,
         )
         return answer, request_id
+
+    def _url_route(self, path: str) -> Route | None:
+        return next((r for r in self.url_routes if r.match(path) == {}), None)
+
+    def _function_url(
+        self,
+        route: Route,
+        method: str,
+        split: SplitResult,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        source_ip: str,
+        host: str | None,
+        request_id: str,
+    ) -> ProxyResponse:
+        # A function URL: no API Gateway in between, so no 29 s integration limit (the
+        # function's own Timeout ends it); its answer is read like a proxy response.
+        event = build_function_url_event(
+            method,
+            split.path,
+            headers,
+            split.query,
+            body,
+            source_ip,
+            domain_name=host,
+            request_id=request_id,
+            forwarded_proto="http",
+        )
+        return integrate(
+            route,
+            event,
+            request_id,
+            base_dir=self.base_dir,
+            integration_timeout=max(self.integration_timeout, float(route.timeout)),
+        )
 
 
 class _Server(ThreadingHTTPServer):

@@ -88,19 +88,24 @@ def test_no_layer_module_outgrows_one_job() -> None:
 
 def test_public_paths_the_service_hands_out_are_routes_of_the_template() -> None:
     # Given the paths PublicLinks owns (postLink, TermUrl, the 3DS page)
-    from local.template import api_routes, load_template
+    from local.template import api_routes, function_url_routes, load_template
     from payments.charges import links
 
     owned = {
-        ("POST", links.POSTLINK_PATH),
-        ("POST", links.FAILURE_POSTLINK_PATH),
         ("GET", links.THREEDS_PAGE_PATH),
         ("POST", links.THREEDS_RETURN_PATH),
+        ("GET", links.CARD_SETUP_PAGE_PATH),
     }
-    # When template.yaml's API routes are read
-    routes = {(r.method, r.resource) for r in api_routes(load_template(ROOT / "template.yaml"))}
-    # Then every URL we send ePay or a browser to is served, with the method it will use
+    postlinks = {links.POSTLINK_PATH, links.FAILURE_POSTLINK_PATH}
+    # When template.yaml's API routes and its function URL's paths are read
+    template = load_template(ROOT / "template.yaml")
+    routes = {(r.method, r.resource) for r in api_routes(template)}
+    url_paths = {r.resource for r in function_url_routes(template) if r.method in ("ANY", "POST")}
+    # Then every URL we send a browser to is an API route, with the method it will use
     assert owned <= routes, owned - routes
+    # And ePay's postLinks are paths of the postLink function's URL (not API routes)
+    assert postlinks <= url_paths, postlinks - url_paths
+    assert not {path for _, path in routes} & postlinks
 
 
 def test_test_modules_have_unique_basenames() -> None:

@@ -1,7 +1,8 @@
 """openapi.yaml, the API contract: a valid OpenAPI 3.1 document naming exactly template.yaml's
-routes, with an example and the 4xx/5xx answers of every operation, and error codes that are the
-service's own. (That the service's answers match it is checked in tests/integration, on every
-response the tier sees; the checker itself is tested here.)"""
+routes (and the paths of its function URL, each with its own server), with an example and the
+4xx/5xx answers of every operation, and error codes that are the service's own. (That the
+service's answers match it is checked in tests/integration, on every response the tier sees; the
+checker itself is tested here.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from local.template import api_routes, load_template
+from local.template import api_routes, function_url_routes, load_template
 from payments import errors
 from payments.http import bodies
 from tests.integration import openapi_check
@@ -46,6 +47,11 @@ GATEWAY_CODES = {
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     return openapi_check.spec_document()
+
+
+def function_url_paths() -> set[str]:
+    """The paths of template.yaml's function URLs (ePay's postLink): not REST API routes."""
+    return {route.resource for route in function_url_routes(load_template(ROOT / "template.yaml"))}
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -87,19 +93,46 @@ def test_the_document_names_exactly_the_templates_routes(document: dict[str, Any
     # Given every Api event of template.yaml
     routes = api_routes(load_template(ROOT / "template.yaml"))
     template = {(route.method, route.resource) for route in routes}
+    url_paths = function_url_paths()
 
-    # When compared with the document's operations
-    documented = {(method, path) for method, path, _ in operations(document)}
+    # When compared with the document's operations (a function URL's paths apart)
+    documented = {(m, path) for m, path, _ in operations(document) if path not in url_paths}
 
     # Then they are the same set
     assert documented - template == set(), "documented, but not routed by template.yaml"
     assert template - documented == set(), "routed by template.yaml, but not documented"
+    # And the function URL's paths (ePay's postLink) are documented, as POST only
+    by_path = {path: m for m, path, _ in operations(document) if path in url_paths}
+    assert set(by_path) == url_paths
+    assert set(by_path.values()) == {"POST"}
+
+
+def test_function_url_paths_name_their_own_server(document: dict[str, Any]) -> None:
+    # Given the function URL's paths (not REST API routes)
+    url_paths = function_url_paths()
+    assert url_paths
+    for path, item in document["paths"].items():
+        if path in url_paths:
+            # Then each names the function URL (and the local stack) as its servers
+            urls = [server["url"] for server in item["servers"]]
+            assert any(url.endswith(".lambda-url.{region}.on.aws") for url in urls), path
+            assert openapi_check.HOST_URL in urls, path
+            assert not any("execute-api" in url for url in urls), path
+        else:
+            # And every other path is the REST API's (the document's own servers)
+            assert "servers" not in item, path
 
 
 def test_public_routes_are_unsigned_and_merchant_routes_signed(document: dict[str, Any]) -> None:
     # Given the template's auth per route
-    routes = api_routes(load_template(ROOT / "template.yaml"))
-    auth = {(route.method, route.resource): route.auth for route in routes}
+    template = load_template(ROOT / "template.yaml")
+    auth = {(route.method, route.resource): route.auth for route in api_routes(template)}
+    # A function URL's paths take any method; its AuthType is their auth
+    auth |= {
+        (method, route.resource): route.auth
+        for route in function_url_routes(template)
+        for method in ("GET", "POST")
+    }
     assert document["security"] == [{"sigv4": []}]
     scheme = document["components"]["securitySchemes"]["sigv4"]
     assert scheme["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -115,6 +148,7 @@ def test_public_routes_are_unsigned_and_merchant_routes_signed(document: dict[st
 def test_every_operation_has_examples_and_documents_its_failures(
     document: dict[str, Any],
 ) -> None:
+    url_paths = function_url_paths()
     for method, path, operation in operations(document):
         name = f"{method} {path}"
         responses = {code: resolve(document, r) for code, r in operation["responses"].items()}
@@ -136,15 +170,23 @@ def test_every_operation_has_examples_and_documents_its_failures(
             if code[0] in "45":
                 assert response.get("description"), f"{name} {code}: no description"
                 assert response.get("content"), f"{name} {code}: no body documented"
+        if path in url_paths:
+            # And a function URL's refusals are there: Lambda's throttle (reserved concurrency)
+            # and its 502 for a crashed or timed-out function (no API Gateway, no 29 s limit)
+            assert {"429", "502"} <= set(responses), f"{name}: Lambda's 429/502"
+            assert "504" not in responses, f"{name}: no API Gateway timeout on a function URL"
+            continue
         # And API Gateway's refusals are there: throttling and its integration timeout
         assert {"429", "504"} <= set(responses), f"{name}: API Gateway's 429/504"
 
 
 def test_retry_after_is_documented_where_the_service_sends_it(document: dict[str, Any]) -> None:
+    url_paths = function_url_paths()
     for method, path, operation in operations(document):
         responses = operation["responses"]
         headers = resolve(document, responses["429"]).get("headers", {})
-        assert "Retry-After" in headers, f"{method} {path} 429"
+        # (Lambda's own 429 of a function URL carries no Retry-After)
+        assert ("Retry-After" in headers) != (path in url_paths), f"{method} {path} 429"
         if "503" in responses:
             response = resolve(document, responses["503"])
             if "application/json" in response.get("content", {}):
@@ -266,6 +308,20 @@ def test_the_checker_passes_an_answer_the_document_allows() -> None:
     event = _event("GET", "/charges/{chargeId}", chargeId=_charge()["id"])
     # When checked / Then nothing is found
     assert openapi_check.exchange_problems(event, _answer(200, json.dumps(_charge()))) == []
+
+
+def test_the_checker_reads_a_function_url_event() -> None:
+    import json
+
+    # Given the canonical postLink event (a Lambda function URL event, payload 2.0)
+    event = json.loads((ROOT / "events/postlink/postlink-success.json").read_text())
+    assert event["version"] == "2.0"
+    # When its documented answer is checked / Then nothing is found
+    received = _answer(200, json.dumps({"received": True}))
+    assert openapi_check.is_documented(event)
+    assert openapi_check.exchange_problems(event, received) == []
+    # And an answer the document does not allow is found (an undocumented status)
+    assert openapi_check.exchange_problems(event, _answer(418, "{}"))
 
 
 @pytest.mark.parametrize(

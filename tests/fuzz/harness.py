@@ -1,7 +1,8 @@
 """Send generated requests through the real handlers and check what they did (fuzz tier, bench).
 
 Shared by the fuzz tier (tests/fuzz) and bench/fuzz_bench.py. Routes come from template.yaml's
-`Api` events (local.template.api_routes), events from local.apigw.build_proxy_event, handlers
+`Api` events (local.template.api_routes; the function URL's paths too), events from
+local.apigw.build_proxy_event (build_function_url_event for the function URL), handlers
 from local.apigw.load_handler, exactly as the local API Gateway runs them. What is observed of
 each request: the proxy response, the table's writes (its DynamoDB stream) and ePay's calls (the
 simulator's journal). What must hold:
@@ -27,7 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from local.apigw import LambdaContext, build_proxy_event, load_handler, parse_proxy_response
+from local.apigw import (
+    LambdaContext,
+    build_function_url_event,
+    build_proxy_event,
+    load_handler,
+    parse_proxy_response,
+)
 from local.epay_sim.cards import CARD_3DS, CARD_AUTH, CARD_EXPIRED, CARD_INSUFFICIENT_FUNDS
 from local.template import Route
 from tests.fuzz.strategies import (
@@ -234,16 +241,21 @@ class Api:
         path = route.resource
         for name, value in request.path_params.items():
             path = path.replace("{" + name + "}", quote(value, safe="", errors="surrogatepass"))
-        event = build_proxy_event(
-            route.method,
-            route.resource,
-            path,
-            request.path_params or None,
-            list(request.headers),
-            list(request.query),
-            request.body,
-            iam_auth=route.auth == "AWS_IAM",
-        )
+        if route.function_url:  # ePay's postLink: the postLink function's URL (payload 2.0)
+            event = build_function_url_event(
+                route.method, path, list(request.headers), list(request.query), request.body
+            )
+        else:
+            event = build_proxy_event(
+                route.method,
+                route.resource,
+                path,
+                request.path_params or None,
+                list(request.headers),
+                list(request.query),
+                request.body,
+                iam_auth=route.auth == "AWS_IAM",
+            )
         handler = load_handler(route.code_uri, route.handler, ROOT)
         context = LambdaContext(route.function_id, route.memory, route.timeout)
         result: dict[str, Any] = handler(event, context)

@@ -14,7 +14,7 @@ import json
 import string
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from local.epay_sim.cards import (
     CARD_INSUFFICIENT_FUNDS,
     CARD_STOLEN,
 )
-from local.template import Route, api_routes, load_template
+from local.template import Route, api_routes, function_url_routes, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -59,8 +59,11 @@ def takes_input(route: Route) -> bool:
 
 
 def template_routes() -> list[Route]:
-    """Every route of every API function, as template.yaml declares them."""
-    return api_routes(load_template(TEMPLATE_PATH))
+    """Every route of every API function, as template.yaml declares them, and the paths of its
+    function URL (ePay's postLink: posted to, so fuzzed as POST)."""
+    template = load_template(TEMPLATE_PATH)
+    urls = [replace(route, method="POST") for route in function_url_routes(template)]
+    return [*api_routes(template), *urls]
 
 
 def route_name(route: Route) -> str:

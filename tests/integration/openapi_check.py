@@ -1,9 +1,10 @@
 """Check what a handler answered (and, when it accepted it, what it was asked) against openapi.yaml.
 
-The integration tier calls the handlers in-process with API Gateway REST proxy events; every
-answer it sees goes through :func:`check_exchange` (tests/integration/conftest.py), which builds
-openapi-core request and response adapters from the event and the proxy response and validates
-them against the API document, loaded once per session:
+The integration tier calls the handlers in-process with API Gateway REST proxy events (and the
+postLink function with Lambda function URL events, payload 2.0); every answer it sees goes
+through :func:`check_exchange` (tests/integration/conftest.py), which builds openapi-core
+request and response adapters from the event and the proxy response and validates them against
+the API document, loaded once per session:
 
 * the response: its status must be documented for the operation, its content type must be one of
   that status's media types, its body must match the schema (JSON and HTML alike) and its
@@ -11,8 +12,8 @@ them against the API document, loaded once per session:
 * the request, when the service accepted it (2xx or 3xx): its parameters and body must be ones
   the document accepts too (security is not checked: the tier sends no SigV4 signatures).
 
-An event for a route the document does not describe (not an API Gateway event, or a resource
-the template does not route) is not checked here; tests/contract proves the document and the
+An event for a route the document does not describe (not an HTTP event, or a resource the
+template does not route) is not checked here; tests/contract proves the document and the
 template name the same routes.
 """
 
@@ -111,8 +112,17 @@ def _one_line(value: Any) -> str:
     return str(value).replace("\r", " ").replace("\n", " ")
 
 
+def _route(event: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(method, resource) of a REST proxy event, or of a function URL event (its raw path)."""
+    if event.get("version") == "2.0":
+        http = (event.get("requestContext") or {}).get("http") or {}
+        return http.get("method"), event.get("rawPath")
+    return event.get("httpMethod"), event.get("resource")
+
+
 class EventRequest:
-    """An openapi-core request made from an API Gateway REST proxy event (payload 1.0).
+    """An openapi-core request made from an API Gateway REST proxy event (payload 1.0), or from
+    a Lambda function URL event (payload 2.0: headers already one value each, no path ids).
 
     The operation is found by the event's `resource` template (`path_pattern`), exactly the way
     API Gateway routed it, so a path id of any shape still names its operation.
@@ -121,8 +131,9 @@ class EventRequest:
     host_url = HOST_URL
 
     def __init__(self, event: Mapping[str, Any]) -> None:
-        self.resource = str(event.get("resource") or "")
-        self.method = str(event.get("httpMethod") or "").lower()
+        method, resource = _route(event)
+        self.resource = str(resource or "")
+        self.method = str(method or "").lower()
         path_params = {str(k): str(v) for k, v in (event.get("pathParameters") or {}).items()}
         path = self.resource
         for name, value in path_params.items():
@@ -190,8 +201,9 @@ def _shown(data: bytes | None) -> str:
 
 
 def is_documented(event: Mapping[str, Any]) -> bool:
-    """Whether the event is an API Gateway request for an operation of the document."""
-    method, resource = event.get("httpMethod"), event.get("resource")
+    """Whether the event is an HTTP request (REST proxy or function URL) for an operation of the
+    document."""
+    method, resource = _route(event)
     if not isinstance(method, str) or not isinstance(resource, str):
         return False
     return (method.upper(), resource) in documented_operations()

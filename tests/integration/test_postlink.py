@@ -1,7 +1,8 @@
 """POST /epay/postlink and /epay/postlink/failure: the postLink function in-process against
-DynamoDB Local and the simulator, which sends its notifications to a loopback receiver that turns
-them into API Gateway events for the real handler (or only records them, for tests that choose
-the moment of delivery themselves)."""
+DynamoDB Local and the simulator, which sends its notifications to a loopback receiver standing
+for the function's URL (POSTLINK_BASE_URL) that turns them into Lambda function URL events for
+the real handler (or only records them, for tests that choose the moment of delivery
+themselves)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from botocore.client import BaseClient
 
-from local.apigw import build_proxy_event
+from local.apigw import build_function_url_event
 from payments import bootstrap
 from payments.aws.charge_store import DynamoChargeStore
 from payments.shared.deadline import Deadline
@@ -65,7 +66,8 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A loopback HTTP server at PUBLIC_BASE_URL: ePay's postLinks land here."""
+    """A loopback HTTP server at POSTLINK_BASE_URL (the function URL): ePay's postLinks land
+    here."""
 
     handler: Callable[[dict[str, Any], Any], dict[str, Any]]
     forward: bool = True
@@ -85,15 +87,13 @@ class Receiver:
                 status, answer = 200, b'{"received":true}'
                 if receiver.forward:
                     path = urllib.parse.urlsplit(self.path).path
-                    event = build_proxy_event(
+                    # ePay posts to the postLink function's URL: a function URL event.
+                    event = build_function_url_event(
                         "POST",
                         path,
-                        path,
-                        None,
                         list(self.headers.items()),
                         "",
                         data,
-                        stage="v1",
                         source_ip=self.client_address[0],
                     )
                     result = receiver.handler(event, Context())
@@ -186,6 +186,8 @@ def pl(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostLinkStack]
     handler = load_function("postlink").lambda_handler
     receiver = Receiver(handler).start()
     monkeypatch.setenv("PUBLIC_BASE_URL", receiver.url)
+    # The charge path sends the function URL's form (a trailing "/") as ePay's postLink base.
+    monkeypatch.setenv("POSTLINK_BASE_URL", receiver.url + "/")
     bootstrap.reset()
     yield PostLinkStack(
         stack, Stack(stack.table, stack.dynamodb, stack.simulator, handler), receiver

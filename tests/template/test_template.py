@@ -36,10 +36,12 @@ NARROW_SAM_POLICY_TEMPLATES = frozenset(
     }
 )
 
-# Routes reachable without SigV4 (`Auth: {Authorizer: NONE}`), by path prefix. Each must
-# authenticate its caller another way (the 3-D Secure return by the charge's MD and token, postLink
-# by secret_hash plus a status API check). Add a prefix here when such a route is added.
-PUBLIC_ROUTE_PREFIXES: tuple[str, ...] = ("/epay/postlink",)
+# Routes reachable without SigV4 (`Auth: {Authorizer: NONE}`) outside the merchant prefixes, by
+# path prefix. Each must authenticate its caller another way. None today: ePay's postLink (which
+# authenticates by secret_hash plus a status API check) is PostLinkFunction's function URL, not a
+# REST route (tests/template/test_template_postlink.py). Add a prefix here when such a route is
+# added.
+PUBLIC_ROUTE_PREFIXES: tuple[str, ...] = ()
 
 # The merchant API: every route under these prefixes is IAM-signed unless listed below.
 MERCHANT_ROUTE_PREFIXES: tuple[str, ...] = (

@@ -68,6 +68,7 @@ def test_worker_is_capped_and_reports_partial_batch_failures(template: dict[str,
     assert set(worker["Environment"]["Variables"]) == {
         "RENEWAL_RETRY_LADDER",
         "RENEWAL_FINAL_ACTION",
+        "POSTLINK_BASE_URL",  # renewal charges' postLinks: the postLink function's URL
     }
 
 

@@ -146,10 +146,10 @@ def invoice_allocator() -> InvoiceAllocator:
 
 
 def links() -> PublicLinks:
-    """The public URLs (postLink, TermUrl, the 3DS page) under PUBLIC_BASE_URL."""
+    """The public URLs under PUBLIC_BASE_URL; the postLinks under POSTLINK_BASE_URL if set."""
     from payments.charges.links import PublicLinks
 
-    return PublicLinks(settings().public_base_url)
+    return PublicLinks(settings().public_base_url, settings().postlink_base_url)
 
 
 @_part

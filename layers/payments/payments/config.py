@@ -59,6 +59,9 @@ class Settings:
     invoice_window: timedelta = timedelta(days=DEFAULT_INVOICE_WINDOW_DAYS)
     # ePay's payment widget script the card setup page loads (EPAY_WIDGET_URL).
     widget_url: str = EPAY_WIDGET_URLS["test"]
+    # Where ePay's postLinks go (POSTLINK_BASE_URL, no trailing slash): the postLink function's
+    # Lambda function URL in AWS. Empty: under public_base_url, like every other public link.
+    postlink_base_url: str = ""
 
 
 def _url(name: str, value: str) -> str:
@@ -113,6 +116,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         widget_url=_url(
             "EPAY_WIDGET_URL", env.get("EPAY_WIDGET_URL") or EPAY_WIDGET_URLS[epay_env]
         ),
+        postlink_base_url=_optional_url("POSTLINK_BASE_URL", env.get("POSTLINK_BASE_URL") or ""),
     )
 
 

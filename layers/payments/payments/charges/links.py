@@ -1,6 +1,7 @@
 """The public URLs ePay and the customer's browser are sent to: their paths are owned here.
 
-template.yaml declares the same routes; a template test holds the two together.
+template.yaml declares the same routes (the postLink paths on the postLink function's URL, the
+rest on the REST API); a template test holds the two together.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ CARD_SETUP_PAGE_PATH = "/card-setups/{setupId}/page"
 
 
 class PublicLinks:
-    """Absolute URLs under PUBLIC_BASE_URL (the API's stage URL, or the local API)."""
+    """Absolute URLs under PUBLIC_BASE_URL (the API's stage URL, or the local API).
 
-    def __init__(self, public_base_url: str) -> None:
+    The postLinks go under `postlink_base_url` instead when one is given (POSTLINK_BASE_URL: the
+    postLink function's Lambda function URL, which ends with "/"); else under PUBLIC_BASE_URL.
+    """
+
+    def __init__(self, public_base_url: str, postlink_base_url: str | None = None) -> None:
         self._base = public_base_url.rstrip("/")
+        self._postlink_base = (postlink_base_url or public_base_url).rstrip("/")
 
     @property
     def base_origin(self) -> str:
@@ -29,12 +35,12 @@ class PublicLinks:
     @property
     def post_link(self) -> str:
         """Where ePay posts notifications of success."""
-        return self._base + POSTLINK_PATH
+        return self._postlink_base + POSTLINK_PATH
 
     @property
     def failure_post_link(self) -> str:
         """Where ePay posts notifications of failure."""
-        return self._base + FAILURE_POSTLINK_PATH
+        return self._postlink_base + FAILURE_POSTLINK_PATH
 
     def term_url(self, charge_id: str) -> str:
         """Where the issuer's ACS posts PaRes/MD for a charge."""

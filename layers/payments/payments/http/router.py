@@ -1,7 +1,14 @@
-"""A small router for API Gateway REST proxy events, shared by every API function.
+"""A small router for HTTP events, shared by every API function.
 
-API Gateway already matched the route: the event names its `resource` template and path
-parameters, so routing is a dictionary lookup on (method, resource). Each request is handed to its
+Two event shapes arrive, and `Request.from_event` is the one place that reads either:
+
+* API Gateway REST proxy events (payload 1.0): API Gateway already matched the route, so the
+  event names its `resource` template and path parameters;
+* Lambda function URL events (payload 2.0, `version: "2.0"`; the postLink function): a function
+  URL takes every path, so the raw path is the resource and there are no path parameters (a
+  function URL's routes are literal paths).
+
+Routing is then a dictionary lookup on (method, resource). Each request is handed to its
 route as a value (no per-instance "current event", so concurrent invocations in the local stack
 cannot mix), and every error is mapped to an answer in one place. Powertools' resolver did the same
 but its package import costs ~70 ms of every cold start (docs/decisions.md).
@@ -30,7 +37,7 @@ class Context(Protocol):
 
 @dataclass(frozen=True)
 class Request:
-    """One API Gateway REST proxy request, as routes need it."""
+    """One HTTP request (REST proxy or function URL event), as routes need it."""
 
     method: str
     resource: str
@@ -46,8 +53,21 @@ class Request:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
-        """Read a REST proxy event (v1)."""
+        """Read a REST proxy event (payload 1.0) or a Lambda function URL event (2.0)."""
         context = event.get("requestContext") or {}
+        if event.get("version") == "2.0":
+            http = context.get("http") or {}
+            path = str(event.get("rawPath") or http.get("path") or "")
+            return cls(
+                method=str(http.get("method") or "").upper(),
+                resource=path,
+                path_params={},
+                query=dict(event.get("queryStringParameters") or {}),
+                headers={str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()},
+                body=event.get("body"),
+                is_base64_encoded=bool(event.get("isBase64Encoded")),
+                source_ip=http.get("sourceIp"),
+            )
         identity = context.get("identity") or {}
         return cls(
             method=str(event.get("httpMethod") or ""),
@@ -108,7 +128,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def to_proxy(self) -> dict[str, Any]:
-        """The REST proxy response API Gateway expects."""
+        """The proxy response API Gateway expects (a function URL reads the same shape)."""
         return {
             "statusCode": self.status,
             "headers": dict(self.headers),
@@ -143,7 +163,7 @@ PathIdRule = Callable[[str], bool]
 
 
 class Router:
-    """Routes by (HTTP method, API Gateway resource template).
+    """Routes by (HTTP method, API Gateway resource template, or a function URL's raw path).
 
     `path_ids` maps a path parameter (e.g. `chargeId`) to the shape its ids have: a value of
     another shape is a 404 before the route runs, so no store is ever asked for a key it would
