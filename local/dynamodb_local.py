@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from local.processes import free_port, stop, wait_listening
+from local.processes import ChildServer, free_port, wait_listening
 
 __all__ = ["DynamoDBLocal", "DynamoDBLocalError", "find_jar", "free_port"]
 
@@ -35,18 +35,8 @@ def find_jar(package_dir: Path = PACKAGE_DIR) -> Path:
     return jars[-1]
 
 
-class DynamoDBLocal:
+class DynamoDBLocal(ChildServer):
     """An in-memory DynamoDB Local process on 127.0.0.1; stop() ends it."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The endpoint to give boto3 (AWS_ENDPOINT_URL_DYNAMODB)."""
-        return f"http://{self.host}:{self.port}"
 
     def start(self) -> DynamoDBLocal:
         """Start the process and wait until it accepts connections (fails fast otherwise)."""
@@ -82,8 +72,3 @@ class DynamoDBLocal:
 
         wait_listening(process, self.host, self.port, START_TIMEOUT_SECONDS, failed, poll=0.2)
         return self
-
-    def stop(self) -> None:
-        """End the process."""
-        stop(self._process)
-        self._process = None

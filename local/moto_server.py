@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from local.processes import free_port, stop, wait_listening
+from local.processes import ChildServer, wait_listening
 
 # moto's own server (werkzeug, one thread per request), its access log off; warnings still show.
 _MOTO_SERVER = (
@@ -26,18 +26,8 @@ class MotoServerError(RuntimeError):
     """moto's server did not start."""
 
 
-class MotoServerProcess:
+class MotoServerProcess(ChildServer):
     """moto's server in a child process; ``launch`` then ``wait_ready``, or ``start``."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The endpoint to give boto3 (AWS_ENDPOINT_URL)."""
-        return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServerProcess:
         """Start the process; wait until it answers (fails fast when it exits)."""
@@ -64,8 +54,3 @@ class MotoServerProcess:
             lambda reason: MotoServerError(f"moto's server {reason}"),
         )
         return self
-
-    def stop(self) -> None:
-        """End the process."""
-        stop(self._process)
-        self._process = None

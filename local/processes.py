@@ -40,6 +40,25 @@ def wait_listening(
     raise failed(f"did not start within {timeout:.0f} s")
 
 
+class ChildServer:
+    """A server run as a child process on loopback: its address, and `stop`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint to give boto3."""
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        """End the process (its state goes with it)."""
+        stop(self._process)
+        self._process = None
+
+
 def stop(process: subprocess.Popen[bytes] | None) -> None:
     """End the process if it runs: terminate, then kill after 10 s."""
     if process is None or process.poll() is not None:
