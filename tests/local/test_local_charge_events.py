@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import pytest
 import urllib3
 
 from local.dynamodb_local import DynamoDBLocal
@@ -130,6 +133,31 @@ def test_the_templates_stream_filter_passes_card_items() -> None:
     assert not matches_filters(record("REMOVE", "CARD"), patterns)
 
 
+@dataclass
+class _StreamDb:
+    """DynamoDB Local with the clients the stream tests use (one process for the module)."""
+
+    session: boto3.session.Session
+    dynamodb: Any
+    streams: Any
+
+
+@pytest.fixture(scope="module")
+def stream_db() -> Iterator[_StreamDb]:
+    ddb = DynamoDBLocal().start()
+    try:
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+        yield _StreamDb(
+            session,
+            session.client("dynamodb", endpoint_url=ddb.url),
+            session.client("dynamodbstreams", endpoint_url=ddb.url),
+        )
+    finally:
+        ddb.stop()
+
+
 def _stream_table(dynamodb: Any, name: str) -> None:
     dynamodb.create_table(
         TableName=name,
@@ -146,123 +174,111 @@ def _stream_table(dynamodb: Any, name: str) -> None:
     )
 
 
-def test_raw_stream_reads_give_botocores_records_in_batches_of_the_templates_size() -> None:
+def test_raw_stream_reads_give_botocores_records_in_batches_of_the_templates_size(
+    stream_db: _StreamDb,
+) -> None:
     # Given DynamoDB Local, a table with a stream and the template's charge events source
     template = load_template(REPO_TEMPLATE)
-    ddb = DynamoDBLocal().start()
-    try:
-        session = boto3.session.Session(
-            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        dynamodb = session.client("dynamodb", endpoint_url=ddb.url)
-        streams = session.client("dynamodbstreams", endpoint_url=ddb.url)
-        _stream_table(dynamodb, "payments-raw")
+    session, dynamodb, streams = stream_db.session, stream_db.dynamodb, stream_db.streams
+    _stream_table(dynamodb, "payments-raw")
 
-        def worker(**kwargs: Any) -> ChargeEventWorker:
-            return ChargeEventWorker(
-                template,
-                REPO_ROOT,
-                dynamodb,
-                streams,
-                "payments-raw",
-                start_at="TRIM_HORIZON",
-                **kwargs,
-            )
-
-        raw, parsed = worker(credentials=session.get_credentials()), worker()
-        assert raw.batch_size == 25
-        # When 30 charge items (with what DynamoDB Local's stream says its own way: an empty
-        # map, binary, a number) and a history item are written, and both workers read them
-        for n in range(30):
-            item = {
-                "pk": {"S": f"CHARGE#ch_{n:02}"},
-                "sk": {"S": "CHARGE"},
-                "epay": {"M": {}},
-                "nested": {"M": {"inner": {"M": {}}}},
-                "blob": {"B": b"\x01"},
-                "amount": {"N": "1500.50"},
-            }
-            dynamodb.put_item(TableName="payments-raw", Item=item)
-        dynamodb.put_item(
-            TableName="payments-raw", Item={"pk": {"S": "CHARGE#ch_00"}, "sk": {"S": "H#1"}}
-        )
-        got: dict[str, list[list[dict[str, Any]]]] = {"raw": [], "parsed": []}
-
-        def spy(name: str) -> Any:
-            def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
-                got[name].append(event["Records"])
-                return {"batchItemFailures": []}
-
-            return handler
-
-        assert raw.deliver_once(spy("raw")) == 30
-        assert parsed.deliver_once(spy("parsed")) == 30
-        # Then the function gets the filtered records in batches of BatchSize (25), and the
-        # records read from GetRecords' JSON are exactly those botocore's parsing gave
-        assert [len(batch) for batch in got["raw"]] == [25, 5]
-        assert [r for b in got["raw"] for r in b] == [r for b in got["parsed"] for r in b]
-        first = got["raw"][0][0]
-        assert first["awsRegion"] == "us-east-1"
-        assert isinstance(first["dynamodb"]["ApproximateCreationDateTime"], int)
-        assert first["dynamodb"]["NewImage"]["epay"] == {"M": {}}
-        assert first["dynamodb"]["NewImage"]["nested"] == {"M": {"inner": {"M": {}}}}
-        assert first["dynamodb"]["NewImage"]["blob"] == {"B": "AQ=="}
-        raw.stop()
-    finally:
-        ddb.stop()
-
-
-def test_a_failed_record_or_a_raising_batch_is_read_again_from_its_failure() -> None:
-    # Given DynamoDB Local, a table with a stream and the raw-reading worker
-    template = load_template(REPO_TEMPLATE)
-    ddb = DynamoDBLocal().start()
-    try:
-        session = boto3.session.Session(
-            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        dynamodb = session.client("dynamodb", endpoint_url=ddb.url)
-        streams = session.client("dynamodbstreams", endpoint_url=ddb.url)
-        _stream_table(dynamodb, "payments-retry")
-        worker = ChargeEventWorker(
+    def worker(**kwargs: Any) -> ChargeEventWorker:
+        return ChargeEventWorker(
             template,
             REPO_ROOT,
             dynamodb,
             streams,
-            "payments-retry",
+            "payments-raw",
             start_at="TRIM_HORIZON",
-            credentials=session.get_credentials(),
+            **kwargs,
         )
-        for n in range(4):
-            dynamodb.put_item(
-                TableName="payments-retry",
-                Item={"pk": {"S": f"CHARGE#ch_{n}"}, "sk": {"S": "CHARGE"}},
-            )
-        seen: list[list[str]] = []
-        outcomes: list[str] = ["fail-third", "raise", "ok"]
 
+    raw, parsed = worker(credentials=session.get_credentials()), worker()
+    assert raw.batch_size == 25
+    # When 30 charge items (with what DynamoDB Local's stream says its own way: an empty
+    # map, binary, a number) and a history item are written, and both workers read them
+    for n in range(30):
+        item = {
+            "pk": {"S": f"CHARGE#ch_{n:02}"},
+            "sk": {"S": "CHARGE"},
+            "epay": {"M": {}},
+            "nested": {"M": {"inner": {"M": {}}}},
+            "blob": {"B": b"\x01"},
+            "amount": {"N": "1500.50"},
+        }
+        dynamodb.put_item(TableName="payments-raw", Item=item)
+    dynamodb.put_item(
+        TableName="payments-raw", Item={"pk": {"S": "CHARGE#ch_00"}, "sk": {"S": "H#1"}}
+    )
+    got: dict[str, list[list[dict[str, Any]]]] = {"raw": [], "parsed": []}
+
+    def spy(name: str) -> Any:
         def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
-            records = event["Records"]
-            seen.append([r["dynamodb"]["Keys"]["pk"]["S"] for r in records])
-            outcome = outcomes.pop(0)
-            if outcome == "raise":
-                raise RuntimeError("the function failed")
-            if outcome == "fail-third":
-                failed = records[2]["dynamodb"]["SequenceNumber"]
-                return {"batchItemFailures": [{"itemIdentifier": failed}]}
+            got[name].append(event["Records"])
             return {"batchItemFailures": []}
 
-        # When the first invocation reports its third record failed, and the next one raises
-        for _ in range(3):
-            worker.deliver_once(handler)
-        # Then each later poll starts again from the failure, as Lambda retries
-        assert seen == [
-            ["CHARGE#ch_0", "CHARGE#ch_1", "CHARGE#ch_2", "CHARGE#ch_3"],
-            ["CHARGE#ch_2", "CHARGE#ch_3"],
-            ["CHARGE#ch_2", "CHARGE#ch_3"],
-        ]
-        worker.stop()
-    finally:
-        ddb.stop()
+        return handler
+
+    assert raw.deliver_once(spy("raw")) == 30
+    assert parsed.deliver_once(spy("parsed")) == 30
+    # Then the function gets the filtered records in batches of BatchSize (25), and the
+    # records read from GetRecords' JSON are exactly those botocore's parsing gave
+    assert [len(batch) for batch in got["raw"]] == [25, 5]
+    assert [r for b in got["raw"] for r in b] == [r for b in got["parsed"] for r in b]
+    first = got["raw"][0][0]
+    assert first["awsRegion"] == "us-east-1"
+    assert isinstance(first["dynamodb"]["ApproximateCreationDateTime"], int)
+    assert first["dynamodb"]["NewImage"]["epay"] == {"M": {}}
+    assert first["dynamodb"]["NewImage"]["nested"] == {"M": {"inner": {"M": {}}}}
+    assert first["dynamodb"]["NewImage"]["blob"] == {"B": "AQ=="}
+    raw.stop()
+
+
+def test_a_failed_record_or_a_raising_batch_is_read_again_from_its_failure(
+    stream_db: _StreamDb,
+) -> None:
+    # Given DynamoDB Local, a table with a stream and the raw-reading worker
+    template = load_template(REPO_TEMPLATE)
+    session, dynamodb, streams = stream_db.session, stream_db.dynamodb, stream_db.streams
+    _stream_table(dynamodb, "payments-retry")
+    worker = ChargeEventWorker(
+        template,
+        REPO_ROOT,
+        dynamodb,
+        streams,
+        "payments-retry",
+        start_at="TRIM_HORIZON",
+        credentials=session.get_credentials(),
+    )
+    for n in range(4):
+        dynamodb.put_item(
+            TableName="payments-retry",
+            Item={"pk": {"S": f"CHARGE#ch_{n}"}, "sk": {"S": "CHARGE"}},
+        )
+    seen: list[list[str]] = []
+    outcomes: list[str] = ["fail-third", "raise", "ok"]
+
+    def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
+        records = event["Records"]
+        seen.append([r["dynamodb"]["Keys"]["pk"]["S"] for r in records])
+        outcome = outcomes.pop(0)
+        if outcome == "raise":
+            raise RuntimeError("the function failed")
+        if outcome == "fail-third":
+            failed = records[2]["dynamodb"]["SequenceNumber"]
+            return {"batchItemFailures": [{"itemIdentifier": failed}]}
+        return {"batchItemFailures": []}
+
+    # When the first invocation reports its third record failed, and the next one raises
+    for _ in range(3):
+        worker.deliver_once(handler)
+    # Then each later poll starts again from the failure, as Lambda retries
+    assert seen == [
+        ["CHARGE#ch_0", "CHARGE#ch_1", "CHARGE#ch_2", "CHARGE#ch_3"],
+        ["CHARGE#ch_2", "CHARGE#ch_3"],
+        ["CHARGE#ch_2", "CHARGE#ch_3"],
+    ]
+    worker.stop()
 
 
 def test_wire_records_keep_their_json_and_only_dynamodb_locals_quirks_change() -> None:

@@ -3,10 +3,14 @@ that reaches for DynamoDB, ePay or the simulator fails instead of quietly becomi
 
 from __future__ import annotations
 
+import io
 import socket
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
+
+from payments.observability import logger
 
 
 class SocketUsedError(RuntimeError):
@@ -24,3 +28,13 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(socket.socket, name, _refuse)
     monkeypatch.setattr(socket, "create_connection", _refuse)
     monkeypatch.setattr(socket, "getaddrinfo", _refuse)
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test."""
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    handler.setStream(previous)  # type: ignore[attr-defined]

@@ -24,16 +24,6 @@ S = ChargeStatus
 CARD_ID = "c0000000-0000-4000-8000-000000000001"
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    previous = handler.setStream(stream)  # type: ignore[attr-defined]
-    yield stream
-    handler.setStream(previous)  # type: ignore[attr-defined]
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_metrics() -> Iterator[None]:
     metrics.provider.clear_metrics()

@@ -28,7 +28,7 @@ from payments.charges.settlement import ChargeSettler
 from payments.charges.transitions import ChargeTransitions
 from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import GatewayUnavailableError
-from payments.observability import logger, metrics
+from payments.observability import metrics
 from payments.shared.deadline import Deadline
 from payments.subscriptions.model import RenewalMessage, RenewalOutcome, Subscription
 from payments.subscriptions.policy import RenewalPolicy
@@ -74,16 +74,6 @@ def load_function(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    previous = handler.setStream(stream)  # type: ignore[attr-defined]
-    yield stream
-    handler.setStream(previous)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
