@@ -176,6 +176,75 @@ def test_status_over_an_account_and_the_operators_needs_review_view(
     assert ids(search(stack, status="CAPTURED")) == [captured["id"]]
 
 
+def test_open_charges_share_one_partition_and_older_entries_are_still_read(
+    stack: Stack, clock: Clock
+) -> None:
+    # Given a charge held for a manual capture (AUTHORIZED) and one captured
+    held = stack.invoke(
+        create_event(
+            {
+                "amount": 1500,
+                "currency": "KZT",
+                "cardId": CARD_AUTH,
+                "accountId": "customer-42",
+                "description": "Order",
+                "capture": "manual",
+            },
+            key=uuid.uuid4().hex,
+        )
+    )
+    assert held.status == 201, held.body
+    assert held.body["status"] == "AUTHORIZED"
+    clock.now += timedelta(seconds=1)
+    captured = charge(stack)
+    items = {i["id"]["S"]: i for i in stack.charge_items()}
+
+    # Then the held charge is in the OPEN partition, the captured one in its own
+    assert items[held.body["id"]]["chargeList"]["S"] == "STATUS#OPEN"
+    assert items[captured["id"]]["chargeList"]["S"] == "STATUS#CAPTURED"
+
+    # Given a held charge written before OPEN existed (listed under its own status)
+    clock.now += timedelta(seconds=1)
+    older = stack.invoke(
+        create_event(
+            {
+                "amount": 900,
+                "currency": "KZT",
+                "cardId": CARD_AUTH,
+                "accountId": "customer-43",
+                "description": "Order",
+                "capture": "manual",
+            },
+            key=uuid.uuid4().hex,
+        )
+    )
+    assert older.status == 201, older.body
+    stack.dynamodb.update_item(
+        TableName=stack.table,
+        Key={"pk": {"S": f"CHARGE#{older.body['id']}"}, "sk": {"S": "CHARGE"}},
+        UpdateExpression="SET chargeList = :old",
+        ExpressionAttributeValues={":old": {"S": "STATUS#AUTHORIZED"}},
+    )
+
+    # When the AUTHORIZED charges are paged through one at a time
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(5):
+        query = {"status": "AUTHORIZED", "limit": "1"}
+        answer = search(stack, **(query | ({"cursor": cursor} if cursor else {})))
+        seen += ids(answer)
+        cursor = answer.body["nextCursor"]
+        if cursor is None:
+            break
+
+    # Then both held charges are listed once each, the older one after OPEN's
+    assert seen == [held.body["id"], older.body["id"]]
+    assert cursor is None
+    # And an open status with no charge lists none, a settled one only its own
+    assert ids(search(stack, status="PROCESSING")) == []
+    assert ids(search(stack, status="CAPTURED")) == [captured["id"]]
+
+
 # ------------------------------------------------------------------------------ by subscription
 
 

@@ -71,6 +71,7 @@ def test_each_filter_chooses_its_partition_and_the_defaults_hold() -> None:
     assert by_account.limit == 20
     assert by_account.after is None
     assert by_status.listing == Listing(ListBy.STATUS, "NEEDS_REVIEW")
+    assert by_status.legacy_listing is None
     assert both.listing.by is ListBy.ACCOUNT
     assert both.status is ChargeStatus.DECLINED
     assert both.limit == 100
@@ -205,6 +206,32 @@ def test_a_status_is_kept_by_filtering_and_the_cursor_is_of_the_same_query() -> 
     assert parse_charge_query(follow).after == "pos"
 
 
+def test_an_open_status_reads_open_then_its_own_older_partition() -> None:
+    # Given OPEN holds an authorized and a processing charge, and nothing more
+    store = FakeStore([_charge(1, ChargeStatus.AUTHORIZED), _charge(2, ChargeStatus.PROCESSING)])
+    query = parse_charge_query({"status": "AUTHORIZED"})
+
+    # When the first page is read
+    first = ChargeSearch(store).page(query)  # type: ignore[arg-type]
+
+    # Then OPEN was read and only the authorized charge is shown
+    assert store.calls == [(Listing(ListBy.STATUS, "OPEN"), 20, None)]
+    assert [c.id for c in first.charges] == [_charge(1).id]
+    # And the cursor goes on in the partition AUTHORIZED had before OPEN, from its start
+    assert first.next_cursor is not None
+    follow = parse_charge_query({"status": "AUTHORIZED", "cursor": first.next_cursor})
+    older = FakeStore([_charge(3, ChargeStatus.AUTHORIZED)], last="pos")
+    second = ChargeSearch(older).page(follow)  # type: ignore[arg-type]
+    assert older.calls == [(Listing(ListBy.STATUS, "AUTHORIZED"), 20, None)]
+    assert [c.id for c in second.charges] == [_charge(3).id]
+    # And its own positions stay in that partition, to its end
+    assert second.next_cursor is not None
+    then = parse_charge_query({"status": "AUTHORIZED", "cursor": second.next_cursor})
+    last = FakeStore([])
+    assert ChargeSearch(last).page(then).next_cursor is None  # type: ignore[arg-type]
+    assert last.calls == [(Listing(ListBy.STATUS, "AUTHORIZED"), 20, "pos")]
+
+
 def test_the_last_page_has_no_cursor() -> None:
     page = ChargeSearch(FakeStore([_charge(1)])).page(ChargeQuery(account_id="a"))  # type: ignore[arg-type]
     assert page.next_cursor is None
@@ -219,9 +246,12 @@ def test_a_charge_is_listed_under_its_status_its_account_and_its_subscription() 
     entry = HistoryEntry(None, ChargeStatus.PROCESSING, AT, Source.API)
     sort = f"2026-12-06T10:00:00.000Z#{charge.id}"
 
-    # Then the charge item is in its status' partition, and moves with its status only
-    assert charge_to_item(charge)["chargeList"] == "STATUS#PROCESSING"
+    # Then the open charge item is in the OPEN partition, and stays there while it is open
+    assert charge_to_item(charge)["chargeList"] == "STATUS#OPEN"
     assert charge_to_item(charge)["chargeSort"] == sort
+    for status in (ChargeStatus.REQUIRES_3DS, ChargeStatus.UNKNOWN, ChargeStatus.AUTHORIZED):
+        assert charge_to_item(replace(charge, status=status))["chargeList"] == "STATUS#OPEN"
+    # And it moves to its status' own partition when it settles
     moved = replace(charge, status=ChargeStatus.DECLINED, updated_at=datetime.now(UTC))
     assert charge_to_item(moved)["chargeList"] == "STATUS#DECLINED"
     assert charge_to_item(moved)["chargeSort"] == sort

@@ -20,7 +20,7 @@ from payments.charges.model import (
     Source,
     ThreeDSData,
 )
-from payments.charges.search import ListBy
+from payments.charges.search import ListBy, status_partition
 from payments.shared.clock import from_iso, from_iso_or_none, iso
 from payments.shared.payer import Payer
 
@@ -47,8 +47,9 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
     return {
         "pk": f"CHARGE#{charge.id}",
         "sk": "CHARGE",
-        # Listed under its status (ChargeListIndex): the index write of a status change.
-        **list_keys(ListBy.STATUS, charge.status.value, charge),
+        # Listed under its status (ChargeListIndex), the open ones under OPEN: the index write
+        # of a change to or from a settled status.
+        **list_keys(ListBy.STATUS, status_partition(charge.status), charge),
         "id": charge.id,
         "invoiceId": charge.invoice_id,
         "terminalId": charge.terminal_id or None,

@@ -22,7 +22,8 @@ Items (pk / sk):
 
 ChargeListIndex (KEYS_ONLY; `chargeList` / `chargeSort` = "<createdAt ISO>#<charge id>") answers
 `GET /charges` (payments.charges.search), one partition per query:
-  STATUS#<status>      on the charge item: moves with every status change (the only key that does)
+  STATUS#<status>      on the charge item; STATUS#OPEN while it is open (charges.search
+                       OPEN_STATUSES): moves when it settles or reopens (the only key that does)
   ACCOUNT#<accountId>  on the charge's INVOICE item: written once (HISTORY#000001 before)
   SUB#<subscriptionId> on a renewal charge's IDEMPOTENCY item (sparse): written once (its INVOICE
                        item before)

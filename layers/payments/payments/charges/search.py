@@ -4,7 +4,12 @@ A query lists one partition of the charge index (payments.aws.charge_store, Char
 
 * `subscriptionId`: the subscription's renewal charges (every attempt, declined ones included);
 * `accountId` (with or without `status`): the account's charges, a `status` kept by filtering;
-* `status` alone: the charges now in that status (the operator's view of NEEDS_REVIEW).
+* `status` alone: the charges now in that status (the operator's view of NEEDS_REVIEW). A
+  charge still open (PROCESSING, REQUIRES_3DS, UNKNOWN, AUTHORIZED: see OPEN_STATUSES) is listed
+  under one partition, OPEN, until it leaves those statuses: the index entry of an auto-captured
+  charge moves once (to CAPTURED), not at every step. A status query over OPEN keeps its status by
+  filtering, then reads the partition its status had before (`STATUS#<status>`: charges written
+  before OPEN existed, until their next write).
 
 Newest first (createdAt, then id, descending), optionally within `[createdFrom, createdTo)`.
 One index Query and one BatchGetItem per page; the charges are read strongly consistent and a
@@ -52,6 +57,26 @@ INSTANT_RE = re.compile(
 LIMIT_RE = re.compile(r"\A[0-9]{1,3}\Z")
 
 
+# Statuses a charge passes through on its way to a settled one: listed under one index
+# partition, so the steps between them move no index entry (issue 16: 2 WRU a charge).
+OPEN_STATUSES = frozenset(
+    {
+        ChargeStatus.PROCESSING,
+        ChargeStatus.REQUIRES_3DS,
+        ChargeStatus.UNKNOWN,
+        ChargeStatus.AUTHORIZED,
+    }
+)
+OPEN = "OPEN"
+# A position in the partition a status had before OPEN (the rest of a status query over OPEN).
+LEGACY = "legacy:"
+
+
+def status_partition(status: ChargeStatus) -> str:
+    """The value of the STATUS partition a charge in `status` is listed under."""
+    return OPEN if status in OPEN_STATUSES else status.value
+
+
 class ListBy(StrEnum):
     """The partition of the charge index a query reads (the value is the key's prefix)."""
 
@@ -91,8 +116,18 @@ class ChargeQuery:
             by, value = ListBy.ACCOUNT, self.account_id
         else:
             assert self.status is not None
-            by, value = ListBy.STATUS, self.status.value
+            by, value = ListBy.STATUS, status_partition(self.status)
         return Listing(by, value, self.created_from, self.created_to)
+
+    @property
+    def legacy_listing(self) -> Listing | None:
+        """For a status alone that is listed under OPEN: its own partition, where charges
+        written before OPEN existed stay until their next write (read after OPEN)."""
+        listing = self.listing
+        if listing.by is not ListBy.STATUS or listing.value != OPEN:
+            return None
+        assert self.status is not None
+        return replace(listing, value=self.status.value)
 
     def digest(self) -> str:
         """What binds a cursor to this query: its filters and window (not its limit)."""
@@ -253,8 +288,18 @@ class ChargeSearch:
         self._store = store
 
     def page(self, query: ChargeQuery) -> ChargePage:
-        """One page of the query's charges, newest first, and the cursor of the next one."""
-        charges, last = self._store.search(query.listing, query.limit, query.after)
+        """One page of the query's charges, newest first, and the cursor of the next one.
+        A status listed under OPEN pages through OPEN, then through its own older partition
+        (LEGACY positions): a page at the switch may be empty, with a cursor."""
+        legacy = query.legacy_listing
+        if legacy is not None and query.after is not None and query.after.startswith(LEGACY):
+            after = query.after.removeprefix(LEGACY) or None
+            charges, last = self._store.search(legacy, query.limit, after)
+            last = LEGACY + last if last else None
+        else:
+            charges, last = self._store.search(query.listing, query.limit, query.after)
+            if legacy is not None and last is None:
+                last = LEGACY
         if query.status is not None:
             charges = [c for c in charges if c.status is query.status]
         return ChargePage(charges, encode_cursor(query.digest(), last) if last else None)
