@@ -5,10 +5,15 @@ create leaves behind, through the charges function on DynamoDB Local and the sim
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
+import pytest
+
+from payments import bootstrap
 from payments.aws.charge_store import DynamoChargeStore
-from payments.charges.model import charge_id_for_key
+from payments.charges.model import ChargeStatus, HistoryEntry, Source, charge_id_for_key
+from payments.errors import DuplicateKeyError
 from tests.integration.conftest import Stack, create_event
 from tests.integration.test_charge_search import search
 
@@ -103,3 +108,49 @@ def test_racing_creates_with_one_key_make_one_charge_and_one_auth(stack: Stack) 
     # And the account lists that charge once, whatever the losers reserved
     listed = search(stack, accountId=BODY["accountId"])
     assert [c["id"] for c in listed.body["data"]] == [charge_id_for_key("order-9")]
+
+
+def test_a_put_sent_again_after_it_succeeded_is_not_taken(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given DynamoDB applies every put, and then botocore sends each one again (its first answer
+    # was lost in the network), so every conditional put meets the item it wrote itself
+    client = bootstrap.store().client
+    real = client.put_item
+
+    def sent_twice(**request: Any) -> Any:
+        real(**request)
+        return real(**request)
+
+    monkeypatch.setattr(client, "put_item", sent_twice)
+
+    # When a charge is made
+    answer = stack.invoke(create_event(BODY, "order-twice"))
+
+    # Then it is charged once, as if each put had been answered the first time
+    assert answer.status == 201, answer.body
+    assert answer.body["status"] == "CAPTURED"
+    assert len(stack.auths()) == 1
+    assert [i["id"]["S"] for i in stack.charge_items()] == [answer.body["id"]]
+
+
+def test_a_put_meeting_another_requests_item_is_still_refused(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the key's charge item exists, written by another request (its own secret's digest)
+    first = stack.invoke(create_event(BODY, "order-other"))
+    assert first.status == 201
+    store = bootstrap.store()
+    charge = store.get(first.body["id"])
+    assert charge is not None
+    stranger = replace(charge, secret_hash_digest="0" * 64)
+
+    # When a create with that key writes its own charge item
+    # Then the put is refused as taken, naming the charge
+    with pytest.raises(DuplicateKeyError) as refused:
+        store.create(
+            replace(stranger, invoice_id="990000654321"),
+            HistoryEntry(None, ChargeStatus.PROCESSING, charge.created_at, Source.API),
+        )
+    assert refused.value.which == "charge"
+    assert store.get(charge.id) == charge

@@ -159,12 +159,25 @@ class DynamoCalls:
         """Write conditional Puts one after another, the record they guard last: the first whose
         condition fails stops the rest (DuplicateKeyError naming it). Half a transaction's write
         cost; a stop or a crash leaves the earlier ones behind, so they must be reservations that
-        are harmless alone (decisions 2026-12-06)."""
+        are harmless alone (decisions 2026-12-06).
+
+        A put whose condition fails on an item equal to the one it writes is done, not taken:
+        botocore sent it again after a first try that succeeded but whose answer was lost. The
+        items hold what makes them this request's own (the charge its random secret's digest)."""
         for put, name in zip(puts, names, strict=True):
+            request = {**put["Put"], "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
             try:
-                self.call("put_item", **put["Put"])
-            except StaleStateError as exc:
+                self._client.put_item(**request)
+            except ClientError as exc:
+                error = translate(exc)
+                if not isinstance(error, StaleStateError):
+                    raise error from exc
+                held = exc.response.get("Item")
+                if held is not None and from_attributes(held) == from_attributes(request["Item"]):
+                    continue
                 raise DuplicateKeyError(f"{name} already taken", name) from exc
+            except BotoCoreError as exc:
+                raise translate(exc) from exc
 
 
 def due_keys(
