@@ -406,7 +406,8 @@ def _needs_review(api: Api) -> dict[str, Any]:
 
 
 def _forged_notification(api: Api, invoice_id: str) -> str:
-    """A notification with a wrong secret_hash, refused and kept in the inbox: its inbox id."""
+    """A notification with a wrong secret_hash, refused and kept in the inbox: its inbox id
+    (`<invoiceId>.<sha256 of the body>`)."""
     fields = {"invoiceId": invoice_id, "amount": Raw("1500.00"), "currency": "KZT",
               "secret_hash": "not-the-secret", "code": "ok"}  # fmt: skip
     raw = to_json(fields).encode()
@@ -415,7 +416,7 @@ def _forged_notification(api: Api, invoice_id: str) -> str:
         FuzzRequest(headers=(("Content-Type", "application/json"),), body=raw),
     )
     assert answer["statusCode"] == 403, answer
-    return hashlib.sha256(raw).hexdigest()
+    return f"{invoice_id}.{hashlib.sha256(raw).hexdigest()}"
 
 
 def summarize(outcomes: Iterable[Outcome]) -> dict[str, int]:

@@ -509,7 +509,12 @@ def _path_ids(route: Route, seeds: Seeds) -> Varied:
             calm=st.just({"inboxId": seeds.inbox_id}),
             wild=st.one_of(
                 _ids(real, ""),
-                st.binary(min_size=32, max_size=32).map(bytes.hex),  # well-formed, unknown
+                # well-formed, unknown: the current layout's id, and a bare digest (the old one)
+                st.binary(min_size=32, max_size=32).map(lambda b: f"{seeds.invoice_id}.{b.hex()}"),
+                st.binary(min_size=32, max_size=32).map(bytes.hex),
+                # near misses: the real digest alone, or under another invoice
+                st.just(seeds.inbox_id.rpartition(".")[2]),
+                st.just("000000001." + seeds.inbox_id.rpartition(".")[2]),
             ).map(lambda value: {"inboxId": value}),
         )
     elif "{refundId}" in route.resource:

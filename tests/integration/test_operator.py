@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
 
+from payments.charges.inbox_records import is_inbox_id
 from payments.charges.model import is_charge_id
 from tests.integration.conftest import (
     Answer,
@@ -100,9 +102,15 @@ def operator(stack: Stack) -> Stack:
     return Stack(stack.table, stack.dynamodb, stack.simulator, handler)
 
 
-def inbox_id(payload: dict[str, Any]) -> str:
-    """The inbox id of a notification as PostLinkStack.post delivers it (its body's SHA-256)."""
+def digest_of(payload: dict[str, Any]) -> str:
+    """The SHA-256 of a notification's body as PostLinkStack.post delivers it."""
     return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
+
+
+def inbox_id(payload: dict[str, Any]) -> str:
+    """The inbox id of a notification as PostLinkStack.post delivers it: its invoice id, a dot,
+    its body's SHA-256."""
+    return f"{payload['invoiceId']}.{digest_of(payload)}"
 
 
 def charge_item(stack: Stack, charge_id: str) -> dict[str, Any]:
@@ -114,11 +122,18 @@ def charge_item(stack: Stack, charge_id: str) -> dict[str, Any]:
     return dict(item)
 
 
-def inbox_item(stack: Stack, digest: str) -> dict[str, Any]:
+def inbox_key(inbox_id: str) -> dict[str, Any]:
+    """Where an inbox id's item is: POSTLINKS#<invoiceId> / INBOX#<sha256>, or (a bare digest)
+    INBOX#<sha256> / INBOX, the layout before 2026-12-06."""
+    invoice_id, _, digest = inbox_id.rpartition(".")
+    if not invoice_id:
+        return {"pk": {"S": f"INBOX#{digest}"}, "sk": {"S": "INBOX"}}
+    return {"pk": {"S": f"POSTLINKS#{invoice_id}"}, "sk": {"S": f"INBOX#{digest}"}}
+
+
+def inbox_item(stack: Stack, inbox_id: str) -> dict[str, Any]:
     item = stack.dynamodb.get_item(
-        TableName=stack.table,
-        Key={"pk": {"S": f"INBOX#{digest}"}, "sk": {"S": "INBOX"}},
-        ConsistentRead=True,
+        TableName=stack.table, Key=inbox_key(inbox_id), ConsistentRead=True
     )["Item"]
     return dict(item)
 
@@ -201,6 +216,50 @@ def test_history_shows_every_transition_and_the_invoices_postlinks_in_order(
     stored = charge_item(pl.charges, charge["id"])["secretHashDigest"]["S"]
     for secret in (genuine["secret_hash"], GUESSED, stored, "secretHashDigest"):
         assert secret not in answer.raw
+
+
+def test_history_reads_both_notifications_of_the_invoice_with_one_query(
+    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a charge with two notifications of its invoice stored: a forged one, then ePay's
+    charge = unknown_charge(pl)
+    genuine = pl.notification()
+    forged = {**genuine, "secret_hash": GUESSED}
+    assert pl.post(forged).status == 403
+    time.sleep(0.01)
+    assert pl.post(genuine).status == 200
+    calls: list[tuple[str, dict[str, Any]]] = []
+    make_call = BaseClient._make_api_call
+
+    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((operation, params))
+        return make_call(client, operation, params)
+
+    # When the timeline is read (recording the charges function's AWS requests)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
+    answer = history(pl.charges, charge["id"])
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+
+    # Then both notifications are listed, oldest first, by ids a replay takes
+    assert answer.status == 200, answer.raw
+    assert [p["inboxId"] for p in answer.body["postLinks"]] == [
+        inbox_id(forged),
+        inbox_id(genuine),
+    ]
+    assert [p["verdict"] for p in answer.body["postLinks"]] == ["forged", "settled"]
+    # And they were read with one Query of the invoice's partition of the table: no index, no
+    # BatchGetItem, and never the secret's digest
+    inbox_reads = [
+        params
+        for operation, params in calls
+        if operation == "Query" and "POSTLINKS#" in json.dumps(params)
+    ]
+    (query,) = inbox_reads
+    assert "IndexName" not in query
+    assert query["ExpressionAttributeValues"][":pk"] == {"S": f"POSTLINKS#{charge['invoiceId']}"}
+    assert "secretHashDigest" not in query["ExpressionAttributeNames"].values()
+    assert "BatchGetItem" not in [operation for operation, _ in calls]
+    assert not any(params.get("IndexName") for _, params in calls)
 
 
 def test_history_of_a_charge_without_postlinks_and_of_no_charge(pl: PostLinkStack) -> None:
@@ -374,18 +433,19 @@ def test_replay_of_a_deferred_notification_settles_the_charge(pl: PostLinkStack)
     payload = pl.notification()
     pl.simulator.inject("status", "down", count=3)
     assert pl.post(payload).status == 200
-    digest = inbox_id(payload)
-    assert inbox_item(pl.charges, digest)["verdict"]["S"] == "deferred"
+    stored_id = inbox_id(payload)
+    assert stored_id == f"{charge['invoiceId']}.{digest_of(payload)}"
+    assert inbox_item(pl.charges, stored_id)["verdict"]["S"] == "deferred"
     assert pl.simulator.faults() == []
     assert pl.charge(charge["id"])["status"]["S"] == "UNKNOWN"
 
     # When an operator replays it
-    answer = operator(pl.charges).invoke(replay_event(digest))
+    answer = operator(pl.charges).invoke(replay_event(stored_id))
 
     # Then it is verified and settled: the charge is CAPTURED through the status API
     assert answer.status == 200, answer.raw
     assert answer.body == {
-        "inboxId": digest,
+        "inboxId": stored_id,
         "verdict": "settled",
         "chargeId": charge["id"],
         "status": "CAPTURED",
@@ -394,7 +454,7 @@ def test_replay_of_a_deferred_notification_settles_the_charge(pl: PostLinkStack)
     assert pl.charge(charge["id"])["status"]["S"] == "CAPTURED"
     assert [h[2] for h in pl.history(charge["id"])][-2:] == ["postlink", "postlink"]
     # And the inbox item has its new verdict and names who replayed it
-    item = inbox_item(pl.charges, digest)
+    item = inbox_item(pl.charges, stored_id)
     assert item["verdict"]["S"] == "settled"
     assert item["lastReplayedBy"]["S"] == OPERATOR_ARN
     assert item["replays"]["N"] == "1"
@@ -442,10 +502,77 @@ def test_replay_of_a_genuine_notification_already_settled_changes_nothing(
     assert pl.ops("charge") == 1  # captured once
 
 
-@pytest.mark.parametrize("digest", ["0" * 64, "F" * 64, "abc", "0" * 65])
-def test_replay_of_an_unknown_inbox_id_is_404(stack: Stack, digest: str) -> None:
-    answer = operator(stack).invoke(replay_event(digest))
+@pytest.mark.parametrize("unknown", ["0" * 64, "000000042." + "0" * 64, "CARD0001." + "a" * 64])
+def test_replay_of_an_unknown_inbox_id_is_404(stack: Stack, unknown: str) -> None:
+    # Given a well-formed inbox id (of either layout) that names nothing
+    # When it is replayed / Then it is 404
+    answer = operator(stack).invoke(replay_event(unknown))
     assert (answer.status, answer.body["error"]["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "F" * 64,
+        "abc",
+        "0" * 65,
+        "000000042." + "0" * 63,
+        "000000042.." + "0" * 64,
+        "42." + "0" * 64,
+        "INBOX#" + "0" * 64,
+        "000000042%2E" + "0" * 64,
+        "000000042." + "0" * 64 + " ",
+        "x" * 2000,
+    ],
+)
+def test_replay_of_a_malformed_inbox_id_is_400_before_any_read(
+    stack: Stack, malformed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an inbox id of no shape the inbox gives (counting the function's AWS requests)
+    requests: list[str] = []
+    make_call = BaseClient._make_api_call
+
+    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        requests.append(operation)
+        return make_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
+    # When it is replayed
+    answer = operator(stack).invoke(replay_event(malformed))
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+
+    # Then it is 400 naming the inbox id and its shape, and nothing was read or asked
+    assert (answer.status, answer.body["error"]["code"]) == (400, "validation_error"), answer.raw
+    assert "inboxId" in answer.body["error"]["fields"]
+    assert "<invoiceId>.<sha256" in answer.body["error"]["fields"]["inboxId"]
+    assert requests == []
+
+
+def test_replay_by_a_bare_digest_finds_a_notification_stored_the_old_way(
+    pl: PostLinkStack,
+) -> None:
+    # Given a deferred notification of an UNKNOWN charge, as stored before 2026-12-06: its own
+    # item INBOX#<sha256> / INBOX (moved there from its invoice's partition)
+    charge = unknown_charge(pl)
+    payload = pl.notification()
+    pl.simulator.inject("status", "down", count=3)
+    assert pl.post(payload).status == 200
+    item = inbox_item(pl.charges, inbox_id(payload))
+    old_key = inbox_key(digest_of(payload))
+    pl.charges.dynamodb.put_item(TableName=pl.charges.table, Item={**item, **old_key})
+    pl.charges.dynamodb.delete_item(TableName=pl.charges.table, Key=inbox_key(inbox_id(payload)))
+
+    # When an operator replays it by its bare digest (what a timeline showed then)
+    answer = operator(pl.charges).invoke(replay_event(digest_of(payload)))
+
+    # Then it is found, verified and settled, and the old item names who replayed it
+    assert answer.status == 200, answer.raw
+    assert (answer.body["inboxId"], answer.body["verdict"]) == (digest_of(payload), "settled")
+    assert pl.charge(charge["id"])["status"]["S"] == "CAPTURED"
+    replayed = inbox_item(pl.charges, digest_of(payload))
+    assert (replayed["verdict"]["S"], replayed["replays"]["N"]) == ("settled", "1")
+    # And no item was made in the invoice's partition for it
+    assert [i["pk"]["S"] for i in pl.inbox()] == [f"INBOX#{digest_of(payload)}"]
 
 
 def test_replay_takes_no_body(pl: PostLinkStack) -> None:
@@ -464,5 +591,6 @@ def test_canonical_events_name_real_routes() -> None:
     resolve = load_event("operator/resolve-charge.json")
     replay = load_event("operator/replay-postlink.json")
     assert is_charge_id(resolve["pathParameters"]["chargeId"])
-    assert len(replay["pathParameters"]["inboxId"]) == 64
+    assert is_inbox_id(replay["pathParameters"]["inboxId"])
+    assert "." in replay["pathParameters"]["inboxId"]  # the current layout's id
     assert resolve["requestContext"]["identity"]["userArn"] == OPERATOR_ARN

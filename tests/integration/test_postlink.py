@@ -7,6 +7,7 @@ themselves)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
@@ -175,7 +176,13 @@ class PostLinkStack:
         ]
 
     def inbox(self) -> list[dict[str, Any]]:
-        return [i for i in self.charges.items() if i["sk"]["S"] == "INBOX"]
+        """The inbox items: in their invoices' partitions (POSTLINKS#<invoiceId> /
+        INBOX#<sha256>), or of the layout before 2026-12-06 (INBOX#<sha256> / INBOX)."""
+        return [
+            i
+            for i in self.charges.items()
+            if i["pk"]["S"].startswith("POSTLINKS#") or i["sk"]["S"] == "INBOX"
+        ]
 
     def ops(self, op: str) -> int:
         return len(self.simulator.requests(op))
@@ -468,6 +475,51 @@ def test_same_notification_five_times_over_the_wire_gives_one_transition(
     (item,) = pl.inbox()
     assert item["deliveries"]["N"] == "5"
     assert item["verdict"]["S"] == "settled"
+
+
+def test_a_postlink_is_one_item_in_its_invoices_partition_without_index_keys(
+    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an UNKNOWN charge and ePay's notification for it
+    charge = unknown_charge(pl)
+    payload = pl.notification()
+    digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
+    writes: list[list[tuple[str, dict[str, Any]]]] = []
+    make_call = BaseClient._make_api_call
+
+    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation in ("PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem"):
+            writes[-1].append((operation, params))
+        return make_call(client, operation, params)
+
+    # When the same body is delivered twice (recording each delivery's writes)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
+    for _ in range(2):
+        writes.append([])
+        assert pl.post(payload).status == 200
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+
+    # Then there is one inbox item, in the invoice's partition, keyed by the body's digest
+    (item,) = pl.inbox()
+    assert item["pk"]["S"] == f"POSTLINKS#{charge['invoiceId']}"
+    assert item["sk"]["S"] == f"INBOX#{digest}"
+    # And it counts both deliveries, keeping the verdict the first one reached
+    assert item["deliveries"]["N"] == "2"
+    assert item["verdict"]["S"] == "settled"
+    assert pl.charge(charge["id"])["status"]["S"] == "CAPTURED"
+    # And it carries no ChargeListIndex keys (a postLink costs no index write)
+    assert "chargeList" not in item
+    assert "chargeSort" not in item
+    # And nothing of the old layout was written
+    assert [i for i in pl.charges.items() if i["sk"]["S"] == "INBOX"] == []
+    # And every inbox write was an UpdateItem of that item; the repeat was exactly one
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    first, second = (
+        [(operation, params.get("Key")) for operation, params in delivery] for delivery in writes
+    )
+    assert first[0] == ("UpdateItem", key)  # stored before anything acts on it
+    assert all(operation != "PutItem" or k != key for operation, k in first)
+    assert second == [("UpdateItem", key)]
 
 
 def test_concurrent_duplicates_give_one_transition_and_one_capture(pl: PostLinkStack) -> None:

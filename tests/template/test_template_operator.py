@@ -11,8 +11,7 @@ from typing import Any
 
 from cfn_yaml import api_events, function_property, function_statements, ref_target
 
-from payments.aws.inbox import LIST_INDEX as INBOX_LIST_INDEX
-from payments.aws.inbox import inbox_list
+from payments.aws.inbox import invoice_partition
 
 ARN = "arn:aws:execute-api:eu-central-1:111122223333:a1b2c3d4e5/prod/"
 PLACEHOLDER = "arn:aws:execute-api:<region>:<account-id>:<api-id>/<stage>/"
@@ -131,8 +130,9 @@ def test_the_operator_function_touches_only_the_items_it_needs(template: dict[st
     # Writes: the charge and its history, and what a replayed postLink of a card setup writes;
     # never an idempotency key, a subscription or a refund
     assert by_action["dynamodb:PutItem"] == {"CHARGE#*", "TERMINAL#*", "SETUP#*", "CARD#*"}
-    assert by_action["dynamodb:UpdateItem"] == {"INBOX#*", "INVOICE#*"}
-    assert "INBOX#*" in by_action["dynamodb:GetItem"]
+    # (a replay's notification: in its invoice's partition, or of the old layout until its TTL)
+    assert by_action["dynamodb:UpdateItem"] == {"POSTLINKS#*", "INBOX#*", "INVOICE#*"}
+    assert {"POSTLINKS#*", "INBOX#*"} <= by_action["dynamodb:GetItem"]
     assert not any(
         p.startswith(("IDEMPOTENCY", "SUB", "REFUND")) for p in set().union(*by_action.values())
     )
@@ -144,12 +144,14 @@ def test_the_charges_function_may_read_the_timeline(template: dict[str, Any]) ->
     table = [s for s in statements if any(a.startswith("dynamodb:") for a in s["Action"])]
     actions = {a for s in table for a in s["Action"]}
     resources = [r for s in table for r in s["Resource"]]
-    # Then it may query the list index (the inbox partition) and batch-get the items it names
-    assert {"dynamodb:Query", "dynamodb:BatchGetItem"} <= actions
+    # Then it may query the table itself: an invoice's notifications are one partition of it
+    # (no index since issue 16), the charge's history items another
+    table_arn = {"Fn::GetAtt": ["PaymentsTable", "Arn"]}
+    assert any("dynamodb:Query" in s["Action"] and table_arn in s["Resource"] for s in table)
+    assert invoice_partition("000000042") == "POSTLINKS#000000042"
+    # And the list index (GET /charges), read with BatchGetItem of a page's charges
+    assert "dynamodb:BatchGetItem" in actions
     assert {"Fn::Sub": "${PaymentsTable.Arn}/index/ChargeListIndex"} in resources
-    # And the inbox lists its notifications on that same index, in a partition of its own
-    assert INBOX_LIST_INDEX == "ChargeListIndex"
-    assert inbox_list("000000042") == "INBOX#000000042"
 
 
 def test_the_operator_function_has_its_alarms_and_dashboard_lines(template: dict[str, Any]) -> None:

@@ -23,8 +23,8 @@ from payments import errors
 PUBLIC_FUNCTION_KEYS: dict[str, dict[str, set[str]]] = {
     "PostLinkFunction": {
         "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
-        "dynamodb:PutItem": {"CHARGE#*", "INBOX#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
-        "dynamodb:UpdateItem": {"INBOX#*", "INVOICE#*"},
+        "dynamodb:PutItem": {"CHARGE#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
+        "dynamodb:UpdateItem": {"POSTLINKS#*", "INVOICE#*"},
     },
     "ThreeDSFunction": {
         "dynamodb:GetItem": {"CHARGE#*"},

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from payments.charges.inbox_records import InboxRecord, PostLinkOutcome, StoredVerdict, Verdict
+from payments.charges.inbox_records import (
+    InboxRecord,
+    PostLinkOutcome,
+    StoredVerdict,
+    Verdict,
+    inbox_id_for,
+    is_inbox_id,
+    split_inbox_id,
+)
 from payments.charges.model import (
     Charge,
     ChargeStatus,
@@ -207,8 +215,15 @@ def test_every_mismatch_is_named(changes: dict[str, Any], mismatched: tuple[str,
 # ------------------------------------------------------------------------------ the use case
 
 
+def stored_id(body: bytes, invoice_id: str = "000000042") -> str:
+    """The inbox id a notification of `invoice_id` with this exact body is kept under."""
+    return inbox_id_for(invoice_id, hashlib.sha256(body).hexdigest())
+
+
 @dataclass
 class FakeInbox:
+    """Records by inbox id (`<invoiceId>.<digest>`), as payments.aws.inbox keys them."""
+
     records: dict[str, InboxRecord] = field(default_factory=dict)
     verdicts: dict[str, StoredVerdict] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
@@ -216,24 +231,23 @@ class FakeInbox:
     def keep(
         self, record: InboxRecord, *, charge_id: str | None, detail: str
     ) -> StoredVerdict | None:
-        if record.digest in self.records:
+        key = inbox_id_for(record.invoice_id, record.digest)
+        if key in self.records:
             self.calls.append("seen_again")
-            stored = self.verdicts[record.digest]
-            self.verdicts[record.digest] = replace(stored, deliveries=stored.deliveries + 1)
+            stored = self.verdicts[key]
+            self.verdicts[key] = replace(stored, deliveries=stored.deliveries + 1)
             return stored
         self.calls.append("put" if record.verdict is Verdict.RECEIVED else f"put:{record.verdict}")
-        self.records[record.digest] = record
-        self.verdicts[record.digest] = StoredVerdict(
-            record.verdict, 1, record.received_at, charge_id, detail
-        )
+        self.records[key] = record
+        self.verdicts[key] = StoredVerdict(record.verdict, 1, record.received_at, charge_id, detail)
         return None
 
     def record_verdict(
-        self, digest: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
+        self, inbox_id: str, verdict: Verdict, at: datetime, *, charge_id: str | None, detail: str
     ) -> None:
         self.calls.append(f"verdict:{verdict.value}")
-        stored = self.verdicts[digest]
-        self.verdicts[digest] = StoredVerdict(
+        stored = self.verdicts[inbox_id]
+        self.verdicts[inbox_id] = StoredVerdict(
             verdict, stored.deliveries, stored.received_at, charge_id, detail
         )
 
@@ -451,9 +465,7 @@ def test_a_postlink_agreeing_with_the_charge_costs_one_read_and_one_write(
     assert outcome.verdict is Verdict.SETTLED
     assert outcome.detail == f"agrees: {status.value}"
     assert (
-        world.inbox.verdicts[
-            hashlib.sha256(raw(secret_hash=HINTED_SECRET, code=code)).hexdigest()
-        ].charge_id
+        world.inbox.verdicts[stored_id(raw(secret_hash=HINTED_SECRET, code=code))].charge_id
         == HINTED_ID
     )
     # When the same body comes again / Then it is answered from the stored verdict
@@ -570,17 +582,19 @@ def test_oversized_is_refused_before_storing(world: World) -> None:
 def test_a_copy_arriving_while_the_first_is_in_flight_is_not_settled_twice(world: World) -> None:
     # Given a first copy stored but not yet decided (its handler is still running, or died)
     digest = hashlib.sha256(raw()).hexdigest()
-    world.inbox.records[digest] = InboxRecord(
-        digest, "", None, Route.SUCCESS, None, NOW, Verdict.RECEIVED
+    world.inbox.records[stored_id(raw())] = InboxRecord(
+        digest, "", None, Route.SUCCESS, None, NOW, Verdict.RECEIVED, invoice_id="000000042"
     )
-    world.inbox.verdicts[digest] = StoredVerdict(Verdict.RECEIVED, 1, NOW)
+    world.inbox.verdicts[stored_id(raw())] = StoredVerdict(Verdict.RECEIVED, 1, NOW)
 
     # When a copy arrives within the in-flight window / Then it is accepted without settling
     assert world.receive(raw()).verdict is Verdict.RECEIVED
     assert world.settler.deadlines == []
 
     # And once the window has passed, a copy is handled again (the first may have died)
-    world.inbox.verdicts[digest] = StoredVerdict(Verdict.RECEIVED, 2, NOW - timedelta(minutes=1))
+    world.inbox.verdicts[stored_id(raw())] = StoredVerdict(
+        Verdict.RECEIVED, 2, NOW - timedelta(minutes=1)
+    )
     assert world.receive(raw()).verdict is Verdict.SETTLED
     assert len(world.settler.deadlines) == 1
 
@@ -648,3 +662,43 @@ def test_a_lone_surrogate_in_any_field_is_malformed_not_a_crash() -> None:
         # When it is parsed / Then it is refused as malformed (400), before any digest or write
         with pytest.raises(ValidationError, match="not valid Unicode"):
             parse_notification(body, "application/json")
+
+
+# ------------------------------------------------------------------------------ inbox ids
+
+
+def test_an_inbox_id_names_the_invoice_and_the_bodys_digest() -> None:
+    # Given a notification's invoice and the digest of its body
+    digest = hashlib.sha256(raw()).hexdigest()
+    # When its inbox id is made / Then it is "<invoiceId>.<digest>", and reads back to both
+    assert inbox_id_for("000000042", digest) == f"000000042.{digest}"
+    assert split_inbox_id(f"000000042.{digest}") == ("000000042", digest)
+    assert split_inbox_id(f"CARD000000731.{digest}") == ("CARD000000731", digest)
+    # And a bare digest (an item stored before 2026-12-06) names no invoice
+    assert inbox_id_for(None, digest) == digest
+    assert split_inbox_id(digest) == (None, digest)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "F" * 64,  # upper case
+        "0" * 63,
+        "0" * 65,
+        "000000042." + "0" * 63,
+        "42." + "0" * 64,  # too short an invoice id
+        "000000042.." + "0" * 64,
+        "." + "0" * 64,
+        "000000042/" + "0" * 64,
+        "0000000420000000." + "0" * 64,  # 16 digits
+        "000000042." + "0" * 64 + "\n",
+        "000000042#" + "0" * 64,
+        "INBOX#" + "0" * 64,
+    ],
+)
+def test_anything_else_is_no_inbox_id(value: str) -> None:
+    # Given a string of another shape / Then it is no inbox id, and cannot be split into a key
+    assert not is_inbox_id(value)
+    with pytest.raises(ValueError, match="not an inbox id"):
+        split_inbox_id(value)

@@ -15,8 +15,10 @@ Items (pk / sk):
   INVOICE_SUFFIX#<terminal>#<last6>           the last six digits are unique per terminal while
                          / INVOICE_SUFFIX     reserved (TTL: the window); the rings that deal
                                               them out: payments.aws.invoice_space
-  INBOX#<sha256 of body> / INBOX              a raw postLink notification and its verdict (TTL;
-                                              written by payments.aws.inbox)
+  POSTLINKS#<invoiceId>  / INBOX#<sha256>     a raw postLink notification and its verdict, in
+                                              its invoice's partition (TTL; written by
+                                              payments.aws.inbox; no index entry). Before
+                                              issue 16: INBOX#<sha256> / INBOX, read until TTL
   TERMINAL#<terminal id> / TERMINAL           the terminal's 8-digit code, written once when the
                                               status API first names it (charges.terminals)
 

@@ -1,17 +1,26 @@
 """DynamoDB inbox of postLink notifications (the `Inbox` port of payments.charges.ports).
 
-Item (in the payments table): `INBOX#<sha256 of the exact body>` / `INBOX`, with what
-verification and audit need of the notification (`notification`: ePay's fields without the
-secret or the payer's contacts, the card id masked), the digest of its `secret_hash`, content
-type, route, source IP, first and last receipt, the number of deliveries, the verdict and its
-detail, the invoice and charge ids, and `expiresAt` (TTL). An operator's replay adds
-`replays`, `lastReplayedBy` (the IAM caller) and `lastReplayedAt`.
+Items (in the payments table, pk / sk):
+  POSTLINKS#<invoiceId> / INBOX#<sha256 of the exact body>   a notification, in its invoice's
+                                                             own partition (inbox id
+                                                             `<invoiceId>.<sha256>`)
+  INBOX#<sha256>        / INBOX                              one stored before 2026-12-06 (bare
+                                                             sha256 id): read and replayed,
+                                                             never written anew; gone by TTL
+                                                             30 days after
+Each holds what verification and audit need of the notification (`notification`: ePay's fields
+without the secret or the payer's contacts, the card id masked), the digest of its
+`secret_hash`, content type, route, source IP, first and last receipt, the number of
+deliveries, the verdict and its detail, the invoice and charge ids, and `expiresAt` (TTL). An
+operator's replay adds `replays`, `lastReplayedBy` (the IAM caller) and `lastReplayedAt`.
 
-A notification with an invoice id is listed in the table's keys-only ChargeListIndex under
-`chargeList` = `INBOX#<invoiceId>`, `chargeSort` = `<receivedAt ISO>#<digest>` (written once,
-with the item), so a charge's timeline finds its invoice's notifications with one Query and one
-BatchGetItem, never a Scan. Items stored before these keys existed are not listed (no backfill;
-they expire with their TTL).
+The key is the invoice and the body's digest (the invoice id is part of the body), so the same
+body delivered again is the same item. A charge's timeline lists its invoice's notifications
+with one Query of that partition (strongly consistent, at most MAX_LISTED, never the digest of
+the secret): no index entry is written for a notification (issue 16: one WRU less per postLink)
+and none is read. Items stored before still carry ChargeListIndex keys (`chargeList` =
+`INBOX#<invoiceId>`) until they expire; the timeline no longer reads them (docs/decisions.md,
+2026-12-06), a replay by their bare digest still finds them.
 """
 
 from __future__ import annotations
@@ -21,25 +30,43 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payments.aws.dynamo import DynamoCalls
-from payments.charges.inbox_records import InboxEntry, InboxRecord, StoredVerdict, Verdict
+from payments.aws.dynamo import DynamoCalls, from_attributes
+from payments.charges.inbox_records import (
+    InboxEntry,
+    InboxRecord,
+    StoredVerdict,
+    Verdict,
+    inbox_id_for,
+    split_inbox_id,
+)
 from payments.charges.notifications import Route
 from payments.shared import jsonutil
 from payments.shared.clock import from_iso, iso
 
 INBOX_TTL = timedelta(days=30)
-LIST_INDEX = "ChargeListIndex"
-# The most notifications a timeline lists for one invoice (one Query page, one BatchGetItem).
+# The most notifications a timeline lists for one invoice (one Query page). ePay sends one or
+# two per invoice (its retries are the same body, one item); more means someone posts many
+# bodies for one invoice, and then the page holds MAX_LISTED of them in digest order.
 MAX_LISTED = 100
-_BATCH_ROUNDS = 5
+_SK_PREFIX = "INBOX#"
 _REASON_CODE = re.compile(r"-?[0-9]{1,9}")
 # What a timeline reads of an item (never the digest of the secret).
-_LISTED = ("pk", "receivedAt", "route", "verdict", "detail", "deliveries", "notification")
+_LISTED = ("sk", "receivedAt", "route", "verdict", "detail", "deliveries", "notification")
 _LISTED_NAMES = {f"#a{n}": name for n, name in enumerate(_LISTED)}
 
 
-def _key(digest: str) -> dict[str, Any]:
-    return {"pk": {"S": f"INBOX#{digest}"}, "sk": {"S": "INBOX"}}
+def invoice_partition(invoice_id: str) -> str:
+    """The partition key of an invoice's notifications."""
+    return f"POSTLINKS#{invoice_id}"
+
+
+def _key(inbox_id: str) -> dict[str, Any]:
+    """Where the item an inbox id names is: its invoice's partition, or (a bare digest) the
+    item of its own that a notification got before 2026-12-06."""
+    invoice_id, digest = split_inbox_id(inbox_id)
+    if invoice_id is None:
+        return {"pk": _s(f"INBOX#{digest}"), "sk": _s("INBOX")}
+    return {"pk": _s(invoice_partition(invoice_id)), "sk": _s(f"{_SK_PREFIX}{digest}")}
 
 
 def _s(value: str) -> dict[str, str]:
@@ -66,9 +93,10 @@ class DynamoInbox:
     def keep(
         self, record: InboxRecord, *, charge_id: str | None, detail: str
     ) -> StoredVerdict | None:
-        """Store the record unless one with this digest exists, else count one more delivery:
-        one UpdateItem either way (every attribute `if_not_exists`, `deliveries` added). Returns
-        what the earlier delivery left, or None when the record is new."""
+        """Store the record unless one of this invoice and digest exists, else count one more
+        delivery: one UpdateItem either way (every attribute `if_not_exists`, `deliveries`
+        added), no index entry. Returns what the earlier delivery left, or None when the record
+        is new."""
         now = iso(record.received_at)
         expires = int((self._clock() + self._ttl).timestamp())
         kept: dict[str, Any] = {
@@ -90,17 +118,13 @@ class DynamoInbox:
             # Decided before it was stored (forged, or in agreement with the charge).
             kept["handledAt"] = _s(now)
             kept["detail"] = _s(detail[:500] or "-")
-        if record.invoice_id:
-            # Listed under its invoice (ChargeListIndex), oldest first, for a charge's timeline.
-            kept["chargeList"] = _s(inbox_list(record.invoice_id[:256]))
-            kept["chargeSort"] = _s(f"{now}#{record.digest}")
         names = {f"#k{n}": name for n, name in enumerate(kept)}
         values = {f":k{n}": value for n, value in enumerate(kept.values())}
         setters = [f"#k{n} = if_not_exists(#k{n}, :k{n})" for n in range(len(kept))]
         answer = self._db.call(
             "update_item",
             TableName=self._table,
-            Key=_key(record.digest),
+            Key=_key(inbox_id_for(record.invoice_id, record.digest)),
             UpdateExpression="SET "
             + ", ".join([*setters, "lastReceivedAt = :at"])
             + " ADD deliveries :one",
@@ -121,7 +145,7 @@ class DynamoInbox:
 
     def record_verdict(
         self,
-        digest: str,
+        inbox_id: str,
         verdict: Verdict,
         at: datetime,
         *,
@@ -148,18 +172,20 @@ class DynamoInbox:
         self._db.call(
             "update_item",
             TableName=self._table,
-            Key=_key(digest),
+            Key=_key(inbox_id),
             UpdateExpression=expression,
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
 
-    def stored(self, digest: str) -> InboxRecord | None:
-        """The record kept under `digest`, strongly consistent, or None."""
-        item = self._db.get(self._table, f"INBOX#{digest}", "INBOX")
+    def stored(self, inbox_id: str) -> InboxRecord | None:
+        """The record `inbox_id` names, strongly consistent, or None."""
+        key = _key(inbox_id)
+        item = self._db.get(self._table, key["pk"]["S"], key["sk"]["S"])
         if item is None:
             return None
+        digest = split_inbox_id(inbox_id)[1]
         kept = jsonutil.loads(str(item.get("notification") or "{}"))
         return InboxRecord(
             digest=digest,
@@ -174,37 +200,31 @@ class DynamoInbox:
         )
 
     def for_invoice(self, invoice_id: str) -> list[InboxEntry]:
-        """The invoice's notifications, oldest first: one Query of ChargeListIndex (keys only,
-        at most MAX_LISTED), then one BatchGetItem of the items (strongly consistent; unprocessed
-        keys asked again, a few rounds)."""
+        """The invoice's notifications, oldest first: one Query of its partition (strongly
+        consistent, at most MAX_LISTED items, only what a timeline shows)."""
         answer = self._db.call(
             "query",
             TableName=self._table,
-            IndexName=LIST_INDEX,
-            KeyConditionExpression="chargeList = :list",
-            ExpressionAttributeValues={":list": _s(inbox_list(invoice_id))},
-            ScanIndexForward=True,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :inbox)",
+            ExpressionAttributeValues={
+                ":pk": _s(invoice_partition(invoice_id)),
+                ":inbox": _s(_SK_PREFIX),
+            },
+            ProjectionExpression=", ".join(_LISTED_NAMES),
+            ExpressionAttributeNames=_LISTED_NAMES,
+            ConsistentRead=True,
             Limit=MAX_LISTED,
         )
-        order = [str(i["pk"]["S"]) for i in answer.get("Items", [])]
-        found: dict[str, InboxEntry] = {}
-        keys = [{"pk": _s(pk), "sk": _s("INBOX")} for pk in dict.fromkeys(order)]
-        for item in self._db.batch_get(self._table, keys, _BATCH_ROUNDS, _LISTED_NAMES):
-            found[str(item["pk"])] = _entry(item)
-        return [found[pk] for pk in order if pk in found]
+        entries = [_entry(invoice_id, from_attributes(item)) for item in answer.get("Items", [])]
+        return sorted(entries, key=lambda entry: (entry.received_at, entry.inbox_id))
 
 
-def inbox_list(invoice_id: str) -> str:
-    """The ChargeListIndex partition of an invoice's notifications."""
-    return f"INBOX#{invoice_id}"
-
-
-def _entry(item: dict[str, Any]) -> InboxEntry:
+def _entry(invoice_id: str, item: dict[str, Any]) -> InboxEntry:
     kept = jsonutil.loads(str(item.get("notification") or "{}"))
     reason = str(kept.get("reasonCode", "")).strip()
     detail = str(item.get("detail") or "")
     return InboxEntry(
-        digest=str(item["pk"]).removeprefix("INBOX#"),
+        inbox_id=inbox_id_for(invoice_id, str(item["sk"]).removeprefix(_SK_PREFIX)),
         received_at=from_iso(item["receivedAt"]),
         route=Route(item["route"]),
         verdict=Verdict(item["verdict"]),

@@ -11,16 +11,40 @@ from enum import StrEnum
 from typing import Protocol
 
 from payments.charges.model import ChargeStatus
-from payments.charges.notifications import Route
+from payments.charges.notifications import NOTIFIED_INVOICE_PATTERN, Route
 from payments.shared.fields import matches
 
-# An inbox item's id: the SHA-256 (hex) of the notification's exact body.
-INBOX_ID_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+# An inbox item's id, which locates the item: `<invoiceId>.<digest>` (the notification's invoice
+# id, then the SHA-256 hex of its exact body; an invoice id never holds a "."), or the bare
+# digest of an item stored before issue 16 (or of one without an invoice id, which the intake
+# never stores: such a body is malformed).
+INBOX_ID_RE = re.compile(
+    rf"\A(?:(?P<invoice>{NOTIFIED_INVOICE_PATTERN})\.)?(?P<digest>[0-9a-f]{{64}})\Z"
+)
+INBOX_ID_RULE = (
+    "must be <invoiceId>.<sha256 of the body> (64 lowercase hex digits) as a charge's history"
+    " shows it, or the bare sha256 of a notification stored before 2026-12-06"
+)
 
 
 def is_inbox_id(value: str) -> bool:
-    """True for a string shaped like an inbox id; anything else is no notification (a 404)."""
+    """True for a string shaped like an inbox id (anything else names no notification)."""
     return matches(INBOX_ID_RE, value)
+
+
+def inbox_id_for(invoice_id: str | None, digest: str) -> str:
+    """The id of a notification kept now: `<invoiceId>.<digest>`, or the bare digest when it
+    has no invoice id."""
+    return f"{invoice_id}.{digest}" if invoice_id else digest
+
+
+def split_inbox_id(inbox_id: str) -> tuple[str | None, str]:
+    """The invoice id (None for a bare digest) and the body's digest an inbox id names;
+    ValueError for anything not shaped like one."""
+    found = INBOX_ID_RE.fullmatch(inbox_id) if isinstance(inbox_id, str) else None
+    if found is None:
+        raise ValueError("not an inbox id")
+    return found.group("invoice"), found.group("digest")
 
 
 class Verdict(StrEnum):
@@ -44,7 +68,8 @@ FINAL_VERDICTS = frozenset(
 class InboxRecord:
     """A well-formed notification as first stored: what verification and audit need of it (card
     id masked, no secret, no payer contacts), where it came from, when. `digest` is the SHA-256 of
-    the exact body, so a byte-identical repeat is a duplicate."""
+    the exact body, so a byte-identical repeat is a duplicate (same invoice, same digest: the
+    same inbox id, `inbox_id_for`)."""
 
     digest: str
     notification: Mapping[str, str] = field(repr=False)
@@ -72,9 +97,10 @@ class StoredVerdict:
 class InboxEntry:
     """One notification of an invoice as a charge's timeline shows it: when and where it came,
     what the intake (or a replay) concluded, how often it was delivered, and ePay's code and
-    reasonCode. Never its secret (the inbox keeps none) or its other fields."""
+    reasonCode. Never its secret (the inbox keeps none) or its other fields. `inbox_id` is what
+    an operator's replay takes."""
 
-    digest: str
+    inbox_id: str
     received_at: datetime
     route: Route
     verdict: Verdict
@@ -105,13 +131,14 @@ class Inbox(Protocol):
     def keep(
         self, record: InboxRecord, *, charge_id: str | None, detail: str
     ) -> StoredVerdict | None:
-        """Store a new record (with its verdict, charge and detail), or count one more delivery
-        of a stored one (one write either way); what an earlier delivery left, or None."""
+        """Store a new record (with its verdict, charge and detail) under
+        `inbox_id_for(record.invoice_id, record.digest)`, or count one more delivery of a stored
+        one (one write either way); what an earlier delivery left, or None."""
         ...
 
     def record_verdict(
         self,
-        digest: str,
+        inbox_id: str,
         verdict: Verdict,
         at: datetime,
         *,
@@ -122,8 +149,8 @@ class Inbox(Protocol):
         """Write what the intake (or an operator's replay, by `replayed_by`) concluded."""
         ...
 
-    def stored(self, digest: str) -> InboxRecord | None:
-        """The record kept under `digest` (its fields, the digest of its secret), or None."""
+    def stored(self, inbox_id: str) -> InboxRecord | None:
+        """The record kept under `inbox_id` (its fields, the digest of its secret), or None."""
         ...
 
     def for_invoice(self, invoice_id: str) -> list[InboxEntry]:

@@ -48,7 +48,9 @@ _MAX_FIELD_CHARS = 256
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 # A charge's invoice id (6-15 digits), or a card verification's (e.g. "CARD0001": the postLink
 # of saving a card, amount 0 USD), which no charge holds: it is kept as an unknown invoice.
-_NOTIFIED_INVOICE_RE = re.compile(r"\A(?:[0-9]{6,15}|[A-Za-z][A-Za-z0-9_-]{2,63})\Z")
+# (Part of an inbox id: payments.charges.inbox_records; never a ".".)
+NOTIFIED_INVOICE_PATTERN = r"(?:[0-9]{6,15}|[A-Za-z][A-Za-z0-9_-]{2,63})"
+_NOTIFIED_INVOICE_RE = re.compile(rf"\A{NOTIFIED_INVOICE_PATTERN}\Z")
 
 
 class Route(StrEnum):

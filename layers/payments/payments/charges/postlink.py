@@ -7,9 +7,10 @@ A notification is a hint, never a fact. ePay does not sign it; the only secret i
 2. parses the body tolerantly (JSON, or a urlencoded form; keys in any case; `reasonCode` a
    number or a string; unknown fields ignored); a body that is not a notification is answered
    400 and counted, never stored (anyone could fill the table with junk);
-3. stores a well-formed one in the inbox (keyed by the SHA-256 of the exact body, so a
-   byte-identical repeat is a duplicate) *before* anything acts on it: only what verification
-   and audit need (ePay's fields, card id masked; no secret, no payer contacts or location);
+3. stores a well-formed one in the inbox (keyed by its invoice id and the SHA-256 of the exact
+   body, so a byte-identical repeat is a duplicate) *before* anything acts on it: only what
+   verification and audit need (ePay's fields, card id masked; no secret, no payer contacts or
+   location);
 4. finds the charge by invoice id (unknown: 200, kept for review, no retries invited);
 5. verifies `secret_hash` in constant time against the charge's digest, and `invoiceId`, `amount`,
    `currency` and `terminal` against the charge (any mismatch: 403, nothing changes). The
@@ -48,6 +49,7 @@ from payments.charges.inbox_records import (
     PostLinkOutcome,
     PostLinkTelemetry,
     Verdict,
+    inbox_id_for,
 )
 from payments.charges.model import (
     Charge,
@@ -228,7 +230,7 @@ class PostLinkService:
 
         outcome = self._handle(notification, delivery, stored is not None, deadline, charge)
         self._inbox.record_verdict(
-            digest,
+            inbox_id_for(record.invoice_id, digest),
             outcome.verdict,
             self._clock(),
             charge_id=outcome.charge_id,
@@ -273,16 +275,16 @@ class PostLinkService:
             return None
         return _with(base, verdict=Verdict.SETTLED, detail=f"agrees: {charge.status.value}")
 
-    def replay(self, digest: str, operator: str, deadline: Deadline) -> PostLinkOutcome:
+    def replay(self, inbox_id: str, operator: str, deadline: Deadline) -> PostLinkOutcome:
         """Handle a stored notification again, for an operator (`POST /postlinks/{id}/replay`).
 
         The inbox kept its fields and the digest of its secret_hash (never the secret): it is
         read by the same parser and verified and settled by the same code as a delivery (the
         secret compared digest to digest), and its verdict is updated, naming the operator.
         A forged one stays forged (answered, not raised: the replay itself is not a forgery,
-        and it is not counted as one). NotFoundError when nothing is kept under `digest`.
+        and it is not counted as one). NotFoundError when nothing is kept under `inbox_id`.
         """
-        record = self._inbox.stored(digest)
+        record = self._inbox.stored(inbox_id)
         if record is None:
             raise NotFoundError("no such postLink")
         delivery = Delivery(b"", record.content_type, record.route, record.source_ip)
@@ -300,7 +302,7 @@ class PostLinkService:
         else:
             outcome = self._handle(notification, delivery, True, deadline)
         self._inbox.record_verdict(
-            digest,
+            inbox_id,
             outcome.verdict,
             self._clock(),
             charge_id=outcome.charge_id,

@@ -2,8 +2,8 @@
 ePay sent for its invoice with what became of each.
 
 Read only: the charge (strongly consistent), its history items (one Query of its partition) and
-its invoice's notifications (one Query of ChargeListIndex, one BatchGetItem; never a Scan). The
-inbox keeps no secret_hash, so a timeline cannot show one.
+its invoice's notifications (one Query of the invoice's inbox partition; never a Scan). The inbox
+keeps no secret_hash, so a timeline cannot show one.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def postlink_entry(entry: InboxEntry) -> dict[str, Any]:
     """One notification of the charge's invoice: its inbox id, when and where it came, its
     verdict, how often it was delivered, ePay's code and reasonCode (never its secret)."""
     return {
-        "inboxId": entry.digest,
+        "inboxId": entry.inbox_id,
         "receivedAt": iso(entry.received_at),
         "route": entry.route.value,
         "verdict": entry.verdict.value,
@@ -121,11 +121,11 @@ def timeline_resource(timeline: Timeline) -> dict[str, Any]:
     }
 
 
-def replay_resource(digest: str, outcome: PostLinkOutcome) -> dict[str, Any]:
+def replay_resource(inbox_id: str, outcome: PostLinkOutcome) -> dict[str, Any]:
     """`POST /postlinks/{inboxId}/replay`: the verdict, and the charge (or card setup) it
     concerned with its status afterwards (null when none)."""
     return {
-        "inboxId": digest,
+        "inboxId": inbox_id,
         "verdict": outcome.verdict.value,
         "chargeId": outcome.charge_id,
         "status": outcome.status.value if outcome.status is not None else None,
