@@ -73,10 +73,15 @@ class Receiver:
     handler: Callable[[dict[str, Any], Any], dict[str, Any]]
     forward: bool = True
     received: list[Received] = field(default_factory=list)
+    # Closed while a create runs (PostLinkStack.create): a postLink ePay sends meanwhile waits
+    # for the create's answer, so a test never depends on which of the two a busy machine runs
+    # first.
+    gate: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> Receiver:
         receiver = self
+        self.gate.set()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -86,6 +91,7 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length)
                 status, answer = 200, b'{"received":true}'
+                receiver.gate.wait(timeout=30)
                 if receiver.forward:
                     path = urllib.parse.urlsplit(self.path).path
                     # ePay posts to the postLink function's URL: a function URL event.
@@ -133,7 +139,12 @@ class PostLinkStack:
         return self.charges.simulator
 
     def create(self, charge_body: dict[str, Any], key: str) -> dict[str, Any]:
-        answer = self.charges.invoke(create_event(charge_body, key))
+        """Create a charge; the postLinks ePay sends meanwhile are handled after its answer."""
+        self.receiver.gate.clear()
+        try:
+            answer = self.charges.invoke(create_event(charge_body, key))
+        finally:
+            self.receiver.gate.set()
         assert answer.status in (200, 201), answer.raw
         result: dict[str, Any] = answer.body
         return result
