@@ -16,6 +16,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.client import BaseClient
 from moto.server import ThreadedMotoServer
 
 from local.apigw import LambdaContext
@@ -263,3 +265,21 @@ def captured_logs() -> Iterator[io.StringIO]:
     previous = handler.setStream(stream)  # type: ignore[attr-defined]
     yield stream
     handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def aws_calls() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The AWS requests made inside the block, in order: (operation, parameters), as botocore
+    sends them."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    make_call = BaseClient._make_api_call
+
+    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((operation, params))
+        return make_call(client, operation, params)
+
+    BaseClient._make_api_call = recorded  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        BaseClient._make_api_call = make_call  # type: ignore[method-assign]

@@ -176,52 +176,36 @@ def test_status_over_an_account_and_the_operators_needs_review_view(
     assert ids(search(stack, status="CAPTURED")) == [captured["id"]]
 
 
+def held_charge(stack: Stack, account: str) -> dict[str, Any]:
+    """A charge of `account` held for a manual capture (AUTHORIZED)."""
+    body = {"amount": 900, "currency": "KZT", "cardId": CARD_AUTH, "accountId": account}
+    answer = stack.invoke(
+        create_event(body | {"description": "Order", "capture": "manual"}, key=uuid.uuid4().hex)
+    )
+    assert answer.status == 201, answer.body
+    assert answer.body["status"] == "AUTHORIZED"
+    return dict(answer.body)
+
+
 def test_open_charges_share_one_partition_and_older_entries_are_still_read(
     stack: Stack, clock: Clock
 ) -> None:
     # Given a charge held for a manual capture (AUTHORIZED) and one captured
-    held = stack.invoke(
-        create_event(
-            {
-                "amount": 1500,
-                "currency": "KZT",
-                "cardId": CARD_AUTH,
-                "accountId": "customer-42",
-                "description": "Order",
-                "capture": "manual",
-            },
-            key=uuid.uuid4().hex,
-        )
-    )
-    assert held.status == 201, held.body
-    assert held.body["status"] == "AUTHORIZED"
+    held = held_charge(stack, "customer-42")
     clock.now += timedelta(seconds=1)
     captured = charge(stack)
     items = {i["id"]["S"]: i for i in stack.charge_items()}
 
     # Then the held charge is in the OPEN partition, the captured one in its own
-    assert items[held.body["id"]]["chargeList"]["S"] == "STATUS#OPEN"
+    assert items[held["id"]]["chargeList"]["S"] == "STATUS#OPEN"
     assert items[captured["id"]]["chargeList"]["S"] == "STATUS#CAPTURED"
 
     # Given a held charge written before OPEN existed (listed under its own status)
     clock.now += timedelta(seconds=1)
-    older = stack.invoke(
-        create_event(
-            {
-                "amount": 900,
-                "currency": "KZT",
-                "cardId": CARD_AUTH,
-                "accountId": "customer-43",
-                "description": "Order",
-                "capture": "manual",
-            },
-            key=uuid.uuid4().hex,
-        )
-    )
-    assert older.status == 201, older.body
+    older = held_charge(stack, "customer-43")
     stack.dynamodb.update_item(
         TableName=stack.table,
-        Key={"pk": {"S": f"CHARGE#{older.body['id']}"}, "sk": {"S": "CHARGE"}},
+        Key={"pk": {"S": f"CHARGE#{older['id']}"}, "sk": {"S": "CHARGE"}},
         UpdateExpression="SET chargeList = :old",
         ExpressionAttributeValues={":old": {"S": "STATUS#AUTHORIZED"}},
     )
@@ -238,7 +222,7 @@ def test_open_charges_share_one_partition_and_older_entries_are_still_read(
             break
 
     # Then both held charges are listed once each, the older one after OPEN's
-    assert seen == [held.body["id"], older.body["id"]]
+    assert seen == [held["id"], older["id"]]
     assert cursor is None
     # And an open status with no charge lists none, a settled one only its own
     assert ids(search(stack, status="PROCESSING")) == []

@@ -10,13 +10,13 @@ import time
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
 from payments.charges.inbox_records import is_inbox_id
 from payments.charges.model import is_charge_id
 from tests.integration.conftest import (
     Answer,
     Stack,
+    aws_calls,
     create_event,
     load_event,
     load_function,
@@ -218,9 +218,7 @@ def test_history_shows_every_transition_and_the_invoices_postlinks_in_order(
         assert secret not in answer.raw
 
 
-def test_history_reads_both_notifications_of_the_invoice_with_one_query(
-    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_history_reads_both_notifications_of_the_invoice_with_one_query(pl: PostLinkStack) -> None:
     # Given a charge with two notifications of its invoice stored: a forged one, then ePay's
     charge = unknown_charge(pl)
     genuine = pl.notification()
@@ -228,17 +226,9 @@ def test_history_reads_both_notifications_of_the_invoice_with_one_query(
     assert pl.post(forged).status == 403
     time.sleep(0.01)
     assert pl.post(genuine).status == 200
-    calls: list[tuple[str, dict[str, Any]]] = []
-    make_call = BaseClient._make_api_call
-
-    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        calls.append((operation, params))
-        return make_call(client, operation, params)
-
     # When the timeline is read (recording the charges function's AWS requests)
-    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
-    answer = history(pl.charges, charge["id"])
-    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+    with aws_calls() as calls:
+        answer = history(pl.charges, charge["id"])
 
     # Then both notifications are listed, oldest first, by ids a replay takes
     assert answer.status == 200, answer.raw
@@ -526,26 +516,18 @@ def test_replay_of_an_unknown_inbox_id_is_404(stack: Stack, unknown: str) -> Non
     ],
 )
 def test_replay_of_a_malformed_inbox_id_is_400_before_any_read(
-    stack: Stack, malformed: str, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, malformed: str
 ) -> None:
     # Given an inbox id of no shape the inbox gives (counting the function's AWS requests)
-    requests: list[str] = []
-    make_call = BaseClient._make_api_call
-
-    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        requests.append(operation)
-        return make_call(client, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
     # When it is replayed
-    answer = operator(stack).invoke(replay_event(malformed))
-    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+    with aws_calls() as calls:
+        answer = operator(stack).invoke(replay_event(malformed))
 
     # Then it is 400 naming the inbox id and its shape, and nothing was read or asked
     assert (answer.status, answer.body["error"]["code"]) == (400, "validation_error"), answer.raw
     assert "inboxId" in answer.body["error"]["fields"]
     assert "<invoiceId>.<sha256" in answer.body["error"]["fields"]["inboxId"]
-    assert requests == []
+    assert calls == []
 
 
 def test_replay_by_a_bare_digest_finds_a_notification_stored_the_old_way(

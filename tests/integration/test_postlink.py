@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
 from local.apigw import build_function_url_event
 from payments import bootstrap
@@ -33,6 +32,7 @@ from tests.integration.conftest import (
     Answer,
     Context,
     Stack,
+    aws_calls,
     create_event,
     load_event,
     load_function,
@@ -261,7 +261,7 @@ def test_simulator_postlink_after_a_capture_is_stored_verified_and_changes_nothi
 
 
 def test_postlink_telling_what_a_captured_charge_holds_is_one_read_one_write_no_epay_call(
-    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
+    pl: PostLinkStack,
 ) -> None:
     # Given a first charge whose postLink taught us the terminal's 8-digit code (status API)
     pl.create(body(), "order-1")
@@ -272,22 +272,14 @@ def test_postlink_telling_what_a_captured_charge_holds_is_one_read_one_write_no_
     charge = pl.create(body(), "order-2")
     notification = pl.notification(charge["invoiceId"])
     statuses, history = pl.ops("status"), pl.history(charge["id"])
-    requests: list[str] = []
-    make_call = BaseClient._make_api_call
-
-    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        requests.append(operation)
-        return make_call(client, operation, params)
-
     # When the postLink arrives (counting the handler's AWS requests)
-    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
-    answer = pl.post(notification)
-    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+    with aws_calls() as calls:
+        answer = pl.post(notification)
 
     # Then it is answered 200 after one read (the charge, by the id its secret_hash leads with)
     # and one write (the inbox item with its verdict), and ePay was not asked
     assert answer.status == 200
-    assert requests == ["GetItem", "UpdateItem"]
+    assert [operation for operation, _ in calls] == ["GetItem", "UpdateItem"]
     assert pl.ops("status") == statuses
     assert pl.history(charge["id"]) == history
     (item,) = [i for i in pl.inbox() if i["invoiceId"]["S"] == charge["invoiceId"]]
@@ -489,26 +481,20 @@ def test_same_notification_five_times_over_the_wire_gives_one_transition(
 
 
 def test_a_postlink_is_one_item_in_its_invoices_partition_without_index_keys(
-    pl: PostLinkStack, monkeypatch: pytest.MonkeyPatch
+    pl: PostLinkStack,
 ) -> None:
     # Given an UNKNOWN charge and ePay's notification for it
     charge = unknown_charge(pl)
     payload = pl.notification()
     digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
     writes: list[list[tuple[str, dict[str, Any]]]] = []
-    make_call = BaseClient._make_api_call
-
-    def recorded(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        if operation in ("PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem"):
-            writes[-1].append((operation, params))
-        return make_call(client, operation, params)
+    kinds = ("PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem")
 
     # When the same body is delivered twice (recording each delivery's writes)
-    monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
     for _ in range(2):
-        writes.append([])
-        assert pl.post(payload).status == 200
-    monkeypatch.setattr(BaseClient, "_make_api_call", make_call)
+        with aws_calls() as calls:
+            assert pl.post(payload).status == 200
+        writes.append([(operation, params) for operation, params in calls if operation in kinds])
 
     # Then there is one inbox item, in the invoice's partition, keyed by the body's digest
     (item,) = pl.inbox()
