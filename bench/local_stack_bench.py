@@ -3,13 +3,15 @@
 Run by `make bench-local` (PYTHONPATH=layers/payments:.). It prints numbers and never fails on
 them: the two target lines only say "met" or "NOT met". The stack is the one `make run` starts
 (`local.run.start_stack` with `make run`'s defaults: DynamoDB Local when Java and the jar are
-there, moto's server in a process of its own, the ePay simulator delivering postLinks, the
-table's stream into the charge events function, the renewal and reconciler schedules), without
-the local event feed (nothing reads it here). The clients run in a process of their own (as
-`make run`'s callers do), one thread per connection. Each client thread keeps its own keep-alive
-`http.client` connection and sends the canonical body of events/charges/create-charge.json with
-a fresh Idempotency-Key, unsigned (the local API does not check SigV4, as `make run`'s banner
-says).
+there, moto's server in a process of its own, the handlers in `make run`'s worker processes
+(`--processes`, local.apigw.pool; their stdout, the functions' logs, goes to /dev/null), the ePay
+simulator delivering postLinks (POSTLINK_DELAY_SECONDS after the auth, as bench/cost_bench.py
+assumes: ePay's postLink lands after the charge's own answer), the table's stream into the
+charge events function, the renewal and reconciler schedules), without the local event feed
+(nothing reads it here). The clients run in a process of their own (as `make run`'s callers
+do), one thread per connection. Each client thread keeps its own keep-alive `http.client`
+connection and sends the canonical body of events/charges/create-charge.json with a fresh
+Idempotency-Key, unsigned (the local API does not check SigV4, as `make run`'s banner says).
 
 Top-level imports are stdlib only.
 """
@@ -45,6 +47,10 @@ TARGET_P50_MS = 30.0  # at concurrency 1
 TARGET_P50_AT = 1
 REQUEST_TIMEOUT = 35.0  # above the local API's 29 s integration timeout
 POSTLINK_WAIT = 60.0
+# ePay's postLink lands after the charge's answer (delays of minutes have been seen); with no
+# delay the simulator posts it while the charge is still being captured, which ePay's latency
+# never allows. The same figure as bench/cost_bench.py's. A level's CPU includes its postLinks.
+POSTLINK_DELAY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,11 @@ class Level:
     statuses: dict[str, int]
     postlinks: int
     postlink_failures: int
-    cpu_ms: float  # this process (API, functions, simulator; not the clients) per charge
-    child_cpu_ms: float | None  # the stack's child processes (DynamoDB Local, moto) per charge
-    #: The same, per child process ("DynamoDB Local", "moto"); empty without /proc.
+    cpu_ms: float  # this process (API, simulator, pollers; not the clients) per charge
+    #: The stack's child processes (handler workers, DynamoDB Local, moto) per charge.
+    child_cpu_ms: float | None
+    #: The same, per child process ("handler workers", "DynamoDB Local", "moto"); empty without
+    #: /proc.
     child_cpu_by_process: dict[str, float]
 
     @property
@@ -123,10 +131,12 @@ def process_cpu() -> float:
     return times.user + times.system
 
 
-def children_cpu(exclude: int | None = None) -> dict[str, float] | None:
+def children_cpu(
+    exclude: int | None = None, workers: frozenset[int] = frozenset()
+) -> dict[str, float] | None:
     """CPU seconds of this process's running children by process ("DynamoDB Local" for java,
-    "moto" for moto's server), from /proc, but for ``exclude`` (the clients); None without
-    /proc."""
+    "handler workers" for the local API's worker processes, whose ids are ``workers``, "moto"
+    for moto's server), from /proc, but for ``exclude`` (the clients); None without /proc."""
     proc = Path("/proc")
     if not proc.is_dir():
         return None
@@ -143,7 +153,15 @@ def children_cpu(exclude: int | None = None) -> dict[str, float] | None:
             continue  # ended meanwhile
         fields = after.split()
         if int(fields[1]) == me:
-            label = "DynamoDB Local" if name == "java" else "moto" if "python" in name else name
+            label = (
+                "handler workers"
+                if int(entry.name) in workers
+                else "DynamoDB Local"
+                if name == "java"
+                else "moto"
+                if "python" in name
+                else name
+            )
             ticks[label] = ticks.get(label, 0) + int(fields[11]) + int(fields[12])
     return {label: count / tick for label, count in ticks.items()}
 
@@ -167,7 +185,16 @@ def start_local_stack() -> LocalStack:
         name: value or None for name, value in vars(defaults).items() if name.endswith("_period")
     }
     # environ={}: the bench always measures the local servers, whatever the shell points at.
-    return run.start_stack(0, environ={}, dynamodb=defaults.dynamodb, events_feed=False, **periods)
+    # The handler workers' stdout (the functions' logs) goes where this process's does: nowhere.
+    return run.start_stack(
+        0,
+        environ={},
+        dynamodb=defaults.dynamodb,
+        events_feed=False,
+        processes=defaults.processes,
+        worker_output=os.devnull,
+        **periods,
+    )
 
 
 @contextlib.contextmanager
@@ -326,12 +353,18 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
     try:
         if clients.stdout.readline().strip() != "ready":
             raise RuntimeError("the clients' process did not start")
-        cpu_before, children_before = process_cpu(), children_cpu(exclude=clients.pid)
+        pool = stack.gateway.pool
+        workers = frozenset(pool.pids if pool is not None else ())
+        cpu_before = process_cpu()
+        children_before = children_cpu(exclude=clients.pid, workers=workers)
         clients.stdin.write("go\n")
         clients.stdin.flush()
         seen = json.loads(clients.stdout.readline())
+        # Each auth of the approved card sends one postLink: the level's work ends with them.
+        auths = len(simulator.requests("auth")) - auths_before
+        delivered = simulator.wait_for_postlinks(postlinks_before + auths, timeout=POSTLINK_WAIT)
         cpu = process_cpu() - cpu_before
-        children_after = children_cpu(exclude=clients.pid)
+        children_after = children_cpu(exclude=clients.pid, workers=workers)
     finally:
         clients.stdin.close()
         clients.wait(timeout=60)
@@ -346,9 +379,6 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
         }
     )
     child_cpu = None if children_after is None else sum(by_process.values())
-    # Each auth of the approved card sends one postLink; wait for this level's before the next.
-    auths = len(simulator.requests("auth")) - auths_before
-    delivered = simulator.wait_for_postlinks(postlinks_before + auths, timeout=POSTLINK_WAIT)
     mine = delivered[postlinks_before:]
     failures = sum(1 for d in mine if d.error or not (200 <= (d.status or 0) < 300))
     return Level(
@@ -380,8 +410,10 @@ def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> 
     print()
     print(f"POST /charges over HTTP, local stack as `make run` starts it (DynamoDB: {dynamodb})")
     print(
-        f"warm-up {sizes.warmup} charges; postLinks delivered by the simulator; CPU in ms per "
-        "charge: this process (API, functions, simulator) / child processes (DynamoDB Local, moto)"
+        f"warm-up {sizes.warmup} charges; postLinks delivered by the simulator "
+        f"{POSTLINK_DELAY_SECONDS:g} s after the auth; CPU in ms per "
+        "charge: this process (API, simulator) / child processes (handler workers, DynamoDB "
+        "Local, moto)"
     )
     print("=" * width)
     print(
@@ -465,6 +497,7 @@ def main() -> int:
     levels: list[Level] = []
     with open(os.devnull, "w") as sink, console_like_make_run(sink), start_local_stack() as stack:
         dynamodb = "moto" if stack.dynamodb_endpoint == stack.aws_endpoint else "DynamoDB Local"
+        stack.require_simulator().postlink_delay = POSTLINK_DELAY_SECONDS
         print(f"warm-up: {sizes.warmup} charges at concurrency 8 ...", file=out, flush=True)
         run_level(stack, 8, sizes.warmup)
         for concurrency, total in sizes.per_level:

@@ -61,6 +61,9 @@ class DynamoDBLocal(ChildServer):
                 str(self.port),
             ],
             stdout=subprocess.DEVNULL,
+            # A process group of its own: Ctrl-C on `make run` reaches the stack's process,
+            # which stops this one after the functions and pollers that still use it.
+            process_group=0,
             stderr=subprocess.PIPE,
             cwd=jar.parent,
         )

@@ -39,6 +39,9 @@ class MotoServerProcess(ChildServer):
             [sys.executable, "-c", _MOTO_SERVER, "-H", self.host, "-p", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            # A process group of its own: Ctrl-C on `make run` reaches the stack's process,
+            # which stops this one after the functions and pollers that still use it.
+            process_group=0,
         )
         return self
 

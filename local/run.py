@@ -20,9 +20,14 @@ What starts, in order (each one skipped when the environment points elsewhere):
    simulator's widget script), the created resource names, ``PUBLIC_BASE_URL`` (the local API)
    and the AWS endpoint. The postLink function's URL (a Lambda function URL in AWS) is served on
    the same port at its paths, so ``POSTLINK_BASE_URL`` is the local API's URL + "/".
+   `make run` (``--processes``, default 2) runs the handlers in worker processes
+   (``local.apigw.pool``), so the functions' Python is not bound to the GIL of the process that
+   serves the API and the simulator; :func:`start_stack` keeps them in-process unless given
+   ``processes`` (tests read the simulator and the handlers' state in-process).
 5. The template's other event sources, as threads (``local.workers``): the renewal schedule and
    queue when a renewal period is given, the reconciler's schedule and its queue of shard units
-   when a reconcile period is given, and the table's stream into the charge events function.
+   when a reconcile period is given, and the table's stream into the charge events function
+   (with worker processes, these invocations run there too).
 6. Local only, not in the template: the event feed (``local.events_feed``), a rule on the
    template's bus(es) into a queue of its own that a thread drains. Every domain event that
    really went through the bus is printed as one line (``local.events`` logger) and kept (the
@@ -54,6 +59,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from local.apigw import ApiDocs, LocalApiGateway
+from local.apigw.pool import HandlerPool, HandlerPoolError
 from local.aws import create_resources
 from local.epay_sim import (
     TEST_CLIENT_ID,
@@ -107,6 +113,9 @@ logger = logging.getLogger("local.run")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 DEFAULT_PORT = 3000
+#: `make run`'s handler worker processes (local.apigw.pool): the functions' Python off the GIL of
+#: the process that serves the API and the ePay simulator.
+DEFAULT_PROCESSES = 2
 LOCAL_REGION = "us-east-1"
 #: The simulator's saved card that is approved without 3-D Secure.
 APPROVED_TEST_CARD_ID = "c0000000-0000-4000-8000-000000000001"
@@ -366,24 +375,26 @@ def _start_workers(
     charge_events: bool,
     reconcile_period: float | None = None,
     stream_credentials: Any = None,
+    pool: HandlerPool | None = None,
 ) -> None:
     """The schedule and event sources the template wires to functions, as local threads.
 
     ``stream_credentials`` (botocore's) let the stream poller send GetRecords as a plain signed
-    request and pass its JSON through (``local.workers.RawGetRecords``).
+    request and pass its JSON through (``local.workers.RawGetRecords``). With a ``pool``
+    (``local.apigw.pool.HandlerPool``) the invocations run in its worker processes.
     """
     from local.workers import ChargeEventWorker, Reconciliations, RenewalWorkers
 
     # Renewals: the dispatcher every `renewal_period` s and the worker on the queue.
     if renewal_period is not None and RenewalWorkers.available(template):
         workers = RenewalWorkers(
-            template, template_dir, clients["sqs"], names, period=renewal_period
+            template, template_dir, clients["sqs"], names, period=renewal_period, pool=pool
         ).start()
         stoppers.append(workers.stop)
     # The reconciler: its tick every `reconcile_period` s and its shard units from the queue.
     if reconcile_period is not None and Reconciliations.available(template):
         reconciliations = Reconciliations(
-            template, template_dir, clients["sqs"], names, period=reconcile_period
+            template, template_dir, clients["sqs"], names, period=reconcile_period, pool=pool
         ).start()
         stoppers.append(reconciliations.stop)
     # charge.* events: the table's stream polled into ChargeEventsFunction (the outbox).
@@ -396,6 +407,7 @@ def _start_workers(
             clients["dynamodbstreams"],
             names[table_ids[0]],
             credentials=stream_credentials,
+            pool=pool,
         ).start()
         stoppers.append(worker.stop)
 
@@ -413,6 +425,8 @@ def start_stack(
     charge_events: bool = True,
     events_feed: bool | None = None,
     reconcile_period: float | None = None,
+    processes: int = 0,
+    worker_output: str | None = None,
 ) -> LocalStack:
     """Start moto/DynamoDB Local, the ePay simulator and the local API; create the resources.
 
@@ -425,6 +439,9 @@ def start_stack(
     the charge events function (benchmarks turn it off to keep its polling out of their timings).
     ``events_feed`` attaches the local event feed to the bus (None: when moto was started here,
     i.e. no ``AWS_ENDPOINT_URL``; it adds a rule and a queue to the endpoint until ``stop()``).
+    ``processes`` > 0 runs the API's handlers in that many worker processes
+    (``local.apigw.pool``; `make run` uses 2) instead of this process's threads (the default:
+    tests keep one process); ``worker_output`` is where their stdout goes (None: this process's).
     """
     import boto3  # lazily: keeps `--help` fast
 
@@ -479,6 +496,9 @@ def start_stack(
             gateway_kwargs["simulator_url"] = str(simulator.base_url)
         if feed is not None:
             gateway_kwargs["local_endpoints"] = {EVENTS_PATH: feed.endpoint}
+        if processes > 0:
+            gateway_kwargs["processes"] = processes
+            gateway_kwargs["worker_output"] = worker_output
         gateway = LocalApiGateway(template_path, env_for, host=host, port=port, **gateway_kwargs)
         _reset_warm_state()
         stoppers.append(_reset_warm_state)
@@ -494,6 +514,7 @@ def start_stack(
             charge_events=charge_events,
             reconcile_period=reconcile_period,
             stream_credentials=session.get_credentials(),
+            pool=gateway.pool,
         )
     except BaseException:
         while stoppers:
@@ -682,6 +703,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="run the reconciler's tick this often (default 30; 0 turns it off)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        metavar="N",
+        help=(
+            f"run the API's handlers in N worker processes (default {DEFAULT_PROCESSES}; "
+            "0 runs them in this process)"
+        ),
+    )
     return parser.parse_args(argv)
 
 
@@ -703,8 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dynamodb=args.dynamodb,
             renewal_period=args.renewal_period or None,
             reconcile_period=args.reconcile_period or None,
+            processes=max(0, args.processes),
         )
-    except (OSError, TemplateError) as error:
+    except (OSError, TemplateError, HandlerPoolError) as error:
         print(f"local stack did not start: {error}", file=sys.stderr)
         return 1
 

@@ -54,11 +54,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from local.apigw import LambdaContext, call_handler, load_handler
 from local.template import resources_of_type
+
+if TYPE_CHECKING:
+    from local.apigw.pool import HandlerPool
 
 __all__ = [
     "ChargeEventWorker",
@@ -83,6 +86,19 @@ RECONCILER_ID = "ReconcilerFunction"
 RECONCILE_QUEUE_ID = "ReconcileQueue"
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
+
+
+def _load(
+    pool: HandlerPool | None, function: Mapping[str, Any], base_dir: Path
+) -> Callable[[dict[str, Any], Any], Any]:
+    """The function's handler: loaded here, or a stand-in that runs it in the pool's workers
+    (``make run``: the API's handler processes run these invocations too)."""
+    if pool is not None:
+        return pool.handler(function["CodeUri"], function["Handler"])
+    handler: Callable[[dict[str, Any], Any], Any] = load_handler(
+        function["CodeUri"], function["Handler"], base_dir
+    )
+    return handler
 
 
 def scheduled_event(rule: str) -> dict[str, Any]:
@@ -137,11 +153,13 @@ class RenewalWorkers:
         resource_names: Mapping[str, str],
         *,
         period: float = 10.0,
+        pool: HandlerPool | None = None,
     ) -> None:
         functions = resources_of_type(template, "AWS::Serverless::Function")
         self._dispatcher = functions[DISPATCHER_ID]["Properties"]
         self._worker = functions[WORKER_ID]["Properties"]
         self._base_dir = base_dir
+        self._pool = pool
         self._sqs = sqs
         self._queue_url = resource_names[QUEUE_ID]
         self._queue_arn = resource_names[f"{QUEUE_ID}.Arn"]
@@ -180,9 +198,7 @@ class RenewalWorkers:
 
     def dispatch_once(self) -> Any:
         """Invoke the dispatcher's handler once, as the schedule would."""
-        handler = load_handler(
-            self._dispatcher["CodeUri"], self._dispatcher["Handler"], self._base_dir
-        )
+        handler = _load(self._pool, self._dispatcher, self._base_dir)
         context = LambdaContext(DISPATCHER_ID, 256, float(self._dispatcher["Timeout"]))
         return call_handler(handler, scheduled_event("local-RenewalDispatcherSchedule"), context)
 
@@ -199,7 +215,7 @@ class RenewalWorkers:
         if not messages:
             return 0
         records = sqs_records(messages, self._queue_arn)
-        handler = load_handler(self._worker["CodeUri"], self._worker["Handler"], self._base_dir)
+        handler = _load(self._pool, self._worker, self._base_dir)
         context = LambdaContext(WORKER_ID, 256, float(self._worker.get("Timeout", 150)))
         result = call_handler(handler, {"Records": records}, context)
         failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
@@ -243,10 +259,12 @@ class Reconciliations:
         resource_names: Mapping[str, str],
         *,
         period: float = 30.0,
+        pool: HandlerPool | None = None,
     ) -> None:
         functions = resources_of_type(template, "AWS::Serverless::Function")
         self._function = functions[RECONCILER_ID]["Properties"]
         self._base_dir = base_dir
+        self._pool = pool
         self._sqs = sqs
         self._queue_url = resource_names[RECONCILE_QUEUE_ID]
         self._queue_arn = resource_names[f"{RECONCILE_QUEUE_ID}.Arn"]
@@ -278,10 +296,7 @@ class Reconciliations:
         self._threads.clear()
 
     def _handler(self) -> Callable[[dict[str, Any], Any], Any]:
-        handler: Callable[[dict[str, Any], Any], Any] = load_handler(
-            self._function["CodeUri"], self._function["Handler"], self._base_dir
-        )
-        return handler
+        return _load(self._pool, self._function, self._base_dir)
 
     def _context(self) -> LambdaContext:
         return LambdaContext(
@@ -716,6 +731,7 @@ class ChargeEventWorker:
         start_at: str = "LATEST",
         period: float | None = None,
         credentials: Any = None,
+        pool: HandlerPool | None = None,
     ) -> None:
         functions = resources_of_type(template, "AWS::Serverless::Function")
         self._function = functions[CHARGE_EVENTS_ID]["Properties"]
@@ -732,6 +748,7 @@ class ChargeEventWorker:
         window = float(source.get("MaximumBatchingWindowInSeconds") or 0)
         self._period = period if period is not None else (window or 1.0)
         self._base_dir = base_dir
+        self._pool = pool
         raw = None
         if credentials is not None:
             meta = streams.meta
@@ -791,9 +808,7 @@ class ChargeEventWorker:
         raised) is read again from its first failure on the next call, until the event source's
         MaximumRetryAttempts; then that batch is given up, as Lambda would.
         """
-        invoke = handler or load_handler(
-            self._function["CodeUri"], self._function["Handler"], self._base_dir
-        )
+        invoke = handler or _load(self._pool, self._function, self._base_dir)
         delivered = 0
         for shard_id, shaped in self._read():
             records = [r for r in shaped if matches_filters(r, self._patterns)]

@@ -23,6 +23,9 @@ What it deliberately does not do:
   (one warm "container" per function, loaded once); layers are put on ``sys.path`` like /opt/python.
   Powertools' log keys are the exception: each invocation gets its own (``function_name`` and the
   rest stay its own while others run, see :mod:`~local.apigw.runtime`).
+  Opt-in (``processes=N``; `make run` uses 2): the handlers run in N worker processes instead
+  (:mod:`~local.apigw.pool`), each a warm container for every function, with the same events,
+  contexts and environment; this process still serves HTTP and builds the events.
 
 The paths of the template's Lambda function URLs (``FunctionUrlConfig``; the paths are the
 function's ``Metadata.FunctionUrlPaths``) are served on the same port with function URL events

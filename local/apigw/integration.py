@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from local.apigw.runtime import (
@@ -26,6 +26,9 @@ from local.apigw.runtime import (
     load_handler,
 )
 from local.template import Route
+
+if TYPE_CHECKING:
+    from local.apigw.pool import HandlerPool
 
 __all__ = [
     "INTEGRATION_TIMEOUT_SECONDS",
@@ -204,19 +207,16 @@ def integrate(
     *,
     base_dir: Path,
     integration_timeout: float,
+    pool: HandlerPool | None = None,
 ) -> ProxyResponse:
     """Invoke ``route``'s handler with ``event`` and answer like API Gateway's proxy integration.
 
     Event over Lambda's 6 MB: 413. Handler not loadable, raising, past the function's Timeout, or
     answering something too big or malformed: 502. Still running at the integration timeout: 504.
+    With a ``pool`` (local.apigw.pool), the handler runs in one of its worker processes.
     """
     if len(json.dumps(event)) > MAX_LAMBDA_PAYLOAD_BYTES:
         return too_long()
-    try:
-        handler = load_handler(route.code_uri, route.handler, base_dir)
-    except Exception:
-        logger.exception("Cannot load %s (%s)", route.function_id, route.handler)
-        return bad_gateway()
     context = LambdaContext(
         function_name=route.function_id,
         memory_limit_in_mb=route.memory,
@@ -224,7 +224,15 @@ def integrate(
         aws_request_id=str(uuid.uuid4()),
     )
     wait = min(float(route.timeout), integration_timeout)
-    outcome = invoke(handler, event, context, wait)
+    if pool is not None:
+        outcome = pool.invoke(route.code_uri, route.handler, event, context, wait)
+    else:
+        try:
+            handler = load_handler(route.code_uri, route.handler, base_dir)
+        except Exception:
+            logger.exception("Cannot load %s (%s)", route.function_id, route.handler)
+            return bad_gateway()
+        outcome = invoke(handler, event, context, wait)
     if not outcome.finished:
         return _timeout_answer(route, integration_timeout, request_id)
     return _outcome_answer(route, outcome, request_id)
@@ -245,12 +253,14 @@ def _timeout_answer(route: Route, integration_timeout: float, request_id: str) -
 
 def _outcome_answer(route: Route, outcome: Invocation, request_id: str) -> ProxyResponse:
     if outcome.error is not None:
+        remote = getattr(outcome.error, "remote_traceback", None)
         logger.error(
-            "%s raised %s (request %s)",
+            "%s raised %s (request %s)%s",
             route.function_id,
-            type(outcome.error).__name__,
+            getattr(outcome.error, "type_name", type(outcome.error).__name__),
             request_id,
-            exc_info=outcome.error,
+            f"\n{remote.rstrip()}" if remote else "",
+            exc_info=None if remote is not None else outcome.error,
         )
         return bad_gateway()
     try:

@@ -44,6 +44,7 @@ __all__ = [
     "invocation_log_keys",
     "invoke",
     "load_handler",
+    "run_on_thread",
 ]
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -205,6 +206,11 @@ class _Workers:
 
 
 _workers = _Workers()
+
+
+def run_on_thread(job: Callable[[], None], name: str) -> None:
+    """Run ``job`` on an idle invocation thread of this process, else on a new one."""
+    _workers.run(job, name)
 
 
 def invoke(

@@ -39,6 +39,7 @@ from local.apigw.integration import (
     missing_token,
     too_long,
 )
+from local.apigw.pool import HandlerPool
 from local.apigw.runtime import load_handler
 from local.template import (
     Route,
@@ -91,6 +92,10 @@ class LocalApiGateway:
     a free port (read it back from :attr:`url`). ``docs`` adds the local-only ``/openapi.json``
     and ``/docs`` (:class:`~local.apigw.docs.ApiDocs`); ``local_endpoints`` other local-only paths
     (path -> :data:`LocalEndpoint`, e.g. ``/_local/events``), answered before the template's routes.
+
+    ``processes`` > 0 runs the handlers in that many worker processes (:mod:`local.apigw.pool`)
+    instead of this process's threads; ``worker_output`` is where their stdout goes (None: this
+    process's stdout).
     """
 
     def __init__(
@@ -106,6 +111,8 @@ class LocalApiGateway:
         docs: ApiDocs | None = None,
         simulator_url: str | None = None,
         local_endpoints: Mapping[str, LocalEndpoint] | None = None,
+        processes: int = 0,
+        worker_output: str | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.base_dir = self.template_path.parent
@@ -130,6 +137,9 @@ class LocalApiGateway:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._saved_env: dict[str, str | None] = {}
+        self.processes = processes
+        self._worker_output = worker_output
+        self.pool: HandlerPool | None = None
 
     def _template_stage(self) -> str:
         stages = {
@@ -200,16 +210,30 @@ class LocalApiGateway:
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
         every_route = [*self.routes, *self.url_routes]
-        for layer in sorted({layer for route in every_route for layer in route.layers}):
-            layer_path = str((self.base_dir / layer).resolve())
+        layer_paths = [
+            str((self.base_dir / layer).resolve())
+            for layer in sorted({layer for route in every_route for layer in route.layers})
+        ]
+        for layer_path in layer_paths:
             if layer_path not in sys.path:
                 sys.path.insert(0, layer_path)
-        if self.preload:
+        if self.processes > 0:
+            # The workers import the handlers; this process only routes and translates.
+            self.pool = HandlerPool(
+                self.processes,
+                env=self.env,
+                layers=layer_paths,
+                handlers=[(route.code_uri, route.handler) for route in every_route],
+                base_dir=self.base_dir,
+                output=self._worker_output,
+            ).start()
+        elif self.preload:
             for route in every_route:
                 load_handler(route.code_uri, route.handler, self.base_dir)
 
     def stop(self) -> None:
-        """Stop serving and restore the environment variables :meth:`start` changed."""
+        """Stop serving, stop the worker processes, restore the environment :meth:`start`
+        changed."""
         if self._server is not None:
             if self._thread is not None:  # shutdown() waits for serve_forever(): only if it ran
                 self._server.shutdown()
@@ -217,6 +241,9 @@ class LocalApiGateway:
                 self._thread = None
             self._server.server_close()
             self._server = None
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -280,6 +307,7 @@ class LocalApiGateway:
             request_id,
             base_dir=self.base_dir,
             integration_timeout=self.integration_timeout,
+            pool=self.pool,
         )
         return answer, request_id
 
@@ -316,6 +344,7 @@ class LocalApiGateway:
             request_id,
             base_dir=self.base_dir,
             integration_timeout=max(self.integration_timeout, float(route.timeout)),
+            pool=self.pool,
         )
 
 

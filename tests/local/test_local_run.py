@@ -261,3 +261,53 @@ def test_the_repository_stack_serves_a_card_setup_and_its_page(http: urllib3.Poo
         # And the banner's listing answers for the account
         listing = http.request("GET", f"{stack.url}/accounts/{payload['accountId']}/cards")
         assert listing.status == 200, listing.data
+
+
+@pytest.mark.skipif(not _has_simulator(), reason="local.epay_sim.EpaySimulator not available yet")
+def test_with_handler_processes_a_charge_settles_and_its_events_flow(
+    http: urllib3.PoolManager,
+) -> None:
+    # Given the repository's stack as `make run` starts it: handlers in two worker processes
+    with start_stack(0, environ={}, dynamodb="moto", processes=2) as stack:
+        assert stack.gateway.pool is not None
+        pids = stack.gateway.pool.pids
+        assert len(pids) == 2
+        # When the banner's charge is sent
+        payload = json.loads(curl_example(stack.url).split("-d '", 1)[1].rstrip("'"))
+        response = http.request(
+            "POST",
+            f"{stack.url}/charges",
+            body=json.dumps(payload),
+            headers={"Content-Type": "application/json", "Idempotency-Key": "pooled-charge-1"},
+        )
+        # Then it is captured, its postLink is delivered to the (pooled) postLink function
+        assert response.status == 201, response.data
+        charge = json.loads(response.data)
+        assert charge["status"] == "CAPTURED"
+        simulator = stack.require_simulator()
+        delivered = simulator.wait_for_postlinks(1, timeout=10)
+        assert delivered
+        assert delivered[0].status == 200
+        # And the stream poller's charge events function (run in a worker too) published them
+        deadline = time.monotonic() + 15
+        types: list[str] = []
+        while time.monotonic() < deadline:
+            events = http.request("GET", f"{stack.url}/_local/events")
+            types = [str(e.get("type", "")) for e in json.loads(events.data)["data"]]
+            if any(t.startswith("charge.") for t in types):
+                break
+            time.sleep(0.2)
+        assert any(t.startswith("charge.") for t in types), types
+    # And stopping the stack leaves no worker process behind
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
