@@ -74,11 +74,11 @@ def _subscriptions_on(card: Card) -> list[str]:
     return bootstrap.subscriptions().charging_card(card.account_id, card.id)
 
 
-def record_handler(record: Record) -> str:
-    """Publish the event of one item change (raising fails this record only)."""
+def _publish(record: Record) -> list[str]:
+    """Publish the events of one item change; their ids (raising fails this record only)."""
     events = _events_of(record.get("dynamodb") or {})
     if not events:
-        return "skipped"
+        return []
     try:
         bootstrap.events().publish(events)
     except PaymentsError as exc:
@@ -86,12 +86,7 @@ def record_handler(record: Record) -> str:
 
         event_publish_failed(events[0], exc)
         raise
-    _published.extend(event.id for event in events)
-    return events[0].id
-
-
-# The ids of the events this invocation published, logged as one line at its end.
-_published: list[str] = []
+    return [event.id for event in events]
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -104,10 +99,15 @@ def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> BatchRespo
     One "events published" line per invocation lists the ids of the events it published
     (`<type>:<subject>...`: the type is the id's first part), rather than a line per event; a
     record that failed has its own error lines."""
-    _published.clear()
+    published: list[str] = []
+
+    def record_handler(record: Record) -> str:
+        ids = _publish(record)
+        published.extend(ids)
+        return ids[0] if ids else "skipped"
+
     try:
         return process_stream(event, record_handler)
     finally:
-        if _published:
-            logger.info("events published", extra={"event_ids": list(_published)})
-        _published.clear()
+        if published:
+            logger.info("events published", extra={"event_ids": published})

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
-app = router.Router(path_ids={"chargeId": is_charge_id})
+def _is_inbox_id(value: str) -> bool:
+    """The inbox id rule, from the inbox's records (postLink parsing), loaded on a replay only."""
+    from payments.charges.inbox_records import is_inbox_id
+
+    return is_inbox_id(value)
+
+
+app = router.Router(path_ids={"chargeId": is_charge_id, "inboxId": _is_inbox_id})
 
 
 @app.route("POST", "/charges/{chargeId}/resolve")
@@ -47,18 +54,13 @@ def resolve_charge(request: Request, context: router.Context) -> Reply:
 
 @app.route("POST", "/postlinks/{inboxId}/replay")
 def replay_postlink(request: Request, context: router.Context) -> Reply:
-    """Verify and settle a stored postLink notification again; answer its new verdict. An id
-    of another shape is a 400 before any read (the inbox's records hold the rule, loaded on a
-    replay only)."""
-    from payments.charges.inbox_records import INBOX_ID_RULE, is_inbox_id
+    """Verify and settle a stored postLink notification again; answer its new verdict."""
     from payments.charges.resolution import operator_of
 
     operator = operator_of(request.caller)
-    inbox_id = request.path_params.get("inboxId")
-    if not isinstance(inbox_id, str) or not is_inbox_id(inbox_id):
-        raise ValidationError("the inbox id is malformed", {"inboxId": INBOX_ID_RULE})
     if request.json_body(required=False) not in (None, {}):
         raise ValidationError("a replay takes no body")
+    inbox_id = request.path_params["inboxId"]
     outcome = bootstrap.postlink_service().replay(
         inbox_id, operator, deadline.deadline_from(context)
     )

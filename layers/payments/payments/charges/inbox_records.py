@@ -21,14 +21,10 @@ from payments.shared.fields import matches
 INBOX_ID_RE = re.compile(
     rf"\A(?:(?P<invoice>{NOTIFIED_INVOICE_PATTERN})\.)?(?P<digest>[0-9a-f]{{64}})\Z"
 )
-INBOX_ID_RULE = (
-    "must be <invoiceId>.<sha256 of the body> (64 lowercase hex digits) as a charge's history"
-    " shows it, or the bare sha256 of a notification stored before 2026-12-06"
-)
 
 
 def is_inbox_id(value: str) -> bool:
-    """True for a string shaped like an inbox id (anything else names no notification)."""
+    """True for a string shaped like an inbox id; anything else is no notification (a 404)."""
     return matches(INBOX_ID_RE, value)
 
 
