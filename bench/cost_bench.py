@@ -51,7 +51,7 @@ MEMORY_GB = 0.25  # the template's MemorySize: 256
 
 # us-east-1 list prices (USD), December 2026, for what one charge uses.
 PRICES: dict[str, tuple[float, str]] = {
-    "apigw_request": (3.50 / 1e6, "API Gateway REST API, per request (first 333 M a month)"),
+    "apigw_request": (1.00 / 1e6, "API Gateway HTTP API, per request (first 300 M a month)"),
     "lambda_request": (0.20 / 1e6, "Lambda, per request"),
     "lambda_gb_s": (0.0000133334, "Lambda arm64, per GB-second"),
     "wru": (0.625 / 1e6, "DynamoDB on-demand, per write request unit"),
@@ -64,26 +64,22 @@ PRICES: dict[str, tuple[float, str]] = {
 }
 # Lambda writes START, END and REPORT lines of its own for every invocation.
 PLATFORM_LOG_BYTES = 330
-# The values API Gateway fills template.yaml's access log format with for a signed POST /charges
-# (one line a REST request, into ApiAccessLogGroup; priced as logs).
+# The values API Gateway fills the merchant API's access log format (template.yaml, MerchantApi)
+# with for a signed POST /charges (one line a request, into ApiAccessLogGroup; priced as logs).
 _ACCESS_LOG_CONTEXT = {
-    "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-    "extendedRequestId": "RmYQzFd8IAMEQdw=",
+    "requestId": "JKJaXmPLvHcESHA=",
     "requestTime": "06/Dec/2026:10:55:58 +0000",
     "identity.sourceIp": "203.0.113.10",
-    "identity.caller": "AIDAJQABLZS4A3QDU576Q",
     "identity.userArn": "arn:aws:iam::123456789012:user/merchant-backend",
-    "httpMethod": "POST",
-    "resourcePath": "/charges",
-    "path": "/v1/charges",
+    "routeKey": "POST /charges",
+    "path": "/charges",
     "status": "201",
-    "protocol": "HTTP/1.1",
     "responseLength": "1105",
     "responseLatency": "612",
-    "integration.latency": "598",
-    "integration.status": "200",
+    "integrationLatency": "598",
+    "integrationStatus": "200",
     "error.message": "-",
-    "authorize.error": "-",
+    "authorizer.error": "-",
 }
 EPAY_LATENCY_MS = 150.0  # assumed round trip of one ePay call from AWS (local: a few ms)
 STREAM_BATCH = 25  # the charge events function's BatchSize: records per invocation at load
@@ -168,7 +164,8 @@ class Index:
 
 
 def access_log_bytes(template: Mapping[str, Any]) -> int:
-    """Bytes of one REST API access log line: the template's format, filled (0 without one)."""
+    """Bytes of one merchant API access log line: the template's format, filled (0 without
+    one)."""
 
     def formats(node: Any) -> Iterator[str]:
         if isinstance(node, Mapping):
@@ -180,7 +177,7 @@ def access_log_bytes(template: Mapping[str, Any]) -> int:
             for value in node:
                 yield from formats(value)
 
-    setting = template["Resources"]["PaymentsApi"]["Properties"].get("AccessLogSetting")
+    setting = template["Resources"]["MerchantApi"]["Properties"].get("AccessLogSettings")
     line = next(formats(setting), "")
     filled = re.sub(r"\$context\.([A-Za-z.]+)", lambda m: _ACCESS_LOG_CONTEXT[m.group(1)], line)
     return len(filled.encode()) + 1 if line else 0
@@ -244,7 +241,7 @@ class Meter:
         )
         self.unattributed: Counter[str] = Counter()
         self.keep_lines = False
-        self.access_log_bytes = 0  # one REST API access log line (access_log_bytes)
+        self.access_log_bytes = 0  # one merchant API access log line (access_log_bytes)
 
     @property
     def current(self) -> Invocation | None:
@@ -269,9 +266,10 @@ class Meter:
         def counted_handler(handler: Any, event: dict[str, Any], context: Any) -> Any:
             invocation = Invocation(
                 function=context.function_name,
-                # Through API Gateway: a REST proxy event. A function URL's (version 2.0, the
-                # postLink) also has a requestContext but bills Lambda only.
-                api="requestContext" in event and event.get("version") != "2.0",
+                # Through API Gateway: an HTTP API event (a route in routeKey; the merchant API,
+                # priced as such). A function URL's ("$default", the postLink) bills Lambda only.
+                # (The REST API's public pages are not on the path of an approved charge.)
+                api=" " in str(event.get("routeKey") or ""),
                 records=len(event.get("Records") or []),
             )
             previous = meter.current
@@ -625,7 +623,7 @@ def report(
     )
     print(
         f"  stream function at load gets {STREAM_BATCH} records an invocation (its BatchSize);"
-        f" Lambda's own log lines {PLATFORM_LOG_BYTES} B an invocation; a REST request's"
+        f" Lambda's own log lines {PLATFORM_LOG_BYTES} B an invocation; a merchant API request's"
     )
     print(
         f"  access log line {meter.access_log_bytes} B (template.yaml's format, filled); DynamoDB"

@@ -115,6 +115,8 @@ class Route:
     layers: tuple[str, ...] = ()
     # A path of the function's URL (payload 2.0 events, no API Gateway), not a REST route.
     function_url: bool = False
+    # An HTTP API route (``Type: HttpApi`` event; payload 2.0 events), not a REST route.
+    http_api: bool = False
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -180,12 +182,12 @@ def _function_property(template: Mapping[str, Any], function: Mapping[str, Any],
     return ((template.get("Globals") or {}).get("Function") or {}).get(name)
 
 
-def _api_default_authorizer(template: Mapping[str, Any], rest_api: Any) -> str:
+def _api_default_authorizer(template: Mapping[str, Any], rest_api: Any, kind: str = "Api") -> str:
     api_id = rest_api.get("Ref") if isinstance(rest_api, dict) else None
     api = (template.get("Resources") or {}).get(api_id) if isinstance(api_id, str) else None
     if api is None:
-        # An implicit API (no RestApiId) takes its Auth from Globals.Api.
-        auth = ((template.get("Globals") or {}).get("Api") or {}).get("Auth") or {}
+        # An implicit API (no RestApiId / ApiId) takes its Auth from Globals.Api / Globals.HttpApi.
+        auth = ((template.get("Globals") or {}).get(kind) or {}).get("Auth") or {}
     else:
         auth = (api.get("Properties") or {}).get("Auth") or {}
     default = auth.get("DefaultAuthorizer")
@@ -207,7 +209,8 @@ def _layer_paths(template: Mapping[str, Any], function: Mapping[str, Any]) -> tu
 
 
 def api_routes(template: Mapping[str, Any]) -> list[Route]:
-    """Every REST API route (``Type: Api`` event) of every ``AWS::Serverless::Function``.
+    """Every REST API route (``Type: Api`` event) and HTTP API route (``Type: HttpApi`` event)
+    of every ``AWS::Serverless::Function`` (all served on one port: their paths must not clash).
 
     The list is ordered the way API Gateway picks among matching resources: most specific first.
     """
@@ -216,8 +219,9 @@ def api_routes(template: Mapping[str, Any]) -> list[Route]:
     for function_id, function in functions.items():
         properties = function.get("Properties") or {}
         for event_name, event in (properties.get("Events") or {}).items():
-            if not isinstance(event, dict) or event.get("Type") != "Api":
+            if not isinstance(event, dict) or event.get("Type") not in ("Api", "HttpApi"):
                 continue
+            http_api = event["Type"] == "HttpApi"
             event_props = event.get("Properties") or {}
             path, method = event_props.get("Path"), event_props.get("Method")
             if not isinstance(path, str) or not isinstance(method, str):
@@ -228,7 +232,11 @@ def api_routes(template: Mapping[str, Any]) -> list[Route]:
                 raise TemplateError(f"{function_id}: CodeUri and Handler must be plain strings")
             auth = (event_props.get("Auth") or {}).get("Authorizer")
             if not isinstance(auth, str):
-                auth = _api_default_authorizer(template, event_props.get("RestApiId"))
+                auth = _api_default_authorizer(
+                    template,
+                    event_props.get("ApiId" if http_api else "RestApiId"),
+                    "HttpApi" if http_api else "Api",
+                )
             method = method.upper()
             routes.append(
                 Route(
@@ -246,6 +254,7 @@ def api_routes(template: Mapping[str, Any]) -> list[Route]:
                     ),
                     auth=auth,
                     layers=_layer_paths(template, function),
+                    http_api=http_api,
                 )
             )
     routes.sort(key=lambda route: route.specificity, reverse=True)

@@ -1,9 +1,11 @@
-"""A small local API Gateway (REST API, Lambda proxy integration) over template.yaml's routes.
+"""A small local API Gateway (REST and HTTP APIs, Lambda proxy integration) over template.yaml's
+routes.
 
-It reads the ``Type: Api`` events of every ``AWS::Serverless::Function``, serves them on loopback
-and invokes the real handlers in-process with the event API Gateway would send (payload format 1.0)
-and a Lambda-like context. The handler's proxy response goes back to the caller the way API
-Gateway would pass it through, including its error answers:
+It reads the ``Type: Api`` and ``Type: HttpApi`` events of every ``AWS::Serverless::Function``,
+serves them on loopback (one port for both APIs: their paths do not clash) and invokes the real
+handlers with the event API Gateway would send (payload format 1.0 for a REST route, 2.0 for an
+HTTP API route) and a Lambda-like context. The handler's proxy response goes back to the caller
+the way API Gateway would pass it through, including its error answers:
 
 * unknown resource or method: 403 ``{"message":"Missing Authentication Token"}``
 * request body over 10 MB: 413; event over Lambda's 6 MB request limit: 413
@@ -15,7 +17,10 @@ Gateway would pass it through, including its error answers:
 What it deliberately does not do:
 
 * SigV4 is **not** verified. Routes whose Auth is ``AWS_IAM`` get a fixed fake IAM identity
-  (``arn:aws:iam::000000000000:user/local``) in ``requestContext.identity``.
+  (``arn:aws:iam::000000000000:user/local``) in ``requestContext.identity`` (REST) or
+  ``requestContext.authorizer.iam`` (HTTP API).
+* Gateway refusals are the REST API's (an unknown route is 403 "Missing Authentication Token"
+  on either API; a real HTTP API answers 404 ``{"message":"Not Found"}``).
 * Environment: ``os.environ`` is process-wide, so the merged environment is set once in
   :meth:`LocalApiGateway.start` (all functions share Globals.Function's variables) and restored in
   :meth:`LocalApiGateway.stop`. Per-function differences cannot be honoured at the same time.
@@ -42,6 +47,7 @@ from local.apigw.docs import ApiDocs
 from local.apigw.event import (
     LOCAL_IAM_USER_ARN,
     build_function_url_event,
+    build_http_api_event,
     build_proxy_event,
     is_text_content_type,
 )
@@ -65,6 +71,7 @@ __all__ = [
     "LocalEndpoint",
     "ProxyResponse",
     "build_function_url_event",
+    "build_http_api_event",
     "build_proxy_event",
     "call_handler",
     "invocation_log_keys",

@@ -1,9 +1,9 @@
 """Builds the events HTTP requests reach handlers with: API Gateway's REST API Lambda proxy events
-(payload format 1.0) and Lambda function URL events (payload format 2.0).
+(payload format 1.0), its HTTP API events and Lambda function URL events (payload format 2.0).
 
 No sockets here: :func:`build_proxy_event` turns a request's parts into the REST event, with the
-local fake IAM caller for ``AWS_IAM`` routes (nothing is verified);
-:func:`build_function_url_event` into a function URL's.
+local fake IAM caller for ``AWS_IAM`` routes (nothing is verified); :func:`build_http_api_event`
+into an HTTP API route's; :func:`build_function_url_event` into a function URL's.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "HeaderInput",
     "QueryInput",
     "build_function_url_event",
+    "build_http_api_event",
     "build_proxy_event",
     "is_text_content_type",
     "random_id",
@@ -310,4 +311,66 @@ def build_function_url_event(
         event["queryStringParameters"] = parameters
     if body_text is not None:
         event["body"] = body_text
+    return event
+
+
+def build_http_api_event(
+    method: str,
+    resource: str,
+    path: str,
+    path_parameters: Mapping[str, str] | None,
+    headers: HeaderInput,
+    query: QueryInput,
+    body: bytes | None,
+    source_ip: str = "127.0.0.1",
+    *,
+    iam_auth: bool = False,
+    api_id: str = "localhttp0",
+    domain_name: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+    forwarded_proto: str = "https",
+) -> dict[str, Any]:
+    """An HTTP API (API Gateway v2) Lambda proxy event, payload format 2.0, on its ``$default``
+    stage: the function URL event's shape (:func:`build_function_url_event`; headers and query
+    follow the same rules), with the matched route in ``routeKey`` ("POST /charges"), its
+    ``pathParameters`` (decoded values), the API's account and, with ``iam_auth``, the local
+    fake IAM caller in ``requestContext.authorizer.iam`` (nothing is verified).
+    """
+    domain = domain_name or f"{api_id}.execute-api.{LOCAL_REGION}.amazonaws.com"
+    event = build_function_url_event(
+        method,
+        path,
+        headers,
+        query,
+        body,
+        source_ip,
+        url_id=api_id,
+        domain_name=domain,
+        request_id=request_id,
+        now=now,
+        forwarded_proto=forwarded_proto,
+    )
+    route_key = f"{method.upper()} {resource}"
+    event["routeKey"] = route_key
+    context = event["requestContext"]
+    context.update(
+        accountId=LOCAL_ACCOUNT_ID,
+        domainPrefix=domain.split(".", 1)[0].split(":", 1)[0],
+        routeKey=route_key,
+    )
+    if iam_auth:
+        context["authorizer"] = {
+            "iam": {
+                "accessKey": LOCAL_ACCESS_KEY,
+                "accountId": LOCAL_ACCOUNT_ID,
+                "callerId": LOCAL_IAM_USER_ID,
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": LOCAL_IAM_USER_ARN,
+                "userId": LOCAL_IAM_USER_ID,
+            }
+        }
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
     return event

@@ -1,5 +1,6 @@
-"""Serves a template's REST API routes over HTTP on loopback: :class:`LocalApiGateway`. The paths
-of its Lambda function URLs are served on the same port, with function URL (payload 2.0) events.
+"""Serves a template's REST and HTTP API routes over HTTP on loopback: :class:`LocalApiGateway`.
+The paths of its Lambda function URLs are served on the same port, with function URL (payload
+2.0) events.
 
 One thread per connection (daemonic), a listen backlog big enough for bursts of a few hundred
 connections and Nagle's algorithm off on accepted sockets. The process-wide environment and the
@@ -27,6 +28,7 @@ from local.apigw.docs import ApiDocs
 from local.apigw.event import (
     LOCAL_IAM_USER_ARN,
     build_function_url_event,
+    build_http_api_event,
     build_proxy_event,
     random_id,
 )
@@ -285,22 +287,38 @@ class LocalApiGateway:
                 url_route, method, split, headers, body, source_ip, host, request_id
             ), request_id
         route, params = found
-        event = build_proxy_event(
-            method,
-            route.resource,
-            split.path,
-            params,
-            headers,
-            split.query,
-            body,
-            stage=self.stage,
-            source_ip=source_ip,
-            iam_auth=route.auth == "AWS_IAM",
-            domain_name=host,
-            custom_domain=True,
-            request_id=request_id,
-            forwarded_proto="http",
-        )
+        if route.http_api:
+            event = build_http_api_event(
+                method,
+                route.resource,
+                split.path,
+                params,
+                headers,
+                split.query,
+                body,
+                source_ip,
+                iam_auth=route.auth == "AWS_IAM",
+                domain_name=host,
+                request_id=request_id,
+                forwarded_proto="http",
+            )
+        else:
+            event = build_proxy_event(
+                method,
+                route.resource,
+                split.path,
+                params,
+                headers,
+                split.query,
+                body,
+                stage=self.stage,
+                source_ip=source_ip,
+                iam_auth=route.auth == "AWS_IAM",
+                domain_name=host,
+                custom_domain=True,
+                request_id=request_id,
+                forwarded_proto="http",
+            )
         answer = integrate(
             route,
             event,

@@ -107,6 +107,14 @@ def test_the_document_names_exactly_the_templates_routes(document: dict[str, Any
     assert set(by_path.values()) == {"POST"}
 
 
+# The customer's public pages: the REST API's routes (template.yaml PaymentsApi).
+PAGE_PATHS = {
+    "/charges/{chargeId}/3ds",
+    "/charges/{chargeId}/3ds/return",
+    "/card-setups/{setupId}/page",
+}
+
+
 def test_function_url_paths_name_their_own_server(document: dict[str, Any]) -> None:
     # Given the function URL's paths (not REST API routes)
     url_paths = function_url_paths()
@@ -118,9 +126,27 @@ def test_function_url_paths_name_their_own_server(document: dict[str, Any]) -> N
             assert any(url.endswith(".lambda-url.{region}.on.aws") for url in urls), path
             assert openapi_check.HOST_URL in urls, path
             assert not any("execute-api" in url for url in urls), path
+        elif path in PAGE_PATHS:
+            # And the public pages name the REST API (and the local stack)
+            urls = [server["url"] for server in item["servers"]]
+            assert urls == [
+                "https://{restApiId}.execute-api.{region}.amazonaws.com/{stage}",
+                openapi_check.HOST_URL,
+            ], path
         else:
-            # And every other path is the REST API's (the document's own servers)
+            # And every other path is the merchant HTTP API's (the document's own servers)
             assert "servers" not in item, path
+    assert [s["url"] for s in document["servers"]] == [
+        "https://{merchantApiId}.execute-api.{region}.amazonaws.com",
+        openapi_check.HOST_URL,
+    ]
+
+
+def test_the_page_paths_are_the_rest_api_routes() -> None:
+    # Given the template's routes / Then the REST API's are exactly the public pages
+    template = load_template(ROOT / "template.yaml")
+    rest = {route.resource for route in api_routes(template) if not route.http_api}
+    assert rest == PAGE_PATHS
 
 
 def test_public_routes_are_unsigned_and_merchant_routes_signed(document: dict[str, Any]) -> None:

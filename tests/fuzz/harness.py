@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from local.apigw import (
     LambdaContext,
     build_function_url_event,
+    build_http_api_event,
     build_proxy_event,
     load_handler,
     parse_proxy_response,
@@ -244,6 +245,17 @@ class Api:
         if route.function_url:  # ePay's postLink: the postLink function's URL (payload 2.0)
             event = build_function_url_event(
                 route.method, path, list(request.headers), list(request.query), request.body
+            )
+        elif route.http_api:  # the merchant API (payload 2.0)
+            event = build_http_api_event(
+                route.method,
+                route.resource,
+                path,
+                request.path_params or None,
+                list(request.headers),
+                list(request.query),
+                request.body,
+                iam_auth=route.auth == "AWS_IAM",
             )
         else:
             event = build_proxy_event(

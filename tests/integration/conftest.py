@@ -15,12 +15,13 @@ import importlib.util
 import io
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import boto3
 import pytest
@@ -230,30 +231,72 @@ def load_event(path: str, **changes: Any) -> dict[str, Any]:
 
 
 def create_event(body: Any, key: str | None = "key-1", *, raw: str | None = None) -> dict[str, Any]:
-    """POST /charges with a JSON body (or a raw string) and an Idempotency-Key."""
+    """POST /charges (an HTTP API event) with a JSON body (or a raw string) and an
+    Idempotency-Key."""
     event = load_event("charges/create-charge.json")
     event["body"] = raw if raw is not None else json.dumps(body)
-    headers = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
+    headers = {k: v for k, v in event["headers"].items() if k != "idempotency-key"}
     if key is not None:
-        headers["Idempotency-Key"] = key
+        headers["idempotency-key"] = key
     event["headers"] = headers
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    return event
+
+
+def at_path(event: dict[str, Any], path: str, **params: str) -> dict[str, Any]:
+    """An HTTP API event moved to `path`, its route's path parameters `params`."""
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["pathParameters"] = dict(params)
+    return event
+
+
+def merchant_event(
+    method: str,
+    resource: str,
+    *,
+    body: Any = None,
+    raw: str | None = None,
+    key: str | None = None,
+    query: Mapping[str, str] | None = None,
+    **params: str,
+) -> dict[str, Any]:
+    """A signed merchant (HTTP API, payload 2.0) event for `method` `resource`, its path ids
+    `params`, a JSON `body` (or a `raw` body text), an Idempotency-Key and a query."""
+    event = load_event("charges/get-charge.json")
+    path = resource
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", quote(value, safe=""))
+    event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {resource}"
+    event["requestContext"]["http"]["method"] = method
+    at_path(event, path, **params)
+    if not params:
+        event.pop("pathParameters")
+    text = raw if raw is not None else None if body is None else json.dumps(body)
+    if text is not None:
+        event["body"] = text
+        event["headers"]["content-type"] = "application/json"
+    if key is not None:
+        event["headers"]["idempotency-key"] = key
+    if query:
+        event["queryStringParameters"] = dict(query)
+        event["rawQueryString"] = urlencode(query)
     return event
 
 
 def get_event(charge_id: str) -> dict[str, Any]:
     event = load_event("charges/get-charge.json")
-    event["path"] = f"/charges/{charge_id}"
-    event["pathParameters"] = {"chargeId": charge_id}
-    event["requestContext"]["path"] = f"/v1/charges/{charge_id}"
-    return event
+    return at_path(event, f"/charges/{charge_id}", chargeId=charge_id)
 
 
 def capture_event(charge_id: str, body: Any = None) -> dict[str, Any]:
-    event = load_event("charges/capture-charge.json")
-    event["path"] = f"/charges/{charge_id}/capture"
-    event["pathParameters"] = {"chargeId": charge_id}
-    event["body"] = None if body is None else json.dumps(body)
+    event = at_path(
+        load_event("charges/capture-charge.json"),
+        f"/charges/{charge_id}/capture",
+        chargeId=charge_id,
+    )
+    if body is None:
+        event.pop("body", None)
+    else:
+        event["body"] = json.dumps(body)
     return event
 
 

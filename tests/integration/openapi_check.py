@@ -113,8 +113,12 @@ def _one_line(value: Any) -> str:
 
 
 def _route(event: Mapping[str, Any]) -> tuple[Any, Any]:
-    """(method, resource) of a REST proxy event, or of a function URL event (its raw path)."""
+    """(method, resource) of a REST proxy event, of an HTTP API event (its routeKey) or of a
+    function URL event (its raw path)."""
     if event.get("version") == "2.0":
+        route_key = str(event.get("routeKey") or "")
+        if " " in route_key:
+            return tuple(route_key.split(" ", 1))
         http = (event.get("requestContext") or {}).get("http") or {}
         return http.get("method"), event.get("rawPath")
     return event.get("httpMethod"), event.get("resource")
@@ -122,7 +126,8 @@ def _route(event: Mapping[str, Any]) -> tuple[Any, Any]:
 
 class EventRequest:
     """An openapi-core request made from an API Gateway REST proxy event (payload 1.0), or from
-    a Lambda function URL event (payload 2.0: headers already one value each, no path ids).
+    an HTTP API or Lambda function URL event (payload 2.0: headers already one value each; a
+    function URL has no path ids).
 
     The operation is found by the event's `resource` template (`path_pattern`), exactly the way
     API Gateway routed it, so a path id of any shape still names its operation.

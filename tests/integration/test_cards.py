@@ -28,8 +28,10 @@ from tests.integration.conftest import (
     Context,
     Stack,
     create_event,
+    get_event,
     load_event,
     load_function,
+    merchant_event,
 )
 from tests.integration.test_postlink import Receiver
 
@@ -73,19 +75,11 @@ class Cards:
         return Stack(self.charges.table, self.charges.dynamodb, self.sim, handler).invoke(event)
 
     def create(self, body: Any, key: str | None = "setup-1", raw: str | None = None) -> Answer:
-        event = load_event("cards/create-setup.json")
-        event["body"] = raw if raw is not None else json.dumps(body)
-        headers = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        event["headers"] = headers
-        event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-        return self.call("cards", event)
+        text = raw if raw is not None else json.dumps(body)
+        return self.call("cards", merchant_event("POST", "/card-setups", raw=text, key=key))
 
     def setup(self, setup_id: str) -> dict[str, Any]:
-        event = load_event("cards/get-setup.json")
-        event["path"] = f"/card-setups/{setup_id}"
-        event["pathParameters"] = {"setupId": setup_id}
+        event = merchant_event("GET", "/card-setups/{setupId}", setupId=setup_id)
         answer = self.call("cards", event)
         assert answer.status == 200, answer.raw
         return dict(answer.body)
@@ -104,16 +98,13 @@ class Cards:
         return result["statusCode"], headers, result.get("body") or ""
 
     def cards(self, account: str = ACCOUNT, **query: str) -> Answer:
-        event = load_event("cards/list-cards.json")
-        event["path"] = f"/accounts/{account}/cards"
-        event["pathParameters"] = {"accountId": account}
-        event["queryStringParameters"] = query or None
+        event = merchant_event("GET", "/accounts/{accountId}/cards", query=query, accountId=account)
         return self.call("cards", event)
 
     def remove(self, card_id: str, account: str = ACCOUNT) -> Answer:
-        event = load_event("cards/remove-card.json")
-        event["path"] = f"/accounts/{account}/cards/{card_id}"
-        event["pathParameters"] = {"accountId": account, "cardId": card_id}
+        event = merchant_event(
+            "DELETE", "/accounts/{accountId}/cards/{cardId}", accountId=account, cardId=card_id
+        )
         return self.call("cards", event)
 
     def charge(self, card_id: str, key: str, account: str = ACCOUNT) -> Answer:
@@ -177,9 +168,7 @@ def wait_for_status(cs: Cards, setup_id: str, timeout: float = 10.0) -> dict[str
 
 def wait_for_charge(cs: Cards, charge_id: str, status: str) -> dict[str, Any]:
     """The charge once it reached `status` (a postLink settles it on another thread)."""
-    event = load_event("charges/get-charge.json")
-    event["path"] = f"/charges/{charge_id}"
-    event["pathParameters"] = {"chargeId": charge_id}
+    event = get_event(charge_id)
     deadline = datetime.now(UTC) + timedelta(seconds=10)
     while datetime.now(UTC) < deadline:
         charge: dict[str, Any] = cs.charges.invoke(copy.deepcopy(event)).body

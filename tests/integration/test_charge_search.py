@@ -3,7 +3,6 @@ the simulator, and the renewal worker for a subscription's charges."""
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -16,7 +15,13 @@ from local.epay_sim.cards import CARD_AUTH, CARD_INSUFFICIENT_FUNDS
 from payments import bootstrap
 from payments.aws.charge_store import DynamoChargeStore
 from payments.charges.model import ChargeStatus, HistoryEntry, Source
-from tests.integration.conftest import Answer, Stack, create_event, get_event, load_event
+from tests.integration.conftest import (
+    Answer,
+    Stack,
+    create_event,
+    get_event,
+    merchant_event,
+)
 from tests.integration.test_subscriptions import Subs, subs  # noqa: F401 - the fixture
 
 T0 = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
@@ -40,12 +45,7 @@ def clock(stack: Stack) -> Iterator[Clock]:
 
 def search_event(query: dict[str, str] | None) -> dict[str, Any]:
     """GET /charges with a query string, as API Gateway hands it over."""
-    event = copy.deepcopy(load_event("charges/get-charge.json"))
-    event.update(resource="/charges", path="/charges", pathParameters=None)
-    event["queryStringParameters"] = query
-    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
-    event["requestContext"].update(resourcePath="/charges", path="/v1/charges")
-    return event
+    return merchant_event("GET", "/charges", query=query)
 
 
 def search(stack: Stack, **query: str) -> Answer:

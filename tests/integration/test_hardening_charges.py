@@ -14,11 +14,13 @@ from tests.integration.conftest import (
     Answer,
     Context,
     Stack,
+    at_path,
     capture_event,
     create_event,
     get_event,
     load_event,
     load_function,
+    merchant_event,
 )
 from tests.integration.test_threeds import (
     ThreeDS,
@@ -128,11 +130,10 @@ def test_the_invoice_id_is_stored_and_sent_exactly_as_given(stack: Stack) -> Non
 
 
 def with_content_type(event: dict[str, Any], content_type: str | None) -> dict[str, Any]:
-    headers = {k: v for k, v in event["headers"].items() if k.lower() != "content-type"}
+    headers = {k: v for k, v in event["headers"].items() if k != "content-type"}
     if content_type is not None:
-        headers["Content-Type"] = content_type
+        headers["content-type"] = content_type
     event["headers"] = headers
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
     return event
 
 
@@ -210,9 +211,8 @@ def test_a_capture_without_a_body_needs_no_content_type(stack: Stack) -> None:
 
 def path_event(template: str, charge_id: str) -> dict[str, Any]:
     event = load_event(template)
-    event["path"] = event["resource"].replace("{chargeId}", charge_id)
-    event["pathParameters"] = {"chargeId": charge_id}
-    return event
+    resource = event["routeKey"].split(" ", 1)[1]
+    return at_path(event, resource.replace("{chargeId}", charge_id), chargeId=charge_id)
 
 
 @pytest.mark.parametrize("charge_id", [LONG_ID, NEWLINE_ID, "", "ch_doesnotexist"])
@@ -224,8 +224,7 @@ def test_a_path_id_of_another_shape_is_a_404_before_any_read(
 ) -> None:
     # Given an id too long for a DynamoDB key (the 500 named DynamoDB), or of another shape
     if template == "reconcile":
-        event = path_event("charges/get-charge.json", charge_id)
-        event.update(httpMethod="POST", resource="/charges/{chargeId}/reconcile")
+        event = merchant_event("POST", "/charges/{chargeId}/reconcile", chargeId=charge_id)
     else:
         event = path_event(template, charge_id)
     # When it is asked for / Then it is simply not found

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Answer, Context, load_event
+from tests.integration.conftest import Answer, Context, at_path, load_event
 from tests.integration.test_subscriptions import START, Subs, subs
 
 __all__ = ["subs"]  # the fixture, imported from the subscription tests rather than copied
@@ -46,13 +46,12 @@ def call(
     """One API Gateway event from events/subscriptions/<name>.json through the handler."""
     event = load_event(f"subscriptions/{name}.json")
     if sub_id is not None:
-        event["pathParameters"] = {"subscriptionId": sub_id}
-        event["path"] = event["resource"].replace("{subscriptionId}", sub_id)
-    headers = {k: v for k, v in event["headers"].items() if k.lower() != "content-type"}
+        resource = event["routeKey"].split(" ", 1)[1]
+        at_path(event, resource.replace("{subscriptionId}", sub_id), subscriptionId=sub_id)
+    headers = {k: v for k, v in event["headers"].items() if k != "content-type"}
     if content_type is not None:
-        headers["Content-Type"] = content_type
+        headers["content-type"] = content_type
     event["headers"] = headers
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
     if raw is not None:
         event["body"] = raw
     if query is not None:

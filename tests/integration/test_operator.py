@@ -16,6 +16,7 @@ from payments.charges.model import is_charge_id
 from tests.integration.conftest import (
     Answer,
     Stack,
+    at_path,
     aws_calls,
     create_event,
     load_event,
@@ -46,9 +47,9 @@ def _path_event(
     path = resource
     for name, value in params.items():
         path = path.replace("{" + name + "}", value)
-    event.update(httpMethod=method, resource=resource, path=path, pathParameters=params)
-    event["requestContext"].update(resourcePath=resource, httpMethod=method, path=f"/v1{path}")
-    return event
+    event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {resource}"
+    event["requestContext"]["http"]["method"] = method
+    return at_path(event, path, **params)
 
 
 def history_event(charge_id: str) -> dict[str, Any]:
@@ -213,7 +214,7 @@ def test_history_shows_every_transition_and_the_invoices_postlinks_in_order(
             "reasonCode",
         }
     # And no secret: neither the genuine one, the guess, nor the digests kept of them
-    stored = charge_item(pl.charges, charge["id"])["secretHashDigest"]["S"]
+    stored = charge_item(pl.charges, charge["id"])["secretHashDigest"]["B"].hex()
     for secret in (genuine["secret_hash"], GUESSED, stored, "secretHashDigest"):
         assert secret not in answer.raw
 
@@ -406,7 +407,7 @@ def test_resolve_without_a_caller_identity_is_refused(stack: Stack) -> None:
     # Given a charge under review and a request whose IAM identity is missing
     charge = needs_review(stack)
     event = resolve_event(charge["id"], {"status": "CAPTURED", "note": NOTE})
-    event["requestContext"]["identity"].update(userArn=None, caller=None)
+    del event["requestContext"]["authorizer"]
 
     # When it arrives / Then nothing is done for an unnamed caller
     answer = operator(stack).invoke(event)
@@ -573,4 +574,4 @@ def test_canonical_events_name_real_routes() -> None:
     assert is_charge_id(resolve["pathParameters"]["chargeId"])
     assert is_inbox_id(replay["pathParameters"]["inboxId"])
     assert "." in replay["pathParameters"]["inboxId"]  # the current layout's id
-    assert resolve["requestContext"]["identity"]["userArn"] == OPERATOR_ARN
+    assert resolve["requestContext"]["authorizer"]["iam"]["userArn"] == OPERATOR_ARN

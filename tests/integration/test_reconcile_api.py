@@ -10,8 +10,8 @@ from tests.integration.conftest import (
     Context,
     Stack,
     create_event,
-    load_event,
     load_function,
+    merchant_event,
 )
 
 BODY: dict[str, Any] = {
@@ -24,13 +24,7 @@ BODY: dict[str, Any] = {
 
 
 def reconcile_event(charge_id: str) -> dict[str, Any]:
-    event = load_event("charges/capture-charge.json")
-    event["resource"] = "/charges/{chargeId}/reconcile"
-    event["path"] = f"/charges/{charge_id}/reconcile"
-    event["pathParameters"] = {"chargeId": charge_id}
-    event["requestContext"]["resourcePath"] = "/charges/{chargeId}/reconcile"
-    event["body"] = None
-    return event
+    return merchant_event("POST", "/charges/{chargeId}/reconcile", chargeId=charge_id)
 
 
 def test_on_demand_reconcile_settles_an_unknown_charge(stack: Stack) -> None:

@@ -20,8 +20,8 @@ from tests.integration.conftest import (
     Stack,
     capture_event,
     create_event,
-    load_event,
     load_function,
+    merchant_event,
 )
 
 APPROVE = "c0000000-0000-4000-8000-000000000001"
@@ -38,20 +38,8 @@ BODY: dict[str, Any] = {
 def _event(
     method: str, path: str, resource: str, params: dict[str, str], body: Any, key: str | None
 ) -> dict[str, Any]:
-    event = load_event("charges/capture-charge.json")
-    event["httpMethod"] = method
-    event["resource"] = resource
-    event["path"] = path
-    event["pathParameters"] = params
-    event["requestContext"]["resourcePath"] = resource
-    event["requestContext"]["httpMethod"] = method
-    event["requestContext"]["path"] = f"/v1{path}"
-    event["body"] = None if body is None else json.dumps(body)
-    headers = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    event["headers"] = headers
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    event = merchant_event(method, resource, body=body, key=key, **params)
+    assert event["rawPath"] == path
     return event
 
 

@@ -28,7 +28,14 @@ from local.epay_sim.cards import (
 )
 from payments import bootstrap
 from tests.integration.charge_outbox import ChargeOutbox
-from tests.integration.conftest import Answer, Context, Stack, load_event, load_function
+from tests.integration.conftest import (
+    Answer,
+    Context,
+    Stack,
+    at_path,
+    load_event,
+    load_function,
+)
 from tests.integration.test_refunds import refund_event
 
 START = datetime(2027, 1, 31, 9, 0, tzinfo=UTC)
@@ -61,12 +68,12 @@ class Subs:
         event = load_event(f"subscriptions/{name}.json")
         event = copy.deepcopy(event)
         if sub_id is not None:
-            event["pathParameters"] = {"subscriptionId": sub_id}
-            event["path"] = event["resource"].replace("{subscriptionId}", sub_id)
+            resource = event["routeKey"].split(" ", 1)[1]
+            at_path(event, resource.replace("{subscriptionId}", sub_id), subscriptionId=sub_id)
         if body is not None:
             event["body"] = json.dumps(body)
         if "key" in kw:
-            event["headers"]["Idempotency-Key"] = kw["key"]
+            event["headers"]["idempotency-key"] = kw["key"]
         if "query" in kw:
             event["queryStringParameters"] = kw["query"]
         result = self.api.lambda_handler(event, Context())
@@ -623,8 +630,12 @@ def card_call(subs: Subs, name: str, card_id: str | None = None, **query: str) -
     """The cards function on its canonical events (account customer-42)."""
     event = load_event(f"cards/{name}.json")
     if card_id is not None:
-        event["path"] = f"/accounts/customer-42/cards/{card_id}"
-        event["pathParameters"] = {"accountId": "customer-42", "cardId": card_id}
+        at_path(
+            event,
+            f"/accounts/customer-42/cards/{card_id}",
+            accountId="customer-42",
+            cardId=card_id,
+        )
     event["queryStringParameters"] = query or None
     handler = load_function("cards").lambda_handler
     return Stack(subs.stack.table, subs.stack.dynamodb, subs.stack.simulator, handler).invoke(event)

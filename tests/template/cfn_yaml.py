@@ -41,10 +41,16 @@ def function_property(template: dict[str, Any], function: dict[str, Any], name: 
 
 
 def api_events(function: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event name, event properties) for every API Gateway REST event of a function."""
+    """(event name, event properties) for every API Gateway event of a function: REST (`Api`)
+    and HTTP API (`HttpApi`)."""
     for event_name, event in function.get("Properties", {}).get("Events", {}).items():
-        if event.get("Type") == "Api":
+        if event.get("Type") in ("Api", "HttpApi"):
             yield event_name, event.get("Properties", {})
+
+
+def api_of(event: dict[str, Any]) -> str | None:
+    """The logical id of the API an API event belongs to (RestApiId, or an HTTP API's ApiId)."""
+    return ref_target(event.get("RestApiId") or event.get("ApiId"))
 
 
 def ref_target(value: Any) -> str | None:

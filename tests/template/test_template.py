@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfn_yaml import api_events, function_property, ref_target, resources_of_type
+from cfn_yaml import api_events, api_of, function_property, ref_target, resources_of_type
 
 API_GATEWAY_TIMEOUT_SECONDS = 29
 
@@ -111,10 +111,10 @@ def _iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, A
 
 
 def _api_of_event(template: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
-    api_id = ref_target(event.get("RestApiId"))
-    assert api_id, f"API event without RestApiId (would create an implicit API): {event}"
+    api_id = api_of(event)
+    assert api_id, f"API event without RestApiId / ApiId (would create an implicit API): {event}"
     api: dict[str, Any] = template["Resources"][api_id]
-    assert api["Type"] == "AWS::Serverless::Api"
+    assert api["Type"] in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi")
     return api
 
 
@@ -391,17 +391,17 @@ def test_merchant_routes_require_iam_signatures(
         assert any(r[2]["Path"].startswith(prefix) for r in merchant_routes), prefix
 
     for function_id, event_name, event in merchant_routes:
-        # Given a merchant route and its API
-        api_auth = _api_of_event(template, event)["Properties"].get("Auth", {})
+        # Given a merchant route and its API: the merchant HTTP API
+        api = _api_of_event(template, event)
+        assert api_of(event) == "MerchantApi", f"{function_id}.{event_name}"
+        api_auth = api["Properties"].get("Auth", {})
 
         # Then the API signs by default with IAM and the route does not override it
         assert api_auth.get("DefaultAuthorizer") == "AWS_IAM", f"{function_id}.{event_name}"
+        assert api_auth.get("EnableIamAuthorizer") is True, f"{function_id}.{event_name}"
         assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", (
             f"{function_id}.{event_name} overrides the IAM authorizer"
         )
-        # And API Gateway invokes the function itself (not with the caller's credentials,
-        # which is SAM's default for AWS_IAM and would require lambda:InvokeFunction of callers)
-        assert api_auth.get("InvokeRole") == "NONE", f"{function_id}.{event_name}"
 
 
 def test_only_known_public_routes_skip_iam(functions: dict[str, dict[str, Any]]) -> None:
@@ -444,6 +444,8 @@ def test_browser_pages_are_public_and_served_by_their_functions(
         function_id, event = routes[key]
         assert function_id == owner, key
         assert event.get("Auth", {}).get("Authorizer") == "NONE", key
+        # on the REST API (WAF and per-route throttles guard the public pages)
+        assert api_of(event) == "PaymentsApi", key
     # And the same paths with another method are not public (the allow-list is exact)
     for (method, path), (_function_id, event) in routes.items():
         if path.startswith(MERCHANT_ROUTE_PREFIXES) and (method, path) not in (
@@ -462,6 +464,13 @@ def test_api_is_throttled(template: dict[str, Any]) -> None:
         assert catch_all, f"{api_id} has no /* throttling"
         assert catch_all[0]["ThrottlingBurstLimit"] > 0
         assert catch_all[0]["ThrottlingRateLimit"] > 0
+    # And each HTTP API's default route settings do the same for every route
+    http_apis = resources_of_type(template, "AWS::Serverless::HttpApi")
+    assert http_apis
+    for api_id, api in http_apis.items():
+        default = api["Properties"].get("DefaultRouteSettings", {})
+        assert default.get("ThrottlingBurstLimit", 0) > 0, api_id
+        assert default.get("ThrottlingRateLimit", 0) > 0, api_id
 
 
 def test_outputs_expose_what_operators_and_merchants_need(template: dict[str, Any]) -> None:

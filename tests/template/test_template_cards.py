@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cfn_yaml import api_events, function_statements, ref_target
+from cfn_yaml import api_events, api_of, function_statements, ref_target
 
 CARD_ROUTES = {
     ("POST", "/card-setups"),
@@ -98,13 +98,13 @@ def test_card_routes_are_iam_signed_and_served_by_the_cards_function(
     template: dict[str, Any], functions: dict[str, dict[str, Any]]
 ) -> None:
     routes = _routes(functions)
-    assert template["Resources"]["PaymentsApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == (
+    assert template["Resources"]["MerchantApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == (
         "AWS_IAM"
     )
     for key in CARD_ROUTES:
         function_id, event = routes[key]
         assert function_id == "CardsFunction", key
-        assert ref_target(event["RestApiId"]) == "PaymentsApi", key
+        assert api_of(event) == "MerchantApi", key
         # Then none opts out of IAM
         assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", key
     # And the function serves nothing else

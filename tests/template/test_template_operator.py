@@ -9,12 +9,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from cfn_yaml import api_events, function_property, function_statements, ref_target
+from cfn_yaml import api_events, api_of, function_property, function_statements, ref_target
 
 from payments.aws.inbox import invoice_partition
 
-ARN = "arn:aws:execute-api:eu-central-1:111122223333:a1b2c3d4e5/prod/"
-PLACEHOLDER = "arn:aws:execute-api:<region>:<account-id>:<api-id>/<stage>/"
+ARN = "arn:aws:execute-api:eu-central-1:111122223333:a1b2c3d4e5/$default/"
+PLACEHOLDER = "arn:aws:execute-api:<region>:<account-id>:<merchant-api-id>/$default/"
 OPERATOR_ROUTES = {
     ("POST", "/charges/{chargeId}/resolve"),
     ("POST", "/postlinks/{inboxId}/replay"),
@@ -59,7 +59,7 @@ def test_operator_routes_are_iam_signed_routes_of_the_operator_function(
     assert served == OPERATOR_ROUTES
     for key in OPERATOR_ROUTES:
         _, event = routes[key]
-        assert ref_target(event["RestApiId"]) == "PaymentsApi"
+        assert api_of(event) == "MerchantApi"
         assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", key
     # And the timeline is a read of the charges function, IAM-signed too
     function_id, event = routes[("GET", "/charges/{chargeId}/history")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cfn_yaml import api_events, function_statements, ref_target
+from cfn_yaml import api_events, api_of, function_statements
 
 from payments.aws.charge_store import LIST_INDEX
 
@@ -45,7 +45,7 @@ def test_get_charges_is_an_iam_signed_route_of_the_charges_function(
     # Then GET /charges is served by the charges function, on the API, without opting out of IAM
     function_id, event = routes[("GET", "/charges")]
     assert function_id == "ChargesFunction"
-    assert ref_target(event["RestApiId"]) == "PaymentsApi"
+    assert api_of(event) == "MerchantApi"
     assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM"
 
 

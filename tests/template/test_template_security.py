@@ -201,6 +201,13 @@ def test_api_5xx_alarm_watches_the_api_stage(template: dict[str, Any]) -> None:
     # The API's own name and stage (AWS/ApiGateway REST metrics are keyed by both)
     assert dimensions["ApiName"] == _api(template)["Name"]
     assert ref_target(dimensions["Stage"]) == "StageName"
+    # And the merchant API's: an HTTP API's metric is "5xx", keyed by its id
+    merchant = template["Resources"]["MerchantApi5xxAlarm"]["Properties"]
+    assert (merchant["Namespace"], merchant["MetricName"]) == ("AWS/ApiGateway", "5xx")
+    assert [(d["Name"], ref_target(d["Value"])) for d in merchant["Dimensions"]] == [
+        ("ApiId", "MerchantApi")
+    ]
+    assert merchant["Threshold"] == alarm["Threshold"]
 
 
 # ------------------------------------------------------------------------------ gateway responses
@@ -272,10 +279,10 @@ def test_public_routes_stay_callable_by_anyone(
 
 
 def test_merchant_principals_parameter_restricts_signed_callers(template: dict[str, Any]) -> None:
-    # Given the parameter: empty by default (any IAM principal of the account, as before)
+    # Given the parameter: empty by default (principals of this account, by their own policy)
     parameter = template["Parameters"]["MerchantPrincipalArns"]
     assert parameter["Default"] == ""
-    # (a String split where used: SAM resolves parameters inside Auth at transform time)
+    # (a String, split where used)
     assert parameter["Type"] == "String"
     pattern = re.compile(parameter["AllowedPattern"])
     assert pattern.fullmatch("")
@@ -286,28 +293,30 @@ def test_merchant_principals_parameter_restricts_signed_callers(template: dict[s
     assert template["Conditions"]["RestrictMerchantPrincipals"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "MerchantPrincipalArns"}, ""]}]
     }
-
-    statements = _statements_by_sid(template)
     listed = {"Fn::Split": [",", {"Ref": "MerchantPrincipalArns"}]}
-    # Then, only when principals are listed, those (of any account) are allowed every route
-    condition, allow = statements["MerchantPrincipals"]
-    assert condition == "RestrictMerchantPrincipals"
-    assert (allow["Effect"], allow["Principal"], allow["Resource"]) == (
-        "Allow",
-        "*",
-        "execute-api:/*",
-    )
-    assert allow["Condition"] == {"ArnLike": {"aws:PrincipalArn": listed}}
-    # And every other signed caller is denied; unsigned calls (no aws:PrincipalArn) are not
-    # touched, so the public routes stay open
-    condition, deny = statements["OtherSignedCallers"]
-    assert condition == "RestrictMerchantPrincipals"
-    assert (deny["Effect"], deny["Principal"], deny["Resource"]) == ("Deny", "*", "execute-api:/*")
-    assert deny["Condition"] == {
-        "ArnNotLike": {"aws:PrincipalArn": listed},
-        "Null": {"aws:PrincipalArn": "false"},
-    }
-    assert set(statements) == {"PublicRoutes", "MerchantPrincipals", "OtherSignedCallers"}
+    # Then, only when principals are listed, a role exists that only they may assume (an HTTP
+    # API has no resource policy: a merchant of another account signs with this role)
+    role = template["Resources"]["MerchantInvokeRole"]
+    assert role["Condition"] == "RestrictMerchantPrincipals"
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert (trust["Effect"], trust["Action"]) == ("Allow", "sts:AssumeRole")
+    assert trust["Condition"] == {"ArnLike": {"aws:PrincipalArn": listed}}
+    # And it may call the merchant API and nothing else, never the operator's routes
+    (policy,) = role["Properties"]["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"MerchantRoutes", "NotTheOperatorRoutes"}
+    allow, deny = statements["MerchantRoutes"], statements["NotTheOperatorRoutes"]
+    assert (allow["Effect"], allow["Action"]) == ("Allow", "execute-api:Invoke")
+    assert "${MerchantApi}/$default/*/*" in allow["Resource"]["Fn::Sub"]
+    assert (deny["Effect"], deny["Action"]) == ("Deny", "execute-api:Invoke")
+    denied = " ".join(r["Fn::Sub"] for r in deny["Resource"])
+    for operator_route in ("POST/charges/*/reconcile", "*/charges/*/resolve", "*/postlinks/*"):
+        assert f"${{MerchantApi}}/$default/{operator_route}" in denied, operator_route
+    # And the stack says which role to assume
+    output = template["Outputs"]["MerchantInvokeRoleArn"]
+    assert output["Condition"] == "RestrictMerchantPrincipals"
+    # And the public pages' REST API allows only its public routes to anyone
+    assert set(_statements_by_sid(template)) == {"PublicRoutes"}
 
 
 # ------------------------------------------------------------------------------ IAM

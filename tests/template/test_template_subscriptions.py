@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cfn_yaml import api_events, function_statements, ref_target
+from cfn_yaml import api_events, api_of, function_statements, ref_target
 
 SUBSCRIPTION_ROUTES = {
     ("POST", "/subscriptions"),
@@ -33,11 +33,12 @@ def test_subscription_routes_are_iam_signed_merchant_routes(
     }
     # Then the API is complete, served by one function, and none opts out of IAM
     assert set(routes) == SUBSCRIPTION_ROUTES
-    api_auth = template["Resources"]["PaymentsApi"]["Properties"]["Auth"]
+    api_auth = template["Resources"]["MerchantApi"]["Properties"]["Auth"]
     assert api_auth["DefaultAuthorizer"] == "AWS_IAM"
     for function_id, event in routes.values():
         assert function_id == "SubscriptionsFunction"
         assert event.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM"
+        assert api_of(event) == "MerchantApi"
 
 
 def test_renewal_queue_has_a_dlq_with_an_alarm(template: dict[str, Any]) -> None:

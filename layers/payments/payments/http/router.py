@@ -4,9 +4,12 @@ Two event shapes arrive, and `Request.from_event` is the one place that reads ei
 
 * API Gateway REST proxy events (payload 1.0): API Gateway already matched the route, so the
   event names its `resource` template and path parameters;
-* Lambda function URL events (payload 2.0, `version: "2.0"`; the postLink function): a function
-  URL takes every path, so the raw path is the resource and there are no path parameters (a
-  function URL's routes are literal paths).
+* API Gateway HTTP API events (payload 2.0; the merchant API): the event's `routeKey`
+  ("POST /charges/{chargeId}/capture") names the matched route, with its path parameters and,
+  on IAM routes, the signer in `requestContext.authorizer.iam`;
+* Lambda function URL events (payload 2.0, `routeKey` "$default"; the postLink function): a
+  function URL takes every path, so the raw path is the resource and there are no path
+  parameters (a function URL's routes are literal paths).
 
 Routing is then a dictionary lookup on (method, resource). Each request is handed to its
 route as a value (no per-instance "current event", so concurrent invocations in the local stack
@@ -47,26 +50,36 @@ class Request:
     body: str | None
     is_base64_encoded: bool
     source_ip: str | None
-    # Who signed the request (IAM routes): the caller's ARN (`identity.userArn`), else its id
-    # (`identity.caller`); None on a public route. Operator actions record it for audit.
+    # Who signed the request (IAM routes): the caller's ARN (`userArn`), else its id (`caller`,
+    # REST; `callerId`, HTTP API); None on a public route. Operator actions record it for audit.
     caller: str | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
-        """Read a REST proxy event (payload 1.0) or a Lambda function URL event (2.0)."""
+        """Read a REST proxy event (payload 1.0), an HTTP API event or a function URL event
+        (both payload 2.0)."""
         context = event.get("requestContext") or {}
         if event.get("version") == "2.0":
             http = context.get("http") or {}
-            path = str(event.get("rawPath") or http.get("path") or "")
+            route_key = str(event.get("routeKey") or "")
+            if " " in route_key:  # an HTTP API route: "METHOD /resource"
+                method, resource = route_key.split(" ", 1)
+                path_params = dict(event.get("pathParameters") or {})
+            else:  # "$default": a function URL (every path reaches it)
+                method = str(http.get("method") or "")
+                resource = str(event.get("rawPath") or http.get("path") or "")
+                path_params = {}
+            iam = (context.get("authorizer") or {}).get("iam") or {}
             return cls(
-                method=str(http.get("method") or "").upper(),
-                resource=path,
-                path_params={},
+                method=method.upper(),
+                resource=resource,
+                path_params=path_params,
                 query=dict(event.get("queryStringParameters") or {}),
                 headers={str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()},
                 body=event.get("body"),
                 is_base64_encoded=bool(event.get("isBase64Encoded")),
                 source_ip=http.get("sourceIp"),
+                caller=_caller(iam),
             )
         identity = context.get("identity") or {}
         return cls(
@@ -112,7 +125,7 @@ class Request:
 
 def _caller(identity: Mapping[str, Any]) -> str | None:
     """The signed caller of an IAM route: its ARN, else its id; None when neither is a string."""
-    for name in ("userArn", "caller"):
+    for name in ("userArn", "caller", "callerId"):
         value = identity.get(name)
         if isinstance(value, str) and value.strip():
             return value.strip()
