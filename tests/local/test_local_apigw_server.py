@@ -287,3 +287,35 @@ def test_keep_alive_requests_are_not_held_back_by_nagle(gateway: LocalApiGateway
         connection.close()
     # Then none waits for a delayed ACK (~40 ms each with Nagle on; about 1 ms without)
     assert elapsed < 0.5
+
+
+def test_an_http_api_route_gets_a_payload_2_event(
+    gateway: LocalApiGateway, http: urllib3.PoolManager
+) -> None:
+    # Given the echo function's HTTP API route POST /v2/echo/{thing} (IAM by the API's default)
+    # When a JSON body is posted with a query string and a repeated header
+    response = http.request(
+        "POST",
+        f"{gateway.url}/v2/echo/hello%20world?x=1&x=2",
+        body=b'{"amount": "1500.00"}',
+        headers=urllib3.HTTPHeaderDict(
+            [("Content-Type", "application/json"), ("X-Multi", "a"), ("X-Multi", "b")]
+        ),
+    )
+
+    # Then the handler saw an HTTP API event (payload 2.0) for that route, as API Gateway sends it
+    event = _echo(response)["event"]
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "POST /v2/echo/{thing}"
+    assert event["rawPath"] == "/v2/echo/hello%20world"
+    assert event["pathParameters"] == {"thing": "hello world"}
+    assert event["queryStringParameters"] == {"x": "1,2"}
+    assert event["headers"]["x-multi"] == "a,b"
+    assert event["body"] == '{"amount": "1500.00"}'
+    context = event["requestContext"]
+    assert (context["stage"], context["routeKey"]) == ("$default", "POST /v2/echo/{thing}")
+    assert context["http"]["method"] == "POST"
+    assert context["requestId"] == response.headers["x-amzn-RequestId"]
+    # And, the API's default being AWS_IAM, the fake local signer in the authorizer context
+    assert context["authorizer"]["iam"]["userArn"] == LOCAL_IAM_USER_ARN
+    assert "identity" not in context

@@ -67,7 +67,8 @@ def test_routes_carry_function_settings_and_auth(fixture_template: dict[str, Any
     # When its routes are read
     routes = {(r.method, r.resource): r for r in api_routes(fixture_template)}
 
-    # Then only Api events are routes, with Globals applied and per-function overrides kept
+    # Then only Api and HttpApi events are routes, with Globals applied and per-function
+    # overrides kept
     assert set(routes) == {
         ("POST", "/echo/{thing}"),
         ("GET", "/items/{itemId}"),
@@ -75,7 +76,12 @@ def test_routes_carry_function_settings_and_auth(fixture_template: dict[str, Any
         ("ANY", "/behave/{mode}"),
         ("ANY", "/public/{proxy+}"),
         ("GET", "/other"),
+        ("POST", "/v2/echo/{thing}"),
     }
+    # And an HttpApi event's route says so (payload 2.0 events), with its API's default auth
+    http_echo = routes[("POST", "/v2/echo/{thing}")]
+    assert (http_echo.http_api, http_echo.auth) == (True, "AWS_IAM")
+    assert not any(r.http_api for key, r in routes.items() if key != ("POST", "/v2/echo/{thing}"))
     echo = routes[("POST", "/echo/{thing}")]
     assert echo.function_id == "EchoFunction"
     assert echo.code_uri == "functions/echo/"
@@ -204,9 +210,10 @@ def test_the_repository_template_routes_the_card_api_and_its_public_page() -> No
         assert by_key[key].function_id == "CardsFunction", key
         assert by_key[key].auth == "AWS_IAM", key
         assert by_key[key].code_uri == "functions/cards/"
+        assert by_key[key].http_api, key  # the merchant API: an HTTP API (payload 2.0)
     # And the setup page is public, served by its own function with the layer
     page = by_key[("GET", "/card-setups/{setupId}/page")]
-    assert (page.function_id, page.auth) == ("CardPagesFunction", "NONE")
+    assert (page.function_id, page.auth, page.http_api) == ("CardPagesFunction", "NONE", False)
     assert page.code_uri == "functions/card_pages/"
     assert page.layers == ("layers/payments/",)
 

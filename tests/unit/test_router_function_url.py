@@ -1,5 +1,6 @@
-"""payments.http.router on Lambda function URL events (payload 2.0, the postLink function's URL),
-beside the REST proxy events (payload 1.0) it took before: the same Request, the same answers."""
+"""payments.http.router on payload 2.0 events: Lambda function URL events (the postLink function's
+URL) and HTTP API events (the merchant API), beside the REST proxy events (payload 1.0) of the
+public pages: the same Request, the same answers."""
 
 from __future__ import annotations
 
@@ -173,3 +174,61 @@ def test_the_canonical_postlink_events_are_function_url_events() -> None:
         assert request.resource.startswith("/epay/postlink"), path.name
         assert request.source_ip == "91.195.226.33", path.name
         assert request.header("Content-Type"), path.name
+
+
+# ------------------------------------------------------------------ HTTP API events (the merchant API)
+
+
+def test_an_http_api_event_names_its_route_params_and_signer() -> None:
+    # Given a signed merchant call as the HTTP API hands it over (events/charges, payload 2.0)
+    event = json.loads((EVENTS / "charges" / "capture-charge.json").read_text())
+    assert event["version"] == "2.0"
+    # When it is read
+    request = Request.from_event(event)
+    # Then the route comes from routeKey (not the raw path), with its path ids and its signer
+    assert (request.method, request.resource) == ("POST", "/charges/{chargeId}/capture")
+    assert request.path_params == {"chargeId": "ch_0123456789abcdef0123456789abcdef"}
+    assert request.caller == "arn:aws:iam::123456789012:user/merchant-backend"
+    assert request.source_ip == "203.0.113.10"
+    assert request.header("Content-Type") == "application/json"
+
+
+def test_an_http_api_event_without_a_signer_has_no_caller() -> None:
+    # Given an HTTP API event whose IAM authorizer context is missing
+    event = json.loads((EVENTS / "operator" / "resolve-charge.json").read_text())
+    del event["requestContext"]["authorizer"]
+    # When it is read / Then no caller is made up (operator actions refuse it)
+    assert Request.from_event(event).caller is None
+
+
+def test_the_router_answers_an_http_api_event_by_its_route() -> None:
+    # Given a router with a route on a path template
+    router = Router()
+    seen: list[Request] = []
+
+    @router.route("POST", "/charges/{chargeId}/capture")
+    def capture(request: Request, _context: Any) -> Reply:
+        seen.append(request)
+        return json_response(200, {"id": request.path_params["chargeId"]})
+
+    event = json.loads((EVENTS / "charges" / "capture-charge.json").read_text())
+    # When an HTTP API event for it arrives
+    answer = router.resolve(event, _Context())
+    # Then the route ran with the event's path id and answered in the proxy shape
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"id": "ch_0123456789abcdef0123456789abcdef"}
+    assert [r.resource for r in seen] == ["/charges/{chargeId}/capture"]
+
+
+def test_the_canonical_merchant_events_are_http_api_events() -> None:
+    # Given events/ of the merchant and operator routes (what tests and `sam local invoke` use)
+    for folder in ("charges", "cards", "subscriptions", "operator"):
+        for path in sorted((EVENTS / folder).glob("*.json")):
+            event = json.loads(path.read_text())
+            # Then each is a signed HTTP API event on the $default stage
+            assert event["version"] == "2.0", path.name
+            assert " /" in event["routeKey"], path.name
+            assert event["requestContext"]["stage"] == "$default", path.name
+            assert event["requestContext"]["authorizer"]["iam"]["userArn"], path.name
+            request = Request.from_event(event)
+            assert f"{request.method} {request.resource}" == event["routeKey"], path.name
