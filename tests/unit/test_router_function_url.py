@@ -176,7 +176,7 @@ def test_the_canonical_postlink_events_are_function_url_events() -> None:
         assert request.header("Content-Type"), path.name
 
 
-# ------------------------------------------------------------------ HTTP API events (the merchant API)
+# ---------------------------------------------------------- HTTP API events (the merchant API)
 
 
 def test_an_http_api_event_names_its_route_params_and_signer() -> None:
