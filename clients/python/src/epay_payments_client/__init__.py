@@ -2,7 +2,7 @@
 
 from epay_payments_client import PaymentsClient
 
-client = PaymentsClient("https://abc123.execute-api.eu-central-1.amazonaws.com/prod")
+client = PaymentsClient("https://a1b2c3d4e5.execute-api.eu-central-1.amazonaws.com")  # ApiUrl
 charge = client.create_charge(amount=Decimal("1500.00"), currency="KZT", card_id=card,
                               account_id="customer-42", description="Order 42")
 """
