@@ -73,10 +73,11 @@ def resolve(document: dict[str, Any], node: Any) -> Any:
 
 
 def error_codes(document: dict[str, Any], schema: Any) -> set[str]:
-    """The `error.code` values an error schema allows (its enum), walking $ref and allOf."""
+    """The `error.code` values an error schema allows (its enum), walking $ref, allOf and
+    oneOf."""
     schema = resolve(document, schema)
     codes: set[str] = set()
-    for part in schema.get("allOf", []):
+    for part in [*schema.get("allOf", []), *schema.get("oneOf", [])]:
         codes |= error_codes(document, part)
     code = schema.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
     codes |= set(code.get("enum", []))
@@ -207,12 +208,12 @@ def test_every_operation_has_examples_and_documents_its_failures(
 
 
 def test_retry_after_is_documented_where_the_service_sends_it(document: dict[str, Any]) -> None:
-    url_paths = function_url_paths()
     for method, path, operation in operations(document):
         responses = operation["responses"]
         headers = resolve(document, responses["429"]).get("headers", {})
-        # (Lambda's own 429 of a function URL carries no Retry-After)
-        assert ("Retry-After" in headers) != (path in url_paths), f"{method} {path} 429"
+        # (Lambda's own 429 of a function URL carries no Retry-After, nor does the merchant HTTP
+        # API's throttle: only the public pages' REST API sends one)
+        assert ("Retry-After" in headers) == (path in PAGE_PATHS), f"{method} {path} 429"
         if "503" in responses:
             response = resolve(document, responses["503"])
             if "application/json" in response.get("content", {}):
@@ -422,3 +423,26 @@ def test_yaml_and_json_views_agree(document: dict[str, Any]) -> None:
     # The document uses YAML anchors only inside components.examples; parsed it is plain data
     text = (ROOT / "openapi.yaml").read_text(encoding="utf-8")
     assert yaml.safe_load(text) == document
+
+
+def test_each_api_documents_its_own_gateway_refusals(document: dict[str, Any]) -> None:
+    # Given every operation, by the API that serves it
+    url_paths = function_url_paths()
+    for method, path, operation in operations(document):
+        if path in url_paths:
+            continue
+        name = f"{method} {path}"
+        refusals = {
+            code: resolve(document, operation["responses"][code])["content"]["application/json"]
+            for code in ("403", "429", "504")
+            if code in operation["responses"]
+        }
+        for code, media in refusals.items():
+            schema = media["schema"]["$ref"].rsplit("/", 1)[1]
+            if path in PAGE_PATHS:
+                # Then the public pages' REST API shapes them as the service's errors
+                assert schema != "GatewayMessage", f"{name} {code}"
+            else:
+                # And the merchant HTTP API's come in API Gateway's own {"message": ...}
+                assert schema == "GatewayMessage", f"{name} {code}"
+                assert set(media["example"]) == {"message"}, f"{name} {code}"
