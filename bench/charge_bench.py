@@ -117,8 +117,7 @@ class EventFactory:
         event = copy.deepcopy(self._base)
         key = f"bench-{uuid.uuid4().hex}"
         event["body"] = self._bodies[card]
-        event["headers"]["Idempotency-Key"] = key
-        event["multiValueHeaders"]["Idempotency-Key"] = [key]
+        event["headers"]["idempotency-key"] = key  # an HTTP API event: lower-case names
         return event
 
 
