@@ -22,6 +22,7 @@ from payments.charges.terminals import Purpose, Terminal
 from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord
+from payments.shared.payer import Payer
 
 
 class FakeStore:
@@ -36,6 +37,8 @@ class FakeStore:
         self.history: dict[str, list[HistoryEntry]] = {}
         self.keys: dict[str, IdempotencyRecord] = {}
         self.invoices: set[str] = set()
+        # The payer facts kept with each invoice (DynamoChargeStore keeps them on the invoice).
+        self.payers: dict[str, Payer] = {}
         self.counter = 0
         self.writes = 0
         self._lock = threading.Lock()
@@ -60,6 +63,7 @@ class FakeStore:
                 charge.idempotency_key, charge.id, charge.request_hash
             )
             self.invoices.add(charge.invoice_id)
+            self.payers[charge.invoice_id] = charge.payer or Payer()
             self.history[charge.id] = [entry]
 
     def get(self, charge_id: str) -> Charge | None:
@@ -67,6 +71,11 @@ class FakeStore:
 
     def get_idempotency(self, key: str, charge_id: str) -> IdempotencyRecord | None:
         return self.keys.get(key)
+
+    def payer(self, charge: Charge) -> Payer:
+        if charge.payer is not None:
+            return charge.payer
+        return self.payers.get(charge.invoice_id, Payer())
 
     def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:
         due = [

@@ -35,7 +35,7 @@ from local.epay_sim import EpaySimulator
 from local.template import load_template
 from payments import bootstrap
 from payments.observability import logger
-from tests.integration import openapi_check
+from tests.integration import iam_check, openapi_check
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -76,7 +76,7 @@ def load_function(name: str) -> ModuleType:
     spec.loader.exec_module(module)
     handler = getattr(module, "lambda_handler", None)
     if callable(handler):
-        module.lambda_handler = contract_checked(handler)
+        module.lambda_handler = contract_checked(iam_check.checked(handler, name))
     return module
 
 
@@ -103,6 +103,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how much of openapi.yaml the tier's responses covered."""
     if openapi_check.SEEN:
         terminalreporter.write_line(openapi_check.coverage_summary())
+
+
+@pytest.fixture(autouse=True)
+def _calls_are_allowed_by_the_template() -> Iterator[None]:
+    """Fail a test whose handlers made a DynamoDB request their IAM statements in
+    template.yaml would refuse (tests/integration/iam_check.py)."""
+    iam_check.VIOLATIONS.clear()
+    yield
+    found, iam_check.VIOLATIONS[:] = sorted(set(iam_check.VIOLATIONS)), []
+    if found:
+        pytest.fail("IAM would refuse:\n" + "\n".join(found), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -278,6 +278,13 @@ def test_a_paying_setup_becomes_a_charge_like_any_other(cs: Cards) -> None:
     assert len(cs.sim.requests("charge")) == 1
     # And the card is listed for the account
     assert [c["id"] for c in cs.cards().body["data"]] == [setup["cardId"]]
+    # And, like any charge, its write-once facts are on its invoice item, not its charge item
+    invoice = next(i for i in cs.items("INVOICE") if i["setupId"]["S"] == created["id"])
+    assert invoice["chargeId"]["S"] == setup["chargeId"]
+    assert invoice["idempotencyKey"]["S"] == f"setup {created['id']}"
+    item = next(i for i in cs.items("CHARGE") if i["id"]["S"] == setup["chargeId"])
+    assert "idempotencyKey" not in item
+    assert len(item["secretHashDigest"]["B"]) == 32
 
 
 def test_a_declined_setup_fails_and_saves_nothing(cs: Cards) -> None:

@@ -141,10 +141,10 @@ def test_wire_format_of_token_and_auth(stack: Stack) -> None:
         "recurrent": False,
         "cardId": {"id": APPROVE},
     }
-    # And only the digest of secret_hash is stored
+    # And only the digest of secret_hash is stored (its 32 bytes, a Binary value)
     (item,) = stack.charge_items()
-    assert token.form["secret_hash"] not in json.dumps(stack.items())
-    assert len(item["secretHashDigest"]["S"]) == 64
+    assert token.form["secret_hash"] not in json.dumps(stack.items(), default=bytes.hex)
+    assert len(item["secretHashDigest"]["B"]) == 32
 
 
 def test_manual_capture_then_partial_capture(stack: Stack) -> None:

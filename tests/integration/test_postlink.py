@@ -257,7 +257,7 @@ def test_simulator_postlink_after_a_capture_is_stored_verified_and_changes_nothi
         assert private not in stored
     if "cardId" in delivery.payload:
         assert stored["cardId"] == "****" + str(delivery.payload["cardId"])[-4:]
-    assert delivery.payload["secret_hash"] not in json.dumps(pl.charges.items())
+    assert delivery.payload["secret_hash"] not in json.dumps(pl.charges.items(), default=bytes.hex)
 
 
 def test_postlink_telling_what_a_captured_charge_holds_is_one_read_one_write_no_epay_call(

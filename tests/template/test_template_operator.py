@@ -130,8 +130,9 @@ def test_the_operator_function_touches_only_the_items_it_needs(template: dict[st
     # Writes: the charge and its history, and what a replayed postLink of a card setup writes;
     # never an idempotency key, a subscription or a refund
     assert by_action["dynamodb:PutItem"] == {"CHARGE#*", "TERMINAL#*", "SETUP#*", "CARD#*"}
-    # (a replay's notification: in its invoice's partition, or of the old layout until its TTL)
-    assert by_action["dynamodb:UpdateItem"] == {"POSTLINKS#*", "INBOX#*", "INVOICE#*"}
+    # (a replay's notification: in its invoice's partition, or of the old layout until its TTL;
+    # the charge's status change: one conditional write of its item)
+    assert by_action["dynamodb:UpdateItem"] == {"POSTLINKS#*", "INBOX#*", "INVOICE#*", "CHARGE#*"}
     assert {"POSTLINKS#*", "INBOX#*"} <= by_action["dynamodb:GetItem"]
     assert not any(
         p.startswith(("IDEMPOTENCY", "SUB", "REFUND")) for p in set().union(*by_action.values())

@@ -24,11 +24,12 @@ PUBLIC_FUNCTION_KEYS: dict[str, dict[str, set[str]]] = {
     "PostLinkFunction": {
         "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
         "dynamodb:PutItem": {"CHARGE#*", "TERMINAL#*", "SETUP#*", "CARD#*"},
-        "dynamodb:UpdateItem": {"POSTLINKS#*", "INVOICE#*"},
+        "dynamodb:UpdateItem": {"POSTLINKS#*", "INVOICE#*", "CHARGE#*"},
     },
     "ThreeDSFunction": {
-        "dynamodb:GetItem": {"CHARGE#*"},
+        "dynamodb:GetItem": {"CHARGE#*", "INVOICE#*"},
         "dynamodb:PutItem": {"CHARGE#*"},
+        "dynamodb:UpdateItem": {"CHARGE#*"},
     },
     "CardPagesFunction": {
         "dynamodb:GetItem": {"SETUP#*"},

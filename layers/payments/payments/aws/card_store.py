@@ -5,7 +5,8 @@ Items (pk / sk):
                                    SDUE#<n> and `nextCheckAt` (DueIndex)
   SETUPKEY#<key>      / SETUPKEY   the setup an Idempotency-Key created (TTL)
   INVOICE#<invoiceId> / INVOICE    the invoice guard, as for charges: `setupId`, and `chargeId`
-                                   once a paying setup's charge exists
+                                   once a paying setup's charge exists, with the charge's
+                                   write-once facts (charge_items.invoice_facts), as for charges
   INVOICE_SUFFIX#<terminal>#<last6> the suffix guard, as for charges
   CARD#<cardId>       / CARD       a saved card, with `version`; `cardAccount` and `cardSort`
                                    (created time, id) key the sparse AccountCardsIndex
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from payments.aws.charge_items import invoice_listing, new_charge_item
+from payments.aws.charge_items import invoice_facts, invoice_listing, new_charge_item
 from payments.aws.dynamo import (
     DynamoCalls,
     _epoch,
@@ -187,6 +188,27 @@ def _versioned_put(table: str, item: dict[str, Any], version: int) -> dict[str, 
     }
 
 
+def _invoice_names_charge(table: str, setup: CardSetup, charge: Charge) -> dict[str, Any]:
+    """The update of a paying setup's INVOICE item once its charge exists: naming the charge,
+    listing it under its account, and keeping the charge's write-once facts (payer, key) as a
+    charge's own invoice does (charge_items.invoice_facts)."""
+    values: dict[str, str] = {":charge": charge.id, ":setup": setup.id}
+    sets = ["chargeId = :charge"]
+    names: dict[str, str] = {}
+    facts = {**invoice_listing(charge), **invoice_facts(charge)}
+    for n, (name, value) in enumerate(facts.items()):  # `name` is a reserved word
+        names[f"#f{n}"], values[f":f{n}"] = name, value
+        sets.append(f"#f{n} = :f{n}")
+    return {
+        "TableName": table,
+        "Key": {"pk": {"S": f"INVOICE#{setup.invoice_id}"}, "sk": {"S": "INVOICE"}},
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": "setupId = :setup AND attribute_not_exists(chargeId)",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_attributes(values),
+    }
+
+
 class DynamoSetupStore:
     """Card setups and their guards."""
 
@@ -288,31 +310,9 @@ class DynamoSetupStore:
             names.append("card")
         if charge is not None:
             new_charge, entry = charge
-            listing = invoice_listing(new_charge)
             items += [
                 _put_new(self._table, new_charge_item(new_charge, entry)),
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {
-                            "pk": {"S": f"INVOICE#{current.invoice_id}"},
-                            "sk": {"S": "INVOICE"},
-                        },
-                        # Naming the charge, and listing it under its account.
-                        "UpdateExpression": (
-                            "SET chargeId = :charge, chargeList = :list, chargeSort = :sort"
-                        ),
-                        "ConditionExpression": (
-                            "setupId = :setup AND attribute_not_exists(chargeId)"
-                        ),
-                        "ExpressionAttributeValues": {
-                            ":charge": {"S": new_charge.id},
-                            ":setup": {"S": current.id},
-                            ":list": {"S": listing["chargeList"]},
-                            ":sort": {"S": listing["chargeSort"]},
-                        },
-                    }
-                },
+                {"Update": _invoice_names_charge(self._table, current, new_charge)},
             ]
             names += ["charge", "invoice"]
         self._db.write(items, names)

@@ -1,14 +1,25 @@
 """A charge as DynamoDB items: its attributes, its history entries, its listing keys, and the
-conditional update that is every status change (payments.aws.charge_store writes them)."""
+conditional update that is every status change (payments.aws.charge_store writes them).
+
+The charge item is kept under 1 KB (1 WRU a status write; issue 16, decisions 2026-12-06): the
+write-once facts no status write needs (the payer's fields, the Idempotency-Key) are on the
+charge's INVOICE item (`invoice_facts`), the two SHA-256 digests are 32-byte Binary values, and
+`capturePending` / `checkAttempts` are left out while false / 0. Items written before keep all of
+it inline as hex strings; `charge_from_item` reads both forms.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import Binary
+
 from payments.aws.dynamo import to_attributes
+from payments.charges.events import parse_renewal_key
 from payments.charges.model import (
     DUE_SHARDS,
     CaptureMode,
@@ -22,7 +33,9 @@ from payments.charges.model import (
 )
 from payments.charges.search import ListBy, status_partition
 from payments.shared.clock import from_iso, from_iso_or_none, iso
-from payments.shared.payer import Payer
+from payments.shared.payer import PAYER_FIELDS, Payer
+
+_HEX_DIGEST = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 def due_shard(charge_id: str) -> str:
@@ -41,8 +54,46 @@ def list_keys(by: ListBy, value: str, charge: Charge) -> dict[str, str]:
     return {"chargeList": f"{by.value}#{value}", "chargeSort": list_sort(charge)}
 
 
+def digest_value(hex_digest: str) -> bytes | str:
+    """A SHA-256 digest as the charge item keeps it: its 32 bytes (a Binary value, half the
+    size of its hex); a value that is not a lowercase hex digest is kept as it is."""
+    return bytes.fromhex(hex_digest) if _HEX_DIGEST.fullmatch(hex_digest) else hex_digest
+
+
+def digest_hex(value: Any) -> str:
+    """A digest as the domain uses it (lowercase hex), from the Binary value written since
+    issue 16 or the hex string of an item written before."""
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return str(value)
+
+
+def invoice_facts(charge: Charge) -> dict[str, str]:
+    """What a charge's INVOICE item keeps for it, written once with it: the payer's fields
+    (those given) and the Idempotency-Key. The charge item does not carry them; the 3-D Secure
+    return reads them back (DynamoChargeStore.payer)."""
+    payer = {} if charge.payer is None else charge.payer.fields()
+    facts = {name: value for name, value in payer.items() if value is not None}
+    if charge.idempotency_key is not None:
+        facts["idempotencyKey"] = charge.idempotency_key
+    return facts
+
+
+def _kept_key(charge: Charge) -> dict[str, str]:
+    """The Idempotency-Key the charge item still carries: a renewal's only, which names the
+    subscription and cycle its stream events tell (charges.events.charge_event)."""
+    key = charge.idempotency_key
+    return {"idempotencyKey": key} if key is not None and parse_renewal_key(key) else {}
+
+
 def charge_to_item(charge: Charge) -> dict[str, Any]:
-    """The DynamoDB attributes (plain Python values) of a charge."""
+    """The DynamoDB attributes (plain Python values) of a charge.
+
+    A None value is an attribute the charge does not have (an update REMOVEs it); the payer's
+    fields and a merchant's Idempotency-Key are never among them (`invoice_facts`), so an update
+    leaves those of an item written before issue 16 as they are."""
     three_ds = charge.three_ds
     return {
         "pk": f"CHARGE#{charge.id}",
@@ -63,17 +114,16 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         "capture": charge.capture.value,
         "recurrent": charge.recurrent,
         "language": charge.language,
-        "idempotencyKey": charge.idempotency_key,
-        "requestHash": charge.request_hash,
-        "secretHashDigest": charge.secret_hash_digest,
+        **_kept_key(charge),
+        "requestHash": digest_value(charge.request_hash),
+        "secretHashDigest": digest_value(charge.secret_hash_digest),
         "createdAt": iso(charge.created_at),
         "updatedAt": iso(charge.updated_at),
         "invoiceIdAlt": charge.invoice_id_alt,
-        **charge.payer.fields(),
         "capturedAmount": charge.captured_amount,
-        "capturePending": charge.capture_pending,
+        "capturePending": charge.capture_pending or None,
         "captureClaimedAt": iso(charge.capture_claimed_at) if charge.capture_claimed_at else None,
-        "checkAttempts": charge.check_attempts,
+        "checkAttempts": charge.check_attempts or None,
         "refundedAmount": charge.refunded_amount or None,
         "refundReserved": charge.refund_reserved or None,
         "voidPending": charge.void_pending or None,
@@ -120,7 +170,10 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
 
 
 def charge_from_item(item: Mapping[str, Any]) -> Charge:
-    """Rebuild a charge from its DynamoDB attributes (plain Python values)."""
+    """Rebuild a charge from its DynamoDB attributes (plain Python values).
+
+    `payer` and `idempotency_key` are None unless the item carries them (one written before
+    issue 16, or a renewal's key): they are on the charge's INVOICE item."""
     epay = item.get("epay") or {}
     error = item.get("error")
     three_ds = item.get("threeDS")
@@ -138,17 +191,17 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         capture=CaptureMode(item["capture"]),
         recurrent=bool(item["recurrent"]),
         language=str(item["language"]),
-        idempotency_key=str(item["idempotencyKey"]),
-        request_hash=str(item["requestHash"]),
-        secret_hash_digest=str(item["secretHashDigest"]),
+        idempotency_key=None if item.get("idempotencyKey") is None else str(item["idempotencyKey"]),
+        request_hash=digest_hex(item["requestHash"]),
+        secret_hash_digest=digest_hex(item["secretHashDigest"]),
         created_at=from_iso(item["createdAt"]),
         updated_at=from_iso(item["updatedAt"]),
         invoice_id_alt=item.get("invoiceIdAlt"),
-        payer=Payer.from_fields(item),
+        payer=Payer.from_fields(item) if any(name in item for name in PAYER_FIELDS) else None,
         captured_amount=Decimal(captured) if captured is not None else None,
-        capture_pending=bool(item.get("capturePending", False)),
+        capture_pending=bool(item.get("capturePending")),
         capture_claimed_at=from_iso_or_none(item.get("captureClaimedAt")),
-        check_attempts=int(item.get("checkAttempts", 0)),
+        check_attempts=int(item.get("checkAttempts") or 0),
         terminal_id=str(item.get("terminalId") or ""),
         refunded_amount=Decimal(item.get("refundedAmount") or 0),
         refund_reserved=Decimal(item.get("refundReserved") or 0),

@@ -4,14 +4,21 @@ Items (pk / sk):
   CHARGE#<id>            / CHARGE             the charge, with `status`, `version` and `history`
                                               (its transitions, oldest first: each write appends
                                               its own, so a status change is one conditional
-                                              write of one item, never a transaction)
+                                              write of one item, never a transaction). Under
+                                              1 KB (1 WRU a write): digests as Binary, no payer
+                                              fields, no merchant Idempotency-Key (issue 16;
+                                              items written before keep theirs inline, read)
   CHARGE#<id>            / HISTORY#<version>  one transition of a charge written before history
                                               moved into the charge item (read, never written)
   IDEMPOTENCY#<key>      / IDEMPOTENCY        a renewal's key: lists its charge under the
                                               subscription (no TTL). A merchant's key has no item:
                                               the charge id derives from it (charge_id_for_key);
                                               items of keys used before that are still read
-  INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever
+  INVOICE#<invoiceId>    / INVOICE            an invoice id is used once, forever: `chargeId`,
+                                              and the charge's write-once facts (issue 16): the
+                                              payer's fields (name, email, phone, backLink,
+                                              failureBackLink) and `idempotencyKey`, read back
+                                              only by the 3-D Secure return (`payer`)
   INVOICE_SUFFIX#<terminal>#<last6>           the last six digits are unique per terminal while
                          / INVOICE_SUFFIX     reserved (TTL: the window); the rings that deal
                                               them out: payments.aws.invoice_space
@@ -45,7 +52,9 @@ from payments.aws.charge_items import (
     charge_from_item,
     charge_to_item,
     charge_update,
+    digest_hex,
     history_entry,
+    invoice_facts,
     invoice_listing,
     list_keys,
     list_sort,
@@ -59,6 +68,7 @@ from payments.charges.search import ListBy, Listing
 from payments.errors import ValidationError
 from payments.shared.clock import iso
 from payments.shared.idempotency import IdempotencyRecord
+from payments.shared.payer import Payer
 
 LIST_INDEX = "ChargeListIndex"
 _BATCH_ROUNDS = 5
@@ -77,12 +87,16 @@ _LISTED_ITEMS = {
 
 
 def _invoice_item(charge: Charge) -> dict[str, Any]:
-    """The invoice's guard, listing the charge under its account."""
+    """The invoice's guard, listing the charge under its account and keeping its write-once
+    facts (payer, Idempotency-Key): written before the charge, so the charge never exists
+    without them. A racer with the same key writes its own invoice and loses at the charge put:
+    the charge's `invoiceId` names the winner's."""
     return {
         "pk": f"INVOICE#{charge.invoice_id}",
         "sk": "INVOICE",
         "chargeId": charge.id,
         **invoice_listing(charge),
+        **invoice_facts(charge),
     }
 
 
@@ -123,12 +137,13 @@ class DynamoChargeStore:
             _put_new(self._table, _invoice_item(charge)),
         ]
         names = ["invoice_suffix", "invoice"]
-        renewal = parse_renewal_key(charge.idempotency_key)
-        if renewal is not None:
+        key = charge.idempotency_key
+        renewal = parse_renewal_key(key)
+        if key is not None and renewal is not None:
             # Kept (no TTL) to list the charge under its subscription; one left by an attempt
             # that stopped before its charge names the same charge id, so it is taken over.
             listing = {
-                "pk": f"IDEMPOTENCY#{charge.idempotency_key}",
+                "pk": f"IDEMPOTENCY#{key}",
                 "sk": "IDEMPOTENCY",
                 "chargeId": charge.id,
                 "requestHash": charge.request_hash,
@@ -169,12 +184,23 @@ class DynamoChargeStore:
         names = {"#pk": "pk", "#c": "chargeId", "#r": "requestHash"}
         found = {str(i["pk"]): i for i in self._db.batch_get(self._table, keys, names=names)}
         own = found.get(f"CHARGE#{charge_id}")
-        if own is not None:
-            return IdempotencyRecord(key, charge_id, str(own["requestHash"]))
+        if own is not None:  # requestHash: Binary since issue 16, a hex string before
+            return IdempotencyRecord(key, charge_id, digest_hex(own["requestHash"]))
         older = found.get(f"IDEMPOTENCY#{key}")
         if older is None or older.get("chargeId") == charge_id:
             return None  # new, or a renewal's listing left by an attempt that stopped early
-        return IdempotencyRecord(key, str(older["chargeId"]), str(older["requestHash"]))
+        return IdempotencyRecord(key, str(older["chargeId"]), digest_hex(older["requestHash"]))
+
+    def payer(self, charge: Charge) -> Payer:
+        """The payer facts of a charge: its own when it carries them (read from an item written
+        before issue 16, or not stored yet), else those its INVOICE item keeps (one strongly
+        consistent GetItem); none when that item does not name the charge."""
+        if charge.payer is not None:
+            return charge.payer
+        item = self._db.get(self._table, f"INVOICE#{charge.invoice_id}", "INVOICE")
+        if not item or item.get("chargeId") != charge.id:
+            return Payer()
+        return Payer.from_fields(item)
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` only if its status and version are still those read,

@@ -9,6 +9,7 @@ is which event stays in `payments.charges.events`.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,10 +31,25 @@ CARD_SK = "CARD"
 _DESERIALIZER = TypeDeserializer()
 
 
+def _typed(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """One attribute value of a stream image as boto3's deserializer takes it: Lambda delivers
+    the record as JSON, so a Binary (B, BS; a charge's digests since issue 16) is base64 text."""
+    ((kind, raw),) = value.items()
+    if kind == "B" and isinstance(raw, str):
+        return {"B": base64.b64decode(raw)}
+    if kind == "BS":
+        return {"BS": [base64.b64decode(v) if isinstance(v, str) else v for v in raw]}
+    if kind == "M":
+        return {"M": {k: _typed(v) for k, v in raw.items()}}
+    if kind == "L":
+        return {"L": [_typed(v) for v in raw]}
+    return value
+
+
 def _plain(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not image:
         return None
-    return {name: _DESERIALIZER.deserialize(value) for name, value in image.items()}
+    return {name: _DESERIALIZER.deserialize(_typed(value)) for name, value in image.items()}
 
 
 @dataclass(frozen=True)

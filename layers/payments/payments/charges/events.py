@@ -38,9 +38,10 @@ def renewal_key(subscription_id: str, cycle: int, attempt: int) -> str:
     return base if attempt == 0 else f"{base}#retry{attempt}"
 
 
-def parse_renewal_key(key: str) -> tuple[str, int, int] | None:
-    """(subscription id, cycle, attempt) of a renewal charge's key; None for other charges."""
-    match = _RENEWAL_KEY_RE.fullmatch(key)
+def parse_renewal_key(key: str | None) -> tuple[str, int, int] | None:
+    """(subscription id, cycle, attempt) of a renewal charge's key; None for other charges (and
+    for a charge read back without its key: only a renewal's stays on the charge item)."""
+    match = None if key is None else _RENEWAL_KEY_RE.fullmatch(key)
     if match is None:
         return None
     return match.group(1), int(match.group(2)), int(match.group(3) or 0)

@@ -161,7 +161,18 @@ class ThreeDSData:
 
 @dataclass(frozen=True)
 class Charge:
-    """One attempt to charge a saved card, as stored."""
+    """One attempt to charge a saved card, as stored.
+
+    Two write-once facts live on the charge's INVOICE item, not its charge item (issue 16: a
+    status write of an item under 1 KB costs 1 WRU, decisions 2026-12-06), so a charge read
+    from the store does not know them and says so with None rather than an empty value:
+    - `payer` (name, e-mail, phone, return links): None when read back; only the 3-D Secure
+      return needs it and asks the store (ChargeStore.payer: this charge's own value when it
+      has one, as a charge written before issue 16 does, else one read of the invoice item).
+    - `idempotency_key`: None when read back, except a renewal's key (the charge item keeps it:
+      its events name the subscription) and a charge written before issue 16. A new charge
+      always has both, from its request; they are written once, with its invoice.
+    """
 
     id: str
     invoice_id: str
@@ -174,14 +185,14 @@ class Charge:
     capture: CaptureMode
     recurrent: bool
     language: str
-    idempotency_key: str
+    idempotency_key: str | None
     request_hash: str
     secret_hash_digest: str
     created_at: datetime
     updated_at: datetime
     version: int = 1
     invoice_id_alt: str | None = None
-    payer: Payer = field(default_factory=Payer)
+    payer: Payer | None = field(default_factory=Payer)
     captured_amount: Decimal | None = None
     epay: EpayRef = field(default_factory=EpayRef)
     error: ChargeError | None = None

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from payments.charges.search import Listing
     from payments.errors import GatewayError
     from payments.shared.idempotency import IdempotencyRecord
+    from payments.shared.payer import Payer
 
 
 class ChargeStore(Protocol):
@@ -35,6 +36,11 @@ class ChargeStore(Protocol):
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
         """Replace `current` by `updated` if its status and version are still those read
         (StaleStateError otherwise), appending the history entries in the same write."""
+        ...
+
+    def payer(self, charge: Charge) -> Payer:
+        """The payer facts of a charge (its return links): the charge's own when it has them,
+        else those kept with its invoice (one read; only the 3-D Secure return asks)."""
         ...
 
     def due_charge_ids(self, shard: int, now: datetime, limit: int) -> list[str]:

@@ -64,6 +64,7 @@ from payments.errors import (
 from payments.shared.clock import utc_now
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord, create_once, fingerprint
+from payments.shared.payer import Payer
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ class ChargeService:
             return CreateResult(charge, replayed=True)
         self._telemetry.bind_charge(charge)
         self._telemetry.transitioned(charge, None, Source.API)
-        return CreateResult(self._authorize(charge, secret_hash, deadline), replayed=False)
+        authorized = self._authorize(charge, request.payer, secret_hash, deadline)
+        return CreateResult(authorized, replayed=False)
 
     def _insert(
         self,
@@ -226,7 +228,9 @@ class ChargeService:
             raise GatewayUnavailableError(charge.error.message, operation="token")
         return charge
 
-    def _authorize(self, charge: Charge, secret_hash: str, deadline: Deadline) -> Charge:
+    def _authorize(
+        self, charge: Charge, payer: Payer, secret_hash: str, deadline: Deadline
+    ) -> Charge:
         try:
             token = self._gateway.invoice_token(
                 InvoiceTokenRequest(
@@ -249,7 +253,7 @@ class ChargeService:
             ) from exc
 
         try:
-            result = self._gateway.authorize(token, self._auth_request(charge), deadline)
+            result = self._gateway.authorize(token, self._auth_request(charge, payer), deadline)
         except GatewayRejectedError as exc:
             # Only a code ePay documents as final is a decline; others arrive as unknown outcomes.
             error = ChargeError(
@@ -309,7 +313,7 @@ class ChargeService:
             )
         return self._settler.authorized(charge, epay, Source.API, "", deadline)
 
-    def _auth_request(self, charge: Charge) -> AuthRequest:
+    def _auth_request(self, charge: Charge, payer: Payer) -> AuthRequest:
         return AuthRequest(
             invoice_id=charge.invoice_id,
             amount=charge.amount,
@@ -322,7 +326,7 @@ class ChargeService:
             post_link=self._links.post_link,
             failure_post_link=self._links.failure_post_link,
             invoice_id_alt=charge.invoice_id_alt,
-            payer=charge.payer,
+            payer=payer,  # the request's (a stored charge does not carry it)
             terminal_id=charge.terminal_id,
         )
 

@@ -300,9 +300,10 @@ class ThreeDSService:
         """Where to send the customer: `backLink` on success or while pending, `failureBackLink`
         (else `backLink`) on failure, each with `chargeId` and `status`; None: a result page."""
         kind = outcome_kind(charge.status)
-        link = charge.payer.back_link
+        payer = self._store.payer(charge)  # kept with the invoice: one read, here only
+        link = payer.back_link
         if kind == "failure":
-            link = charge.payer.failure_back_link or charge.payer.back_link
+            link = payer.failure_back_link or payer.back_link
         if not link:
             return Finish(charge, None)
         return Finish(charge, with_query(link, chargeId=charge.id, status=charge.status.value))
