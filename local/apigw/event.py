@@ -283,7 +283,9 @@ def build_function_url_event(
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": query.lstrip("?") if isinstance(query, str) else urlencode(query_pairs),
+        "rawQueryString": query.lstrip("?")
+        if isinstance(query, str)
+        else urlencode(query_pairs, errors="surrogatepass"),
         "headers": joined,
         "requestContext": {
             "accountId": "anonymous",

@@ -16,7 +16,7 @@ from client_fakes import FakeTransport, error
 from epay_payments_client import Interval, NotFound, PaymentsClient
 
 POLICY = Path(__file__).resolve().parents[3] / "docs" / "iam" / "merchant-policy.json"
-ARN = "arn:aws:execute-api:eu-central-1:111122223333:a1b2c3d4e5/prod/"
+ARN = "arn:aws:execute-api:eu-central-1:111122223333:a1b2c3d4e5/$default/"
 CH = "ch_" + "0" * 32
 SUB = "sub_" + "0" * 32
 
@@ -70,7 +70,7 @@ def _statements(effect: str) -> list[str]:
         if statement["Effect"] == effect:
             resources += statement["Resource"]
     return [
-        r.replace("arn:aws:execute-api:<region>:<account-id>:<api-id>/<stage>/", ARN)
+        r.replace("arn:aws:execute-api:<region>:<account-id>:<merchant-api-id>/$default/", ARN)
         for r in resources
     ]
 
