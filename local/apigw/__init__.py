@@ -49,6 +49,7 @@ from local.apigw.event import (
     build_function_url_event,
     build_http_api_event,
     build_proxy_event,
+    build_route_event,
     is_text_content_type,
 )
 from local.apigw.integration import (
@@ -73,6 +74,7 @@ __all__ = [
     "build_function_url_event",
     "build_http_api_event",
     "build_proxy_event",
+    "build_route_event",
     "call_handler",
     "invocation_log_keys",
     "is_text_content_type",

@@ -29,6 +29,7 @@ __all__ = [
     "build_function_url_event",
     "build_http_api_event",
     "build_proxy_event",
+    "build_route_event",
     "is_text_content_type",
     "random_id",
 ]
@@ -376,3 +377,56 @@ def build_http_api_event(
     if path_parameters:
         event["pathParameters"] = dict(path_parameters)
     return event
+
+
+def build_route_event(
+    http_api: bool,
+    method: str,
+    resource: str,
+    path: str,
+    path_parameters: Mapping[str, str] | None,
+    headers: HeaderInput,
+    query: QueryInput,
+    body: bytes | None,
+    source_ip: str = "127.0.0.1",
+    *,
+    iam_auth: bool = False,
+    stage: str = "local",
+    domain_name: str | None = None,
+    custom_domain: bool = False,
+    request_id: str | None = None,
+    forwarded_proto: str = "https",
+) -> dict[str, Any]:
+    """The event a route's API sends: an HTTP API's (payload 2.0; `stage` and `custom_domain`
+    do not apply to its `$default` stage) or a REST API's (payload 1.0)."""
+    if http_api:
+        return build_http_api_event(
+            method,
+            resource,
+            path,
+            path_parameters,
+            headers,
+            query,
+            body,
+            source_ip,
+            iam_auth=iam_auth,
+            domain_name=domain_name,
+            request_id=request_id,
+            forwarded_proto=forwarded_proto,
+        )
+    return build_proxy_event(
+        method,
+        resource,
+        path,
+        path_parameters,
+        headers,
+        query,
+        body,
+        stage,
+        source_ip,
+        iam_auth=iam_auth,
+        domain_name=domain_name,
+        custom_domain=custom_domain,
+        request_id=request_id,
+        forwarded_proto=forwarded_proto,
+    )

@@ -28,8 +28,7 @@ from local.apigw.docs import ApiDocs
 from local.apigw.event import (
     LOCAL_IAM_USER_ARN,
     build_function_url_event,
-    build_http_api_event,
-    build_proxy_event,
+    build_route_event,
     random_id,
 )
 from local.apigw.integration import (
@@ -287,38 +286,23 @@ class LocalApiGateway:
                 url_route, method, split, headers, body, source_ip, host, request_id
             ), request_id
         route, params = found
-        if route.http_api:
-            event = build_http_api_event(
-                method,
-                route.resource,
-                split.path,
-                params,
-                headers,
-                split.query,
-                body,
-                source_ip,
-                iam_auth=route.auth == "AWS_IAM",
-                domain_name=host,
-                request_id=request_id,
-                forwarded_proto="http",
-            )
-        else:
-            event = build_proxy_event(
-                method,
-                route.resource,
-                split.path,
-                params,
-                headers,
-                split.query,
-                body,
-                stage=self.stage,
-                source_ip=source_ip,
-                iam_auth=route.auth == "AWS_IAM",
-                domain_name=host,
-                custom_domain=True,
-                request_id=request_id,
-                forwarded_proto="http",
-            )
+        event = build_route_event(
+            route.http_api,
+            method,
+            route.resource,
+            split.path,
+            params,
+            headers,
+            split.query,
+            body,
+            source_ip,
+            iam_auth=route.auth == "AWS_IAM",
+            stage=self.stage,
+            domain_name=host,
+            custom_domain=True,
+            request_id=request_id,
+            forwarded_proto="http",
+        )
         answer = integrate(
             route,
             event,

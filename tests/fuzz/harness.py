@@ -1,8 +1,8 @@
 """Send generated requests through the real handlers and check what they did (fuzz tier, bench).
 
 Shared by the fuzz tier (tests/fuzz) and bench/fuzz_bench.py. Routes come from template.yaml's
-`Api` events (local.template.api_routes; the function URL's paths too), events from
-local.apigw.build_proxy_event (build_function_url_event for the function URL), handlers
+`Api` and `HttpApi` events (local.template.api_routes; the function URL's paths too), events
+from local.apigw.build_route_event (build_function_url_event for the function URL), handlers
 from local.apigw.load_handler, exactly as the local API Gateway runs them. What is observed of
 each request: the proxy response, the table's writes (its DynamoDB stream) and ePay's calls (the
 simulator's journal). What must hold:
@@ -31,8 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from local.apigw import (
     LambdaContext,
     build_function_url_event,
-    build_http_api_event,
-    build_proxy_event,
+    build_route_event,
     load_handler,
     parse_proxy_response,
 )
@@ -246,19 +245,9 @@ class Api:
             event = build_function_url_event(
                 route.method, path, list(request.headers), list(request.query), request.body
             )
-        elif route.http_api:  # the merchant API (payload 2.0)
-            event = build_http_api_event(
-                route.method,
-                route.resource,
-                path,
-                request.path_params or None,
-                list(request.headers),
-                list(request.query),
-                request.body,
-                iam_auth=route.auth == "AWS_IAM",
-            )
-        else:
-            event = build_proxy_event(
+        else:  # the merchant API (HTTP API, payload 2.0) or the public pages (REST, 1.0)
+            event = build_route_event(
+                route.http_api,
                 route.method,
                 route.resource,
                 path,
