@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from local.processes import ChildServer, free_port, wait_listening
+from local.processes import ChildServer, free_port, guarded, wait_listening
 
 __all__ = ["DynamoDBLocal", "DynamoDBLocalError", "find_jar", "free_port"]
 
@@ -45,21 +45,24 @@ class DynamoDBLocal(ChildServer):
             raise DynamoDBLocalError("java is not installed (DynamoDB Local needs Java 17+)")
         jar = find_jar()
         self._process = subprocess.Popen(
-            [
-                java,
-                "-Xmx512m",
-                # One small in-memory database for one developer: the serial collector spends
-                # about a fifth less CPU per request than G1, the default, whose concurrent
-                # threads compete with the functions for the machine's cores.
-                "-XX:+UseSerialGC",
-                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-                "-jar",
-                str(jar),
-                "-inMemory",
-                "-disableTelemetry",
-                "-port",
-                str(self.port),
-            ],
+            guarded(
+                [
+                    java,
+                    "-Xmx512m",
+                    # One small in-memory database for one developer: the serial collector spends
+                    # about a fifth less CPU per request than G1, the default, whose concurrent
+                    # threads compete with the functions for the machine's cores.
+                    "-XX:+UseSerialGC",
+                    f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+                    "-jar",
+                    str(jar),
+                    "-inMemory",
+                    "-disableTelemetry",
+                    "-port",
+                    str(self.port),
+                ]
+            ),
+            stdin=subprocess.PIPE,  # held open: the guard ends DynamoDB Local when it closes
             stdout=subprocess.DEVNULL,
             # A process group of its own: Ctrl-C on `make run` reaches the stack's process,
             # which stops this one after the functions and pollers that still use it.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from local.processes import ChildServer, wait_listening
+from local.processes import ChildServer, guarded, wait_listening
 
 # moto's own server (werkzeug, one thread per request), its access log off; warnings still show.
 _MOTO_SERVER = (
@@ -36,8 +36,8 @@ class MotoServerProcess(ChildServer):
     def launch(self) -> MotoServerProcess:
         """Start the process without waiting for it (see :meth:`wait_ready`)."""
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _MOTO_SERVER, "-H", self.host, "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
+            guarded([sys.executable, "-c", _MOTO_SERVER, "-H", self.host, "-p", str(self.port)]),
+            stdin=subprocess.PIPE,  # held open: the guard ends the server when it closes
             stdout=subprocess.DEVNULL,
             # A process group of its own: Ctrl-C on `make run` reaches the stack's process,
             # which stops this one after the functions and pollers that still use it.
