@@ -127,9 +127,10 @@ def _segment(value: str) -> str:
 class PaymentsClient:
     """A client of the payments API for a merchant's backend.
 
-    `base_url` is the API's stage URL (e.g. `https://abc123.execute-api.eu-central-1.amazonaws
-    .com/prod`). Requests are signed with SigV4 (`execute-api`) using `credentials` or botocore's
-    default chain and `region` (else read from the URL or the AWS config), unless `unsigned`.
+    `base_url` is the merchant API's URL, the stack's `ApiUrl` output (e.g.
+    `https://a1b2c3d4e5.execute-api.eu-central-1.amazonaws.com`). Requests are signed with SigV4
+    (`execute-api`) using `credentials` or botocore's default chain and `region` (else read from
+    the URL or the AWS config), unless `unsigned`.
     `timeout` is the connect and the read timeout of each attempt, in seconds.
     """
 
