@@ -1,8 +1,9 @@
 """Domain events from the table's stream (the outbox): each charge status change -> its charge.*
 event, each refund outcome -> charge.refund.*, each subscription change the API made -> its
-subscription.* event, on the bus. A record
-that could not be published fails alone (ReportBatchItemFailures); Lambda retries from it, and the
-deterministic ids make the repeats dedupable.
+subscription.* event, on the bus. The events of the whole batch are published together (ten to a
+PutEvents call); a record whose events could not be built or published fails alone
+(ReportBatchItemFailures), the records after it are still published, Lambda retries from it, and
+the deterministic ids make the repeats dedupable (payments.aws.batch.publish_stream).
 
 Each kind's events module (and its domain model) is imported on the first record of that kind, so
 a batch of charge changes never loads subscriptions, refunds or cards (cold start:
@@ -15,14 +16,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from payments import bootstrap
-from payments.aws.batch import BatchResponse, Record, process_stream
+from payments.aws.batch import BatchResponse, Record, publish_stream
 from payments.aws.charge_stream import (
     card_change_from_stream,
     charge_change_from_stream,
     refund_change_from_stream,
     subscription_change_from_stream,
 )
-from payments.errors import PaymentsError
 from payments.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -74,19 +74,9 @@ def _subscriptions_on(card: Card) -> list[str]:
     return bootstrap.subscriptions().charging_card(card.account_id, card.id)
 
 
-def _publish(record: Record) -> list[str]:
-    """Publish the events of one item change; their ids (raising fails this record only)."""
-    events = _events_of(record.get("dynamodb") or {})
-    if not events:
-        return []
-    try:
-        bootstrap.events().publish(events)
-    except PaymentsError as exc:
-        from payments.aws.telemetry import event_publish_failed
-
-        event_publish_failed(events[0], exc)
-        raise
-    return [event.id for event in events]
+def _record_events(record: Record) -> list[DomainEvent]:
+    """The events of one stream record (its item change)."""
+    return _events_of(record.get("dynamodb") or {})
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -99,15 +89,7 @@ def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> BatchRespo
     One "events published" line per invocation lists the ids of the events it published
     (`<type>:<subject>...`: the type is the id's first part), rather than a line per event; a
     record that failed has its own error lines."""
-    published: list[str] = []
-
-    def record_handler(record: Record) -> str:
-        ids = _publish(record)
-        published.extend(ids)
-        return ids[0] if ids else "skipped"
-
-    try:
-        return process_stream(event, record_handler)
-    finally:
-        if published:
-            logger.info("events published", extra={"event_ids": published})
+    answer, published = publish_stream(event, _record_events, bootstrap.events)
+    if published:
+        logger.info("events published", extra={"event_ids": published})
+    return answer

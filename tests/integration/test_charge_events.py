@@ -147,7 +147,9 @@ def test_each_fact_is_published_once_from_the_stream(
 
 
 class _RefusingClient:
-    """EventBridge answering FailedEntryCount for the entries of one charge (as it may)."""
+    """EventBridge refusing the entries of one charge, answering as EventBridge does:
+    FailedEntryCount, and one Entries[i] per request entry in request order (ErrorCode on the
+    refused ones, the real EventId on the others)."""
 
     def __init__(self, real: Any, charge_id: str) -> None:
         self._real = real
@@ -155,9 +157,14 @@ class _RefusingClient:
 
     def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         kept = [e for e in Entries if self._charge_id not in e["Detail"]]
-        refused = len(Entries) - len(kept)
-        answer = self._real.put_events(Entries=kept) if kept else {"FailedEntryCount": 0}
-        return {**answer, "FailedEntryCount": int(answer.get("FailedEntryCount") or 0) + refused}
+        taken = iter(self._real.put_events(Entries=kept)["Entries"] if kept else [])
+        results = [
+            {"ErrorCode": "InternalFailure", "ErrorMessage": "refused by the test"}
+            if self._charge_id in e["Detail"]
+            else next(taken)
+            for e in Entries
+        ]
+        return {"FailedEntryCount": sum("ErrorCode" in r for r in results), "Entries": results}
 
 
 def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(

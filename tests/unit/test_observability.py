@@ -14,9 +14,9 @@ import pytest
 from payments import bootstrap
 from payments.aws.telemetry import PowertoolsTelemetry
 from payments.charges.model import ChargeError, ChargeStatus, Source
-from payments.errors import GatewayUnavailableError
+from payments.errors import GatewayUnavailableError, PaymentsError
 from payments.observability import logger, metrics
-from payments.shared.events import DomainEvent
+from payments.shared.events import DomainEvent, PublishFailure
 from tests.fakes import TEST_NOW, make_charge
 from tests.unit.test_telemetry import Context, load_function
 
@@ -174,6 +174,15 @@ class Bus:
 
             raise Unavailable("bus down", operation="PutEvents")
         self.published.extend(e.id for e in events)
+
+    def publish_groups(self, groups: Sequence[Sequence[DomainEvent]]) -> dict[int, PublishFailure]:
+        failures: dict[int, PublishFailure] = {}
+        for index, group in enumerate(groups):
+            try:
+                self.publish(group)
+            except PaymentsError as exc:
+                failures[index] = PublishFailure(tuple(group), exc)
+        return failures
 
 
 def event(event_id: str) -> DomainEvent:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from payments.shared import jsonutil
 from payments.shared.clock import from_iso, iso
+
+if TYPE_CHECKING:
+    from payments.errors import PaymentsError
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,25 @@ class DomainEvent:
         )
 
 
+@dataclass(frozen=True)
+class PublishFailure:
+    """A group of events the bus did not wholly take: those it did not take (all of the group's
+    when that cannot be told) and why (the first error met)."""
+
+    refused: tuple[DomainEvent, ...]
+    error: PaymentsError
+
+
 class DomainEvents(Protocol):
     """Where domain events go (an EventBridge bus in the stack)."""
 
     def publish(self, events: Sequence[DomainEvent]) -> None:
         """Publish every event or raise EventPublishError."""
+        ...
+
+    def publish_groups(self, groups: Sequence[Sequence[DomainEvent]]) -> dict[int, PublishFailure]:
+        """Publish independent groups (a stream record's events each) in as few calls as the bus
+        allows, every group tried; the groups not wholly taken, by index."""
         ...
 
 
@@ -60,3 +77,8 @@ class NullEvents:
 
     def publish(self, events: Sequence[DomainEvent]) -> None:
         """Drop the events."""
+
+    def publish_groups(self, groups: Sequence[Sequence[DomainEvent]]) -> dict[int, PublishFailure]:
+        """Drop every group: none fails."""
+        del groups
+        return {}
