@@ -42,6 +42,7 @@ from payments.cards.model import (
     SetupStatus,
 )
 from payments.charges.model import Charge, HistoryEntry
+from payments.charges.ports import CardSnapshot
 from payments.shared.clock import from_iso, from_iso_or_none, iso
 from payments.shared.idempotency import IdempotencyRecord
 
@@ -174,6 +175,18 @@ def card_from_item(item: Mapping[str, Any]) -> Card:
         listed_at_epay=item.get("listedAtEpay"),
         removal_claimed_at=from_iso_or_none(item.get("removalClaimedAt")),
     )
+
+
+def card_key(card_id: str) -> dict[str, Any]:
+    """The key (typed attribute values) of a saved card's item."""
+    return {"pk": {"S": f"CARD#{card_id}"}, "sk": {"S": "CARD"}}
+
+
+def card_snapshot(item: Mapping[str, Any]) -> CardSnapshot:
+    """What the card rules need of a card's item (plain values; `accountId` and `status` are
+    enough, so a read may project the rest away)."""
+    removed = CardStatus(item["status"]) is CardStatus.REMOVED
+    return CardSnapshot(account_id=str(item["accountId"]), removed=removed)
 
 
 def _versioned_put(table: str, item: dict[str, Any], version: int) -> dict[str, Any]:
@@ -333,7 +346,8 @@ class DynamoCardStore:
 
     def get(self, card_id: str) -> Card | None:
         """Read a card (strongly consistent), or None."""
-        item = self._db.get(self._table, f"CARD#{card_id}", "CARD")
+        key = card_key(card_id)
+        item = self._db.get(self._table, key["pk"]["S"], key["sk"]["S"])
         return card_from_item(item) if item else None
 
     def add(self, card: Card) -> bool:

@@ -64,8 +64,9 @@ from payments.aws.dynamo import DynamoCalls, _put_new, due_keys, from_attributes
 from payments.aws.invoice_space import suffix_guard
 from payments.charges.events import parse_renewal_key
 from payments.charges.model import Charge, HistoryEntry
+from payments.charges.ports import CardSnapshot
 from payments.charges.search import ListBy, Listing
-from payments.errors import ValidationError
+from payments.errors import StoreUnavailableError, ValidationError
 from payments.shared.clock import iso
 from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
@@ -177,19 +178,47 @@ class DynamoChargeStore:
         """What `key` created, or None if the key is new: the charge `charge_id` (its id derives
         from the key), else the charge an `IDEMPOTENCY#<key>` item of a key used before ids were
         derived names. Both in one BatchGetItem."""
-        keys = [
-            {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": "CHARGE"}},
-            {"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
-        ]
-        names = {"#pk": "pk", "#c": "chargeId", "#r": "requestHash"}
-        found = {str(i["pk"]): i for i in self._db.batch_get(self._table, keys, names=names)}
-        own = found.get(f"CHARGE#{charge_id}")
-        if own is not None:  # requestHash: Binary since issue 16, a hex string before
-            return IdempotencyRecord(key, charge_id, digest_hex(own["requestHash"]))
-        older = found.get(f"IDEMPOTENCY#{key}")
-        if older is None or older.get("chargeId") == charge_id:
-            return None  # new, or a renewal's listing left by an attempt that stopped early
-        return IdempotencyRecord(key, str(older["chargeId"]), digest_hex(older["requestHash"]))
+        found = self._read_keys(_key_items(key, charge_id), _KEY_NAMES)
+        return _key_record(key, charge_id, found)
+
+    def get_idempotency_and_card(
+        self, key: str, charge_id: str, card_id: str
+    ) -> tuple[IdempotencyRecord | None, CardSnapshot | None]:
+        """What `get_idempotency` answers, and the saved card `card_id` (its `CARD#<id>` item;
+        None when never seen) read in the same BatchGetItem, strongly consistent like the
+        card store's own GetItem: a new charge's card check costs no request of its own."""
+        # Only a charge's create reads a card: the other users of this store never load it.
+        from payments.aws.card_store import card_key, card_snapshot
+
+        card = card_key(card_id)
+        found = self._read_keys([*_key_items(key, charge_id), card], _KEY_AND_CARD_NAMES)
+        item = found.get(card["pk"]["S"])
+        return _key_record(key, charge_id, found), None if item is None else card_snapshot(item)
+
+    def _read_keys(
+        self, keys: list[dict[str, Any]], names: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        """The items of `keys` (one per partition) by pk: one strongly consistent BatchGetItem,
+        keys left unprocessed asked again (a few rounds). Keys still unread raise
+        StoreUnavailableError: a missed item must never pass for an absent one (a new key, a
+        card never seen)."""
+        request: dict[str, Any] = {
+            "Keys": keys,
+            "ConsistentRead": True,
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
+        }
+        found: dict[str, dict[str, Any]] = {}
+        for _round in range(_BATCH_ROUNDS):
+            answer = self._db.call("batch_get_item", RequestItems={self._table: request})
+            for raw in answer.get("Responses", {}).get(self._table, []):
+                item = from_attributes(raw)
+                found[str(item["pk"])] = item
+            left = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            if not left:
+                return found
+            request = {**request, "Keys": left}
+        raise StoreUnavailableError("DynamoDB left an idempotency lookup's keys unread")
 
     def payer(self, charge: Charge) -> Payer:
         """The payer facts of a charge: its own when it carries them (read from an item written
@@ -303,6 +332,31 @@ class DynamoChargeStore:
             charge_from_item(item) for item in self._db.batch_get(self._table, keys, _BATCH_ROUNDS)
         )
         return {charge.id: charge for charge in charges}
+
+
+_KEY_NAMES = {"#pk": "pk", "#c": "chargeId", "#r": "requestHash"}
+_KEY_AND_CARD_NAMES = {**_KEY_NAMES, "#a": "accountId", "#s": "status"}
+
+
+def _key_items(key: str, charge_id: str) -> list[dict[str, Any]]:
+    """The keys of what an Idempotency-Key may have created: its own charge, an older key item."""
+    return [
+        {"pk": {"S": f"CHARGE#{charge_id}"}, "sk": {"S": "CHARGE"}},
+        {"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+    ]
+
+
+def _key_record(
+    key: str, charge_id: str, found: dict[str, dict[str, Any]]
+) -> IdempotencyRecord | None:
+    """The record of `get_idempotency` from the items read (by pk)."""
+    own = found.get(f"CHARGE#{charge_id}")
+    if own is not None:  # requestHash: Binary since issue 16, a hex string before
+        return IdempotencyRecord(key, charge_id, digest_hex(own["requestHash"]))
+    older = found.get(f"IDEMPOTENCY#{key}")
+    if older is None or older.get("chargeId") == charge_id:
+        return None  # new, or a renewal's listing left by an attempt that stopped early
+    return IdempotencyRecord(key, str(older["chargeId"]), digest_hex(older["requestHash"]))
 
 
 def _list_condition(partition: str, listing: Listing) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from payments.cards.ports import CardGateway, CardStore
 from payments.cards.requests import ListQuery
 from payments.cards.setups import setup_terminal
 from payments.charges.model import Charge, ChargeStatus
+from payments.charges.ports import CardSnapshot
 from payments.errors import (
     CardAccountMismatchError,
     CardRemovalInProgressError,
@@ -63,13 +64,20 @@ class CardService:
 
     def check(self, account_id: str, card_id: str) -> None:
         """Refuse a card we know to be removed (409) or saved under another account (422); a
-        card we never saw (saved before this service) passes."""
+        card we never saw (saved before this service) passes. One strongly consistent read."""
         card = self._cards.get(card_id)
+        if card is not None:
+            self.check_snapshot(
+                account_id, CardSnapshot(card.account_id, card.status is CardStatus.REMOVED)
+            )
+
+    def check_snapshot(self, account_id: str, card: CardSnapshot | None) -> None:
+        """The rules of `check` on a card read already (a charge reads it with its key)."""
         if card is None:
             return
         if card.account_id != account_id:
             raise CardAccountMismatchError("the card is saved under another account")
-        if card.status is CardStatus.REMOVED:
+        if card.removed:
             raise CardRemovedError("the card was removed from the account")
 
     def remember(self, charge: Charge) -> Card | None:

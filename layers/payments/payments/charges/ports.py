@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +32,13 @@ class ChargeStore(Protocol):
     def get_idempotency(self, key: str, charge_id: str) -> IdempotencyRecord | None:
         """What `key` created: the charge `charge_id` (derived from the key), or the charge a key
         used before ids were derived names; None if the key is new."""
+        ...
+
+    def get_idempotency_and_card(
+        self, key: str, charge_id: str, card_id: str
+    ) -> tuple[IdempotencyRecord | None, CardSnapshot | None]:
+        """What `get_idempotency` answers, and the saved card `card_id` read in the same
+        request (strongly consistent; None: never seen), for CardRules.check_snapshot."""
         ...
 
     def transition(self, current: Charge, updated: Charge, entries: list[HistoryEntry]) -> Charge:
@@ -88,10 +96,22 @@ class Telemetry(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CardSnapshot:
+    """What CardRules need of a saved card, read by a store alongside other items."""
+
+    account_id: str
+    removed: bool
+
+
 class CardRules(Protocol):
     """What charges and subscriptions may charge (payments.cards.service.CardService.check)."""
 
     def check(self, account_id: str, card_id: str) -> None:
         """Raise CardRemovedError (a card known to be removed) or CardAccountMismatchError
         (saved under another account); a card never seen passes."""
+        ...
+
+    def check_snapshot(self, account_id: str, card: CardSnapshot | None) -> None:
+        """The rules of `check` on a card read already (None: never seen)."""
         ...

@@ -39,7 +39,7 @@ from payments.charges.payment_gateway import (
     PaymentGateway,
     Token,
 )
-from payments.charges.ports import CardRules, ChargeStore, Telemetry
+from payments.charges.ports import CardRules, CardSnapshot, ChargeStore, Telemetry
 from payments.charges.requests import ChargeRequest
 from payments.charges.settlement import SETTLES_AS, ChargeSettler
 from payments.charges.terminals import charge_purpose, route
@@ -117,14 +117,24 @@ class ChargeService:
         request_hash = fingerprint(request.fingerprint_fields())
         charge_id = charge_id_for_key(idempotency_key)
         secret_hash = charge_secret_hash(charge_id, self._new_secret())
+        card: CardSnapshot | None = None
+
+        def lookup(key: str) -> IdempotencyRecord | None:
+            # The card is read with the key (one request); a replay leaves it unused.
+            nonlocal card
+            if self._cards is None:
+                return self._store.get_idempotency(key, charge_id)
+            record, card = self._store.get_idempotency_and_card(key, charge_id, request.card_id)
+            return record
+
+        def create() -> Charge | None:
+            if self._cards is not None:
+                # A removed card, or another account's, is refused before any write or ePay call.
+                self._cards.check_snapshot(request.account_id, card)
+            return self._insert(request, idempotency_key, request_hash, secret_hash, charge_id)
+
         once = create_once(
-            idempotency_key,
-            request_hash,
-            lookup=lambda key: self._store.get_idempotency(key, charge_id),
-            create=lambda: self._insert(
-                request, idempotency_key, request_hash, secret_hash, charge_id
-            ),
-            replay=self._replay,
+            idempotency_key, request_hash, lookup=lookup, create=create, replay=self._replay
         )
         charge = once.value
         if once.replayed:
@@ -148,9 +158,6 @@ class ChargeService:
         A terminal whose space is full, or which still holds a merchant-supplied id's last six
         digits, is passed over for the next terminal of the same purpose.
         """
-        if self._cards is not None:
-            # A removed card, or another account's, is refused before any write or ePay call.
-            self._cards.check(request.account_id, request.card_id)
         purpose = charge_purpose(request.recurrent)
         order = route(self._gateway.terminals(), purpose, self._rand)
         if not order:
