@@ -57,13 +57,20 @@ POSTLINK_DELAY_SECONDS = 1.0
 class Sizes:
     """How many charges each part sends (`per_level`: at each concurrency)."""
 
-    # DynamoDB Local's JIT needs a few hundred charges before its CPU per request settles (about
-    # a third of its first charges'), so the levels measure the stack as a session runs it.
-    warmup: int = 400
+    # DynamoDB Local's JIT needs a couple of thousand charges before its CPU per request settles
+    # (its first 400 cost it about 50 ms of CPU a charge, 11 ms once settled): the stack is
+    # warmed in rounds at concurrency 8 until the child processes' CPU per charge of a round
+    # is within SETTLED of the round before (at least `min_rounds`, at most `warmup_rounds`:
+    # the machine's noise between two rounds is about 5%), so the levels measure the stack as
+    # a session that has run a while does. Each round is printed.
+    warmup: int = 400  # charges a round
+    min_rounds: int = 5
+    warmup_rounds: int = 10
     per_level: tuple[tuple[int, int], ...] = ((1, 200), (8, 480), (32, 640))
 
 
-SMOKE = Sizes(warmup=4, per_level=((1, 3), (8, 8), (32, 32)))
+SMOKE = Sizes(warmup=4, min_rounds=1, warmup_rounds=1, per_level=((1, 3), (8, 8), (32, 32)))
+SETTLED = 0.10  # a round's child CPU per charge within 10% of the round before's
 
 
 @dataclass(frozen=True)
@@ -134,16 +141,23 @@ def process_cpu() -> float:
 def children_cpu(
     exclude: int | None = None, workers: frozenset[int] = frozenset()
 ) -> dict[str, float] | None:
-    """CPU seconds of this process's running children by process ("DynamoDB Local" for java,
-    "handler workers" for the local API's worker processes, whose ids are ``workers``, "moto"
-    for moto's server), from /proc, but for ``exclude`` (the clients); None without /proc."""
+    """CPU seconds of this process's running children by process, each with its own running
+    descendants (DynamoDB Local and moto's server run under a guard, a child whose child is
+    the server), from /proc, but for ``exclude`` (the clients); None without /proc.
+
+    A child is "handler workers" when its id is in ``workers`` (the local API's worker
+    processes), "DynamoDB Local" when java runs in its tree, "moto" when it is python (moto's
+    server and its guard), else its command name.
+    """
     proc = Path("/proc")
     if not proc.is_dir():
         return None
     me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
-    ticks: dict[str, int] = {}
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    cpu: dict[int, int] = {}
     for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
+        if not entry.name.isdigit():
             continue
         try:
             # The command name is between the parentheses; after the ")": state, ppid, ...
@@ -152,17 +166,27 @@ def children_cpu(
         except (OSError, ValueError):
             continue  # ended meanwhile
         fields = after.split()
-        if int(fields[1]) == me:
-            label = (
-                "handler workers"
-                if int(entry.name) in workers
-                else "DynamoDB Local"
-                if name == "java"
-                else "moto"
-                if "python" in name
-                else name
-            )
-            ticks[label] = ticks.get(label, 0) + int(fields[11]) + int(fields[12])
+        pid = int(entry.name)
+        parents[pid], names[pid], cpu[pid] = int(fields[1]), name, int(fields[11]) + int(fields[12])
+    trees: dict[int, list[int]] = {}  # each child of this process: itself and its descendants
+    for pid in parents:
+        node, seen = pid, 0
+        while node in parents and parents[node] != me and seen < 64:
+            node, seen = parents[node], seen + 1
+        if parents.get(node) == me and node != exclude:
+            trees.setdefault(node, []).append(pid)
+    ticks: dict[str, int] = {}
+    for child, tree in trees.items():
+        label = (
+            "handler workers"
+            if child in workers
+            else "DynamoDB Local"
+            if any(names[pid] == "java" for pid in tree)
+            else "moto"
+            if "python" in names[child]
+            else names[child]
+        )
+        ticks[label] = ticks.get(label, 0) + sum(cpu[pid] for pid in tree)
     return {label: count / tick for label, count in ticks.items()}
 
 
@@ -395,10 +419,36 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
     )
 
 
+def warm_up(stack: LocalStack, sizes: Sizes, out: TextIO) -> list[Level]:
+    """Rounds of ``sizes.warmup`` charges at concurrency 8 until the child processes' CPU per
+    charge settles (see Sizes); the rounds run."""
+    rounds: list[Level] = []
+    for number in range(1, sizes.warmup_rounds + 1):
+        level = run_level(stack, 8, sizes.warmup)
+        rounds.append(level)
+        shares = ", ".join(f"{n} {ms:.1f}" for n, ms in sorted(level.child_cpu_by_process.items()))
+        print(
+            f"warm-up round {number}: {sizes.warmup} charges at concurrency 8, "
+            f"{level.throughput:.1f}/s, child CPU ms a charge: {shares or '-'}",
+            file=out,
+            flush=True,
+        )
+        if len(rounds) >= max(2, sizes.min_rounds) and _settled(rounds[-2], rounds[-1]):
+            break
+    return rounds
+
+
+def _settled(before: Level, after: Level) -> bool:
+    """Whether the child CPU per charge moved by less than SETTLED between two rounds."""
+    if before.child_cpu_ms is None or after.child_cpu_ms is None:
+        return True  # without /proc there is nothing to watch: one round more is enough
+    return abs(after.child_cpu_ms - before.child_cpu_ms) <= SETTLED * before.child_cpu_ms
+
+
 # --------------------------------------------------------------------------- report
 
 
-def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> None:
+def report(levels: list[Level], warmup: list[Level], dynamodb: str, elapsed: float) -> None:
     """Print the table, the two targets, then one JSON line with the same numbers."""
     by_concurrency = {level.concurrency: level for level in levels}
     throughput = by_concurrency[TARGET_THROUGHPUT_AT].throughput
@@ -410,7 +460,8 @@ def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> 
     print()
     print(f"POST /charges over HTTP, local stack as `make run` starts it (DynamoDB: {dynamodb})")
     print(
-        f"warm-up {sizes.warmup} charges; postLinks delivered by the simulator "
+        f"warm-up {sum(r.requests for r in warmup)} charges in {len(warmup)} rounds "
+        f"(until the child CPU per charge settled); postLinks delivered by the simulator "
         f"{POSTLINK_DELAY_SECONDS:g} s after the auth; CPU in ms per "
         "charge: this process (API, simulator) / child processes (handler workers, DynamoDB "
         "Local, moto)"
@@ -459,7 +510,16 @@ def report(levels: list[Level], sizes: Sizes, dynamodb: str, elapsed: float) -> 
     summary = {
         "levels": [level.summary() for level in levels],
         "dynamodb": dynamodb,
-        "warmup": sizes.warmup,
+        "warmup": {
+            "charges": sum(r.requests for r in warmup),
+            "rounds": [
+                {
+                    "throughput_per_s": round(r.throughput, 1),
+                    "child_cpu_ms_per_charge": r.summary()["child_cpu_ms_per_charge_by_process"],
+                }
+                for r in warmup
+            ],
+        },
         "targets": {
             "throughput_c8": {
                 "value": round(throughput, 1),
@@ -498,12 +558,11 @@ def main() -> int:
     with open(os.devnull, "w") as sink, console_like_make_run(sink), start_local_stack() as stack:
         dynamodb = "moto" if stack.dynamodb_endpoint == stack.aws_endpoint else "DynamoDB Local"
         stack.require_simulator().postlink_delay = POSTLINK_DELAY_SECONDS
-        print(f"warm-up: {sizes.warmup} charges at concurrency 8 ...", file=out, flush=True)
-        run_level(stack, 8, sizes.warmup)
+        warmup = warm_up(stack, sizes, out)
         for concurrency, total in sizes.per_level:
             print(f"concurrency {concurrency}: {total} charges ...", file=out, flush=True)
             levels.append(run_level(stack, concurrency, total))
-    report(levels, sizes, dynamodb, time.perf_counter() - started)
+    report(levels, warmup, dynamodb, time.perf_counter() - started)
     return 0
 
 
