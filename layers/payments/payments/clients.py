@@ -15,8 +15,17 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+# parameter_validation=False: botocore's client-side check walks every attribute of every
+# request (about a tenth of a call's CPU); the requests are built by the layer's code, never
+# from raw input, and the service validates them anyway: a malformed one fails as the
+# service's ValidationException (a bug, 500) rather than as a ParamValidationError, which the
+# store translated as "unreachable" (503). The same locally (DynamoDB Local validates) and in
+# AWS (docs/decisions.md, 2026-12-06).
 AWS_CONFIG = Config(
-    connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"max_attempts": 3, "mode": "standard"},
+    parameter_validation=False,
 )
 # Connections kept per client: a reconciler run checks up to 16 charges at once (each with a
 # DynamoDB and an ePay connection) while it lists the next page.
