@@ -114,7 +114,7 @@ bench-reconciler: setup  ## reconciler: time per check, per-shard and fanned-out
 bench-invoices: setup  ## invoice space to exhaustion on DynamoDB Local, 1 vs 4 terminals (~1 h; reduced rings)
 	$(BIN)/python -u bench/invoice_space_bench.py --slots 6000 --terminals 1,4 --workers 8 --after-days 20
 
-bench-local: setup  ## POST /charges over HTTP on the stack `make run` starts, concurrency 1, 8, 32 (~2 min)
+bench-local: setup  ## POST /charges over HTTP on the stack `make run` starts, concurrency 1, 8, 32 (~3 min, warm-up included)
 	$(BIN)/python bench/local_stack_bench.py
 
 deploy: build  ## sam deploy --guided (needs AWS credentials)

@@ -203,23 +203,19 @@ class Floor:
         self._write_step(claimed, result, "AUTHORIZED", "CAPTURED", "auto capture")
 
     def _reserve(self, key: str) -> str:
-        # The key's charge (its id derives from the key) and a key of the kind used before.
+        # The key's charge (its id derives from the key), a key of the kind used before and the
+        # card (its check: a removed card, or another account's, is refused before any write).
         self._ddb.batch_get_item(
             RequestItems={
                 self._table: {
                     "Keys": [
                         {"pk": {"S": f"CHARGE#{self._charge_id(key)}"}, "sk": {"S": "CHARGE"}},
                         {"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": "IDEMPOTENCY"}},
+                        {"pk": {"S": f"CARD#{self._body['cardId']}"}, "sk": {"S": "CARD"}},
                     ],
                     "ConsistentRead": True,
                 }
             }
-        )
-        # The card's check (a removed card, or another account's, is refused before any write).
-        self._ddb.get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"CARD#{self._body['cardId']}"}, "sk": {"S": "CARD"}},
-            ConsistentRead=True,
         )
         # The allocator's one counter step (a ring of its own: the floor's invoice ids and
         # suffixes never meet the service's).
