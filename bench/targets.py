@@ -121,16 +121,18 @@ def _reconciler(r: dict[str, Any]) -> list[Row]:
 def _local(r: dict[str, Any]) -> list[Row]:
     targets = r["targets"]
     rate, p50 = targets["throughput_c8"], targets["p50_c1_ms"]
+    runs = len((r.get("runs") or {}).get("8") or [None])
+    of = f" (median of {runs} runs)" if runs > 1 else ""
     return [
         Row(
             "local stack: charges/s at concurrency 8",
-            f"{rate['value']:.1f} /s",
+            f"{rate['value']:.1f} /s{of}",
             f">= {rate['target']:.0f} /s",
             bool(rate["met"]) and bool(targets["all_201"]),
         ),
         Row(
             "local stack: p50 at concurrency 1",
-            f"{p50['value']:.1f} ms",
+            f"{p50['value']:.1f} ms{of}",
             f"<= {p50['target']:.0f} ms",
             bool(p50["met"]) and bool(targets["all_201"]),
         ),
