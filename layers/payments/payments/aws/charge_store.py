@@ -66,7 +66,7 @@ from payments.charges.events import parse_renewal_key
 from payments.charges.model import Charge, HistoryEntry
 from payments.charges.ports import CardSnapshot
 from payments.charges.search import ListBy, Listing
-from payments.errors import StoreUnavailableError, ValidationError
+from payments.errors import ValidationError
 from payments.shared.clock import iso
 from payments.shared.idempotency import IdempotencyRecord
 from payments.shared.payer import Payer
@@ -178,8 +178,8 @@ class DynamoChargeStore:
         """What `key` created, or None if the key is new: the charge `charge_id` (its id derives
         from the key), else the charge an `IDEMPOTENCY#<key>` item of a key used before ids were
         derived names. Both in one BatchGetItem."""
-        found = self._read_keys(_key_items(key, charge_id), _KEY_NAMES)
-        return _key_record(key, charge_id, found)
+        found = self._db.batch_get(self._table, _key_items(key, charge_id), names=_KEY_NAMES)
+        return _key_record(key, charge_id, {str(item["pk"]): item for item in found})
 
     def get_idempotency_and_card(
         self, key: str, charge_id: str, card_id: str
@@ -191,34 +191,13 @@ class DynamoChargeStore:
         from payments.aws.card_store import card_key, card_snapshot
 
         card = card_key(card_id)
-        found = self._read_keys([*_key_items(key, charge_id), card], _KEY_AND_CARD_NAMES)
+        keys = [*_key_items(key, charge_id), card]
+        found = {
+            str(item["pk"]): item
+            for item in self._db.batch_get(self._table, keys, names=_KEY_AND_CARD_NAMES)
+        }
         item = found.get(card["pk"]["S"])
         return _key_record(key, charge_id, found), None if item is None else card_snapshot(item)
-
-    def _read_keys(
-        self, keys: list[dict[str, Any]], names: dict[str, str]
-    ) -> dict[str, dict[str, Any]]:
-        """The items of `keys` (one per partition) by pk: one strongly consistent BatchGetItem,
-        keys left unprocessed asked again (a few rounds). Keys still unread raise
-        StoreUnavailableError: a missed item must never pass for an absent one (a new key, a
-        card never seen)."""
-        request: dict[str, Any] = {
-            "Keys": keys,
-            "ConsistentRead": True,
-            "ProjectionExpression": ", ".join(names),
-            "ExpressionAttributeNames": names,
-        }
-        found: dict[str, dict[str, Any]] = {}
-        for _round in range(_BATCH_ROUNDS):
-            answer = self._db.call("batch_get_item", RequestItems={self._table: request})
-            for raw in answer.get("Responses", {}).get(self._table, []):
-                item = from_attributes(raw)
-                found[str(item["pk"])] = item
-            left = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
-            if not left:
-                return found
-            request = {**request, "Keys": left}
-        raise StoreUnavailableError("DynamoDB left an idempotency lookup's keys unread")
 
     def payer(self, charge: Charge) -> Payer:
         """The payer facts of a charge: its own when it carries them (read from an item written

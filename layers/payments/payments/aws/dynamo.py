@@ -133,7 +133,9 @@ class DynamoCalls:
     ) -> list[dict[str, Any]]:
         """The items of `keys` (typed keys, at most 100), strongly consistent, as plain values
         (only the attributes `names` maps, when given); unprocessed keys are asked again, at most
-        `rounds` times in all."""
+        `rounds` times in all. Keys still unread then raise StoreUnavailableError: a missed item
+        must never pass for an absent one (a new Idempotency-Key, a card never seen, a listing
+        without it)."""
         request: dict[str, Any] = {"ConsistentRead": True}
         if names:
             request["ProjectionExpression"] = ", ".join(names)
@@ -145,6 +147,8 @@ class DynamoCalls:
             answer = self.call("batch_get_item", RequestItems={table: {"Keys": keys, **request}})
             found += [from_attributes(raw) for raw in answer.get("Responses", {}).get(table, [])]
             keys = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+        if keys:
+            raise StoreUnavailableError(f"DynamoDB left {len(keys)} keys of a batch read unread")
         return found
 
     def write(self, items: list[dict[str, Any]], names: list[str]) -> None:
