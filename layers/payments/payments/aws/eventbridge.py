@@ -34,15 +34,11 @@ class EventBridgeEvents:
         self._source = source
 
     def publish(self, events: Sequence[DomainEvent]) -> None:
-        """Publish every event, or raise EventPublishError naming how many were refused (at the
-        first call that did not take all of its entries; later calls are not made)."""
-        entries = [self._entry(event) for event in events]
-        for chunk in chunked(entries):
-            refused = self._put([entries[i] for i in chunk])
-            if refused:
-                raise EventPublishError(
-                    f"EventBridge refused {len(refused)} of {len(chunk)} events"
-                )
+        """Publish every event (all the calls they need are made), or raise the EventPublishError
+        of the first one not taken."""
+        failure = self.publish_groups([events]).get(0)
+        if failure is not None:
+            raise failure.error
 
     def publish_groups(self, groups: Sequence[Sequence[DomainEvent]]) -> dict[int, PublishFailure]:
         """Publish several independent groups of events (a stream record's each) in as few
@@ -137,4 +133,4 @@ def entry_bytes(entry: Entry) -> int:
     size = _TIME_BYTES if entry.get("Time") is not None else 0
     for key in ("Source", "DetailType", "Detail"):
         size += len(str(entry.get(key) or "").encode())
-    return size + sum(len(str(resource).encode()) for resource in entry.get("Resources") or ())
+    return size  # entries carry no Resources (each would count its bytes too)
