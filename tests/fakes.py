@@ -114,24 +114,26 @@ class FakeInvoiceSpace:
         self.calls.append("lane")
         return self.lanes.setdefault(terminal_id, len(self.lanes))
 
-    def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
+    def take(self, terminal_id: str, shard: int, now: datetime, count: int = 1) -> RingTicket:
         self.calls.append("take")
         ring = self._ring(terminal_id, shard)
         if ring["full"] is not None and ring["full"] > now:
             return RingTicket(0, {}, full_until=ring["full"])
-        ring["n"] += 1
-        return RingTicket(ring["n"], dict(ring["m"]))
+        ring["n"] += count
+        return RingTicket(ring["n"], dict(ring["m"]), count=count)
 
     def mark(self, terminal_id: str, shard: int, mark: int, now: datetime) -> None:
         self.calls.append("mark")
         self._ring(terminal_id, shard)["m"][mark] = int(now.timestamp())
 
-    def mark_full(self, terminal_id: str, shard: int, n: int, until: datetime) -> None:
+    def mark_full(
+        self, terminal_id: str, shard: int, n: int, until: datetime, last: int | None = None
+    ) -> None:
         self.calls.append("mark_full")
         ring = self._ring(terminal_id, shard)
         ring["full"] = until
-        if ring["n"] == n:
-            ring["n"] -= 1
+        if ring["n"] == (n if last is None else last):
+            ring["n"] = n - 1
 
     def suffix_holder(self, terminal_id: str, suffix: str) -> SuffixHolder | None:
         self.calls.append("suffix_holder")

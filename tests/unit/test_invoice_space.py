@@ -3,13 +3,16 @@ chosen by purpose and weight (payments.charges.invoices and .terminals)."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from payments.charges.invoices import (
+    BLOCK,
     MARKS,
     SHARDS,
     InvoiceAllocator,
@@ -76,11 +79,26 @@ class Ledger:
 
 
 def allocator(
-    space: FakeInvoiceSpace, clock: Clock, telemetry: RecordingInvoiceTelemetry | None = None
+    space: FakeInvoiceSpace,
+    clock: Clock,
+    telemetry: RecordingInvoiceTelemetry | None = None,
+    block: int = 1,
+    rand: Callable[[], float] = random.random,
 ) -> InvoiceAllocator:
     return InvoiceAllocator(
-        space, telemetry or RecordingInvoiceTelemetry(), window=WINDOW, clock=clock, slots=SLOTS
+        space,
+        telemetry or RecordingInvoiceTelemetry(),
+        window=WINDOW,
+        clock=clock,
+        rand=rand,
+        slots=SLOTS,
+        block=block,
     )
+
+
+# One slot per counter write, and blocks as bootstrap's allocator takes them (one that does not
+# divide a ring's slots, so a block crosses from one lap into the next).
+BLOCKS = pytest.mark.parametrize("block", [1, 3, BLOCK])
 
 
 def test_a_ring_slot_names_a_suffix_of_its_shard_and_an_id_of_its_lap_and_lane() -> None:
@@ -93,10 +111,11 @@ def test_a_ring_slot_names_a_suffix_of_its_shard_and_an_id_of_its_lap_and_lane()
     assert later.previous_lap() == slot
 
 
-def test_ids_are_unique_across_terminals_and_suffixes_unique_per_terminal() -> None:
+@BLOCKS
+def test_ids_are_unique_across_terminals_and_suffixes_unique_per_terminal(block: int) -> None:
     # Given two terminals on one table
     space, clock = FakeInvoiceSpace(), Clock()
-    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, block=block)
     # When each takes its whole space once
     ids = {t: [alloc.allocate(t, ledger.writer(t)) for _ in range(SPACE)] for t in ("t-a", "t-b")}
     # Then every id is 9 digits, no id repeats, and each terminal used every suffix exactly once
@@ -108,25 +127,27 @@ def test_ids_are_unique_across_terminals_and_suffixes_unique_per_terminal() -> N
     assert ledger.attempts - 2 * SPACE <= 2 * SHARDS
 
 
-def test_no_cliff_when_the_space_is_90_percent_used_within_the_window() -> None:
+@BLOCKS
+def test_no_cliff_when_the_space_is_90_percent_used_within_the_window(block: int) -> None:
     # Given charges arriving so that 90% of the suffixes are reserved at any time
     space, clock = FakeInvoiceSpace(), Clock()
-    ledger, alloc = Ledger(space, clock), allocator(space, clock)
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, block=block)
     step = WINDOW / (SPACE * 0.9)
     # When five windows' worth of charges are allocated
     for _ in range(int(SPACE * 0.9 * 5)):
         alloc.allocate("t-a", ledger.writer("t-a"))
         clock.now += step
-    # Then none failed and no write was refused: each took one counter step and one write
+    # Then none failed and no write was refused: one write each, one counter step a block
     assert ledger.attempts == int(SPACE * 0.9 * 5)
-    assert Counter(space.calls)["take"] == ledger.attempts
+    assert Counter(space.calls)["take"] == -(-ledger.attempts // block)
     assert "mark_full" not in space.calls
 
 
-def test_true_exhaustion_is_a_503_with_retry_after_then_frees_in_order() -> None:
+@BLOCKS
+def test_true_exhaustion_is_a_503_with_retry_after_then_frees_in_order(block: int) -> None:
     # Given every suffix of the terminal reserved a moment ago
     space, clock, telemetry = FakeInvoiceSpace(), Clock(), RecordingInvoiceTelemetry()
-    ledger, alloc = Ledger(space, clock), allocator(space, clock, telemetry)
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, telemetry, block)
     for _ in range(SPACE):
         alloc.allocate("t-a", ledger.writer("t-a"))
         clock.now += timedelta(seconds=1)
@@ -148,6 +169,49 @@ def test_true_exhaustion_is_a_503_with_retry_after_then_frees_in_order() -> None
     clock.now = TEST_NOW + WINDOW + timedelta(seconds=SHARDS + 1)
     again = alloc.allocate("t-a", ledger.writer("t-a"))
     assert again.startswith("100")  # the second lap of lane 0
+
+
+def test_containers_taking_blocks_of_one_ring_never_share_a_slot() -> None:
+    # Given two containers of one terminal, each taking blocks of BLOCK slots
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger = Ledger(space, clock)
+    first, second = allocator(space, clock, block=BLOCK), allocator(space, clock, block=BLOCK)
+    # When they allocate in turn, and the first stops (its unused slots are never handed out)
+    ids = []
+    for _ in range(BLOCK + 2):
+        ids += [first.allocate("t-a", ledger.writer("t-a"))]
+        ids += [second.allocate("t-a", ledger.writer("t-a"))]
+    ids += [allocator(space, clock, block=BLOCK).allocate("t-a", ledger.writer("t-a"))]
+    # Then no id repeats and no write was refused
+    assert len(set(ids)) == len(ids) == 2 * (BLOCK + 2) + 1
+    assert ledger.attempts == len(ids)
+    # And each counter write took a whole block: two for each container, one for the newcomer
+    assert Counter(space.calls)["take"] == 5
+    assert sum(ring["n"] for ring in space.rings.values()) == 5 * BLOCK
+    # And a container's consecutive charges used consecutive slots of one ring
+    shards = [int(i[-6:]) % SHARDS for i in ids[0 : 2 * BLOCK : 2]]
+    assert len(set(shards)) == 1
+
+
+def test_a_ring_found_full_gives_the_rest_of_the_block_back() -> None:
+    # Given ring 0 whose whole first lap was taken a moment ago (slots 1-2 reserved by charges)
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger = Ledger(space, clock)
+    first = allocator(space, clock, block=BLOCK, rand=lambda: 0.0)
+    for _ in range(2):
+        first.allocate("t-a", ledger.writer("t-a"))
+    ring = space.rings[("t-a", 0)]
+    ring["n"] = SLOTS
+    # When another container takes a block there: its first slot's suffix is still held by slot 1
+    second = allocator(space, clock, block=BLOCK, rand=lambda: 0.0)
+    taken = [second.allocate("t-a", ledger.writer("t-a")) for _ in range(3)]
+    # Then ring 0 is marked full until slot 1's reservation ends, and its whole block went back
+    assert space.calls.count("mark_full") == 1
+    assert ring["full"] == clock() + WINDOW + timedelta(seconds=1)
+    assert ring["n"] == SLOTS
+    # And the charges took the next ring's slots instead, one block for the three of them
+    assert [int(i[-6:]) % SHARDS for i in taken] == [1, 1, 1]
+    assert space.rings[("t-a", 1)]["n"] == BLOCK
 
 
 def test_suffixes_held_by_merchant_ids_are_skipped() -> None:

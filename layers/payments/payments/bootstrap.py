@@ -135,13 +135,14 @@ def invoice_allocator() -> InvoiceAllocator:
     """Finds free invoice ids per terminal (payments.charges.invoices)."""
     from payments.aws.invoice_space import DynamoInvoiceSpace
     from payments.aws.telemetry import PowertoolsInvoiceTelemetry
-    from payments.charges.invoices import InvoiceAllocator
+    from payments.charges.invoices import BLOCK, InvoiceAllocator
 
     return InvoiceAllocator(
         DynamoInvoiceSpace(settings().table_name, store().client),
         PowertoolsInvoiceTelemetry(),
         window=settings().invoice_window,
         clock=now,
+        block=BLOCK,
     )
 
 

@@ -102,16 +102,17 @@ class DynamoInvoiceSpace:
         item = self._db.get(self._table, f"TERMINAL#{terminal}", "INVOICE_LANE")
         return int(item["lane"]) if item else None
 
-    def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
-        """Advance the ring's counter (one UpdateItem, 1 WCU) unless it is marked full."""
+    def take(self, terminal_id: str, shard: int, now: datetime, count: int = 1) -> RingTicket:
+        """Advance the ring's counter by `count` (one UpdateItem, 1 WCU) unless it is marked
+        full."""
         answer = self._db.call_if(
             "update_item",
             TableName=self._table,
             Key=_ring_key(terminal_id, shard),
-            UpdateExpression="ADD n :one SET m = if_not_exists(m, :none)",
+            UpdateExpression="ADD n :count SET m = if_not_exists(m, :none)",
             ConditionExpression="attribute_not_exists(fullUntil) OR fullUntil <= :now",
             ExpressionAttributeValues={
-                ":one": {"N": "1"},
+                ":count": {"N": str(count)},
                 ":now": {"N": str(_epoch(now))},
                 ":none": {"M": {}},
             },
@@ -123,7 +124,7 @@ class DynamoInvoiceSpace:
             return RingTicket(0, {}, full_until=datetime.fromtimestamp(until, UTC))
         item = from_attributes(answer["Attributes"])
         marks = {int(k): int(v) for k, v in (item.get("m") or {}).items()}
-        return RingTicket(int(item["n"]), marks)
+        return RingTicket(int(item["n"]), marks, count=count)
 
     def mark(self, terminal_id: str, shard: int, mark: int, now: datetime) -> None:
         """Write when the ring reached a mark (its map exists from the first take)."""
@@ -136,9 +137,13 @@ class DynamoInvoiceSpace:
             ExpressionAttributeValues={":at": {"N": str(_epoch(now))}},
         )
 
-    def mark_full(self, terminal_id: str, shard: int, n: int, until: datetime) -> None:
-        """Mark the ring full until `until`, giving slot n back when nobody took a later one."""
-        values = {":until": {"N": str(_epoch(until))}, ":n": {"N": str(n)}}
+    def mark_full(
+        self, terminal_id: str, shard: int, n: int, until: datetime, last: int | None = None
+    ) -> None:
+        """Mark the ring full until `until`, giving slots n..last (last: n when None) back when
+        nobody took a later one."""
+        taken_to = n if last is None else last
+        values = {":until": {"N": str(_epoch(until))}, ":n": {"N": str(taken_to)}}
         rewound = self._db.call_if(
             "update_item",
             TableName=self._table,

@@ -18,6 +18,9 @@ has 1,000,000 suffixes, so it takes 1,000,000 charges per window; several termin
   the same id; the id grows past 9 digits only after a terminal's 10th lap.
 - **Share.** Every MARK_EVERY slots a ring writes when it got there; the share of the ring
   reserved within the window follows (to 1/MARKS, rounded up) and is reported per terminal.
+- **Blocks.** A container takes BLOCK slots of a ring in one counter write and hands them out
+  one per charge (issue 16: the counter write was one of a charge's seven requests). Slots a
+  container never used (it stopped) are skipped for that lap, never reserved twice.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ MARKS = 20  # marks per lap of a ring: the reserved share is known to 5%
 MARK_RING = 2 * MARKS  # marks kept per ring (two laps), by index mod MARK_RING
 MAX_LANES = 100
 MAX_SKIPS = 8  # slots held by something else, skipped per request before giving up
+BLOCK = 10  # slots a container takes from a ring in one counter write (bootstrap's allocator)
 GUARDS = frozenset({"invoice", "invoice_suffix"})
 
 
@@ -80,13 +84,29 @@ class RingSlot:
 
 @dataclass(frozen=True)
 class RingTicket:
-    """A ring's answer to taking its next slot: the counter value and the ring's marks
-    (mark index mod MARK_RING -> epoch seconds when the ring reached it), or, while the ring is
-    marked full, until when (and no slot)."""
+    """A ring's answer to taking its next `count` slots: the counter value after them (the last
+    slot taken) and the ring's marks (mark index mod MARK_RING -> epoch seconds when the ring
+    reached it), or, while the ring is marked full, until when (and no slot)."""
 
     n: int
     marks: Mapping[int, int]
     full_until: datetime | None = None
+    count: int = 1
+
+    @property
+    def first(self) -> int:
+        """The first slot taken."""
+        return self.n - self.count + 1
+
+
+@dataclass
+class _Block:
+    """Slots of one ring a container took and has not handed out yet: next_n..last_n."""
+
+    shard: int
+    next_n: int
+    last_n: int
+    marks: Mapping[int, int]
 
 
 @dataclass(frozen=True)
@@ -132,16 +152,19 @@ class InvoiceSpaceStore(Protocol):
         """The terminal's lane: given once (the lowest free), then always the same."""
         ...
 
-    def take(self, terminal_id: str, shard: int, now: datetime) -> RingTicket:
-        """Advance a ring's counter by one, unless the ring is marked full (`full_until`)."""
+    def take(self, terminal_id: str, shard: int, now: datetime, count: int = 1) -> RingTicket:
+        """Advance a ring's counter by `count`, unless the ring is marked full (`full_until`)."""
         ...
 
     def mark(self, terminal_id: str, shard: int, mark: int, now: datetime) -> None:
         """Write when a ring reached a mark."""
         ...
 
-    def mark_full(self, terminal_id: str, shard: int, n: int, until: datetime) -> None:
-        """Mark a ring full until `until`, giving slot n back if nobody took a later one."""
+    def mark_full(
+        self, terminal_id: str, shard: int, n: int, until: datetime, last: int | None = None
+    ) -> None:
+        """Mark a ring full until `until`, giving slots n..last (last: n when None) back if
+        nobody took a later one."""
         ...
 
     def suffix_holder(self, terminal_id: str, suffix: str) -> SuffixHolder | None:
@@ -173,10 +196,15 @@ class InvoiceAllocator:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         slots: int = SLOTS,
+        block: int = 1,
     ) -> None:
         if slots % MARKS or not 0 < slots <= SLOTS:
             raise ValueError(f"slots must be a multiple of {MARKS} up to {SLOTS}")
+        if not 0 < block <= slots:
+            raise ValueError(f"block must be 1 to {slots}")
         self._slots = slots
+        self._block = block
+        self._blocks: dict[str, _Block] = {}  # per terminal: the slots taken, not handed out
         self._store = store
         self._telemetry = telemetry
         self._window = window
@@ -197,8 +225,12 @@ class InvoiceAllocator:
         """
         lane = self._lane(terminal_id)
         with self._lock:
-            first = self._next_ring.get(terminal_id, self._start)
-            self._next_ring[terminal_id] = (first + 1) % SHARDS
+            held = self._blocks.get(terminal_id)
+            if held is not None:
+                first = held.shard  # the ring of the slots this container holds
+            else:
+                first = self._next_ring.get(terminal_id, self._start)
+                self._next_ring[terminal_id] = (first + 1) % SHARDS
         skips = [0]
         for step in range(SHARDS):
             shard = (first + step) % SHARDS
@@ -229,16 +261,16 @@ class InvoiceAllocator:
                 until = self._full.get((terminal_id, shard))
             if until is not None and until > now:
                 return None
-            ticket = self._store.take(terminal_id, shard, now)
-            if ticket.full_until is not None:
-                self._remember_full(terminal_id, shard, ticket.full_until)
+            taken = self._next_slot(terminal_id, shard, now)
+            if isinstance(taken, datetime):
+                self._remember_full(terminal_id, shard, taken)
                 return None
-            slot = RingSlot(lane, shard, ticket.n, self._slots)
+            n, last, marks = taken
+            slot = RingSlot(lane, shard, n, self._slots)
             if slot.mark is not None:
                 self._store.mark(terminal_id, shard, slot.mark, now)
             self._telemetry.space_used(
-                terminal_id,
-                reserved_share(ticket.n, ticket.marks, now, self._window, self._slots),
+                terminal_id, reserved_share(n, marks, now, self._window, self._slots)
             )
             try:
                 return (attempt(slot.invoice_id),)
@@ -254,15 +286,41 @@ class InvoiceAllocator:
             )
             if own and holder is not None and holder.free_at > now:
                 # Held by this ring's previous lap: every later slot is younger, the ring is full.
-                self._store.mark_full(terminal_id, shard, slot.n, holder.free_at)
+                # The slots of this container's block after it go back with it.
                 self._remember_full(terminal_id, shard, holder.free_at)
+                self._store.mark_full(terminal_id, shard, slot.n, holder.free_at, last)
                 return None
             skips[0] += 1
         return None
 
+    def _next_slot(
+        self, terminal_id: str, shard: int, now: datetime
+    ) -> tuple[int, int, Mapping[int, int]] | datetime:
+        """The ring's next slot for this container: (n, the last slot of its block, the ring's
+        marks), from the block it holds or from a new one (one counter write); or, when the
+        ring is marked full, until when."""
+        with self._lock:
+            block = self._blocks.get(terminal_id)
+            if block is not None and block.shard == shard:
+                n = block.next_n
+                block.next_n += 1
+                if block.next_n > block.last_n:
+                    del self._blocks[terminal_id]
+                return n, block.last_n, block.marks
+        ticket = self._store.take(terminal_id, shard, now, self._block)
+        if ticket.full_until is not None:
+            return ticket.full_until
+        if ticket.count > 1:
+            with self._lock:
+                self._blocks[terminal_id] = _Block(shard, ticket.first + 1, ticket.n, ticket.marks)
+        return ticket.first, ticket.n, ticket.marks
+
     def _remember_full(self, terminal_id: str, shard: int, until: datetime) -> None:
         with self._lock:
             self._full[(terminal_id, shard)] = until
+            block = self._blocks.get(terminal_id)
+            if block is not None and block.shard == shard:
+                del self._blocks[terminal_id]
 
     def _retry_after(self, terminal_id: str) -> int | None:
         now = self._clock()
