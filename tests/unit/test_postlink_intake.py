@@ -282,9 +282,9 @@ class FakeSettler:
     deadlines: list[float] = field(default_factory=list)
     applied: int = 0
 
-    def settle(
+    def settle_charge(
         self,
-        charge_id: str,
+        charge: Charge,
         source: str,
         deadline: Deadline,
         vet: Callable[[StatusResult], None] | None = None,
@@ -360,11 +360,11 @@ def world() -> World:
 def test_store_first_then_verify_then_settle_within_the_budget(world: World) -> None:
     # Given a genuine postLink with 27 s left / When it is received
     outcome = world.receive(raw())
-    # Then the charge is read, the notification stored, the charge settled CAPTURED from the
-    # status API (it was PROCESSING), and the verdict recorded
+    # Then the charge is read, the notification stored, the charge read again and settled
+    # CAPTURED from the status API (it was UNKNOWN), and the verdict recorded
     assert outcome.verdict is Verdict.SETTLED
     assert outcome.status is ChargeStatus.CAPTURED
-    assert world.inbox.calls == ["lookup", "put", "verdict:settled"]
+    assert world.inbox.calls == ["lookup", "put", "get", "verdict:settled"]
     # And the settle deadline is capped at 8 s even with 27 s left
     assert 7.0 < world.settler.deadlines[0] <= 8.0
     # And the stored copy keeps only the secret's digest
@@ -494,8 +494,8 @@ def test_anything_else_is_asked_of_the_status_api(
     settled_world(world, status, **changes)
     # When its postLink arrives
     world.receive(raw(secret_hash=HINTED_SECRET, code=code))
-    # Then it is stored first, then the status API settles the charge
-    assert world.inbox.calls == ["get", "put", "verdict:settled"]
+    # Then it is stored first, then the charge read again and settled by the status API
+    assert world.inbox.calls == ["get", "put", "get", "verdict:settled"]
     assert len(world.settler.deadlines) == 1
 
 
@@ -507,6 +507,61 @@ def test_an_approval_while_the_capture_is_under_way_is_left_to_its_claimant(worl
     assert world.inbox.calls == ["get", "put:settled"]
     assert world.settler.deadlines == []
     assert outcome.detail == "agrees: AUTHORIZED"
+
+
+class RacingCharges(FakeCharges):
+    """The charge as the request that made it moves it between the postLink's two reads."""
+
+    def __init__(self, inbox: FakeInbox, reads: list[Charge]) -> None:
+        super().__init__(inbox, {reads[0].invoice_id: reads[0]})
+        self.reads = reads
+
+    def get(self, charge_id: str) -> Charge | None:
+        self.inbox.calls.append("get")
+        return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+
+
+@pytest.mark.parametrize(
+    ("then", "changes", "asked"),
+    [
+        # its own request recorded ePay's AUTH and holds the capture's claim: nothing to ask
+        (ChargeStatus.AUTHORIZED, {"capture_pending": True, "capture_claimed_at": NOW}, 0),
+        (ChargeStatus.CAPTURED, {}, 0),
+        # still unanswered at the second read: the status API settles it, as before
+        (ChargeStatus.PROCESSING, {}, 1),
+        # an answer that contradicts the notification: the status API decides
+        (ChargeStatus.DECLINED, {}, 1),
+    ],
+)
+def test_a_postlink_racing_its_charges_own_answer_reads_again_before_asking_epay(
+    world: World, then: ChargeStatus, changes: dict[str, Any], asked: int
+) -> None:
+    # Given a charge still PROCESSING when its approval is read in, then moved by the request
+    # that made it before the notification is settled
+    first = settled_world(world, ChargeStatus.PROCESSING, epay=EpayRef())
+    racing = RacingCharges(world.inbox, [first, replace(first, status=then, **changes)])
+    service = PostLinkService(
+        inbox=world.inbox,
+        charges=racing,
+        settler=world.settler,
+        terminals=world.terminals,
+        telemetry=world.telemetry,
+        clock=lambda: NOW,
+    )
+    # When the approval arrives
+    body = raw(secret_hash=HINTED_SECRET)
+    outcome = service.receive(
+        Delivery(body, "application/json", Route.SUCCESS, "203.0.113.9"), Deadline.after(27)
+    )
+    # Then it is stored first, the charge read again, and ePay asked only when that read does
+    # not already say what the notification says
+    assert world.inbox.calls == ["get", "put", "get", "verdict:settled"]
+    assert len(world.settler.deadlines) == asked
+    assert outcome.verdict is Verdict.SETTLED
+    if not asked:
+        assert outcome.detail == f"agrees: {then.value}"
+        assert outcome.status is then
+        assert world.inbox.verdicts[stored_id(body)].detail == f"agrees: {then.value}"
 
 
 def test_a_code_not_learned_yet_is_confirmed_by_the_status_api(world: World) -> None:

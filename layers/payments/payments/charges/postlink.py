@@ -24,7 +24,9 @@ The common case costs one read and one write: the charge is read by the id its `
 begins with (`charge_secret_hash`), and a notification that tells of the outcome the charge
 already holds (an approval of a captured charge, a failure of a declined one) is stored with its
 verdict in the same write, with no status call. A forged one is stored as forged the same way.
-A contradiction, or a charge not settled yet, goes through steps 3 to 6.
+A contradiction, or a charge not settled yet, goes through steps 3 to 6; step 6 reads the
+charge again first, and one settled meanwhile as the notification says (by the request that made
+it, whose answer the postLink raced) is not asked of ePay either.
 
 A duplicate whose stored verdict is final (forged, unknown invoice, settled) is answered
 from that verdict without calling ePay; any other duplicate (still being handled, deferred,
@@ -99,16 +101,17 @@ _AGREES_WITH_APPROVAL = frozenset(
 
 
 class Settler(Protocol):
-    """The one way any signal settles a charge (ChargeSettler.settle)."""
+    """The one way any signal settles a charge (ChargeSettler.settle_charge)."""
 
-    def settle(
+    def settle_charge(
         self,
-        charge_id: str,
+        charge: Charge,
         source: Source,
         deadline: Deadline,
         vet: Callable[[StatusResult], None] | None = None,
     ) -> Settlement:
-        """Ask the status API, let `vet` refuse the answer, apply it through the state machine."""
+        """Ask the status API about a charge just read, let `vet` refuse the answer, apply it
+        through the state machine."""
         ...
 
 
@@ -228,7 +231,9 @@ class PostLinkService:
             # Stored with its verdict already: nothing to settle, nothing more to write.
             return self._answer(known, None)
 
-        outcome = self._handle(notification, delivery, stored is not None, deadline, charge)
+        outcome = self._handle(
+            notification, delivery, stored is not None, deadline, charge, delivered=True
+        )
         self._inbox.record_verdict(
             inbox_id_for(record.invoice_id, digest),
             outcome.verdict,
@@ -318,7 +323,12 @@ class PostLinkService:
         duplicate: bool,
         deadline: Deadline,
         charge: Charge | None = None,
+        *,
+        delivered: bool = False,
     ) -> PostLinkOutcome:
+        """Verify a notification and settle what holds its invoice. A delivery (`delivered`)
+        of an approval or failure the charge holds by now is not asked of ePay; an operator's
+        replay always is."""
         base = PostLinkOutcome(
             verdict=Verdict.RECEIVED,
             route=delivery.route,
@@ -330,9 +340,21 @@ class PostLinkService:
             charge = self._charges.get_by_invoice(notification.invoice_id)
         if charge is not None:
             base = _with(base, charge_id=charge.id, status=charge.status)
+            target = charge
 
             def settle_charge(bounded: Deadline, vet: Vet) -> tuple[bool, str, ChargeStatus]:
-                settlement = self._settler.settle(charge.id, Source.POSTLINK, bounded, vet=vet)
+                # Read again now the notification is stored: the request that made the charge
+                # may have recorded ePay's answer meanwhile (a postLink racing its own charge's
+                # answer), and what already agrees needs no status call (`_known_answer`).
+                fresh = self._charges.get(target.id)
+                if fresh is None:
+                    raise NotFoundError("no such charge")
+                confirmed = not self._terminals.names(fresh.terminal_id).to_confirm(
+                    notification.terminal
+                )
+                if delivered and confirmed and _agrees(notification, fresh, self._clock()):
+                    return True, f"agrees: {fresh.status.value}", fresh.status
+                settlement = self._settler.settle_charge(fresh, Source.POSTLINK, bounded, vet=vet)
                 settled = settlement.outcome in {SettleOutcome.CHANGED, SettleOutcome.UNCHANGED}
                 status = settlement.charge.status
                 return settled, f"{settlement.outcome}: {status.value}", status
