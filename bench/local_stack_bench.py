@@ -96,6 +96,9 @@ class Level:
     #: The same, per child process ("handler workers", "DynamoDB Local", "moto"); empty without
     #: /proc.
     child_cpu_by_process: dict[str, float]
+    #: ePay status requests per charge (the simulator's journal): a postLink that finds its
+    #: charge still unsettled asks the status API.
+    status_calls: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -135,6 +138,7 @@ class Level:
             "child_cpu_ms_per_charge_by_process": {
                 name: round(ms, 1) for name, ms in sorted(self.child_cpu_by_process.items())
             },
+            "epay_status_calls_per_charge": round(self.status_calls, 3),
         }
 
 
@@ -370,6 +374,7 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
     simulator = stack.require_simulator()
     postlinks_before = len(simulator.postlinks)
     auths_before = len(simulator.requests("auth"))
+    statuses_before = len(simulator.requests("status"))
     host, port = stack.url.removeprefix("http://").rsplit(":", 1)
     numbers = (str(concurrency), str(total))
     clients = subprocess.Popen(
@@ -393,6 +398,7 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
         # Each auth of the approved card sends one postLink: the level's work ends with them.
         auths = len(simulator.requests("auth")) - auths_before
         delivered = simulator.wait_for_postlinks(postlinks_before + auths, timeout=POSTLINK_WAIT)
+        status_calls = len(simulator.requests("status")) - statuses_before
         cpu = process_cpu() - cpu_before
         children_after = children_cpu(exclude=clients.pid, workers=workers)
     finally:
@@ -422,6 +428,7 @@ def run_level(stack: LocalStack, concurrency: int, total: int) -> Level:
         cpu * 1000 / max(1, total),
         None if child_cpu is None else child_cpu * 1000 / max(1, total),
         {name: seconds * 1000 / max(1, total) for name, seconds in by_process.items()},
+        status_calls / max(1, total),
     )
 
 
@@ -465,6 +472,7 @@ def report(
     dynamodb: str,
     elapsed: float,
     runs: dict[int, list[Level]] | None = None,
+    postlink_delay: float = POSTLINK_DELAY_SECONDS,
 ) -> None:
     """Print the table, the two targets, then one JSON line with the same numbers."""
     by_concurrency = {level.concurrency: level for level in levels}
@@ -479,7 +487,7 @@ def report(
     print(
         f"warm-up {sum(r.requests for r in warmup)} charges in {len(warmup)} rounds "
         f"(until the child CPU per charge settled); postLinks delivered by the simulator "
-        f"{POSTLINK_DELAY_SECONDS:g} s after the auth; CPU in ms per "
+        f"{postlink_delay:g} s after the auth; CPU in ms per "
         "charge: this process (API, simulator) / child processes (handler workers, DynamoDB "
         "Local, moto)"
     )
@@ -511,6 +519,11 @@ def report(
                 f"{name} {ms:.1f}" for name, ms in sorted(level.child_cpu_by_process.items())
             )
             print(f"concurrency {level.concurrency} child CPU ms per charge: {shares}")
+    for level in levels:
+        print(
+            f"concurrency {level.concurrency} ePay status calls per charge: "
+            f"{level.status_calls:.2f}"
+        )
     for concurrency, runs_of_level in (runs or {}).items():
         if len(runs_of_level) > 1:
             seen = ", ".join(
@@ -569,6 +582,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a few charges: checks it runs")
     parser.add_argument(
+        "--postlink-delay",
+        type=float,
+        default=POSTLINK_DELAY_SECONDS,
+        metavar="SECONDS",
+        help=f"when the simulator sends a postLink after its auth (default "
+        f"{POSTLINK_DELAY_SECONDS:g}; 0: while the charge is still being answered, as the "
+        "simulator does by default)",
+    )
+    parser.add_argument(
         "--clients",
         nargs=4,
         metavar=("HOST", "PORT", "CONCURRENCY", "TOTAL"),
@@ -588,7 +610,7 @@ def main() -> int:
     runs: dict[int, list[Level]] = {}
     with open(os.devnull, "w") as sink, console_like_make_run(sink), start_local_stack() as stack:
         dynamodb = "moto" if stack.dynamodb_endpoint == stack.aws_endpoint else "DynamoDB Local"
-        stack.require_simulator().postlink_delay = POSTLINK_DELAY_SECONDS
+        stack.require_simulator().postlink_delay = args.postlink_delay
         warmup = warm_up(stack, sizes, out)
         for concurrency, total in sizes.per_level:
             runs[concurrency] = []
@@ -602,7 +624,7 @@ def main() -> int:
                     flush=True,
                 )
             levels.append(median_run(runs[concurrency]))
-    report(levels, warmup, dynamodb, time.perf_counter() - started, runs)
+    report(levels, warmup, dynamodb, time.perf_counter() - started, runs, args.postlink_delay)
     return 0
 
 
