@@ -48,6 +48,7 @@ EXPECTED: dict[str, list[str]] = {
         rf"^throughput at concurrency 8\s+{NUMBER} charges/s\s+target >= 60: (met|NOT met)$",
         rf"^p50 at concurrency 1\s+{NUMBER} ms\s+target <= 30 ms: (met|NOT met)$",
         r"^all answers 201\s+(yes|NO)$",
+        *(rf"^concurrency {c} ePay status calls per charge: {NUMBER}$" for c in (1, 8, 32)),
     ],
     "reconciler_bench.py": [
         rf"time per check median / p95\s+{NUMBER} / {NUMBER} ms",

@@ -39,7 +39,7 @@ from tests.fakes import (
 )
 from tests.unit.test_charge_service import AUTH
 
-SLOTS = 40  # small rings: 16 x 40 = 640 suffixes a terminal
+SLOTS = 200  # small rings: 16 x 200 = 3,200 suffixes a terminal; a block of BLOCK at most
 SPACE = SHARDS * SLOTS
 WINDOW = timedelta(days=1)
 
@@ -191,6 +191,20 @@ def test_containers_taking_blocks_of_one_ring_never_share_a_slot() -> None:
     # And a container's consecutive charges used consecutive slots of one ring
     shards = [int(i[-6:]) % SHARDS for i in ids[0 : 2 * BLOCK : 2]]
     assert len(set(shards)) == 1
+
+
+def test_a_block_is_never_more_than_a_mark_segment() -> None:
+    # Given rings of 40 slots (a mark every 2) and an allocator asked for blocks of BLOCK
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger = Ledger(space, clock)
+    alloc = InvoiceAllocator(
+        space, RecordingInvoiceTelemetry(), window=WINDOW, clock=clock, slots=40, block=BLOCK
+    )
+    # When it makes 6 charges / Then it took its slots 2 at a time
+    for _ in range(6):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    assert Counter(space.calls)["take"] == 3
+    assert sorted(ring["n"] for ring in space.rings.values()) == [2, 2, 2]
 
 
 def test_a_ring_found_full_gives_the_rest_of_the_block_back() -> None:

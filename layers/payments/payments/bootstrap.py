@@ -135,14 +135,13 @@ def invoice_allocator() -> InvoiceAllocator:
     """Finds free invoice ids per terminal (payments.charges.invoices)."""
     from payments.aws.invoice_space import DynamoInvoiceSpace
     from payments.aws.telemetry import PowertoolsInvoiceTelemetry
-    from payments.charges.invoices import BLOCK, InvoiceAllocator
+    from payments.charges.invoices import InvoiceAllocator
 
     return InvoiceAllocator(
         DynamoInvoiceSpace(settings().table_name, store().client),
         PowertoolsInvoiceTelemetry(),
         window=settings().invoice_window,
         clock=now,
-        block=BLOCK,
     )
 
 

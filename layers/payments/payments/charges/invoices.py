@@ -20,7 +20,8 @@ has 1,000,000 suffixes, so it takes 1,000,000 charges per window; several termin
   reserved within the window follows (to 1/MARKS, rounded up) and is reported per terminal.
 - **Blocks.** A container takes BLOCK slots of a ring in one counter write and hands them out
   one per charge (issue 16: the counter write was one of a charge's seven requests). Slots a
-  container never used (it stopped) are skipped for that lap, never reserved twice.
+  container never used (it stopped) are skipped for that lap, never reserved twice. A block is
+  at most a mark segment, so the ring's order and share keep their 1/MARKS resolution.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ MARKS = 20  # marks per lap of a ring: the reserved share is known to 5%
 MARK_RING = 2 * MARKS  # marks kept per ring (two laps), by index mod MARK_RING
 MAX_LANES = 100
 MAX_SKIPS = 8  # slots held by something else, skipped per request before giving up
-BLOCK = 10  # slots a container takes from a ring in one counter write (bootstrap's allocator)
+# Slots a container takes from a ring in one counter write; never more than a mark segment
+# (slots // MARKS), so the ring's order and its reserved share stay known to 1/MARKS.
+BLOCK = 10
 GUARDS = frozenset({"invoice", "invoice_suffix"})
 
 
@@ -196,14 +199,14 @@ class InvoiceAllocator:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         slots: int = SLOTS,
-        block: int = 1,
+        block: int = BLOCK,
     ) -> None:
         if slots % MARKS or not 0 < slots <= SLOTS:
             raise ValueError(f"slots must be a multiple of {MARKS} up to {SLOTS}")
-        if not 0 < block <= slots:
-            raise ValueError(f"block must be 1 to {slots}")
+        if block < 1:
+            raise ValueError("block must be at least 1")
         self._slots = slots
-        self._block = block
+        self._block = min(block, slots // MARKS)
         self._blocks: dict[str, _Block] = {}  # per terminal: the slots taken, not handed out
         self._store = store
         self._telemetry = telemetry
