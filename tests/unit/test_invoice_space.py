@@ -207,6 +207,24 @@ def test_a_block_is_never_more_than_a_mark_segment() -> None:
     assert sorted(ring["n"] for ring in space.rings.values()) == [2, 2, 2]
 
 
+def test_a_segments_mark_is_written_when_its_block_is_taken_not_when_its_slot_is_used() -> None:
+    # Given a container taking blocks of 3 from ring 0 (a mark every 10 slots: slots 1 and 11),
+    # the terminal's other rings marked full
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger = Ledger(space, clock)
+    for shard in range(1, SHARDS):
+        space.rings[("t-a", shard)] = {"n": 0, "m": {}, "full": clock() + WINDOW}
+    alloc = allocator(space, clock, block=3, rand=lambda: 0.0)
+    # When it makes 10 charges (its last block is slots 10-12) and stops before slot 11
+    for _ in range(10):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    # Then the ring still knows when it reached slot 11: its mark went with the counter write
+    ring = space.rings[("t-a", 0)]
+    assert ring["n"] == 12
+    assert sorted(ring["m"]) == [0, 1]
+    assert space.calls.count("mark") == 2
+
+
 def test_a_ring_found_full_gives_the_rest_of_the_block_back() -> None:
     # Given ring 0 whose whole first lap was taken a moment ago (slots 1-2 reserved by charges)
     space, clock = FakeInvoiceSpace(), Clock()

@@ -264,14 +264,12 @@ class InvoiceAllocator:
                 until = self._full.get((terminal_id, shard))
             if until is not None and until > now:
                 return None
-            taken = self._next_slot(terminal_id, shard, now)
+            taken = self._next_slot(terminal_id, lane, shard, now)
             if isinstance(taken, datetime):
                 self._remember_full(terminal_id, shard, taken)
                 return None
             n, last, marks = taken
             slot = RingSlot(lane, shard, n, self._slots)
-            if slot.mark is not None:
-                self._store.mark(terminal_id, shard, slot.mark, now)
             self._telemetry.space_used(
                 terminal_id, reserved_share(n, marks, now, self._window, self._slots)
             )
@@ -297,11 +295,12 @@ class InvoiceAllocator:
         return None
 
     def _next_slot(
-        self, terminal_id: str, shard: int, now: datetime
+        self, terminal_id: str, lane: int, shard: int, now: datetime
     ) -> tuple[int, int, Mapping[int, int]] | datetime:
         """The ring's next slot for this container: (n, the last slot of its block, the ring's
-        marks), from the block it holds or from a new one (one counter write); or, when the
-        ring is marked full, until when."""
+        marks), from the block it holds or from a new one (one counter write, then the mark of
+        a segment the block starts, written as the counter reached it: never lost with the
+        block's unused slots); or, when the ring is marked full, until when."""
         with self._lock:
             block = self._blocks.get(terminal_id)
             if block is not None and block.shard == shard:
@@ -313,6 +312,10 @@ class InvoiceAllocator:
         ticket = self._store.take(terminal_id, shard, now, self._block)
         if ticket.full_until is not None:
             return ticket.full_until
+        for n in range(ticket.first, ticket.n + 1):
+            mark = RingSlot(lane, shard, n, self._slots).mark
+            if mark is not None:
+                self._store.mark(terminal_id, shard, mark, now)
         if ticket.count > 1:
             with self._lock:
                 self._blocks[terminal_id] = _Block(shard, ticket.first + 1, ticket.n, ticket.marks)
