@@ -8,8 +8,8 @@ evaluates them for DynamoDB: the action (`dynamodb:<Operation>`; a transaction's
 the Put, Update, Delete or ConditionCheck they are), the resource (the table, or one of its
 indexes) and the `dynamodb:LeadingKeys` condition (`ForAllValues:StringLike` patterns; `Null:
 false` wants a key). A request no statement allows is recorded in VIOLATIONS; the tier's autouse
-fixture fails the test that made it. Requests from threads the handler starts (the reconciler's
-pool) are not seen: the current function is known per thread.
+fixture fails the test that made it. The current function is known per thread, and a task
+submitted to a thread pool (the reconciler's, the renewal dispatcher's) carries it along.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,22 @@ def _install() -> None:
             return make_call(client, operation, params)
 
         BaseClient._make_api_call = guarded  # type: ignore[method-assign]
+        submit = ThreadPoolExecutor.submit
+
+        def carried(pool: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            function_id = getattr(_current, "function_id", None)
+
+            def task() -> Any:
+                previous = getattr(_current, "function_id", None)
+                _current.function_id = function_id
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _current.function_id = previous
+
+            return submit(pool, task)
+
+        ThreadPoolExecutor.submit = carried  # type: ignore[method-assign]
         _installed = True
 
 

@@ -7,7 +7,9 @@ transaction), throttling and outages are StoreUnavailableError.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,8 @@ from payments.errors import (
     StoreUnavailableError,
 )
 
+#: The first pause before asking again for a batch read's unprocessed keys; it doubles each round.
+BATCH_PAUSE_SECONDS = 0.025
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 _UNAVAILABLE = frozenset(
@@ -94,10 +98,18 @@ def translate(exc: Exception, names: list[str] | None = None) -> PaymentsError:
 
 
 class DynamoCalls:
-    """A boto3 DynamoDB client whose every call raises only our errors."""
+    """A boto3 DynamoDB client whose every call raises only our errors. `jitter` and `sleep`
+    pace the rounds of a batch read (injectable, so tests run without waiting)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        jitter: Callable[[], float] = random.random,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
+        self._jitter = jitter
+        self._sleep = sleep
 
     def call(self, method: str, names: list[str] | None = None, **kwargs: Any) -> Any:
         """Call `method`; `names` labels the items of a transaction for its errors."""
@@ -132,18 +144,21 @@ class DynamoCalls:
         names: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The items of `keys` (typed keys, at most 100), strongly consistent, as plain values
-        (only the attributes `names` maps, when given); unprocessed keys are asked again, at most
-        `rounds` times in all. Keys still unread then raise StoreUnavailableError: a missed item
-        must never pass for an absent one (a new Idempotency-Key, a card never seen, a listing
-        without it)."""
+        (only the attributes `names` maps, when given); unprocessed keys are asked again after a
+        jittered pause that doubles each round (DynamoDB leaves keys unprocessed when it
+        throttles: asking again at once meets the same limit), at most `rounds` times in all.
+        Keys still unread then raise StoreUnavailableError: a missed item must never pass for an
+        absent one (a new Idempotency-Key, a card never seen, a listing without it)."""
         request: dict[str, Any] = {"ConsistentRead": True}
         if names:
             request["ProjectionExpression"] = ", ".join(names)
             request["ExpressionAttributeNames"] = dict(names)
         found: list[dict[str, Any]] = []
-        for _round in range(rounds):
+        for round_ in range(rounds):
             if not keys:
                 break
+            if round_:
+                self._sleep(BATCH_PAUSE_SECONDS * 2 ** (round_ - 1) * (0.5 + self._jitter() / 2))
             answer = self.call("batch_get_item", RequestItems={table: {"Keys": keys, **request}})
             found += [from_attributes(raw) for raw in answer.get("Responses", {}).get(table, [])]
             keys = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
