@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from payments.observability import logger
+from payments.observability import logger, metrics
 
 
 class SocketUsedError(RuntimeError):
@@ -38,3 +38,11 @@ def logs() -> Iterator[io.StringIO]:
     previous = handler.setStream(stream)  # type: ignore[attr-defined]
     yield stream
     handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fresh_metrics() -> Iterator[None]:
+    """No metric left over from an earlier test, and none left behind for the next."""
+    metrics.provider.clear_metrics()
+    yield
+    metrics.provider.clear_metrics()
