@@ -19,6 +19,7 @@ from payments.charges.payment_gateway import (
     Token,
 )
 from payments.charges.terminals import Purpose, Terminal
+from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
 from payments.errors import DuplicateKeyError, GatewayError, StaleStateError
 from payments.shared.deadline import Deadline
 from payments.shared.idempotency import IdempotencyRecord
@@ -267,6 +268,21 @@ class FakeTransport:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+
+def epay_client(transport: FakeTransport, retry: RetryPolicy, **extra: Any) -> EpayClient:
+    """An ePay client on `transport` for a single-terminal merchant (client id "test", terminal
+    "terminal-uuid"); `extra` passes on_call, timer and the like."""
+    return EpayClient(
+        oauth_url="https://oauth.test/oauth2/token",
+        api_url="https://api.test/",
+        credentials=lambda: EpayCredentials.single("test", "client-secret-value", "terminal-uuid"),
+        scope="webapi payment",
+        timeouts=Timeouts(connect=2.0, read=7.0),
+        retry=retry,
+        http=transport,  # type: ignore[arg-type]
+        **extra,
+    )
 
 
 TEST_NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
 from payments.charges.payment_gateway import AuthRequest, InvoiceTokenRequest, Token
-from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
+from payments.epay.client import EpayClient, RetryPolicy
 from payments.errors import (
     GatewayRejectedError,
     GatewayUnavailableError,
@@ -19,10 +19,9 @@ from payments.errors import (
 )
 from payments.shared.deadline import Deadline
 from payments.shared.payer import Payer
-from tests.fakes import FakeResponse, FakeTransport
+from tests.fakes import FakeResponse, FakeTransport, epay_client
 
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
-CREDS = EpayCredentials.single("test", "client-secret-value", "terminal-uuid")
 TOKEN_OK = FakeResponse(
     200,
     b'{"access_token":"tok-1","expires_in":"1200","refresh_token":"","scope":"payment",'
@@ -32,14 +31,8 @@ TOKEN_OK = FakeResponse(
 
 def client(transport: FakeTransport, sleeps: list[float] | None = None) -> EpayClient:
     record = sleeps if sleeps is not None else []
-    return EpayClient(
-        oauth_url="https://oauth.test/oauth2/token",
-        api_url="https://api.test/",
-        credentials=lambda: CREDS,
-        scope="webapi payment",
-        timeouts=Timeouts(connect=2.0, read=7.0),
-        retry=RetryPolicy(max_retries=2, jitter=lambda: 0.5, sleep=record.append),
-        http=transport,  # type: ignore[arg-type]
+    return epay_client(
+        transport, RetryPolicy(max_retries=2, jitter=lambda: 0.5, sleep=record.append)
     )
 
 

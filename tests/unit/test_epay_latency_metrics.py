@@ -11,15 +11,14 @@ from urllib3.exceptions import ReadTimeoutError
 
 from payments import bootstrap
 from payments.aws import telemetry
-from payments.epay.client import EpayClient, EpayCredentials, RetryPolicy, Timeouts
+from payments.epay.client import EpayClient, RetryPolicy
 from payments.observability import metrics
 from payments.shared.deadline import Deadline
-from tests.fakes import FakeResponse, FakeTransport
+from tests.fakes import FakeResponse, FakeTransport, epay_client
 from tests.unit.emf import emf_blobs
 
 pytestmark = pytest.mark.usefixtures("fresh_metrics")
 
-CREDS = EpayCredentials.single("test", "client-secret-value", "terminal-uuid")
 TOKEN_OK = FakeResponse(200, b'{"access_token":"tok-1","expires_in":"1200"}')
 STATUS_OK = FakeResponse(
     200,
@@ -47,14 +46,9 @@ class Ticks:
 def timed_client(
     transport: FakeTransport, calls: list[tuple[str, float, int | None]], timer: Ticks
 ) -> EpayClient:
-    return EpayClient(
-        oauth_url="https://oauth.test/oauth2/token",
-        api_url="https://api.test/",
-        credentials=lambda: CREDS,
-        scope="webapi payment",
-        timeouts=Timeouts(connect=2.0, read=7.0),
-        retry=RetryPolicy(max_retries=1, jitter=lambda: 0.5, sleep=lambda _s: None),
-        http=transport,  # type: ignore[arg-type]
+    return epay_client(
+        transport,
+        RetryPolicy(max_retries=1, jitter=lambda: 0.5, sleep=lambda _s: None),
         on_call=lambda op, ms, status: calls.append((op, round(ms, 3), status)),
         timer=timer,
     )
