@@ -1264,19 +1264,19 @@ def _charges(dynamodb: Any, table: str) -> list[ChargeRow]:
         FilterExpression="sk = :c",
         ExpressionAttributeValues={":c": {"S": "CHARGE"}},
         ProjectionExpression=(
-            "id, invoiceId, #s, terminalId, #c, createdAt, refundedAmount, refundReserved, "
+            "pk, chargeSort, invoiceId, #s, terminalId, #c, refundedAmount, refundReserved, "
             "voidPending"
         ),
         ExpressionAttributeNames={"#s": "status", "#c": "capture"},
     )
     rows = [
         ChargeRow(
-            id=i["id"]["S"],
+            id=i["pk"]["S"].removeprefix("CHARGE#"),
             invoice=i["invoiceId"]["S"],
             status=i["status"]["S"],
             terminal=i["terminalId"]["S"],
             capture=i["capture"]["S"],
-            created_at=i["createdAt"]["S"],
+            created_at=i["chargeSort"]["S"].split("#")[0],  # "<createdAt>#<id>"
             refunded=_number(i, "refundedAmount"),
             reserved=_number(i, "refundReserved"),
             void_pending=i.get("voidPending", {}).get("BOOL", False),

@@ -173,6 +173,11 @@ class Stack:
         return [e for e in self.simulator.journal if e.op == "auth"]
 
 
+def item_charge_id(item: dict[str, Any]) -> str:
+    """The id of a charge item as DynamoDB returns it: its key is CHARGE#<id>."""
+    return str(item["pk"]["S"]).removeprefix("CHARGE#")
+
+
 def aws_client(service: str, endpoint: str) -> Any:
     """A boto3 client for a local endpoint (DynamoDB Local or moto's server)."""
     return boto3.client(

@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     Stack,
     create_event,
     get_event,
+    item_charge_id,
     load_event,
     load_function,
     merchant_event,
@@ -282,7 +283,7 @@ def test_a_paying_setup_becomes_a_charge_like_any_other(cs: Cards) -> None:
     invoice = next(i for i in cs.items("INVOICE") if i["setupId"]["S"] == created["id"])
     assert invoice["chargeId"]["S"] == setup["chargeId"]
     assert invoice["idempotencyKey"]["S"] == f"setup {created['id']}"
-    item = next(i for i in cs.items("CHARGE") if i["id"]["S"] == setup["chargeId"])
+    item = next(i for i in cs.items("CHARGE") if item_charge_id(i) == setup["chargeId"])
     assert "idempotencyKey" not in item
     assert len(item["secretHashDigest"]["B"]) == 32
 
@@ -325,7 +326,7 @@ def test_duplicate_postlinks_and_a_racing_check_save_one_card_and_one_charge(cs:
     assert setup["status"] == "SUCCEEDED"
     assert len(cs.items("CARD")) == 1
     charges = cs.items("CHARGE")
-    assert [c["id"]["S"] for c in charges] == [setup["chargeId"]]
+    assert [item_charge_id(c) for c in charges] == [setup["chargeId"]]
     assert wait_for_charge(cs, setup["chargeId"], "CAPTURED")["amount"] == 2500
     assert len(cs.sim.requests("charge")) == 1
 

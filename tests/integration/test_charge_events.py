@@ -192,7 +192,7 @@ def test_a_refused_publish_fails_only_its_record_and_the_retry_publishes_it(
     (sequence,) = failed
     (failed_record,) = [r for r in records if r["dynamodb"]["SequenceNumber"] == sequence]
     assert failed_record["dynamodb"]["NewImage"]["status"] == {"S": "CAPTURED"}
-    assert failed_record["dynamodb"]["NewImage"]["id"] == {"S": captured["id"]}
+    assert failed_record["dynamodb"]["NewImage"]["pk"] == {"S": f"CHARGE#{captured['id']}"}
     # And the other fact was published
     assert [e["id"] for e in bus.received()] == [f"charge.failed:{declined['id']}:DECLINED"]
 
@@ -328,7 +328,7 @@ def test_a_refused_entry_in_the_middle_fails_only_its_record_and_the_retry_publi
     # Then exactly the record that captured the middle charge is reported
     (sequence,) = failed
     (record,) = [r for r in records if r["dynamodb"]["SequenceNumber"] == sequence]
-    assert record["dynamodb"]["NewImage"]["id"] == {"S": middle["id"]}
+    assert record["dynamodb"]["NewImage"]["pk"] == {"S": f"CHARGE#{middle['id']}"}
     assert record["dynamodb"]["NewImage"]["status"] == {"S": "CAPTURED"}
     # And the facts before and after it were published
     assert sorted(e["id"] for e in bus.received()) == sorted(
@@ -364,7 +364,7 @@ def test_a_failed_putevents_call_fails_the_records_of_its_chunk(
     assert [len(c) for c in client.calls] == [10, 1]
     in_first = set(client.calls[0])
     failed_ids = {
-        f"charge.failed:{r['dynamodb']['NewImage']['id']['S']}:DECLINED"
+        f"charge.failed:{r['dynamodb']['NewImage']['pk']['S'].removeprefix('CHARGE#')}:DECLINED"
         for r in records
         if r["dynamodb"]["SequenceNumber"] in failed
     }

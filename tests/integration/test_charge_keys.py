@@ -14,7 +14,7 @@ from payments import bootstrap
 from payments.aws.charge_store import DynamoChargeStore
 from payments.charges.model import ChargeStatus, HistoryEntry, Source, charge_id_for_key
 from payments.errors import DuplicateKeyError
-from tests.integration.conftest import Stack, create_event
+from tests.integration.conftest import Stack, create_event, item_charge_id
 from tests.integration.test_charge_search import search
 
 BODY = {
@@ -34,7 +34,7 @@ def test_a_key_used_before_ids_were_derived_replays_its_charge(stack: Stack) -> 
     # Given a charge, and a key of the old kind whose IDEMPOTENCY item names it (the id is not
     # the one the key would derive)
     first = stack.invoke(create_event(BODY, "order-7")).body
-    charge_item = next(i for i in stack.charge_items() if i["id"]["S"] == first["id"])
+    charge_item = next(i for i in stack.charge_items() if item_charge_id(i) == first["id"])
     _put(
         stack,
         {
@@ -131,7 +131,7 @@ def test_a_put_sent_again_after_it_succeeded_is_not_taken(
     assert answer.status == 201, answer.body
     assert answer.body["status"] == "CAPTURED"
     assert len(stack.auths()) == 1
-    assert [i["id"]["S"] for i in stack.charge_items()] == [answer.body["id"]]
+    assert [item_charge_id(i) for i in stack.charge_items()] == [answer.body["id"]]
 
 
 def test_a_put_meeting_another_requests_item_is_still_refused(

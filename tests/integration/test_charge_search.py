@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     Stack,
     create_event,
     get_event,
+    item_charge_id,
     merchant_event,
 )
 from tests.integration.test_subscriptions import Subs, subs  # noqa: F401 - the fixture
@@ -65,7 +66,7 @@ def charge(stack: Stack, account: str = "customer-42", card: str = CARD_AUTH) ->
     charge_id = answer.headers.get("location", "").removeprefix("/charges/")
     if not charge_id:
         (charge_id,) = [
-            i["id"]["S"]
+            item_charge_id(i)
             for i in stack.charge_items()
             if i["accountId"]["S"] == account and i["cardId"]["S"] == card
         ][-1:]
@@ -194,7 +195,7 @@ def test_open_charges_share_one_partition_and_older_entries_are_still_read(
     held = held_charge(stack, "customer-42")
     clock.now += timedelta(seconds=1)
     captured = charge(stack)
-    items = {i["id"]["S"]: i for i in stack.charge_items()}
+    items = {item_charge_id(i): i for i in stack.charge_items()}
 
     # Then the held charge is in the OPEN partition, the captured one in its own
     assert items[held["id"]]["chargeList"]["S"] == "STATUS#OPEN"

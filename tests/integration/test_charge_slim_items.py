@@ -100,6 +100,29 @@ def reads_of(calls: list[tuple[str, dict[str, Any]]], prefix: str) -> list[str]:
 # ------------------------------------------------------------------------------ new charges
 
 
+def test_a_charge_with_the_longest_description_stays_under_one_write_unit(stack: Stack) -> None:
+    # Given a description of 125 bytes, the most ePay takes (Cyrillic: 2 bytes a letter), for a
+    # customer known by a UUID
+    description = "Оплата заказа " * 4 + "Оплата зака"
+    body = {**bench_body(), "description": description}
+    body["accountId"] = "6f1c2a3e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
+    assert len(description.encode()) == 125
+    # When it is charged (approved, captured)
+    answer = stack.invoke(create_event(body, "long-key-0123456789abcdef0123456789abc"))
+    assert (answer.status, answer.body["status"]) == (201, "CAPTURED")
+    # Then its charge item, three history entries in, is still under 1 KB (1 WRU a status
+    # write): the id and the creation time are read from its keys, not stored twice
+    item = charge_item(stack, answer.body["id"])
+    assert {"id", "createdAt"}.isdisjoint(item)
+    assert len(item["history"]["L"]) == 3
+    assert item_size(item) < 1024, item_size(item)
+    # And the charge reads back with its id, creation time and description
+    shown = stack.invoke(get_event(answer.body["id"]))
+    assert shown.body["id"] == answer.body["id"]
+    assert shown.body["createdAt"] == answer.body["createdAt"]
+    assert shown.body["description"] == description
+
+
 def test_the_bench_charge_item_holds_no_payer_fact_and_stays_under_one_write_unit(
     stack: Stack,
 ) -> None:

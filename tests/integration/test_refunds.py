@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     Stack,
     capture_event,
     create_event,
+    item_charge_id,
     load_function,
     merchant_event,
 )
@@ -219,7 +220,7 @@ def test_cancelling_during_3ds_stops_the_charge_and_spends_its_page(stack: Stack
     cancelled = stack.invoke(cancel_event(waiting["id"]))
     assert cancelled.body["status"] == "CANCELLED"
     assert cancelled.body["nextAction"] is None
-    items = [i for i in stack.charge_items() if i["id"]["S"] == waiting["id"]]
+    items = [i for i in stack.charge_items() if item_charge_id(i) == waiting["id"]]
     three_ds = items[0].get("threeDS", {}).get("M", {})
     # The page token's nonce, PaReq and ePay's token are gone: no page or TermUrl can go on
     assert not {"pageNonce", "paReq", "accessToken"} & set(three_ds)

@@ -26,6 +26,7 @@ from payments.charges.model import (
     Source,
     charge_id_for_key,
 )
+from payments.shared.clock import iso
 from payments.shared.payer import PAYER_FIELDS, Payer
 from tests.fakes import make_charge
 
@@ -62,14 +63,21 @@ def new_charge(**changes: Any) -> Charge:
 
 def old_item(charge: Charge) -> dict[str, Any]:
     """The charge item as it was written before issue 16: payer and key inline, hex digests,
-    capturePending and checkAttempts stored even when false / 0."""
-    item = {k: v for k, v in charge_to_item(charge).items() if v is not None}
+    capturePending and checkAttempts stored even when false / 0, `id` and `createdAt` as
+    attributes; and before issue 13, without the list keys (`chargeSort` repeats both)."""
+    item = {
+        k: v
+        for k, v in charge_to_item(charge).items()
+        if v is not None and k not in ("chargeList", "chargeSort")
+    }
     assert charge.payer is not None
     assert charge.idempotency_key is not None
     return {
         **item,
         **{k: v for k, v in charge.payer.fields().items() if v is not None},
         "idempotencyKey": charge.idempotency_key,
+        "id": charge.id,
+        "createdAt": iso(charge.created_at),
         "requestHash": charge.request_hash,
         "secretHashDigest": charge.secret_hash_digest,
         "capturePending": False,
@@ -92,6 +100,12 @@ def test_the_charge_item_has_no_payer_field_no_merchant_key_and_binary_digests()
     item = stored(charge_to_item(charge))
     # Then its item has no payer field, no key, and neither false/0 flag
     assert set(PAYER_FIELDS).isdisjoint(item)
+    # And no id or creation time besides its keys: CHARGE#<id>, "<createdAt>#<id>"
+    assert {"id", "createdAt"}.isdisjoint(item)
+    assert (item["pk"], item["chargeSort"]) == (
+        f"CHARGE#{charge.id}",
+        f"{iso(charge.created_at)}#{charge.id}",
+    )
     assert "idempotencyKey" not in item
     assert {"capturePending", "checkAttempts"}.isdisjoint(item)
     # And its digests are their 32 bytes

@@ -93,7 +93,10 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
 
     A None value is an attribute the charge does not have (an update REMOVEs it); the payer's
     fields and a merchant's Idempotency-Key are never among them (`invoice_facts`), so an update
-    leaves those of an item written before issue 16 as they are."""
+    leaves those of an item written before issue 16 as they are. Neither are the id and the
+    creation time: the keys carry them (`pk` is CHARGE#<id>, `chargeSort` <createdAt>#<id>), and
+    the 70 bytes they took kept a charge with a long Cyrillic description above the 1 KB of one
+    write unit."""
     three_ds = charge.three_ds
     return {
         "pk": f"CHARGE#{charge.id}",
@@ -101,7 +104,6 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         # Listed under its status (ChargeListIndex), the open ones under OPEN: the index write
         # of a change to or from a settled status.
         **list_keys(ListBy.STATUS, status_partition(charge.status), charge),
-        "id": charge.id,
         "invoiceId": charge.invoice_id,
         "terminalId": charge.terminal_id or None,
         "status": charge.status.value,
@@ -117,7 +119,6 @@ def charge_to_item(charge: Charge) -> dict[str, Any]:
         **_kept_key(charge),
         "requestHash": digest_value(charge.request_hash),
         "secretHashDigest": digest_value(charge.secret_hash_digest),
-        "createdAt": iso(charge.created_at),
         "updatedAt": iso(charge.updated_at),
         "invoiceIdAlt": charge.invoice_id_alt,
         "capturedAmount": charge.captured_amount,
@@ -173,13 +174,14 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
     """Rebuild a charge from its DynamoDB attributes (plain Python values).
 
     `payer` and `idempotency_key` are None unless the item carries them (one written before
-    issue 16, or a renewal's key): they are on the charge's INVOICE item."""
+    issue 16, or a renewal's key): they are on the charge's INVOICE item. The id and the
+    creation time come from the keys, or from `id` and `createdAt` on an item written before."""
     epay = item.get("epay") or {}
     error = item.get("error")
     three_ds = item.get("threeDS")
     captured = item.get("capturedAmount")
     return Charge(
-        id=str(item["id"]),
+        id=str(item["id"]) if "id" in item else str(item["pk"]).removeprefix("CHARGE#"),
         invoice_id=str(item["invoiceId"]),
         status=ChargeStatus(item["status"]),
         version=int(item["version"]),
@@ -194,7 +196,9 @@ def charge_from_item(item: Mapping[str, Any]) -> Charge:
         idempotency_key=None if item.get("idempotencyKey") is None else str(item["idempotencyKey"]),
         request_hash=digest_hex(item["requestHash"]),
         secret_hash_digest=digest_hex(item["secretHashDigest"]),
-        created_at=from_iso(item["createdAt"]),
+        created_at=from_iso(
+            item["createdAt"] if "createdAt" in item else str(item["chargeSort"]).split("#")[0]
+        ),
         updated_at=from_iso(item["updatedAt"]),
         invoice_id_alt=item.get("invoiceIdAlt"),
         payer=Payer.from_fields(item) if any(name in item for name in PAYER_FIELDS) else None,

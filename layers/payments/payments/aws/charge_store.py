@@ -6,8 +6,9 @@ Items (pk / sk):
                                               its own, so a status change is one conditional
                                               write of one item, never a transaction). Under
                                               1 KB (1 WRU a write): digests as Binary, no payer
-                                              fields, no merchant Idempotency-Key (issue 16;
-                                              items written before keep theirs inline, read)
+                                              fields, no merchant Idempotency-Key, no `id` or
+                                              `createdAt` (the keys hold them) (issue 16; items
+                                              written before keep theirs inline, read)
   CHARGE#<id>            / HISTORY#<version>  one transition of a charge written before history
                                               moved into the charge item (read, never written)
   IDEMPOTENCY#<key>      / IDEMPOTENCY        a renewal's key: lists its charge under the
