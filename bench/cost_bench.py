@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 from urllib.parse import urlsplit
 
+from payments.charges.invoices import BLOCK, SHARDS
+
 if TYPE_CHECKING:
     from local.run import LocalStack
 
@@ -90,7 +92,9 @@ POSTLINK_DELAY_SECONDS = 1.0
 class Sizes:
     """How many charges are counted (after warm-up)."""
 
-    warmup: int = 40  # every invoice ring takes its first slot (which writes a mark)
+    # Every invoice ring takes its first slot (which writes a mark); a container stays on a ring
+    # for BLOCK charges, so the warm-up takes that many on each.
+    warmup: int = max(40, SHARDS * BLOCK)
     charges: int = 40
 
 

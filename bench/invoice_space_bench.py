@@ -57,7 +57,14 @@ from local.dynamodb_local import DynamoDBLocal
 from local.template import load_template, resources_of_type
 from payments.aws.charge_store import DynamoChargeStore
 from payments.aws.invoice_space import DynamoInvoiceSpace
-from payments.charges.invoices import MARKS, SHARDS, SLOTS, SUFFIX_SPACE, InvoiceAllocator
+from payments.charges.invoices import (
+    BLOCK,
+    MARKS,
+    SHARDS,
+    SLOTS,
+    SUFFIX_SPACE,
+    InvoiceAllocator,
+)
 from payments.charges.model import (
     PROCESSING_SAFE_AGE,
     CaptureMode,
@@ -96,6 +103,7 @@ class Settings:
     alarm: float  # 0..1
     progress_seconds: float
     seed: int
+    block: int = BLOCK  # slots a container takes from a ring in one counter write
 
     @property
     def space(self) -> int:
@@ -387,6 +395,7 @@ class Container:
             clock=clock,
             rand=rng.random,
             slots=settings.slots,
+            block=settings.block,
         )
 
     def _store_clock(self) -> datetime:
@@ -927,6 +936,7 @@ def print_table(results: list[tuple[int, Result]], settings: Settings) -> None:
     print()
     print(
         f"space: {SHARDS} rings x {settings.slots} slots = {settings.space} suffixes per terminal"
+        f" (blocks of {settings.block})"
         f" ({settings.space / SUFFIX_SPACE:.2%} of the real {SUFFIX_SPACE:,}),"
         f" window {settings.window_days} d, {settings.per_day:g} charges/day in all,"
         f" {settings.workers} workers"
@@ -997,6 +1007,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--progress", type=float, default=60.0, help="seconds between lines")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--block", type=int, default=BLOCK, help="slots per counter write (the allocator's block)"
+    )
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_SLOTS} slots, 1 and 2")
     return parser.parse_args(argv)
 
@@ -1017,6 +1030,7 @@ def settings_of(args: argparse.Namespace) -> tuple[Settings, list[int]]:
             alarm=args.alarm_percent / 100,
             progress_seconds=0.0 if args.smoke else args.progress,
             seed=args.seed,
+            block=args.block,
         ),
         scenarios,
     )

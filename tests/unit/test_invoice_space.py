@@ -39,7 +39,8 @@ from tests.fakes import (
 )
 from tests.unit.test_charge_service import AUTH
 
-SLOTS = 200  # small rings: 16 x 200 = 3,200 suffixes a terminal; a block of BLOCK at most
+SLOTS = 200  # small rings: 16 x 200 = 3,200 suffixes a terminal; a block of RUN at most
+RUN = 10  # a block size to test blocks with (the allocator's default, BLOCK, is 1: blocks off)
 SPACE = SHARDS * SLOTS
 WINDOW = timedelta(days=1)
 
@@ -96,9 +97,9 @@ def allocator(
     )
 
 
-# One slot per counter write, and blocks as bootstrap's allocator takes them (one that does not
-# divide a ring's slots, so a block crosses from one lap into the next).
-BLOCKS = pytest.mark.parametrize("block", [1, 3, BLOCK])
+# One slot per counter write (the default, as bootstrap's allocator takes them), and blocks: one
+# that does not divide a ring's slots (a block would cross from one lap into the next), and RUN.
+BLOCKS = pytest.mark.parametrize("block", [BLOCK, 3, RUN])
 
 
 def test_a_ring_slot_names_a_suffix_of_its_shard_and_an_id_of_its_lap_and_lane() -> None:
@@ -137,10 +138,35 @@ def test_no_cliff_when_the_space_is_90_percent_used_within_the_window(block: int
     for _ in range(int(SPACE * 0.9 * 5)):
         alloc.allocate("t-a", ledger.writer("t-a"))
         clock.now += step
-    # Then none failed and no write was refused: one write each, one counter step a block
+    # Then none failed and no write was refused: one write each
     assert ledger.attempts == int(SPACE * 0.9 * 5)
-    assert Counter(space.calls)["take"] == -(-ledger.attempts // block)
     assert "mark_full" not in space.calls
+    # And blocks were taken on the rings' first lap only (a ring's first slot alone, then
+    # blocks while a whole one fits), one counter step a slot after it
+    takes, later = Counter(space.calls)["take"], ledger.attempts - SPACE
+    assert later <= takes <= later + -(-SPACE // block) + SHARDS * (block + 1)
+    if block > 1:
+        assert takes < later + SPACE // 2
+
+
+@BLOCKS
+def test_a_full_space_serves_charges_as_fast_as_its_suffixes_free(block: int) -> None:
+    # Given a terminal whose every suffix was used within one window
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger, alloc = Ledger(space, clock), allocator(space, clock, block=block)
+    step = WINDOW / (SPACE * 0.99)
+    for _ in range(SPACE):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+        clock.now += step
+    # When charges keep coming a little slower than the oldest suffixes free, for a window more
+    written = []
+    for _ in range(SPACE):
+        written.append(alloc.allocate("t-a", ledger.writer("t-a")))
+        clock.now += step
+    # Then every one of them found a free id (none answered 503): from the second lap on, a
+    # counter step takes one slot, so the counter never runs ahead of the suffixes that freed
+    assert len(set(written)) == SPACE
+    assert ledger.attempts - 2 * SPACE <= 2 * SHARDS
 
 
 @BLOCKS
@@ -172,50 +198,62 @@ def test_true_exhaustion_is_a_503_with_retry_after_then_frees_in_order(block: in
 
 
 def test_containers_taking_blocks_of_one_ring_never_share_a_slot() -> None:
-    # Given two containers of one terminal, each taking blocks of BLOCK slots
+    # Given two containers of one terminal, each taking blocks of RUN slots
     space, clock = FakeInvoiceSpace(), Clock()
     ledger = Ledger(space, clock)
-    first, second = allocator(space, clock, block=BLOCK), allocator(space, clock, block=BLOCK)
+    first, second = allocator(space, clock, block=RUN), allocator(space, clock, block=RUN)
     # When they allocate in turn, and the first stops (its unused slots are never handed out)
     ids = []
-    for _ in range(BLOCK + 2):
+    for _ in range(RUN + 2):
         ids += [first.allocate("t-a", ledger.writer("t-a"))]
         ids += [second.allocate("t-a", ledger.writer("t-a"))]
-    ids += [allocator(space, clock, block=BLOCK).allocate("t-a", ledger.writer("t-a"))]
+    ids += [allocator(space, clock, block=RUN).allocate("t-a", ledger.writer("t-a"))]
     # Then no id repeats and no write was refused
-    assert len(set(ids)) == len(ids) == 2 * (BLOCK + 2) + 1
+    assert len(set(ids)) == len(ids) == 2 * (RUN + 2) + 1
     assert ledger.attempts == len(ids)
-    # And each counter write took a whole block: two for each container, one for the newcomer
-    assert Counter(space.calls)["take"] == 5
-    assert sum(ring["n"] for ring in space.rings.values()) == 5 * BLOCK
+    # And each container took a ring's first slot alone and the rest of its run of RUN charges
+    # in one block there, then the same on the next ring; the newcomer one slot
+    assert Counter(space.calls)["take"] == 4 + 4 + 1
+    assert sum(ring["n"] for ring in space.rings.values()) == 2 * 2 * RUN + 1
     # And a container's consecutive charges used consecutive slots of one ring
-    shards = [int(i[-6:]) % SHARDS for i in ids[0 : 2 * BLOCK : 2]]
+    shards = [int(i[-6:]) % SHARDS for i in ids[0 : 2 * RUN : 2]]
     assert len(set(shards)) == 1
 
 
 def test_a_block_is_never_more_than_a_mark_segment() -> None:
-    # Given rings of 40 slots (a mark every 2) and an allocator asked for blocks of BLOCK
-    space, clock = FakeInvoiceSpace(), Clock()
-    ledger = Ledger(space, clock)
-    alloc = InvoiceAllocator(
-        space, RecordingInvoiceTelemetry(), window=WINDOW, clock=clock, slots=40, block=BLOCK
-    )
-    # When it makes 6 charges / Then it took its slots 2 at a time
-    for _ in range(6):
-        alloc.allocate("t-a", ledger.writer("t-a"))
-    assert Counter(space.calls)["take"] == 3
-    assert sorted(ring["n"] for ring in space.rings.values()) == [2, 2, 2]
-
-
-def test_a_segments_mark_is_written_when_its_block_is_taken_not_when_its_slot_is_used() -> None:
-    # Given a container taking blocks of 3 from ring 0 (a mark every 10 slots: slots 1 and 11),
-    # the terminal's other rings marked full
+    # Given rings of 40 slots (a mark every 2), all full but ring 0, and an allocator asked for
+    # blocks of RUN
     space, clock = FakeInvoiceSpace(), Clock()
     ledger = Ledger(space, clock)
     for shard in range(1, SHARDS):
         space.rings[("t-a", shard)] = {"n": 0, "m": {}, "full": clock() + WINDOW}
-    alloc = allocator(space, clock, block=3, rand=lambda: 0.0)
-    # When it makes 10 charges (its last block is slots 10-12) and stops before slot 11
+    alloc = InvoiceAllocator(
+        space,
+        RecordingInvoiceTelemetry(),
+        window=WINDOW,
+        clock=clock,
+        rand=lambda: 0.0,
+        slots=40,
+        block=RUN,
+    )
+    # When it makes 6 charges: a run of 2 learning where the ring stands (one slot at a time),
+    # then runs of 2 in one counter write each
+    for _ in range(6):
+        alloc.allocate("t-a", ledger.writer("t-a"))
+    # Then its blocks were 2 slots, not RUN (and each full ring answered one take)
+    assert Counter(space.calls)["take"] == (SHARDS - 1) + 2 + 1 + 1
+    assert space.rings[("t-a", 0)]["n"] == 6
+
+
+def test_a_segments_mark_is_written_when_its_block_is_taken_not_when_its_slot_is_used() -> None:
+    # Given a container taking blocks of up to 4 from ring 0 (a mark every 10 slots: slots 1
+    # and 11), the terminal's other rings marked full
+    space, clock = FakeInvoiceSpace(), Clock()
+    ledger = Ledger(space, clock)
+    for shard in range(1, SHARDS):
+        space.rings[("t-a", shard)] = {"n": 0, "m": {}, "full": clock() + WINDOW}
+    alloc = allocator(space, clock, block=4, rand=lambda: 0.0)
+    # When it makes 10 charges (slot 1, then blocks 2-4, 5-8, 9-12) and stops before slot 11
     for _ in range(10):
         alloc.allocate("t-a", ledger.writer("t-a"))
     # Then the ring still knows when it reached slot 11: its mark went with the counter write
@@ -226,24 +264,26 @@ def test_a_segments_mark_is_written_when_its_block_is_taken_not_when_its_slot_is
 
 
 def test_a_ring_found_full_gives_the_rest_of_the_block_back() -> None:
-    # Given ring 0 whose whole first lap was taken a moment ago (slots 1-2 reserved by charges)
+    # Given ring 0, where a container took its first slot and holds the ring's place
     space, clock = FakeInvoiceSpace(), Clock()
     ledger = Ledger(space, clock)
-    first = allocator(space, clock, block=BLOCK, rand=lambda: 0.0)
-    for _ in range(2):
-        first.allocate("t-a", ledger.writer("t-a"))
+    alloc = allocator(space, clock, block=RUN, rand=lambda: 0.0)
+    alloc.allocate("t-a", ledger.writer("t-a"))
+    # And the rest of the ring's first lap taken by others a moment ago
     ring = space.rings[("t-a", 0)]
-    ring["n"] = SLOTS
-    # When another container takes a block there: its first slot's suffix is still held by slot 1
-    second = allocator(space, clock, block=BLOCK, rand=lambda: 0.0)
-    taken = [second.allocate("t-a", ledger.writer("t-a")) for _ in range(3)]
-    # Then ring 0 is marked full until slot 1's reservation ends, and its whole block went back
+    ring["n"] = SLOTS - 2
+    # When the container makes three charges: its block runs from the lap's last two slots into
+    # the next lap, whose first slot's suffix slot 1 still holds
+    taken = [alloc.allocate("t-a", ledger.writer("t-a")) for _ in range(3)]
+    # Then the two free slots were used, ring 0 is marked full until slot 1's reservation ends,
+    # and the block's rest went back (the counter stands at the lap's end)
+    assert [int(i[-6:]) // SHARDS + 1 for i in taken[:2]] == [SLOTS - 1, SLOTS]
     assert space.calls.count("mark_full") == 1
     assert ring["full"] == clock() + WINDOW + timedelta(seconds=1)
     assert ring["n"] == SLOTS
-    # And the charges took the next ring's slots instead, one block for the three of them
-    assert [int(i[-6:]) % SHARDS for i in taken] == [1, 1, 1]
-    assert space.rings[("t-a", 1)]["n"] == BLOCK
+    # And the third charge took the next ring's first slot
+    assert int(taken[2][-6:]) % SHARDS == 1
+    assert space.rings[("t-a", 1)]["n"] == 1
 
 
 def test_suffixes_held_by_merchant_ids_are_skipped() -> None:

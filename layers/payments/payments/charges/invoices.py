@@ -18,10 +18,13 @@ has 1,000,000 suffixes, so it takes 1,000,000 charges per window; several termin
   the same id; the id grows past 9 digits only after a terminal's 10th lap.
 - **Share.** Every MARK_EVERY slots a ring writes when it got there; the share of the ring
   reserved within the window follows (to 1/MARKS, rounded up) and is reported per terminal.
-- **Blocks.** A container takes BLOCK slots of a ring in one counter write and hands them out
-  one per charge (issue 16: the counter write was one of a charge's seven requests). Slots a
-  container never used (it stopped) are skipped for that lap, never reserved twice. A block is
-  at most a mark segment, so the ring's order and share keep their 1/MARKS resolution.
+- **Blocks** (off: BLOCK is 1). A container can take `block` slots of a ring in one counter
+  write and hand them out one per charge, staying on the ring for that many charges (a run).
+  Slots a container never used (it stopped) are skipped for that lap, never reserved twice. A
+  block is at most a mark segment, only on a ring's first lap (a container takes one slot to
+  learn where a ring stands first), and never past that lap's end. Still, a block's slots are
+  used over the block's life, later than the counter's order says, so a terminal that used its
+  whole space found its next lap's slots held past their turn: see BLOCK.
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ MARK_RING = 2 * MARKS  # marks kept per ring (two laps), by index mod MARK_RING
 MAX_LANES = 100
 MAX_SKIPS = 8  # slots held by something else, skipped per request before giving up
 # Slots a container takes from a ring in one counter write; never more than a mark segment
-# (slots // MARKS), so the ring's order and its reserved share stay known to 1/MARKS.
-BLOCK = 10
+# (slots // MARKS), so the ring's order and its reserved share stay known to 1/MARKS. One by
+# default: a block's slots are used over the block's life, later than the counter says, and a
+# terminal that used its whole space served then 391 of 880 charges that blocks of 10 asked for
+# while suffixes freed, against 880 of 880 one slot at a time (docs/decisions.md, 2026-12-07).
+BLOCK = 1
 GUARDS = frozenset({"invoice", "invoice_suffix"})
 
 
@@ -103,13 +109,15 @@ class RingTicket:
 
 
 @dataclass
-class _Block:
-    """Slots of one ring a container took and has not handed out yet: next_n..last_n."""
+class _Run:
+    """A container's stay on one ring: `left` more charges take their ids there, first the
+    slots it took and has not handed out yet (next_n..last_n), then new ones."""
 
     shard: int
     next_n: int
     last_n: int
     marks: Mapping[int, int]
+    left: int
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ class InvoiceAllocator:
             raise ValueError("block must be at least 1")
         self._slots = slots
         self._block = min(block, slots // MARKS)
-        self._blocks: dict[str, _Block] = {}  # per terminal: the slots taken, not handed out
+        self._runs: dict[str, _Run] = {}  # per terminal: the ring this container stays on
+        self._seen: dict[tuple[str, int], int] = {}  # per ring: the last slot this one took
         self._store = store
         self._telemetry = telemetry
         self._window = window
@@ -228,7 +237,7 @@ class InvoiceAllocator:
         """
         lane = self._lane(terminal_id)
         with self._lock:
-            held = self._blocks.get(terminal_id)
+            held = self._runs.get(terminal_id)
             if held is not None:
                 first = held.shard  # the ring of the slots this container holds
             else:
@@ -298,35 +307,49 @@ class InvoiceAllocator:
         self, terminal_id: str, lane: int, shard: int, now: datetime
     ) -> tuple[int, int, Mapping[int, int]] | datetime:
         """The ring's next slot for this container: (n, the last slot of its block, the ring's
-        marks), from the block it holds or from a new one (one counter write, then the mark of
-        a segment the block starts, written as the counter reached it: never lost with the
-        block's unused slots); or, when the ring is marked full, until when."""
+        marks), from the block it holds or from the ring's counter (one write for the rest of
+        the container's run there, or for one slot off the first lap; then the mark of a segment
+        the block starts, written as the counter reached it: never lost with the block's unused
+        slots); or, when the ring is marked full, until when."""
         with self._lock:
-            block = self._blocks.get(terminal_id)
-            if block is not None and block.shard == shard:
-                n = block.next_n
-                block.next_n += 1
-                if block.next_n > block.last_n:
-                    del self._blocks[terminal_id]
-                return n, block.last_n, block.marks
-        ticket = self._store.take(terminal_id, shard, now, self._block)
+            run = self._runs.get(terminal_id)
+            if run is None or run.shard != shard:
+                run = _Run(shard, 1, 0, {}, self._block)
+            if run.next_n <= run.last_n:
+                n = run.next_n
+                run.next_n += 1
+                self._stay(terminal_id, run)
+                return n, run.last_n, run.marks
+            seen = self._seen.get((terminal_id, shard))
+        # A block only where this container saw the ring with a whole block left of its first lap.
+        room = seen is not None and seen + self._block <= self._slots
+        count = min(self._block, run.left) if room else 1
+        ticket = self._store.take(terminal_id, shard, now, count)
         if ticket.full_until is not None:
             return ticket.full_until
         for n in range(ticket.first, ticket.n + 1):
             mark = RingSlot(lane, shard, n, self._slots).mark
             if mark is not None:
                 self._store.mark(terminal_id, shard, mark, now)
-        if ticket.count > 1:
-            with self._lock:
-                self._blocks[terminal_id] = _Block(shard, ticket.first + 1, ticket.n, ticket.marks)
+        with self._lock:
+            self._seen[(terminal_id, shard)] = ticket.n
+            self._stay(terminal_id, _Run(shard, ticket.first + 1, ticket.n, ticket.marks, run.left))
         return ticket.first, ticket.n, ticket.marks
+
+    def _stay(self, terminal_id: str, run: _Run) -> None:
+        """Count one charge of `run`; keep the container on its ring while charges are left."""
+        run.left -= 1
+        if run.left > 0:
+            self._runs[terminal_id] = run
+        else:
+            self._runs.pop(terminal_id, None)
 
     def _remember_full(self, terminal_id: str, shard: int, until: datetime) -> None:
         with self._lock:
             self._full[(terminal_id, shard)] = until
-            block = self._blocks.get(terminal_id)
-            if block is not None and block.shard == shard:
-                del self._blocks[terminal_id]
+            run = self._runs.get(terminal_id)
+            if run is not None and run.shard == shard:
+                del self._runs[terminal_id]
 
     def _retry_after(self, terminal_id: str) -> int | None:
         now = self._clock()
