@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     Context,
     Stack,
     at_path,
+    item_charge_id,
     load_event,
     load_function,
 )
@@ -181,8 +182,10 @@ class Subs:
         ]
 
     def charges(self) -> list[dict[str, Any]]:
+        """The charge items, each value unwrapped, with the id their key holds."""
         return [
-            {k: next(iter(v.values())) for k, v in i.items()} for i in self.stack.charge_items()
+            {"id": item_charge_id(i), **{k: next(iter(v.values())) for k, v in i.items()}}
+            for i in self.stack.charge_items()
         ]
 
 
