@@ -239,7 +239,7 @@ class InvoiceAllocator:
         with self._lock:
             held = self._runs.get(terminal_id)
             if held is not None:
-                first = held.shard  # the ring of the slots this container holds
+                first = held.shard  # the ring of this container's run
             else:
                 first = self._next_ring.get(terminal_id, self._start)
                 self._next_ring[terminal_id] = (first + 1) % SHARDS
