@@ -21,10 +21,12 @@ has 1,000,000 suffixes, so it takes 1,000,000 charges per window; several termin
 - **Blocks** (off: BLOCK is 1). A container can take `block` slots of a ring in one counter
   write and hand them out one per charge, staying on the ring for that many charges (a run).
   Slots a container never used (it stopped) are skipped for that lap, never reserved twice. A
-  block is at most a mark segment, only on a ring's first lap (a container takes one slot to
-  learn where a ring stands first), and never past that lap's end. Still, a block's slots are
-  used over the block's life, later than the counter's order says, so a terminal that used its
-  whole space found its next lap's slots held past their turn: see BLOCK.
+  block is at most a mark segment, taken only where the container last saw a whole block left
+  of the ring's first lap (it takes one slot to learn where a ring stands first; others may have
+  moved the counter since, so a block can still cross into the next lap, where a held slot sends
+  the rest back unless another container took a later one). Still, a block's slots are used
+  over the block's life, later than the counter's order says, so a terminal that used its whole
+  space found its next lap's slots held past their turn: see BLOCK.
 """
 
 from __future__ import annotations
