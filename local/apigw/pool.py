@@ -31,6 +31,7 @@ Lifecycle, so that nothing hangs and nothing is left behind:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -50,6 +51,7 @@ from typing import IO, Any, Final
 from local.apigw.runtime import (
     Handler,
     Invocation,
+    Job,
     LambdaContext,
     call_handler,
     load_handler,
@@ -147,10 +149,10 @@ def serve(fd: int) -> None:
 
 def _job_runner(
     connection: Connection, send_lock: threading.Lock, base_dir: str, job: tuple[Any, ...]
-) -> Callable[[], None]:
+) -> Job:
     job_id, code_uri, handler_name, event, context_fields = job
 
-    def run() -> None:
+    def run() -> Callable[[], None]:
         try:
             context = LambdaContext(**context_fields)
             threading.current_thread().name = f"lambda-{context.function_name}"
@@ -159,17 +161,23 @@ def _job_runner(
         except BaseException as error:  # reported to the parent, like Lambda's function error
             remote = "".join(traceback.format_exception(error))
             answer = (job_id, False, (type(error).__name__, str(error), remote))
-        try:
-            with send_lock:
-                connection.send(answer)
-        except OSError:
-            pass  # the parent is gone
-        except Exception as error:  # the result does not pickle: report that instead
-            remote = "".join(traceback.format_exception(error))
-            with send_lock, contextlib.suppress(OSError, ValueError):
-                connection.send((job_id, False, (type(error).__name__, str(error), remote)))
+        return functools.partial(_send_answer, connection, send_lock, job_id, answer)
 
     return run
+
+
+def _send_answer(
+    connection: Connection, send_lock: threading.Lock, job_id: Any, answer: tuple[Any, ...]
+) -> None:
+    try:
+        with send_lock:
+            connection.send(answer)
+    except OSError:
+        pass  # the parent is gone
+    except Exception as error:  # the result does not pickle: report that instead
+        remote = "".join(traceback.format_exception(error))
+        with send_lock, contextlib.suppress(OSError, ValueError):
+            connection.send((job_id, False, (type(error).__name__, str(error), remote)))
 
 
 # ----------------------------------------------------------------------------- the parent

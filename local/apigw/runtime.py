@@ -39,6 +39,7 @@ __all__ = [
     "MAX_LAMBDA_PAYLOAD_BYTES",
     "Handler",
     "Invocation",
+    "Job",
     "LambdaContext",
     "call_handler",
     "invocation_log_keys",
@@ -158,6 +159,9 @@ class Invocation:
     error: BaseException | None = None
 
 
+#: Work for an invocation thread: it runs the invocation and returns what hands its answer over.
+Job = Callable[[], Callable[[], None]]
+
 #: How long an idle invocation thread waits for the next invocation before it ends.
 WORKER_IDLE_SECONDS: Final = 60.0
 
@@ -171,7 +175,7 @@ class _Workers:
     """
 
     def __init__(self, idle_seconds: float = WORKER_IDLE_SECONDS) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], str]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Job, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # Threads waiting for a job that no caller has counted on yet. Invariant (under the
         # lock): waiting threads == idle + jobs queued, so a queued job always has a taker.
@@ -179,8 +183,9 @@ class _Workers:
         self._idle_seconds = idle_seconds
         self.started = 0  # threads started, for tests
 
-    def run(self, job: Callable[[], None], name: str) -> None:
-        """Run ``job`` on an idle thread, else on a new one named ``name``."""
+    def run(self, job: Job, name: str) -> None:
+        """Run ``job`` on an idle thread, else on a new one named ``name``; the hand-over it
+        returns is called once the thread counts as idle again."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
@@ -189,12 +194,15 @@ class _Workers:
             self.started += 1
         threading.Thread(target=self._work, args=(job, name), name=name, daemon=True).start()
 
-    def _work(self, job: Callable[[], None], name: str) -> None:
+    def _work(self, job: Job, name: str) -> None:
         while True:
             threading.current_thread().name = name
-            job()
+            hand_over = job()
             with self._lock:
                 self._idle += 1
+            # Only now may the caller see the answer: its next invocation finds this thread idle
+            # instead of starting another one.
+            hand_over()
             try:
                 job, name = self._jobs.get(timeout=self._idle_seconds)
             except queue.Empty:
@@ -208,8 +216,9 @@ class _Workers:
 _workers = _Workers()
 
 
-def run_on_thread(job: Callable[[], None], name: str) -> None:
-    """Run ``job`` on an idle invocation thread of this process, else on a new one."""
+def run_on_thread(job: Job, name: str) -> None:
+    """Run ``job`` on an idle invocation thread of this process, else on a new one; then call
+    the hand-over it returns (what gives its answer to the caller)."""
     _workers.run(job, name)
 
 
@@ -224,13 +233,12 @@ def invoke(
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
-    def run() -> None:
+    def run() -> Callable[[], None]:
         try:
             outcome["result"] = call_handler(handler, event, context)
         except BaseException as error:  # reported to the caller, like Lambda's function error
             outcome["error"] = error
-        finally:
-            done.set()
+        return done.set
 
     _workers.run(run, f"lambda-{context.function_name}")
     if not done.wait(wait):

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from local.apigw import LambdaContext
-from local.apigw.runtime import invoke
+from local.apigw.runtime import _Workers, invoke
 
 
 def _context() -> LambdaContext:
@@ -29,6 +29,30 @@ def test_invocations_one_after_another_reuse_one_thread() -> None:
     assert all(outcome.finished for outcome in outcomes)
     assert {outcome.result for outcome in outcomes} == {"lambda-EchoFunction"}
     assert len(set(threads)) == 1
+
+
+def test_a_caller_answered_at_once_finds_the_thread_idle() -> None:
+    # Given invocation threads, and a first invocation whose caller starts the next one the
+    # moment it is handed the answer (no pause for the thread to get back to waiting)
+    workers = _Workers()
+    threads: list[int] = []
+    second_done = threading.Event()
+
+    def second() -> Any:
+        threads.append(threading.get_ident())
+        return second_done.set
+
+    def first() -> Any:
+        threads.append(threading.get_ident())
+        return lambda: workers.run(second, "lambda-EchoFunction")
+
+    # When the first runs
+    workers.run(first, "lambda-EchoFunction")
+
+    # Then the second ran on the same thread: one thread was ever started
+    assert second_done.wait(2)
+    assert threads[0] == threads[1]
+    assert workers.started == 1
 
 
 def test_an_abandoned_invocation_does_not_hold_up_the_next() -> None:
