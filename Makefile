@@ -60,8 +60,14 @@ setup: $(BIN)/.installed $(BIN)/.client-installed node_modules/.installed  ## cr
 run: setup  ## serve the API on http://127.0.0.1:3000 (ePay simulator, DynamoDB Local, moto)
 	$(BIN)/python -m local.run
 
-test: setup .venv-sam/.installed lint typecheck scan  ## lint, typecheck, scan, then unit, integration, template and e2e tests
-	$(BIN)/pytest
+# The tiers run on TEST_WORKERS processes (pytest-xdist), a module's tests on one of them (its
+# stack fixtures start once). The schema tier runs after them in one process: schemathesis gives
+# its cases one node id, which xdist would run once (docs/decisions.md).
+TEST_WORKERS ?= 2
+
+test: setup .venv-sam/.installed lint typecheck scan  ## lint, typecheck, scan, then every test tier (on TEST_WORKERS processes; the schema tier after)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --ignore=tests/schema
+	$(BIN)/pytest tests/schema
 
 unit: setup  ## unit tests only (no sockets)
 	$(BIN)/pytest tests/unit -q

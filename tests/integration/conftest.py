@@ -99,12 +99,6 @@ def contract_checked(handler: Handler) -> Handler:
     return checked
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say how much of openapi.yaml the tier's responses covered."""
-    if openapi_check.SEEN:
-        terminalreporter.write_line(openapi_check.coverage_summary())
-
-
 @pytest.fixture(autouse=True)
 def _calls_are_allowed_by_the_template() -> Iterator[None]:
     """Fail a test whose handlers made a DynamoDB request their IAM statements in
