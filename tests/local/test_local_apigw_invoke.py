@@ -6,7 +6,9 @@ import threading
 import time
 from typing import Any
 
-from local.apigw import LambdaContext
+import pytest
+
+from local.apigw import LambdaContext, runtime
 from local.apigw.runtime import _Workers, invoke
 
 
@@ -14,8 +16,10 @@ def _context() -> LambdaContext:
     return LambdaContext(function_name="EchoFunction", memory_limit_in_mb=128, timeout_seconds=3)
 
 
-def test_invocations_one_after_another_reuse_one_thread() -> None:
-    # Given a handler that notes the thread it runs on
+def test_invocations_one_after_another_reuse_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given this process's invocation threads, none left idle by earlier tests (any idle one
+    # may take a job), and a handler that notes the thread it runs on
+    monkeypatch.setattr(runtime, "_workers", _Workers())
     threads: list[int] = []
 
     def handler(event: dict[str, Any], context: Any) -> Any:
