@@ -69,6 +69,13 @@ def _warm(r: dict[str, Any]) -> list[Row]:
             f"<= {warm['target_ratio']}x",
             bool(warm["met"]),
         ),
+        # The local stack's p50 at concurrency 1 cannot go below this: the same calls, bare.
+        Row(
+            "the floor: one charge's calls made bare, median",
+            f"{warm['floor_median_ms']:.1f} ms ({warm['floor_cpu_median_ms']:.1f} ms CPU)",
+            "",
+            None,
+        ),
         Row(
             "DynamoDB requests of an auto-captured charge",
             f"{calls['dynamodb_reads']} reads, {calls['dynamodb_writes']} writes",
